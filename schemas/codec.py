@@ -1,0 +1,105 @@
+"""Bytes on the wire to envelopes and back: JSON, validated in one pass.
+
+Faust topics carry raw bytes (it has no pydantic support), so this module is the only place
+the wire format is defined. Old schema versions are upcast here, never reinterpreted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cache
+from typing import Annotated, Any, Union
+
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
+
+from schemas.envelope import Envelope, Payload
+from schemas.topics import Topic
+
+#: (event_type, from_version) -> function turning that version's payload dict into the next version's.
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class DecodeError(ValueError):
+    """A message that cannot be used; ``reason`` goes to the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def encode(envelope: Envelope[Any]) -> bytes:
+    return envelope.model_dump_json().encode()
+
+
+def encode_key(account_id: str) -> bytes:
+    return account_id.encode()
+
+
+def _event_type_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("event_type")
+    return getattr(value, "event_type", None)
+
+
+@cache
+def _adapter(topic: Topic) -> TypeAdapter[Any]:
+    variants = tuple(Annotated[Envelope[p], Tag(p.event_type)] for p in topic.payloads)
+    union = variants[0] if len(variants) == 1 else Union[variants]  # noqa: UP007 - built at runtime
+    return TypeAdapter(Annotated[union, Discriminator(_event_type_of)])
+
+
+def decode(topic: Topic, raw: bytes | None) -> Envelope[Any]:
+    """The envelope in ``raw``, or DecodeError saying what is wrong with it."""
+    if not raw:
+        raise DecodeError("empty message")
+    try:
+        envelope = _adapter(topic).validate_json(raw)
+    except ValidationError as error:
+        return _decode_slowly(topic, raw, error)
+    expected = topic.payload_for(envelope.event_type)
+    if expected is not None and envelope.schema_version != expected.schema_version:
+        return _decode_slowly(topic, raw, None)
+    return envelope
+
+
+def _decode_slowly(topic: Topic, raw: bytes, error: ValidationError | None) -> Envelope[Any]:
+    """Explain a failure precisely, or upcast an older schema version."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as bad_json:
+        raise DecodeError(f"malformed JSON: {bad_json}") from None
+    if not isinstance(data, dict):
+        raise DecodeError(f"expected a JSON object, got {type(data).__name__}")
+    event_type = data.get("event_type")
+    payload_type = topic.payload_for(event_type) if isinstance(event_type, str) else None
+    if payload_type is None:
+        raise DecodeError(f"event_type {event_type!r} does not belong on topic {topic.base}")
+    version = data.get("schema_version")
+    if isinstance(version, int) and version != payload_type.schema_version:
+        data = _upcast(data, payload_type, version)
+    elif error is not None:
+        raise DecodeError(_describe(error))
+    try:
+        return _adapter(topic).validate_python(data)
+    except ValidationError as again:
+        raise DecodeError(_describe(again)) from None
+
+
+def _upcast(data: dict[str, Any], payload_type: type[Payload], version: int) -> dict[str, Any]:
+    if version > payload_type.schema_version:
+        raise DecodeError(f"{payload_type.event_type} schema_version {version} is newer than this reader "
+                          f"({payload_type.schema_version})")
+    while version < payload_type.schema_version:
+        step = UPCASTERS.get((payload_type.event_type, version))
+        if step is None:
+            raise DecodeError(f"no upcaster for {payload_type.event_type} v{version}")
+        data = {**data, "payload": step(data.get("payload", {})), "schema_version": version + 1}
+        version += 1
+    return data
+
+
+def _describe(error: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5]]
+    return "schema-invalid: " + "; ".join(parts)

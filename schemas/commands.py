@@ -1,0 +1,32 @@
+"""Commands: imperative, each with an id derived from its cause so a repeat is recognised."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from schemas.common import CloseReason, Symbol, Ticket, UserId
+from schemas.envelope import Payload
+
+
+class ClosePosition(Payload):
+    """Close every listed ticket of one symbol on one account (the envelope id is the command id)."""
+
+    event_type: ClassVar[str] = "ClosePosition"
+
+    user_id: UserId
+    symbol: Symbol
+    tickets: tuple[Ticket, ...] = Field(min_length=1)
+    reason: CloseReason
+    rule: str = Field(max_length=128, description="The rule that decided it")
+    details: dict[str, Any] = Field(default_factory=dict, description="Inputs and thresholds of the decision")
+
+
+class SyncAccount(Payload):
+    """Poll this account now (rate limited to one per account per 10 s)."""
+
+    event_type: ClassVar[str] = "SyncAccount"
+
+    user_id: UserId
+    requested_by: str = Field(min_length=1, max_length=64)

@@ -1,0 +1,89 @@
+"""The one envelope every message travels in, and the rules for making ids.
+
+A message is immutable. Its id is random for an observation and, for anything derived from
+another message, a pure function of the cause and the rule (uuid5), so reprocessing yields
+the same ids and receivers dedupe them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+#: Namespace of every derived id (uuid5). Changing it changes every derived id: never do.
+DERIVED_ID_NAMESPACE = uuid.UUID("6c1f8a5e-3f0b-5a8e-9d57-2f7c9b0e4a11")
+
+
+class Payload(BaseModel):
+    """Base of every payload; subclasses name their event type and schema version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+
+P = TypeVar("P", bound=Payload)
+
+
+class Envelope(BaseModel, Generic[P]):
+    """What happened, to which account, when, and because of what."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: uuid.UUID
+    event_type: str
+    schema_version: int = Field(ge=1)
+    occurred_at: AwareDatetime = Field(description="When it happened (terminal or decision time).")
+    recorded_at: AwareDatetime = Field(description="When this message was created.")
+    account_id: str = Field(min_length=1, max_length=64, description="Partition key: the MT5 account.")
+    correlation_id: uuid.UUID | None = Field(default=None, description="The first event of the chain.")
+    causation_id: uuid.UUID | None = Field(default=None, description="The event that caused this one.")
+    payload: P
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def derive_id(cause_id: uuid.UUID, rule: str) -> uuid.UUID:
+    """The id of what ``rule`` derives from the event ``cause_id``: the same inputs, the same id."""
+    return uuid.uuid5(DERIVED_ID_NAMESPACE, f"{cause_id}/{rule}")
+
+
+def observed(
+    payload: P, *, account_id: str, occurred_at: datetime, event_id: uuid.UUID | None = None,
+    correlation_id: uuid.UUID | None = None,
+) -> Envelope[P]:
+    """An envelope for a new observation or an outside input (a report, an approved trade)."""
+    now = utcnow()
+    return Envelope[type(payload)](  # type: ignore[misc]
+        event_id=event_id or uuid.uuid4(),
+        event_type=payload.event_type,
+        schema_version=payload.schema_version,
+        occurred_at=occurred_at,
+        recorded_at=now,
+        account_id=account_id,
+        correlation_id=correlation_id,
+        payload=payload,
+    )
+
+
+def derived(
+    payload: P, *, cause: Envelope[Any], rule: str, occurred_at: datetime | None = None,
+    account_id: str | None = None,
+) -> Envelope[P]:
+    """An envelope for an event or command that ``rule`` derived from ``cause``."""
+    return Envelope[type(payload)](  # type: ignore[misc]
+        event_id=derive_id(cause.event_id, rule),
+        event_type=payload.event_type,
+        schema_version=payload.schema_version,
+        occurred_at=occurred_at or cause.occurred_at,
+        recorded_at=utcnow(),
+        account_id=account_id or cause.account_id,
+        correlation_id=cause.correlation_id or cause.event_id,
+        causation_id=cause.event_id,
+        payload=payload,
+    )

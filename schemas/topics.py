@@ -1,0 +1,75 @@
+"""Every topic, its key and its payloads, declared once. Everything else imports these.
+
+Topic names are ``{prefix}.{base}.v{version}``; the prefix is configuration (tests give each
+module its own). The key of every topic is the account id (the envelope's ``account_id``), so
+one account's messages stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.commands import ClosePosition, SyncAccount
+from schemas.deadletters import MessageDeadLettered
+from schemas.decisions import (
+    AccountAssessed,
+    DivergenceDetected,
+    DivergenceResolved,
+    GuardAlertRaised,
+    PositionCloseRecorded,
+    PositionMatched,
+    ReconciliationIndeterminate,
+)
+from schemas.envelope import Payload
+from schemas.platform import TradeApproved, TradeClosedByPlatform
+from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
+from schemas.results import PositionCloseFailed, PositionClosed
+
+
+@dataclass(frozen=True)
+class Topic:
+    base: str
+    version: int
+    payloads: tuple[type[Payload], ...]
+    description: str
+    key: str = "account_id"
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}.{self.base}.v{self.version}"
+
+    def payload_for(self, event_type: str) -> type[Payload] | None:
+        return next((p for p in self.payloads if p.event_type == event_type), None)
+
+
+ACCOUNT_REPORTS = Topic("account-reports", 1, (AccountReport, AccountSyncFailed),
+                        "Poller: account_info() of each poll, or why the poll failed.")
+POSITION_REPORTS = Topic("position-reports", 1, (PositionReport,),
+                         "Poller: the full open-position list of each poll, with closing deals.")
+TICKS = Topic("ticks", 1, (TickReport,), "Poller: last quotes of the symbols each account holds.")
+EXPECTED_TRADES = Topic("expected-trades", 1, (TradeApproved, TradeClosedByPlatform),
+                        "Platform: approved trades and the platform's own closes.")
+RECONCILIATION = Topic("reconciliation", 1,
+                       (PositionMatched, DivergenceDetected, DivergenceResolved, ReconciliationIndeterminate,
+                        PositionCloseRecorded),
+                       "Streams: reconciliation outcomes (one reconciliation_logs row each).")
+ACCOUNT_STATE = Topic("drawdown-state", 1, (AccountAssessed,),
+                      "Streams: drawdown guard's assessment per report (position_snapshots).")
+ALERTS = Topic("alerts", 1, (GuardAlertRaised,), "Streams: guard warnings and triggers (drawdown_alerts).")
+CLOSE_COMMANDS = Topic("close-commands", 1, (ClosePosition,), "Streams: positions to close, and why.")
+CLOSE_RESULTS = Topic("close-results", 1, (PositionClosed, PositionCloseFailed),
+                      "Executor: what each close command did, per ticket.")
+SYNC_COMMANDS = Topic("sync-commands", 1, (SyncAccount,), "API/ops: manual sync requests.")
+DEAD_LETTERS = Topic("dead-letters", 1, (MessageDeadLettered,),
+                     "Any consumer: messages it could not use, with the reason.")
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, RECONCILIATION, ACCOUNT_STATE, ALERTS,
+    CLOSE_COMMANDS, CLOSE_RESULTS, SYNC_COMMANDS, DEAD_LETTERS,
+)
+
+
+def topic_by_name(name: str, prefix: str) -> Topic:
+    for topic in ALL_TOPICS:
+        if topic.name(prefix) == name:
+            return topic
+    raise KeyError(f"no topic named {name!r} under prefix {prefix!r}")
