@@ -1,0 +1,1 @@
+"""Projections: consumers that materialise the Postgres tables from the topics."""

@@ -1,0 +1,30 @@
+"""Every Prometheus metric, declared once; services import what they update.
+
+Labels stay bounded: reasons, services, topics and account ids of the configured accounts at
+most (never tickets or event ids).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+mt5_position_sync_total = Counter(
+    "mt5_position_sync_total", "Polls of an MT5 account, by outcome.", ["outcome"])
+reconciliation_divergences_total = Counter(
+    "reconciliation_divergences_total", "Divergences detected, by reason.", ["reason"])
+drawdown_guard_triggers_total = Counter(
+    "drawdown_guard_triggers_total", "Critical drawdown or daily-loss breaches that started a liquidation.")
+positions_autoclosed_total = Counter(
+    "positions_autoclosed_total", "Positions closed by the guards, by reason.", ["reason"])
+mt5_positions_total = Gauge("mt5_positions_total", "Open positions seen at the last poll.", ["account"])
+account_equity_gbp = Gauge("account_equity_gbp", "Equity in GBP at the last report.", ["account"])
+account_drawdown_percent = Gauge(
+    "account_drawdown_percent", "Drawdown from the high-water mark, percent.", ["account"])
+reconciliation_latency_seconds = Histogram(
+    "reconciliation_latency_seconds", "From a position report's poll to its reconciliation outcome.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+projection_events_total = Counter(
+    "projection_events_total", "Events written to Postgres by the projector, by table.", ["table"])
+dead_letters_total = Counter(
+    "dead_letters_total", "Messages sent to the dead-letter topic, by consumer.", ["consumer"])

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: servers, unique names, waiting for conditions."""
