@@ -1,0 +1,129 @@
+"""Reading one account's terminal: the only module of the poller that calls MT5.
+
+Works with anything that passes for the ``MetaTrader5`` module (the native package, an mt5linux
+client, the simulator's terminal, or a gateway with the same function names). Every read either
+returns a complete ``AccountRead`` or raises ``ReadFailed`` naming the call that failed: a partial
+read is never reported, because a missing position list looks exactly like a flat account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from producers.mt5 import constants as c
+from producers.poller.parsing import Route, conversion_route, route_rate, tickets_to_explain
+
+
+class Terminal(Protocol):
+    """The part of the MetaTrader5 API the producers use."""
+
+    def terminal_info(self) -> Any: ...
+    def account_info(self) -> Any: ...
+    def positions_get(self, **filters: Any) -> Any: ...
+    def history_deals_get(self, *args: Any, **filters: Any) -> Any: ...
+    def symbol_info(self, symbol: str) -> Any: ...
+    def symbol_info_tick(self, symbol: str) -> Any: ...
+    def symbol_select(self, symbol: str, enable: bool = True) -> bool: ...
+    def order_send(self, request: dict[str, Any]) -> Any: ...
+    def last_error(self) -> tuple[int, str]: ...
+
+
+class ReadFailed(Exception):
+    """A call returned None/False, or returned something that cannot be trusted."""
+
+    def __init__(self, stage: str, code: int, message: str) -> None:
+        super().__init__(f"{stage}: {message} ({code})")
+        self.stage, self.code, self.message = stage, code, message
+
+
+# MT5 has no code for "connected to the terminal, but the terminal lost its trade server"; this
+# borrows the package's IPC-connect code so consumers treat both as "terminal unreachable".
+NOT_CONNECTED = c.RES_E_INTERNAL_FAIL_CONNECT
+WRONG_ACCOUNT = c.RES_E_AUTH_FAILED
+
+
+def called(terminal: Terminal, stage: str, result: Any) -> Any:
+    """``result``, or ReadFailed with the terminal's last error when the call failed (None/False)."""
+    if result is None or result is False:
+        code, message = _last_error(terminal)
+        raise ReadFailed(stage, code, message)
+    return result
+
+
+def _last_error(terminal: Terminal) -> tuple[int, str]:
+    try:
+        code, message = terminal.last_error()
+        return int(code), str(message)
+    except Exception as error:  # noqa: BLE001 - a broken bridge must still yield a sync error
+        return c.RES_E_FAIL, f"last_error() failed: {error}"
+
+
+@dataclass
+class SymbolCache:
+    """Per terminal: symbol properties that do not change while it runs, and conversion routes."""
+
+    points: dict[str, float] = field(default_factory=dict)
+    trade_modes: dict[str, int] = field(default_factory=dict)
+    routes: dict[str, Route] = field(default_factory=dict)
+
+    def point(self, terminal: Terminal, symbol: str) -> float:
+        if symbol not in self.points:
+            info = called(terminal, "symbol_info", terminal.symbol_info(symbol))
+            self.points[symbol], self.trade_modes[symbol] = info.point, info.trade_mode
+        return self.points[symbol]
+
+    def route(self, terminal: Terminal, currency: str) -> Route:
+        if currency not in self.routes:
+            route = conversion_route(currency, lambda s: _selectable(terminal, s))
+            if route is None:
+                raise ReadFailed("gbp_rate", c.RES_E_NOT_FOUND, f"no symbol converts {currency} into GBP")
+            self.routes[currency] = route
+        return self.routes[currency]
+
+
+def _selectable(terminal: Terminal, symbol: str) -> bool:
+    """Whether the terminal knows the symbol; selects it into Market Watch so its ticks flow."""
+    return terminal.symbol_info(symbol) is not None and bool(terminal.symbol_select(symbol, True))
+
+
+@dataclass(frozen=True)
+class AccountRead:
+    """Everything one poll read, consistent with itself (account, positions, quotes, history)."""
+
+    info: Any
+    positions: tuple[Any, ...]
+    ticks: dict[str, Any]
+    points: dict[str, float]
+    trade_modes: dict[str, int]
+    gbp_rate: float
+    deals: dict[int, tuple[Any, ...]]
+
+
+def read_account(terminal: Terminal, *, login: int, cache: SymbolCache, previous: Mapping[int, float] | None,
+                 pending: Iterable[int] = ()) -> AccountRead:
+    """One poll of one terminal. ``previous``: ticket -> volume at the last good poll (None: no such
+    poll), so the deals of tickets that vanished or shrank since can be read in the same pass."""
+    status = called(terminal, "terminal_info", terminal.terminal_info())
+    if not status.connected:
+        raise ReadFailed("terminal_info", NOT_CONNECTED, "terminal is not connected to the trade server")
+    info = called(terminal, "account_info", terminal.account_info())
+    if info.login != login:
+        raise ReadFailed("account_info", WRONG_ACCOUNT, f"terminal is logged into {info.login}, not {login}")
+    positions = tuple(called(terminal, "positions_get", terminal.positions_get()))
+    route = cache.route(terminal, info.currency)
+    symbols = sorted({p.symbol for p in positions} | {leg.symbol for leg in route})
+    ticks = {s: called(terminal, "symbol_info_tick", terminal.symbol_info_tick(s)) for s in symbols}
+    points = {s: cache.point(terminal, s) for s in symbols}
+    rate = route_rate(route, ticks)
+    if rate is None:
+        raise ReadFailed("gbp_rate", c.RES_E_FAIL, f"no usable quote to convert {info.currency} into GBP")
+    return AccountRead(info, positions, ticks, points, dict(cache.trade_modes), rate,
+                       read_history(terminal, tickets_to_explain(previous, positions, pending)))
+
+
+def read_history(terminal: Terminal, tickets: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+    """Each ticket's deals (by position id); an empty tuple when the terminal has none yet."""
+    return {t: tuple(called(terminal, "history_deals_get", terminal.history_deals_get(position=t)))
+            for t in tickets}

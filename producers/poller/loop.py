@@ -1,0 +1,180 @@
+"""The poller's loop: read every account on an interval, publish the reports in batches.
+
+One task does every poll (the interval's rounds and manual syncs alike), so an account's reports
+are appended in poll order. Terminal calls run inline when they are cheap and in-process (the
+simulator) or in a thread pool when they block (a real terminal, an RPyC bridge).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from producers.accounts import AccountRef
+from producers.mt5 import constants as c
+from producers.poller.client import AccountRead, ReadFailed, SymbolCache, Terminal, read_account
+from producers.poller.parsing import PollState, conclude_poll, sync_failed
+from producers.ratelimit import KeyedRateLimiter, MonotonicClock
+from reconguard.kafka import publish_many
+from reconguard.metrics import mt5_position_sync_total, mt5_positions_total
+from schemas import Envelope, observed, utcnow
+from schemas.topics import ACCOUNT_REPORTS, POSITION_REPORTS, TICKS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PollerConfig:
+    interval: float = 1.0
+    sync_window: float = 10.0  # at most one manual sync per account per this many seconds
+    threads: int = 0  # 0: call terminals inline (the simulator); N: a pool of N threads
+
+
+@dataclass
+class PolledAccount:
+    ref: AccountRef
+    terminal: Terminal
+    seq: int
+    state: PollState = field(default_factory=PollState)
+    cache: SymbolCache = field(default_factory=SymbolCache)
+
+
+@dataclass
+class Batch:
+    """The envelopes of one round, by topic."""
+
+    accounts: list[Envelope[Any]] = field(default_factory=list)
+    positions: list[Envelope[Any]] = field(default_factory=list)
+    ticks: list[Envelope[Any]] = field(default_factory=list)
+    failed: int = 0
+
+
+def first_poll_seq() -> int:
+    """Poll sequence numbers start at the wall-clock millisecond, so they keep rising across restarts."""
+    return time.time_ns() // 1_000_000
+
+
+class Poller:
+    def __init__(self, *, accounts: Iterable[tuple[AccountRef, Terminal]], producer: AIOKafkaProducer,
+                 prefix: str, config: PollerConfig = PollerConfig(), clock: MonotonicClock = time.monotonic,
+                 first_seq: int | None = None) -> None:
+        seq = first_poll_seq() if first_seq is None else first_seq
+        self.accounts = {ref.user_id: PolledAccount(ref, terminal, seq) for ref, terminal in accounts}
+        self.producer, self.prefix, self.config = producer, prefix, config
+        self.sync_limiter = KeyedRateLimiter(config.sync_window, clock)
+        self._requested: dict[str, list[asyncio.Future[None]]] = {}
+        self._wake = asyncio.Event()
+        self._pool = ThreadPoolExecutor(config.threads, "mt5-read") if config.threads else None
+
+    # --- manual syncs ---------------------------------------------------------------------------------
+
+    def request_sync(self, user_id: str) -> asyncio.Future[None] | None:
+        """A future done once the account's next poll is published; None if refused (rate limit)."""
+        if user_id not in self.accounts:
+            raise KeyError(user_id)
+        if not self.sync_limiter.allow(user_id):
+            log.info("manual sync of %s refused: %.1f s left of its %.0f s window", user_id,
+                     self.sync_limiter.retry_after(user_id), self.config.sync_window)
+            return None
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._requested.setdefault(user_id, []).append(done)
+        self._wake.set()
+        return done
+
+    # --- polling --------------------------------------------------------------------------------------
+
+    async def run(self, *, stop: asyncio.Event) -> None:
+        """Poll every account each interval, and requested accounts at once, until ``stop``."""
+        next_round = time.monotonic()
+        while not stop.is_set():
+            delay = next_round - time.monotonic()
+            if delay > 0 and not self._requested:
+                await _first_of(stop, self._wake, timeout=delay)
+            if stop.is_set():
+                break
+            if time.monotonic() >= next_round:
+                next_round = max(next_round + self.config.interval, time.monotonic() - self.config.interval)
+                await self.poll()
+            elif self._requested:
+                await self.poll(list(self._requested))
+
+    async def poll(self, user_ids: Iterable[str] | None = None) -> Batch:
+        """Poll these accounts (default: all) once and publish their reports; returns what was sent."""
+        self._wake.clear()
+        polled = [self.accounts[u] for u in (self.accounts if user_ids is None else user_ids)]
+        waiting = {a.ref.user_id: self._requested.pop(a.ref.user_id, []) for a in polled}
+        observed_at = utcnow()
+        reads = await self._read_all(polled)
+        batch = Batch()
+        for account, read in zip(polled, reads, strict=True):
+            self._conclude(account, read, observed_at, batch)
+        await self._publish(batch)
+        for futures in waiting.values():
+            for done in futures:
+                if not done.done():
+                    done.set_result(None)
+        return batch
+
+    async def _read_all(self, polled: list[PolledAccount]) -> list[AccountRead | ReadFailed]:
+        if self._pool is None:
+            return [_read(a) for a in polled]
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(self._pool, _read, a) for a in polled)))
+
+    def _conclude(self, account: PolledAccount, read: AccountRead | ReadFailed, observed_at: datetime,
+                  batch: Batch) -> None:
+        ref, seq = account.ref, account.seq
+        account.seq += 1
+        if isinstance(read, ReadFailed):
+            batch.failed += 1
+            payload = sync_failed(user_id=ref.user_id, login=ref.login, poll_seq=seq, stage=read.stage,
+                                  error_code=read.code, error_message=read.message)
+            batch.accounts.append(observed(payload, account_id=ref.user_id, occurred_at=observed_at))
+            return
+        outcome = conclude_poll(read, account.state, user_id=ref.user_id, poll_seq=seq)
+        account.state = outcome.state
+        batch.accounts.append(observed(outcome.account, account_id=ref.user_id, occurred_at=observed_at))
+        batch.positions.append(observed(outcome.positions, account_id=ref.user_id, occurred_at=observed_at))
+        batch.ticks.extend(observed(t, account_id=ref.user_id, occurred_at=observed_at) for t in outcome.ticks)
+        mt5_positions_total.labels(account=ref.user_id).set(len(outcome.positions.positions))
+
+    async def _publish(self, batch: Batch) -> None:
+        # Position reports before account reports: a consumer that sees a poll's account report
+        # can rely on its position list being on the log already.
+        await publish_many(self.producer, POSITION_REPORTS, self.prefix, batch.positions)
+        await publish_many(self.producer, ACCOUNT_REPORTS, self.prefix, batch.accounts)
+        await publish_many(self.producer, TICKS, self.prefix, batch.ticks)
+        mt5_position_sync_total.labels(outcome="ok").inc(len(batch.accounts) - batch.failed)
+        mt5_position_sync_total.labels(outcome="failed").inc(batch.failed)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _read(account: PolledAccount) -> AccountRead | ReadFailed:
+    """One account's read; every failure, including a broken bridge raising, becomes ReadFailed."""
+    try:
+        return read_account(account.terminal, login=account.ref.login, cache=account.cache,
+                            previous=account.state.volumes, pending=account.state.waiting)
+    except ReadFailed as failed:
+        return failed
+    except Exception as error:  # noqa: BLE001 - an RPyC or IPC error is a failed read, not a crash
+        return ReadFailed("terminal", c.RES_E_FAIL, f"{type(error).__name__}: {error}")
+
+
+async def _first_of(*events: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,250 @@
+"""Terminal results to report payloads: pure functions, no I/O.
+
+Everything here takes what the MetaTrader5 package returned (struct sequences, read by field name)
+and produces the payloads of ``schemas.reports``. The poller reports what the terminal said; it
+never concludes (a vanished ticket is reported with its closing deal, not as a divergence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from producers.mt5 import constants as c
+from schemas.common import DealEntry, DealReason, Direction
+from schemas.reports import (
+    AccountReport,
+    AccountSyncFailed,
+    ObservedDeal,
+    ObservedPosition,
+    PositionReport,
+    TickReport,
+)
+
+DEAL_REASONS: Mapping[int, DealReason] = {
+    c.DEAL_REASON_CLIENT: DealReason.CLIENT, c.DEAL_REASON_MOBILE: DealReason.MOBILE,
+    c.DEAL_REASON_WEB: DealReason.WEB, c.DEAL_REASON_EXPERT: DealReason.EXPERT, c.DEAL_REASON_SL: DealReason.SL,
+    c.DEAL_REASON_TP: DealReason.TP, c.DEAL_REASON_SO: DealReason.STOP_OUT,
+    c.DEAL_REASON_ROLLOVER: DealReason.ROLLOVER, c.DEAL_REASON_VMARGIN: DealReason.VMARGIN,
+    c.DEAL_REASON_SPLIT: DealReason.SPLIT,
+}
+DEAL_ENTRIES: Mapping[int, DealEntry] = {
+    c.DEAL_ENTRY_IN: DealEntry.IN, c.DEAL_ENTRY_OUT: DealEntry.OUT, c.DEAL_ENTRY_INOUT: DealEntry.INOUT,
+    c.DEAL_ENTRY_OUT_BY: DealEntry.OUT_BY,
+}
+#: Deals that take volume out of a position (a close, or a close-by against an opposite position).
+CLOSING_ENTRIES = frozenset({c.DEAL_ENTRY_OUT, c.DEAL_ENTRY_OUT_BY})
+BASE_CURRENCY = "GBP"
+#: How many polls a vanished ticket waits for its closing deal to appear in the terminal's history.
+DEAL_WAIT_POLLS = 5
+
+
+def utc_from_epoch(seconds: int, msc: int | None = None) -> datetime:
+    """MT5 times are epoch seconds (and milliseconds) of the server clock, labelled UTC as MT5 does."""
+    return datetime.fromtimestamp(msc / 1000 if msc else seconds, tz=UTC)
+
+
+def price_or_none(value: float) -> float | None:
+    """MT5 writes 0.0 for "no SL/TP"."""
+    return value if value > 0 else None
+
+
+def position_direction(position_type: int) -> Direction:
+    return Direction.BUY if position_type == c.POSITION_TYPE_BUY else Direction.SELL
+
+
+def deal_direction(deal_type: int) -> Direction | None:
+    """A buy or sell deal's own direction (closing a buy is a sell deal); None for balance and the like."""
+    return {c.DEAL_TYPE_BUY: Direction.BUY, c.DEAL_TYPE_SELL: Direction.SELL}.get(deal_type)
+
+
+# --- conversion to GBP with the terminal's own quotes -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One step of a conversion: multiply by the symbol's bid, or divide by its ask (``inverted``)."""
+
+    symbol: str
+    inverted: bool
+
+
+Route = tuple[Leg, ...]
+
+
+def conversion_route(currency: str, exists: Callable[[str], bool], *, to: str = BASE_CURRENCY) -> Route | None:
+    """The symbols that turn one unit of ``currency`` into ``to``: direct, inverse, or across USD."""
+    if currency == to:
+        return ()
+    direct = _one_leg(currency, to, exists)
+    if direct is not None:
+        return (direct,)
+    if "USD" in (currency, to):
+        return None
+    first, second = _one_leg(currency, "USD", exists), _one_leg("USD", to, exists)
+    return (first, second) if first is not None and second is not None else None
+
+
+def _one_leg(from_ccy: str, to_ccy: str, exists: Callable[[str], bool]) -> Leg | None:
+    if exists(from_ccy + to_ccy):
+        return Leg(from_ccy + to_ccy, inverted=False)
+    if exists(to_ccy + from_ccy):
+        return Leg(to_ccy + from_ccy, inverted=True)
+    return None
+
+
+def route_rate(route: Route, quotes: Mapping[str, Any]) -> float | None:
+    """The rate along ``route`` at the given ticks (a direct pair at bid, an inverse one at 1/ask)."""
+    rate = 1.0
+    for leg in route:
+        tick = quotes.get(leg.symbol)
+        price = None if tick is None else (tick.ask if leg.inverted else tick.bid)
+        if not price or price <= 0:
+            return None
+        rate = rate / price if leg.inverted else rate * price
+    return rate
+
+
+# --- positions, deals, ticks ------------------------------------------------------------------------
+
+
+def observed_position(position: Any, gbp_rate: float) -> ObservedPosition:
+    return ObservedPosition(
+        ticket=position.ticket, symbol=position.symbol, direction=position_direction(position.type),
+        volume=position.volume, price_open=position.price_open, price_current=position.price_current,
+        sl=price_or_none(position.sl), tp=price_or_none(position.tp), profit=position.profit,
+        profit_gbp=round(position.profit * gbp_rate, 2), magic=position.magic, comment=position.comment[:64],
+        opened_at=utc_from_epoch(position.time, position.time_msc),
+    )
+
+
+def observed_deal(deal: Any, gbp_rate: float) -> ObservedDeal | None:
+    """The deal as a report, if it is a closing buy or sell deal (balance operations and entries are not)."""
+    direction = deal_direction(deal.type)
+    if direction is None or deal.entry not in CLOSING_ENTRIES or deal.volume <= 0 or deal.price <= 0:
+        return None
+    return ObservedDeal(
+        ticket=deal.ticket, position_id=deal.position_id, symbol=deal.symbol, direction=direction,
+        entry=DEAL_ENTRIES[deal.entry], reason=DEAL_REASONS.get(deal.reason, DealReason.CLIENT),
+        volume=deal.volume, price=deal.price, profit=deal.profit, profit_gbp=round(deal.profit * gbp_rate, 2),
+        time=utc_from_epoch(deal.time, deal.time_msc),
+    )
+
+
+def closing_deals(deals: Iterable[Any], gbp_rate: float, *, already_reported: set[int] | frozenset[int]
+                  ) -> list[ObservedDeal]:
+    """The closing deals not reported before, oldest first."""
+    found = (observed_deal(d, gbp_rate) for d in deals if d.ticket not in already_reported)
+    return sorted((d for d in found if d is not None), key=lambda d: (d.time, d.ticket))
+
+
+def tickets_to_explain(previous: Mapping[int, float] | None, positions: Sequence[Any],
+                       pending: Iterable[int] = ()) -> list[int]:
+    """Tickets whose history must be read: gone since the last poll, shrunk (a partial close), or still
+    waiting for their closing deal. Nothing on the first poll: there is no "before" to compare with."""
+    if previous is None:
+        return sorted(set(pending))
+    now = {p.ticket: p.volume for p in positions}
+    changed = {t for t, v in previous.items() if t not in now or now[t] < v - 1e-9}
+    return sorted(changed | set(pending))
+
+
+def held_symbols(positions: Iterable[Any]) -> list[str]:
+    return sorted({p.symbol for p in positions})
+
+
+def tick_report(symbol: str, tick: Any, *, point: float, market_open: bool) -> TickReport | None:
+    """The quote as a report; None for a tick without both sides (nothing usable to report)."""
+    if tick is None or tick.bid <= 0 or tick.ask <= 0:
+        return None
+    return TickReport(symbol=symbol, bid=tick.bid, ask=tick.ask, point=point,
+                      quoted_at=utc_from_epoch(tick.time, tick.time_msc), market_open=market_open)
+
+
+def server_time(ticks: Iterable[Any]) -> datetime | None:
+    """The terminal's notion of now (MQL5's TimeCurrent): the time of the latest quote it received."""
+    latest = max((t.time_msc or t.time * 1000 for t in ticks if t is not None), default=None)
+    return None if latest is None else utc_from_epoch(0, latest)
+
+
+# --- the poll's reports -----------------------------------------------------------------------------
+
+
+def account_report(info: Any, *, user_id: str, poll_seq: int, gbp_rate: float,
+                   server_time: datetime | None) -> AccountReport:
+    return AccountReport(
+        user_id=user_id, login=info.login, server=info.server, currency=info.currency, poll_seq=poll_seq,
+        balance=info.balance, equity=info.equity, profit=info.profit, margin=max(0.0, info.margin),
+        margin_free=info.margin_free, margin_level=max(0.0, info.margin_level), gbp_rate=gbp_rate,
+        server_time=server_time,
+    )
+
+
+def position_report(positions: Sequence[Any], deals: Sequence[ObservedDeal], *, user_id: str, login: int,
+                    poll_seq: int, gbp_rate: float) -> PositionReport:
+    observed = tuple(sorted((observed_position(p, gbp_rate) for p in positions), key=lambda p: p.ticket))
+    return PositionReport(user_id=user_id, login=login, poll_seq=poll_seq, positions=observed,
+                          closed_deals=tuple(deals))
+
+
+def sync_failed(*, user_id: str, login: int, poll_seq: int, stage: str, error_code: int,
+                error_message: str) -> AccountSyncFailed:
+    return AccountSyncFailed(user_id=user_id, login=login, poll_seq=poll_seq, stage=stage[:64],
+                             error_code=error_code, error_message=error_message[:1000])
+
+
+# --- one account's poll state, folded forward poll by poll ------------------------------------------
+
+
+@dataclass(frozen=True)
+class PollState:
+    """What the poller remembers of an account between polls.
+
+    ``volumes``: ticket -> volume at the last good poll (None before the first one); ``waiting``:
+    vanished tickets whose closing deal has not appeared yet -> polls left to look for it;
+    ``reported``: position -> closing deals already reported (partial closes of open positions).
+    """
+
+    volumes: Mapping[int, float] | None = None
+    waiting: Mapping[int, int] = field(default_factory=dict)
+    reported: Mapping[int, frozenset[int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    account: AccountReport
+    positions: PositionReport
+    ticks: tuple[TickReport, ...]
+    state: PollState
+
+
+def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int) -> PollOutcome:
+    """The reports of one good read, and the state the next poll starts from."""
+    open_now = {p.ticket: p.volume for p in read.positions}
+    deals: list[ObservedDeal] = []
+    waiting: dict[int, int] = {}
+    reported = {t: ds for t, ds in state.reported.items() if t in open_now}
+    for ticket, history in read.deals.items():
+        found = closing_deals(history, read.gbp_rate, already_reported=state.reported.get(ticket, frozenset()))
+        deals.extend(found)
+        if ticket in open_now:
+            reported[ticket] = reported.get(ticket, frozenset()) | {d.ticket for d in found}
+        elif not found:
+            left = state.waiting.get(ticket, DEAL_WAIT_POLLS) - 1
+            if left > 0:
+                waiting[ticket] = left
+    deals.sort(key=lambda d: (d.time, d.ticket))
+    stamp = server_time(read.ticks.values())
+    ticks = tuple(t for s in held_symbols(read.positions) if (t := tick_report(
+        s, read.ticks[s], point=read.points[s],
+        market_open=read.trade_modes.get(s, c.SYMBOL_TRADE_MODE_FULL) != c.SYMBOL_TRADE_MODE_DISABLED)))
+    return PollOutcome(
+        account=account_report(read.info, user_id=user_id, poll_seq=poll_seq, gbp_rate=read.gbp_rate,
+                               server_time=stamp),
+        positions=position_report(read.positions, deals, user_id=user_id, login=read.info.login,
+                                  poll_seq=poll_seq, gbp_rate=read.gbp_rate),
+        ticks=ticks,
+        state=PollState(volumes=open_now, waiting=waiting, reported=reported),
+    )

@@ -1,0 +1,88 @@
+"""The poller as a service: the polling loop plus the consumer of manual sync commands."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from producers.accounts import AccountRef
+from producers.poller.client import Terminal
+from producers.poller.loop import Poller, PollerConfig
+from reconguard.kafka import dead_letter, ensure_topics, make_consumer, make_producer, send_dead_letter
+from reconguard.metrics import dead_letters_total
+from reconguard.settings import Settings
+from schemas import DecodeError, decode
+from schemas.topics import SYNC_COMMANDS
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "poller-sync"
+
+
+async def honour_sync_commands(poller: Poller, *, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                               prefix: str, stop: asyncio.Event) -> None:
+    """Turn SyncAccount commands into immediate polls (rate limited); commit once each is handled."""
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=200, max_records=100)
+        for records in batches.values():
+            for record in records:
+                await _handle(poller, record, producer=producer, prefix=prefix)
+        if batches:
+            await consumer.commit()
+
+
+async def _handle(poller: Poller, record: ConsumerRecord, *, producer: AIOKafkaProducer, prefix: str) -> None:
+    try:
+        command = decode(SYNC_COMMANDS, record.value).payload
+    except DecodeError as error:
+        return await _dead_letter(record, error.reason, producer=producer, prefix=prefix)
+    try:
+        done = poller.request_sync(command.user_id)
+    except KeyError:
+        return await _dead_letter(record, f"account {command.user_id!r} is not polled here", producer=producer,
+                                  prefix=prefix)
+    if done is not None:
+        log.info("manual sync of %s requested by %s", command.user_id, command.requested_by)
+        await done
+
+
+async def _dead_letter(record: ConsumerRecord, reason: str, *, producer: AIOKafkaProducer, prefix: str) -> None:
+    log.warning("sync command at %s/%d@%d dead-lettered: %s", record.topic, record.partition, record.offset, reason)
+    await send_dead_letter(producer, prefix, dead_letter(
+        consumer=CONSUMER, topic=record.topic, partition=record.partition, offset=record.offset,
+        key=record.key, value=record.value, reason=reason))
+    dead_letters_total.labels(consumer=CONSUMER).inc()
+
+
+async def run_poller(settings: Settings, *, stop: asyncio.Event, accounts: Iterable[tuple[AccountRef, Terminal]],
+                     config: PollerConfig = PollerConfig()) -> None:
+    """Poll these (account, terminal) pairs until ``stop``, honouring manual syncs meanwhile."""
+    bootstrap = _bootstrap(settings)
+    await ensure_topics(bootstrap, settings.topic_prefix, partitions=settings.topic_partitions)
+    producer = make_producer(bootstrap)
+    consumer = make_consumer(SYNC_COMMANDS.name(settings.topic_prefix), bootstrap_servers=bootstrap,
+                             group_id=f"{settings.topic_prefix}.{CONSUMER}",
+                             session_timeout_ms=settings.consumer_session_timeout_ms,
+                             fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
+    await producer.start()
+    await consumer.start()
+    poller = Poller(accounts=accounts, producer=producer, prefix=settings.topic_prefix, config=config)
+    try:
+        async with asyncio.TaskGroup() as tasks:  # either failing stops the other
+            tasks.create_task(poller.run(stop=stop))
+            tasks.create_task(honour_sync_commands(poller, consumer=consumer, producer=producer,
+                                                   prefix=settings.topic_prefix, stop=stop))
+    finally:
+        poller.close()
+        await consumer.stop()
+        await producer.stop()
+
+
+def _bootstrap(settings: Settings) -> str:
+    if settings.kafka_bootstrap_servers is None:
+        raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set (the embedded runtime sets it before services start)")
+    return settings.kafka_bootstrap_servers
