@@ -36,8 +36,15 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    # A schema other than public (replay into a fresh schema) is selected by search_path, so the
+    # models and migrations stay schema-agnostic.
+    schema = config.attributes.get("schema")
+    connect_args = {"server_settings": {"search_path": schema}} if schema else {}
+    engine = create_async_engine(_url(), poolclass=pool.NullPool, connect_args=connect_args)
     async with engine.connect() as connection:
+        if schema:
+            await connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await connection.commit()
         await connection.run_sync(_run)
     await engine.dispose()
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -44,10 +45,13 @@ class BatchOutcome:
 class Projector:
     """Turns one fetched batch into rows, dead letters and progress. Shared by live and replay."""
 
-    def __init__(self, *, writer: ProjectionWriter, producer: AIOKafkaProducer, prefix: str) -> None:
+    def __init__(
+        self, *, writer: ProjectionWriter, producer: AIOKafkaProducer, prefix: str, since: datetime | None = None,
+    ) -> None:
         self.writer = writer
         self.producer = producer
         self.prefix = prefix
+        self.since = since  # replay from a point in time: older events are read but not projected
 
     async def handle(self, records: Records) -> BatchOutcome:
         outcome = BatchOutcome()
@@ -60,6 +64,8 @@ class Projector:
                 outcome.received += 1
                 try:
                     envelope = decode(topic, message.value)
+                    if self.since is not None and envelope.occurred_at < self.since:
+                        continue
                     pending.append(PendingRow(table, row_for(table, envelope), user_of(envelope), message))
                 except DecodeError as error:
                     unusable.append((PendingRow(table, (), "", message), error.reason))

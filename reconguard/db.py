@@ -13,17 +13,18 @@ from reconguard.dburl import sqlalchemy_url
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def alembic_config(database_url: str) -> Config:
+def alembic_config(database_url: str, *, schema: str | None = None) -> Config:
     config = Config(str(REPO_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(REPO_ROOT / "alembic"))
     config.attributes["database_url"] = database_url
+    config.attributes["schema"] = schema
     config.attributes["configure_logging"] = False
     return config
 
 
-def migrate(database_url: str, revision: str = "head") -> None:
+def migrate(database_url: str, revision: str = "head", *, schema: str | None = None) -> None:
     """``alembic upgrade`` (blocking: call it from a thread inside an event loop)."""
-    command.upgrade(alembic_config(database_url), revision)
+    command.upgrade(alembic_config(database_url, schema=schema), revision)
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:

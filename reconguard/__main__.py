@@ -1,0 +1,3 @@
+from reconguard.cli import main
+
+main()

@@ -1,0 +1,115 @@
+"""The FastAPI application and the `api` service that runs it under uvicorn.
+
+Access logging is ours, not uvicorn's: uvicorn's access log prints query strings, and a query
+string is where a careless client puts a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import uvicorn
+from fastapi import FastAPI, Request, Response, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from reconguard.api.broker import BrokerLink
+from reconguard.api.deps import Resources
+from reconguard.api.metrics import api_request_duration_seconds, api_requests_total
+from reconguard.api.ratelimit import SyncLimiter
+from reconguard.api.routes_ops import router as ops_router
+from reconguard.api.routes_users import router as users_router
+from reconguard.api.settings import ApiSettings
+from reconguard.db import make_engine, make_sessionmaker
+from reconguard.settings import Settings
+
+log = logging.getLogger("reconguard.api")
+
+DESCRIPTION = """Reconciliation status, logs, snapshots and guard alerts of each MT5 account.
+
+Send `Authorization: Bearer <token>` (issue one with `reconguard users token`). A trader reads only
+their own account; an admin reads every account and may request a manual sync."""
+
+
+def _endpoints(settings: Settings) -> tuple[str, str]:
+    if settings.kafka_bootstrap_servers is None or settings.database_url is None:
+        raise ValueError("the API needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL "
+                         "(`reconguard run` fills them in for the embedded runtime)")
+    return settings.kafka_bootstrap_servers, settings.database_url
+
+
+def create_app(settings: Settings, *, api_settings: ApiSettings | None = None) -> FastAPI:
+    """The app; its database engine and producer open at start-up and close at shutdown."""
+    bootstrap_servers, database_url = _endpoints(settings)
+    api_settings = api_settings or ApiSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(database_url, pool_size=5, max_overflow=5, pool_timeout=5)
+        broker = BrokerLink(bootstrap_servers=bootstrap_servers, prefix=settings.topic_prefix,
+                            timeout=api_settings.api_health_timeout_seconds * 2)
+        app.state.resources = Resources(
+            settings=settings, api_settings=api_settings, sessions=make_sessionmaker(engine), broker=broker,
+            sync_limiter=SyncLimiter(interval=api_settings.api_sync_interval_seconds))
+        try:
+            yield
+        finally:
+            await broker.close()
+            await engine.dispose()
+
+    app = FastAPI(title="reconguard", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.include_router(users_router)
+    app.include_router(ops_router)
+    app.middleware("http")(_observe)
+    for error in (OperationalError, PoolTimeoutError, OSError, ConnectionError):
+        app.add_exception_handler(error, _unavailable)
+    return app
+
+
+async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Count, time and log each request by route template; the query string is never logged."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    elapsed = time.perf_counter() - started
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    api_requests_total.labels(route=route, status=str(response.status_code)).inc()
+    api_request_duration_seconds.labels(route=route).observe(elapsed)
+    log.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code, elapsed * 1000)
+    return response
+
+
+async def _unavailable(request: Request, error: Exception) -> JSONResponse:
+    log.warning("%s %s: backing service unavailable (%s)", request.method, request.url.path, type(error).__name__)
+    return JSONResponse({"detail": "a backing service is unavailable; retry"},
+                        status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: stopping is the owner's job, through ``stop``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event, api_settings: ApiSettings | None = None) -> None:
+    """The `api` service: serve HTTP on settings.http_host:http_port until ``stop`` is set."""
+    config = uvicorn.Config(create_app(settings, api_settings=api_settings), host=settings.http_host,
+                            port=settings.http_port, log_config=None, access_log=False, lifespan="on")
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    try:
+        await serving
+    except SystemExit:  # uvicorn exits this way when it cannot bind
+        raise RuntimeError(f"the API could not listen on {settings.http_host}:{settings.http_port}") from None
+    if not stop.is_set():
+        raise RuntimeError("the API server stopped on its own")

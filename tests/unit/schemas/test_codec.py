@@ -1,0 +1,108 @@
+"""The wire codec: one-pass validation, clear reasons for bad input, explicit versions."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from schemas import DecodeError, decode, derive_id, derived, encode, observed, utcnow
+from schemas.codec import UPCASTERS
+from schemas.commands import ClosePosition
+from schemas.common import CloseReason
+from schemas.reports import AccountReport
+from schemas.topics import ACCOUNT_REPORTS, CLOSE_COMMANDS, TICKS
+
+
+def _report(**changes) -> AccountReport:
+    fields = dict(user_id="u1", login=5001, server="Demo-1", currency="GBP", poll_seq=3, balance=10_000.0,
+                  equity=9_800.0, profit=-200.0, margin=500.0, margin_free=9_300.0, margin_level=1960.0,
+                  gbp_rate=1.0)
+    return AccountReport(**(fields | changes))
+
+
+def test_an_envelope_survives_the_wire_unchanged():
+    envelope = observed(_report(), account_id="u1", occurred_at=utcnow())
+    assert decode(ACCOUNT_REPORTS, encode(envelope)) == envelope
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        pytest.param(b"", "empty message", id="empty value"),
+        pytest.param(b"\xff\xfe", "malformed JSON", id="not UTF-8"),
+        pytest.param(b"{", "malformed JSON", id="truncated JSON"),
+        pytest.param(b"42", "expected a JSON object", id="JSON but not an object"),
+        pytest.param(b'{"event_type": "TickReport"}', "does not belong on topic account-reports",
+                     id="an event of another topic"),
+        pytest.param(b'{"event_type": "AccountReport", "schema_version": 1}', "schema-invalid",
+                     id="right type, missing fields"),
+    ],
+)
+def test_bad_input_is_refused_with_a_reason(raw, reason):
+    with pytest.raises(DecodeError) as refused:
+        decode(ACCOUNT_REPORTS, raw)
+    assert reason in refused.value.reason
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        pytest.param({"equity": float("nan")}, "equity", id="non-finite equity"),
+        pytest.param({"margin": -1.0}, "margin", id="negative margin"),
+        pytest.param({"currency": "POUNDS"}, "currency", id="currency not ISO-like"),
+    ],
+)
+def test_absurd_values_are_schema_invalid(change, field):
+    envelope = observed(_report(), account_id="u1", occurred_at=utcnow())
+    raw = encode(envelope).replace(b'"equity":9800.0', b'"equity":NaN') if field == "equity" else None
+    if raw is None:
+        data = envelope.model_dump(mode="json")
+        data["payload"].update(change)
+        import json
+
+        raw = json.dumps(data).encode()
+    with pytest.raises(DecodeError, match=field):
+        decode(ACCOUNT_REPORTS, raw)
+
+
+def test_a_newer_schema_version_is_refused_not_reinterpreted():
+    raw = encode(observed(_report(), account_id="u1", occurred_at=utcnow())).replace(
+        b'"schema_version":1', b'"schema_version":2')
+    with pytest.raises(DecodeError, match="newer than this reader"):
+        decode(ACCOUNT_REPORTS, raw)
+
+
+def test_an_older_schema_version_is_upcast(monkeypatch):
+    monkeypatch.setattr(AccountReport, "schema_version", 2)
+    monkeypatch.setitem(UPCASTERS, ("AccountReport", 1), lambda p: {**p, "server": p["server"].upper()})
+    from schemas.codec import _adapter
+
+    _adapter.cache_clear()
+    try:
+        raw = encode(observed(_report(server="demo-1"), account_id="u1", occurred_at=utcnow()))
+        raw = raw.replace(b'"schema_version":2', b'"schema_version":1')
+        decoded = decode(ACCOUNT_REPORTS, raw)
+    finally:
+        _adapter.cache_clear()
+    assert decoded.schema_version == 2 and decoded.payload.server == "DEMO-1"
+
+
+def test_derived_ids_depend_only_on_the_cause_and_the_rule():
+    cause = observed(_report(), account_id="u1", occurred_at=utcnow())
+    command = ClosePosition(user_id="u1", symbol="EURUSD", tickets=(7,), reason=CloseReason.DRAWDOWN_GUARD,
+                            rule="drawdown.critical")
+    first = derived(command, cause=cause, rule="drawdown.critical/EURUSD")
+    again = derived(command, cause=cause, rule="drawdown.critical/EURUSD")
+    other = derived(command, cause=cause, rule="drawdown.critical/GBPUSD")
+    assert first.event_id == again.event_id == derive_id(cause.event_id, "drawdown.critical/EURUSD")
+    assert other.event_id != first.event_id
+    assert first.causation_id == cause.event_id and first.correlation_id == cause.event_id
+    assert decode(CLOSE_COMMANDS, encode(first)) == first
+    assert isinstance(first.event_id, uuid.UUID)
+
+
+def test_topics_refuse_each_others_events():
+    envelope = observed(_report(), account_id="u1", occurred_at=utcnow())
+    with pytest.raises(DecodeError, match="does not belong"):
+        decode(TICKS, encode(envelope))
