@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench`. Each measures against a baseline taken in the same run."""

@@ -1,0 +1,40 @@
+"""`make bench`: every benchmark, each beside its baseline measured in the same run."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+BENCHMARKS = [
+    ("projection", "bench.projection", "projection_per_s vs copy_per_s: target ratio_to_copy >= 0.3"),
+]
+
+
+def main(selected: list[str]) -> int:
+    console = Console()
+    failures = 0
+    for name, module, target in BENCHMARKS:
+        if selected and name not in selected:
+            continue
+        console.rule(f"{name} — {target}")
+        started = time.perf_counter()
+        try:
+            numbers = importlib.import_module(module).main()
+        except Exception as error:  # noqa: BLE001 - report and go on to the next benchmark
+            console.print(f"[red]{name} failed: {error!r}[/red]")
+            failures += 1
+            continue
+        table = Table("measure", "value")
+        for key, value in numbers.items():
+            table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
+        console.print(table)
+        console.print(f"[dim]{name} took {time.perf_counter() - started:.0f}s[/dim]")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
