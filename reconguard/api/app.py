@@ -99,6 +99,7 @@ class _Server(uvicorn.Server):
 
 async def serve(settings: Settings, *, stop: asyncio.Event, api_settings: ApiSettings | None = None) -> None:
     """The `api` service: serve HTTP on settings.http_host:http_port until ``stop`` is set."""
+    logging.getLogger("uvicorn.access").disabled = True  # query strings may hold tokens; see _observe
     config = uvicorn.Config(create_app(settings, api_settings=api_settings), host=settings.http_host,
                             port=settings.http_port, log_config=None, access_log=False, lifespan="on")
     server = _Server(config)
