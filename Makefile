@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench schemas clean
+.PHONY: run test bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-schemas: $(STAMP)
-	$(BIN)/reconguard schemas
+docs: $(STAMP)
+	$(BIN)/reconguard docs
 
 clean:
 	rm -rf $(VENV) .reconguard

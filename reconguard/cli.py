@@ -94,14 +94,15 @@ def migrate() -> None:
 
 
 @app.command()
-def schemas() -> None:
-    """Write the JSON Schema of every topic's messages into docs/schemas/.
+def docs() -> None:
+    """Regenerate the generated documentation: JSON Schemas of every topic and the configuration reference.
 
-    Example: `reconguard schemas && git diff docs/schemas`
+    Example: `reconguard docs && git diff docs/`
     """
+    from reconguard import configdoc
     from schemas.jsonschema import SCHEMA_DIR, write
 
-    console.print(f"wrote {len(write())} files into {SCHEMA_DIR}")
+    console.print(f"wrote {len(write())} files into {SCHEMA_DIR} and {configdoc.write()}")
 
 
 @app.command()

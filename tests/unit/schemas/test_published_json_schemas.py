@@ -9,7 +9,7 @@ from schemas.topics import ALL_TOPICS
 
 
 def test_committed_schemas_are_not_stale():
-    assert stale() == [], "docs/schemas is stale: run `make schemas` (reconguard schemas) and commit the result"
+    assert stale() == [], "docs/schemas is stale: run `make docs` (reconguard docs) and commit the result"
 
 
 def test_every_topic_and_payload_has_a_schema():
