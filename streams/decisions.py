@@ -1,0 +1,44 @@
+"""Small pieces every rule module shares: a decision (new state + messages) and a cause reference.
+
+Outputs are made with ``schemas.envelope.derived`` so their ids are uuid5(cause, rule). A deadline
+that fires later than its cause keeps only a ``CauseRef`` in state, which ``derived`` accepts in
+place of the whole envelope (it reads the id, time, account and correlation only).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from schemas import Envelope
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Decision(Generic[S]):
+    """What a rule concluded from one event: the account's next state and the messages to publish."""
+
+    state: S
+    outputs: tuple[Envelope[Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class CauseRef:
+    """The parts of an envelope that ``derived`` uses, kept in state for decisions made later."""
+
+    event_id: uuid.UUID
+    occurred_at: datetime
+    account_id: str
+    correlation_id: uuid.UUID | None = None
+
+    @classmethod
+    def of(cls, envelope: Envelope[Any]) -> "CauseRef":
+        return cls(envelope.event_id, envelope.occurred_at, envelope.account_id, envelope.correlation_id)
+
+
+def percent_off(value: float, reference: float) -> float:
+    """|value - reference| as a percentage of reference (0 when reference is 0)."""
+    return abs(value - reference) / abs(reference) * 100 if reference else 0.0

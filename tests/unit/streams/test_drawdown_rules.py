@@ -1,0 +1,212 @@
+"""Drawdown guard rules: the arithmetic, the data-quality filter, the warning, and the grace timing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import Envelope
+from schemas.common import CloseReason
+from schemas.decisions import ActionTaken, AlertType
+from streams.config import AccountLevels, GuardConfig
+from streams.drawdown.rules import DrawdownState, day_of, fire_due, handle
+from tests.unit.streams.builders import account, at, close_result, position, positions, sync_failed
+
+CONFIG = GuardConfig(max_reading_age_seconds=None)
+LEVELS = AccountLevels(warning_drawdown_percent=5, critical_drawdown_percent=10, daily_loss_limit_percent=50,
+                       close_grace_seconds=10)
+HELD = positions(position(1001, profit_gbp=-400), position(1002, profit_gbp=-300),
+                 position(1003, symbol="XAUUSD", profit_gbp=-500), t=0.5)
+
+
+def run(*events: Envelope[Any], state: DrawdownState | None = None, levels: AccountLevels = LEVELS,
+        config: GuardConfig = CONFIG) -> tuple[DrawdownState, list[Envelope[Any]]]:
+    state = state or DrawdownState()
+    outputs: list[Envelope[Any]] = []
+    for event in events:
+        decision = handle(state, event, levels, config, event.occurred_at)
+        state, outputs = decision.state, outputs + list(decision.outputs)
+    return state, outputs
+
+
+def alerts(outputs: list[Envelope[Any]]) -> list[tuple[str, str]]:
+    return [(o.payload.alert_type.value, o.payload.action_taken.value) for o in outputs
+            if o.event_type == "GuardAlertRaised"]
+
+
+def readings(*equities: float, start: float = 1) -> list[Envelope[Any]]:
+    return [account(e, t=start + i) for i, e in enumerate(equities)]
+
+
+def test_peak_drawdown_and_daily_loss_follow_the_good_readings():
+    state, outputs = run(HELD, *readings(10_000, 10_500, 10_200))
+    assert state.peak_equity_gbp == 10_500 and state.day_start_equity_gbp == 10_000
+    snapshot = outputs[0].payload
+    assert outputs[0].event_type == "AccountAssessed" and snapshot.open_positions_count == 3
+
+
+def test_equity_in_another_currency_is_converted_to_gbp():
+    state, outputs = run(account(10_000, t=1, balance=10_000, gbp_rate=0.8))
+    assert state.peak_equity_gbp == 8000 and outputs[0].payload.equity_gbp == 8000
+
+
+def test_a_critical_breach_warns_at_once_then_closes_every_position_at_the_deadline():
+    state, outputs = run(HELD, *readings(10_000, 8_900, 8_800))
+    assert alerts(outputs) == [("drawdown_critical", "warning_sent")]
+    warning = next(o.payload for o in outputs if o.event_type == "GuardAlertRaised")
+    assert "positions close in 10 s" in warning.message and warning.threshold_percent == 10
+    assert warning.details["confirmations"] == 2 and warning.details["peak_equity_gbp"] == 10_000
+    deadline = at(3) + timedelta(seconds=10)
+    assert state.pending.deadline == deadline
+    assert fire_due(state, deadline - timedelta(milliseconds=1)).outputs == ()
+    fired = fire_due(state, deadline)
+    commands = [o.payload for o in fired.outputs if o.event_type == "ClosePosition"]
+    assert [(c.symbol, c.tickets, c.reason) for c in commands] == [
+        ("EURUSD", (1001, 1002), CloseReason.DRAWDOWN_GUARD), ("XAUUSD", (1003,), CloseReason.DRAWDOWN_GUARD)]
+    done = [o.payload for o in fired.outputs if o.event_type == "GuardAlertRaised"][0]
+    assert (done.action_taken, done.positions_closed_count, done.total_loss_gbp) == (
+        ActionTaken.POSITIONS_CLOSED, 3, 1200.0)
+    assert done.executed_at == deadline and fired.state.pending is None
+
+
+def test_equity_recovering_during_the_grace_does_not_cancel_or_delay_the_close():
+    state, _ = run(HELD, *readings(10_000, 8_900, 8_800))
+    deadline = state.pending.deadline
+    state, outputs = run(*readings(9_900, 10_100, start=4), state=state)
+    assert state.pending.deadline == deadline
+    assert len([o for o in fire_due(state, deadline).outputs if o.event_type == "ClosePosition"]) == 2
+
+
+def test_the_close_fires_from_a_report_that_arrives_after_the_deadline():
+    state, _ = run(HELD, *readings(10_000, 8_900, 8_800))
+    _, outputs = run(account(8_800, t=14), state=state)
+    assert alerts(outputs)[-1] == ("drawdown_critical", "positions_closed")
+
+
+def test_with_no_grace_the_close_is_ordered_by_the_confirming_report():
+    _, outputs = run(HELD, *readings(10_000, 8_900, 8_800), levels=LEVELS.model_copy(update={"close_grace_seconds": 0}))
+    assert [o.event_type for o in outputs].count("ClosePosition") == 2
+
+
+def test_once_fired_the_same_positions_are_not_ordered_closed_again_while_the_executor_works():
+    state, _ = run(HELD, *readings(10_000, 8_900, 8_800))
+    state = fire_due(state, state.pending.deadline).state
+    state, outputs = run(HELD.model_copy(update={"occurred_at": at(14)}), *readings(8_700, 8_600, start=15),
+                         state=state)
+    assert alerts(outputs) == []
+
+
+@pytest.mark.parametrize("description, bad", [
+    ("a sync error", sync_failed(t=2)),
+    ("equity <= 0 while the balance is positive", account(0, t=2)),
+    ("an 80% jump with no position or balance change", account(2_000, t=2)),
+    ("a reading older than the last good one", account(8_000, t=0.9)),
+])
+def test_one_bad_reading_never_triggers(description, bad):
+    _, outputs = run(HELD, account(10_000, t=1), bad, account(10_000, t=3))
+    assert alerts(outputs) == [], description
+
+
+def test_a_stale_reading_by_age_never_counts():
+    config = GuardConfig(max_reading_age_seconds=30)
+    state = DrawdownState()
+    for event, now in [(account(10_000, t=1), at(1)), (account(8_000, t=2), at(100)), (account(8_000, t=3), at(101))]:
+        decision = handle(state, event, LEVELS, config, now)
+        state = decision.state
+        assert not [o for o in decision.outputs if o.event_type == "GuardAlertRaised"]
+
+
+def test_a_single_breaching_reading_needs_confirmation():
+    _, outputs = run(HELD, *readings(10_000, 8_900, 10_000, 8_900, 10_000))
+    assert alerts(outputs) == []
+
+
+def test_bad_readings_between_two_breaching_ones_neither_count_nor_break_the_streak():
+    _, outputs = run(HELD, account(10_000, t=1), account(8_900, t=2), sync_failed(t=3), account(0, t=4),
+                     account(8_900, t=5))
+    assert alerts(outputs) == [("drawdown_critical", "warning_sent")]
+
+
+def test_a_real_crash_is_believed_once_a_second_reading_agrees():
+    _, outputs = run(HELD, *readings(10_000, 4_000, 4_010, 4_020))
+    assert alerts(outputs) == [("drawdown_critical", "warning_sent")]
+    warning = next(o.payload for o in outputs if o.event_type == "GuardAlertRaised")
+    assert warning.details["reading_at"] == at(4).isoformat()
+
+
+def test_a_big_move_with_a_balance_change_is_a_deposit_not_absurd():
+    state, _ = run(account(10_000, t=1), account(30_000, t=2, balance=30_000))
+    assert state.peak_equity_gbp == 30_000
+
+
+def test_the_warning_level_warns_once_when_crossed_and_again_after_recovery():
+    _, outputs = run(HELD, *readings(10_000, 9_400, 9_400, 9_300, 9_300, 9_900, 9_400, 9_400))
+    assert alerts(outputs) == [("drawdown_warning", "warning_sent")] * 2
+
+
+def test_no_trigger_without_open_positions():
+    _, outputs = run(*readings(10_000, 8_000, 8_000))
+    assert ("drawdown_critical", "warning_sent") not in alerts(outputs)
+
+
+def test_daily_loss_from_the_days_first_reading_triggers_its_own_guard():
+    levels = LEVELS.model_copy(update={"daily_loss_limit_percent": 3, "critical_drawdown_percent": 50,
+                                       "warning_drawdown_percent": 40})
+    state, outputs = run(HELD, *readings(10_000, 9_650, 9_600), levels=levels)
+    assert alerts(outputs) == [("daily_loss_critical", "warning_sent")]
+    assert state.pending.reason == CloseReason.DAILY_LOSS_GUARD
+
+
+def test_the_day_starts_at_broker_server_midnight_by_default():
+    athens = timezone(timedelta(hours=2))
+    late = account(10_000, t=0, server_time=datetime(2026, 11, 2, 23, 59, tzinfo=athens))
+    early = account(10_000, t=1, server_time=datetime(2026, 11, 3, 0, 0, 30, tzinfo=athens))
+    assert (day_of(late.payload, late.occurred_at, CONFIG), day_of(early.payload, early.occurred_at, CONFIG)) == (
+        "2026-11-02", "2026-11-03")
+
+
+def test_the_reset_time_and_zone_are_configurable():
+    config = GuardConfig(daily_reset_time="22:00", daily_reset_timezone="Europe/London")
+    before = account(10_000, t=0, server_time=datetime(2026, 11, 2, 21, 59, tzinfo=timezone.utc))
+    after = account(10_000, t=0, server_time=datetime(2026, 11, 2, 22, 1, tzinfo=timezone.utc))
+    assert [day_of(r.payload, r.occurred_at, config) for r in (before, after)] == ["2026-11-01", "2026-11-02"]
+
+
+def test_a_guard_close_that_failed_raises_a_failed_alert():
+    _, outputs = run(close_result(ok=False))
+    assert alerts(outputs) == [("drawdown_critical", "failed")]
+
+
+def test_snapshots_are_throttled_per_account():
+    _, outputs = run(*readings(*([10_000.0] * 12)))
+    assert [o.payload.last_sync_at for o in outputs] == [at(1), at(6), at(11)]
+
+
+def test_reprocessing_gives_the_same_ids():
+    events = [HELD, *readings(10_000, 8_900, 8_800)]
+    first, second = run(*events), run(*events)
+    assert [o.event_id for o in first[1]] == [o.event_id for o in second[1]]
+    deadline = first[0].pending.deadline
+    assert [o.event_id for o in fire_due(first[0], deadline).outputs] == [
+        o.event_id for o in fire_due(second[0], deadline + timedelta(seconds=5)).outputs]
+
+
+equity = st.floats(min_value=1, max_value=1e7, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(equity, st.just(0.0), st.just(-5.0)), min_size=1, max_size=40))
+def test_drawdown_is_never_negative_and_the_peak_never_falls(values):
+    state = DrawdownState()
+    peak = 0.0
+    for i, value in enumerate(values):
+        decision = handle(state, account(value, t=i + 1, balance=max(value, 1.0)), LEVELS, CONFIG, at(i + 1))
+        state = decision.state
+        assert (state.peak_equity_gbp or 0.0) >= peak
+        peak = state.peak_equity_gbp or 0.0
+        for out in decision.outputs:
+            assert getattr(out.payload, "drawdown_percent", 0) is None or out.payload.drawdown_percent >= 0

@@ -1,0 +1,51 @@
+"""Rule states survive a trip through JSON (the Faust changelog) unchanged, volatile parts included."""
+
+from __future__ import annotations
+
+import json
+
+from streams.config import AccountLevels, GuardConfig
+from streams.drawdown.rules import DrawdownState
+from streams.drawdown.rules import handle as drawdown
+from streams.market.rules import MarketState
+from streams.market.rules import handle as market
+from streams.reconciliation.rules import ReconciliationState
+from streams.reconciliation.rules import handle as reconcile
+from streams.state import dump_state, load_state
+from tests.unit.streams.builders import account, approved, position, positions, sync_failed, tick
+
+CONFIG = GuardConfig(max_reading_age_seconds=None)
+
+
+def round_trip(state):
+    data = json.loads(json.dumps(dump_state(state)))
+    loaded = load_state(type(state), data)
+    assert loaded == state and dump_state(loaded) == dump_state(state)
+    return loaded
+
+
+def test_reconciliation_state_round_trips():
+    state = ReconciliationState()
+    for event in (approved(ticket=1001), positions(position(sl=1.085), t=2), sync_failed(t=3)):
+        state = reconcile(state, event, CONFIG).state
+    assert round_trip(state).divergences
+
+
+def test_drawdown_state_with_a_pending_close_round_trips():
+    state = DrawdownState()
+    for event in (positions(position(), t=0), account(10_000, t=1), account(8_000, t=2), account(8_000, t=3)):
+        state = drawdown(state, event, AccountLevels(), CONFIG, event.occurred_at).state
+    assert state.pending is not None
+    loaded = round_trip(state)
+    assert loaded.pending.cause == state.pending.cause and loaded.last == state.last
+
+
+def test_market_state_round_trips():
+    state = MarketState()
+    for event in (positions(position(), t=0), tick(t=1), tick(spread_points=300, t=2)):
+        state = market(state, event, CONFIG).state
+    assert round_trip(state).closed_at
+
+
+def test_an_unknown_account_starts_empty():
+    assert load_state(DrawdownState, None) == DrawdownState()
