@@ -38,6 +38,7 @@ __all__ = ["DEFAULT_START", "FaultConfig", "SimulatedBroker", "SimulatedTerminal
 DEFAULT_START = 1_704_700_800  # Monday 2024-01-08 08:00 UTC: every default symbol is trading
 
 DisconnectKind = Literal["server", "ipc"]
+NO_FAULTS = FaultConfig()
 
 
 class SimulationError(Exception):
@@ -73,7 +74,7 @@ class SimulatedBroker:
     """The trade server plus the market. Thread-safe: every public method holds ``lock``."""
 
     def __init__(self, seed: int = 0, *, start_time: float = DEFAULT_START, tick_interval: float = 1.0,
-                 symbols: Iterable[SymbolSpec] = DEFAULT_SYMBOLS, faults: FaultConfig = FaultConfig(),
+                 symbols: Iterable[SymbolSpec] = DEFAULT_SYMBOLS, faults: FaultConfig = NO_FAULTS,
                  sessions: bool = True, server: str = "ReconGuard-Demo",
                  company: str = "ReconGuard Simulated Markets Ltd", max_ticks_per_symbol: int = 2_000_000) -> None:
         self.seed = seed
@@ -133,7 +134,7 @@ class SimulatedBroker:
         with self.lock:
             self.market.symbols[symbol].widen(factor, ticks)
 
-    def set_faults(self, **changes: float | int) -> FaultConfig:
+    def set_faults(self, **changes: float) -> FaultConfig:
         with self.lock:
             self.faults = dataclasses.replace(self.faults, **changes)  # type: ignore[arg-type]
             return self.faults

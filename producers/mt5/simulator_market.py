@@ -13,7 +13,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -255,7 +255,7 @@ TIMEFRAMES: frozenset[int] = frozenset(v for k, v in vars(c).items() if k.starts
 def bar_open(timeframe: int, t: int) -> int:
     """Open time of the bar of this timeframe that contains epoch second t (weeks start on Sunday)."""
     if timeframe == c.TIMEFRAME_MN1:
-        d = datetime.fromtimestamp(t, tz=timezone.utc)
+        d = datetime.fromtimestamp(t, tz=UTC)
         return calendar.timegm((d.year, d.month, 1, 0, 0, 0))
     if timeframe == c.TIMEFRAME_W1:
         day = t // _DAY

@@ -26,9 +26,9 @@ def _reference() -> str | None:
 
 
 def _section(text: str, number: int) -> str:
-    start = re.search(rf"^## {number}\. .*$", text, re.M)
+    start = re.search(rf"^## {number}\. .*$", text, re.MULTILINE)
     assert start is not None, f"section {number} not found in {REFERENCE}"
-    end = re.search(r"^## \d+\. ", text[start.end():], re.M)
+    end = re.search(r"^## \d+\. ", text[start.end():], re.MULTILINE)
     return text[start.end(): start.end() + end.start() if end else len(text)]
 
 
@@ -59,27 +59,27 @@ def parse_constants(text: str) -> tuple[dict[str, int], dict[str, int]]:
             for name, value in re.findall(r"\b([A-Z][A-Z0-9_]*)=(-?\d+)", body):
                 # DEAL_DIVIDEND, DEAL_DIVIDEND_FRANKED and DEAL_TAX are written out without TYPE_
                 values[name if name.startswith("DEAL_") else prefix + name] = int(value)
-    for value, name in re.findall(r"^\| (\d+) \| (TRADE_RETCODE_\w+) \|", _section(text, 9), re.M):
+    for value, name in re.findall(r"^\| (\d+) \| (TRADE_RETCODE_\w+) \|", _section(text, 9), re.MULTILINE):
         values[name] = int(value)
     return values, stated
 
 
 def parse_result_types(text: str) -> dict[str, tuple[int, list[tuple[str, str]]]]:
     """Type name -> (stated field count, [(field, reference type)]) from the section 5 code blocks."""
-    blocks = re.findall(r"\*\*(\w+)\*\* \((\d+)\)[^\n]*\n```\n(.*?)```", _section(text, 5), re.S)
+    blocks = re.findall(r"\*\*(\w+)\*\* \((\d+)\)[^\n]*\n```\n(.*?)```", _section(text, 5), re.DOTALL)
     return {name: (int(count), [tuple(f.split()) for f in body.replace("\n", " ").split(",") if f.strip()])
             for name, count, body in blocks}
 
 
 def parse_functions(text: str) -> list[str]:
-    block = re.search(r"The 32 C functions.*?```\n(.*?)```", _section(text, 1), re.S)
+    block = re.search(r"The 32 C functions.*?```\n(.*?)```", _section(text, 1), re.DOTALL)
     assert block is not None
     return block.group(1).split()
 
 
 def parse_conventions(text: str) -> dict[str, list[str]]:
     """Calling convention -> function names, from the section 1 table."""
-    rows = re.findall(r"^\| ([^|]+?) \| ([a-z_, ]+) \|", _section(text, 1), re.M)
+    rows = re.findall(r"^\| ([^|]+?) \| ([a-z_, ]+) \|", _section(text, 1), re.MULTILINE)
     return {kind.strip(): [n.strip() for n in names.split(",")] for kind, names in rows}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -210,7 +210,7 @@ def test_tick_and_rate_arrays_have_the_packed_dtypes(broker: SimulatedBroker, mt
 def test_rates_windows(broker: SimulatedBroker, mt5: SimulatedTerminal) -> None:
     start = int(broker.now())
     broker.advance(3 * 3600)
-    hours = mt5.copy_rates_range("EURUSD", c.TIMEFRAME_H1, datetime.fromtimestamp(start, timezone.utc),
+    hours = mt5.copy_rates_range("EURUSD", c.TIMEFRAME_H1, datetime.fromtimestamp(start, UTC),
                                  start + 2 * 3600)
     assert list(hours["time"]) == [start, start + 3600, start + 7200]
     two = mt5.copy_rates_from("EURUSD", c.TIMEFRAME_M15, start + 3600, 2)
