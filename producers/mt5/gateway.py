@@ -56,6 +56,8 @@ class Gateway(Protocol):
 
     def symbol_info_tick(self, symbol: str) -> Tick | None: ...
 
+    def symbol_select(self, symbol: str, enable: bool = True) -> bool: ...
+
     def history_deals_get(self, *, position: int | None = None, ticket: int | None = None,
                           date_from: datetime | None = None,
                           date_to: datetime | None = None) -> tuple[TradeDeal, ...] | None: ...
@@ -105,6 +107,10 @@ class ModuleGateway:
 
     def symbol_info_tick(self, symbol: str) -> Tick | None:
         return self.module.symbol_info_tick(symbol)
+
+    def symbol_select(self, symbol: str, enable: bool = True) -> bool:
+        """A real terminal only quotes symbols in Market Watch; select one before reading its tick."""
+        return bool(self.module.symbol_select(symbol, enable))
 
     def history_deals_get(self, *, position: int | None = None, ticket: int | None = None,
                           date_from: datetime | None = None,

@@ -126,7 +126,8 @@ class SimulatedBroker:
             self._react(quote.jump(self.market.clock_msc, pct, record=self.market.is_open(symbol)), symbol)
 
     def set_quote(self, symbol: str, bid: float, ask: float | None = None) -> None:
-        """Quote exactly this bid (and ask, else the current spread) now."""
+        """Quote exactly this bid (and ask, else the current spread) now, even in a closed session:
+        it is a test hook, and SL/TP react to it at once."""
         with self.lock:
             self._react(self.market.symbols[symbol].set_quote(self.market.clock_msc, bid, ask), symbol)
 

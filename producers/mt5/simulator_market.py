@@ -212,7 +212,7 @@ class SymbolMarket:
 
     def ticks_from(self, from_msc: int, count: int, flags: int) -> np.ndarray:
         start = bisect.bisect_left(self.times_msc, from_msc)
-        picked = []
+        picked: list[tuple[int, float, float, float, int, int, int, float]] = []
         for row in self.rows[start:]:
             if len(picked) >= count:
                 break

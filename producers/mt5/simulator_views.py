@@ -19,7 +19,7 @@ def build_symbol_info(market: SymbolMarket, tick: Tick, *, tick_value: float, se
     spec = market.spec
     _, day_open, bid_hi, bid_lo, ask_hi, ask_lo = market.day_stats
     change = round((tick.bid - day_open) / day_open * 100, 2) if day_open else 0.0
-    fields = dict.fromkeys(SymbolInfo._fields, 0.0)
+    fields: dict[str, object] = dict.fromkeys(SymbolInfo._fields, 0.0)  # the many unused real fields
     fields.update(
         custom=False, chart_mode=c.SYMBOL_CHART_MODE_BID, select=selected, visible=selected,
         session_deals=0, session_buy_orders=0, session_sell_orders=0, volume=0, volumehigh=0, volumelow=0,
@@ -40,7 +40,7 @@ def build_symbol_info(market: SymbolMarket, tick: Tick, *, tick_value: float, se
         description=spec.description, exchange="", formula="", isin="", name=spec.name, page="",
         path=f"{spec.category}\\{spec.name}",
     )
-    return SymbolInfo(**fields)
+    return SymbolInfo(**fields)  # type: ignore[arg-type]
 
 
 def build_terminal_info(*, connected: bool, trade_allowed: bool, company: str, login: int | None) -> TerminalInfo:

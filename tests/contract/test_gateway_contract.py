@@ -149,6 +149,7 @@ def test_positions_are_a_tuple_and_an_unknown_ticket_is_empty(terminal: Terminal
 
 
 def test_symbol_and_tick(terminal: Terminal) -> None:
+    assert terminal.gateway.symbol_select(terminal.symbol)
     info = terminal.gateway.symbol_info(terminal.symbol)
     tick = terminal.gateway.symbol_info_tick(terminal.symbol)
     assert info is not None and info.name == terminal.symbol and info.point == pytest.approx(10.0 ** -info.digits)
