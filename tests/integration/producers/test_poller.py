@@ -1,0 +1,174 @@
+"""The poller against the simulator, publishing to the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from producers.mt5 import constants as c
+from producers.mt5.simulator import SimulatedBroker
+from producers.poller import Poller, PollerConfig
+from producers.poller.service import honour_sync_commands
+from reconguard.kafka import make_consumer, make_producer, publish
+from reconguard.settings import Settings
+from schemas import observed, utcnow
+from schemas.commands import SyncAccount
+from schemas.common import DealReason
+from schemas.topics import ACCOUNT_REPORTS, POSITION_REPORTS, SYNC_COMMANDS, TICKS
+from tests.integration.producers.logs import LogReader, demo_accounts
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    assert settings.kafka_bootstrap_servers is not None
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+def users(n: int) -> list[str]:
+    run = uuid.uuid4().hex[:6]
+    return [f"u-{run}-{i}" for i in range(n)]
+
+
+async def play_scenario(seed: int, user_ids: list[str], producer: AIOKafkaProducer, prefix: str) -> None:
+    """A few minutes of a seeded market with trades, SL/TP hits and a manual close, polled every second."""
+    broker = SimulatedBroker(seed, tick_interval=0.5)
+    accounts = demo_accounts(broker, user_ids)
+    poller = Poller(accounts=accounts, producer=producer, prefix=prefix, first_seq=0)
+    logins = [ref.login for ref, _ in accounts]
+    eurusd = broker.tick("EURUSD")
+    broker.manual_open(logins[0], "EURUSD", c.ORDER_TYPE_BUY, 1.0, sl=round(eurusd.bid - 0.0004, 5))
+    broker.manual_open(logins[1], "XAUUSD", c.ORDER_TYPE_SELL, 0.5)
+    closing = broker.manual_open(logins[2], "GBPUSD", c.ORDER_TYPE_BUY, 0.3)
+    for second in range(120):
+        if second == 30:
+            broker.manual_close(logins[2], closing)
+        if second == 60:
+            broker.gap("EURUSD", -0.2)  # through the stop of the first account's buy
+        broker.advance(1.0)
+        await poller.poll()
+
+
+def comparable(envelope: Any) -> dict[str, Any]:
+    return envelope.payload.model_dump(mode="json", exclude={"user_id"})
+
+
+async def test_reports_from_the_same_seed_are_equal(settings: Settings, producer: AIOKafkaProducer) -> None:
+    first, second = users(3), users(3)
+    await play_scenario(42, first, producer, settings.topic_prefix)
+    await play_scenario(42, second, producer, settings.topic_prefix)
+    for topic in (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS):
+        async with LogReader(settings, topic) as log:
+            await log.wait_for(lambda es: sum(e.account_id in second for e in es) >= 3 * 120 if topic is not TICKS
+                               else sum(e.account_id == second[1] for e in es) >= 120, what=f"{topic.base} of run 2")
+            for a, b in zip(first, second, strict=True):
+                assert [comparable(e) for e in log.of(a)] == [comparable(e) for e in log.of(b)], topic.base
+    async with LogReader(settings, POSITION_REPORTS) as log:
+        await log.wait_for(lambda es: len([e for e in es if e.account_id == first[0]]) >= 120, what="reports")
+        deals = [d for e in log.of(first[0]) + log.of(first[2]) for d in e.payload.closed_deals]
+        assert {d.reason for d in deals} == {DealReason.SL, DealReason.CLIENT}, "the scenario closes by SL and by hand"
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param("server", id="terminal lost its trade server (stale data on reads)"),
+    pytest.param("ipc", id="terminal process gone (every call fails)"),
+])
+async def test_a_disconnected_terminal_is_a_sync_error_never_an_empty_list(
+        settings: Settings, producer: AIOKafkaProducer, kind: str) -> None:
+    broker = SimulatedBroker(7)
+    (user_id,) = users(1)
+    accounts = demo_accounts(broker, [user_id])
+    login = accounts[0][0].login
+    poller = Poller(accounts=accounts, producer=producer, prefix=settings.topic_prefix, first_seq=0)
+    ticket = broker.manual_open(login, "EURUSD", c.ORDER_TYPE_BUY, 0.2)
+    await poller.poll()
+    broker.disconnect(login, kind=kind)  # type: ignore[arg-type]
+    broker.manual_close(login, ticket)  # closed on the server while the terminal cannot see it
+    for _ in range(3):
+        broker.advance(1.0)
+        await poller.poll()
+    broker.reconnect(login)
+    broker.advance(1.0)
+    await poller.poll()
+    async with LogReader(settings, ACCOUNT_REPORTS) as accounts_log, \
+            LogReader(settings, POSITION_REPORTS) as positions_log:
+        await accounts_log.wait_for(lambda es: len([e for e in es if e.account_id == user_id]) >= 5, what="5 polls")
+        await positions_log.wait_for(lambda es: len([e for e in es if e.account_id == user_id]) >= 2, what="2 lists")
+        kinds = [e.event_type for e in accounts_log.of(user_id)]
+        assert kinds == ["AccountReport"] + ["AccountSyncFailed"] * 3 + ["AccountReport"]
+        failed = accounts_log.of(user_id, "AccountSyncFailed")
+        assert {f.payload.stage for f in failed} == {"terminal_info"}
+        reports = positions_log.of(user_id)
+        assert [r.payload.poll_seq for r in reports] == [0, 4], "no position list from a disconnected poll"
+        assert [p.ticket for p in reports[0].payload.positions] == [ticket]
+        after = reports[1].payload
+        assert after.positions == ()
+        assert [(d.position_id, d.reason) for d in after.closed_deals] == [(ticket, DealReason.CLIENT)], \
+            "the close made during the outage is reported with its deal once the terminal is back"
+
+
+class SteppedClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_manual_syncs_are_honoured_at_most_once_per_account_per_10s(
+        settings: Settings, producer: AIOKafkaProducer) -> None:
+    broker = SimulatedBroker(3)
+    (user_id, other) = users(2)
+    clock = SteppedClock()
+    poller = Poller(accounts=demo_accounts(broker, [user_id, other]), producer=producer,
+                    prefix=settings.topic_prefix, config=PollerConfig(interval=3600.0), clock=clock, first_seq=0)
+    assert settings.kafka_bootstrap_servers is not None
+    consumer = make_consumer(SYNC_COMMANDS.name(settings.topic_prefix),
+                             bootstrap_servers=settings.kafka_bootstrap_servers, group_id=f"sync-{user_id}")
+    await consumer.start()
+    stop = asyncio.Event()
+    syncs = asyncio.create_task(honour_sync_commands(poller, consumer=consumer, producer=producer,
+                                                     prefix=settings.topic_prefix, stop=stop))
+    polling = asyncio.create_task(poller.run(stop=stop))  # one round now, the next in an hour
+
+    async def request(who: str) -> None:
+        await publish(producer, SYNC_COMMANDS, settings.topic_prefix, observed(
+            SyncAccount(user_id=who, requested_by="ops"), account_id=who, occurred_at=utcnow()))
+
+    try:
+        async with LogReader(settings, ACCOUNT_REPORTS) as log:
+            for _ in range(3):
+                await request(user_id)
+            await request(other)
+            await log.wait_for(lambda es: len([e for e in es if e.account_id == other]) == 2, what="other's sync")
+            await _wait(lambda: poller.sync_limiter.refused == 2, what="two refusals")
+            assert len(log.of(user_id)) == 2, "the round's poll, then three requests within 10 s: one poll"
+            clock.now += 9.9
+            await request(user_id)
+            await _wait(lambda: poller.sync_limiter.refused == 3, what="a third refusal at 9.9 s")
+            clock.now += 0.1
+            await request(user_id)
+            await log.wait_for(lambda es: len([e for e in es if e.account_id == user_id]) == 3, what="2nd sync")
+            assert [e.payload.poll_seq for e in log.of(user_id)] == [0, 1, 2]
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(syncs, polling), timeout=10)
+        await consumer.stop()
+
+
+async def _wait(condition: Any, *, what: str) -> None:
+    from tests.support.waiting import eventually
+
+    async def probe() -> bool:
+        return bool(condition())
+
+    await eventually(probe, timeout=20, what=what)
