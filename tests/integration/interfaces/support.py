@@ -85,8 +85,9 @@ async def insert_rows(database_url: str, *, snapshots: list[dict] = (), logs: li
     try:
         async with engine.begin() as connection:
             for model, rows in ((PositionSnapshot, snapshots), (ReconciliationLog, logs), (DrawdownAlert, alerts)):
-                if rows:
-                    await connection.execute(insert(model), list(rows))
+                # One statement per set of keys: a multi-row insert takes its columns from the first row.
+                for keys in {frozenset(row) for row in rows}:
+                    await connection.execute(insert(model), [row for row in rows if frozenset(row) == keys])
     finally:
         await engine.dispose()
 
