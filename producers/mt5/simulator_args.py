@@ -1,7 +1,8 @@
 """Argument conversion exactly as the MetaTrader5 package does it (reference sections 3 and 11).
 
 Pure functions: each either returns the converted value or raises ApiError carrying the package's
-code and message, which the terminal turns into ``None``/``False`` plus ``last_error()``.
+code and message, which the terminal turns into ``None``/``False`` plus ``last_error()``. Only the
+calling-convention check (TypeError) and C number parsing (SystemError) raise what CPython itself would.
 """
 
 from __future__ import annotations
@@ -114,3 +115,47 @@ def filters(kwargs: Mapping[str, Any]) -> tuple[int | None, str | None, str | No
     if group is not None and not (isinstance(group, str) and len(group) <= MAX_GROUP):
         raise ApiError('Invalid "group" argument')
     return ticket, symbol, group
+
+
+def enforce_convention(name: str, convention: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """The TypeErrors CPython raises for METH_NOARGS and METH_VARARGS C functions."""
+    if convention == "noargs" and kwargs:
+        raise TypeError(f"{name}() takes no keyword arguments")
+    if convention == "noargs" and args:
+        raise TypeError(f"{name}() takes no arguments ({len(args)} given)")
+    if convention == "positional" and kwargs:
+        raise TypeError(f"{name}() takes no keyword arguments")
+
+
+def c_number(name: str, value: object, kind: type) -> Any:
+    """PyArg_ParseTuple number parsing: a wrong type leaves a TypeError pending while the C function
+    returns None, which CPython reports as SystemError."""
+    ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
+    if not ok:
+        raise SystemError(f"<built-in function {name}> returned a result with an exception set")
+    return kind(value)
+
+
+def arity(args: tuple[Any, ...], count: int) -> None:
+    if len(args) != count:
+        raise ApiError("Invalid arguments")
+
+
+def history_query(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """("ticket", T) | ("position", P) | ("dates", from, to, group) from history_*_get arguments."""
+    for key in ("ticket", "position"):
+        if kwargs.get(key) is not None:
+            if args:
+                raise ApiError("Unnamed arguments not allowed")
+            value = kwargs[key]
+            if not (isinstance(value, int) and 0 <= value < 2**64):
+                raise ApiError(f'Invalid "{key}" argument')
+            return (key, value)
+    if not args and not kwargs:
+        raise ApiError("Invalid arguments")
+    if len(args) != 2:
+        raise ApiError("Invalid number of arguments")
+    group = kwargs.get("group")
+    if group is not None and not isinstance(group, str):
+        raise ApiError('Invalid "group" argument')
+    return ("dates", to_epoch(args[0]), to_epoch(args[1]), group)

@@ -17,7 +17,18 @@ import numpy as np
 
 from producers.mt5 import constants as c
 from producers.mt5.simulator_accounts import Account, raw_margin, raw_profit
-from producers.mt5.simulator_args import ApiError, filters, group_matches, parse_request, symbol_arg, to_epoch
+from producers.mt5.simulator_args import (
+    ApiError,
+    arity,
+    c_number,
+    enforce_convention,
+    filters,
+    group_matches,
+    history_query,
+    parse_request,
+    symbol_arg,
+    to_epoch,
+)
 from producers.mt5.simulator_market import TIMEFRAMES, SymbolMarket
 from producers.mt5.simulator_views import (
     PACKAGE_VERSION,
@@ -62,7 +73,7 @@ def _api(convention: str, failure: object = None) -> Callable[[_F], _F]:
 
         @functools.wraps(fn)
         def call(self: SimulatedTerminal, *args: Any, **kwargs: Any) -> Any:
-            _enforce_convention(name, convention, args, kwargs)
+            enforce_convention(name, convention, args, kwargs)
             self._error = SUCCESS
             with self._broker.lock:
                 try:
@@ -74,30 +85,6 @@ def _api(convention: str, failure: object = None) -> Callable[[_F], _F]:
         return call  # type: ignore[return-value]
 
     return decorate
-
-
-def _enforce_convention(name: str, convention: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """The TypeErrors CPython raises for METH_NOARGS and METH_VARARGS C functions."""
-    if convention == "noargs" and kwargs:
-        raise TypeError(f"{name}() takes no keyword arguments")
-    if convention == "noargs" and args:
-        raise TypeError(f"{name}() takes no arguments ({len(args)} given)")
-    if convention == "positional" and kwargs:
-        raise TypeError(f"{name}() takes no keyword arguments")
-
-
-def _c_number(name: str, value: object, kind: type) -> Any:
-    """PyArg_ParseTuple number parsing: a wrong type leaves a TypeError pending while the C function
-    returns None, which CPython reports as SystemError."""
-    ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
-    if not ok:
-        raise SystemError(f"<built-in function {name}> returned a result with an exception set")
-    return kind(value)
-
-
-def _arity(args: tuple[Any, ...], count: int) -> None:
-    if len(args) != count:
-        raise ApiError("Invalid arguments")
 
 
 class SimulatedTerminal:
@@ -190,7 +177,7 @@ class SimulatedTerminal:
         return VERSION
 
     def last_error(self, *args: Any, **kwargs: Any) -> tuple[int, str]:
-        _enforce_convention("last_error", "noargs", args, kwargs)
+        enforce_convention("last_error", "noargs", args, kwargs)
         return self._error  # reading the error does not reset it
 
     # -- account and terminal ------------------------------------------------------------------------
@@ -251,7 +238,7 @@ class SimulatedTerminal:
 
     @_api("positional")
     def history_orders_total(self, *args: Any) -> int:
-        _arity(args, 2)
+        arity(args, 2)
         date_from, date_to = to_epoch(args[0]), to_epoch(args[1])
         account, link = self._session()
         cutoff = self._history_cutoff(link)
@@ -259,7 +246,7 @@ class SimulatedTerminal:
 
     @_api("positional")
     def history_deals_total(self, *args: Any) -> int:
-        _arity(args, 2)
+        arity(args, 2)
         date_from, date_to = to_epoch(args[0]), to_epoch(args[1])
         account, link = self._session()
         cutoff = self._history_cutoff(link)
@@ -267,7 +254,7 @@ class SimulatedTerminal:
 
     @_api("keywords")
     def history_orders_get(self, *args: Any, **kwargs: Any) -> tuple[TradeOrder, ...]:
-        query = _history_query(args, kwargs)
+        query = history_query(args, kwargs)
         account, link = self._session()
         cutoff = self._history_cutoff(link)
         if query[0] == "ticket":
@@ -281,7 +268,7 @@ class SimulatedTerminal:
 
     @_api("keywords")
     def history_deals_get(self, *args: Any, **kwargs: Any) -> tuple[TradeDeal, ...]:
-        query = _history_query(args, kwargs)
+        query = history_query(args, kwargs)
         account, link = self._session()
         cutoff = self._history_cutoff(link)
         if query[0] == "ticket":  # deals whose order is that ticket, as the docs define it
@@ -320,9 +307,9 @@ class SimulatedTerminal:
 
     @_api("positional")
     def order_calc_margin(self, *args: Any) -> float:
-        _arity(args, 4)
-        action = _c_number("order_calc_margin", args[0], int)
-        volume, price = (_c_number("order_calc_margin", v, float) for v in args[2:])
+        arity(args, 4)
+        action = c_number("order_calc_margin", args[0], int)
+        volume, price = (c_number("order_calc_margin", v, float) for v in args[2:])
         account, _ = self._session()
         market = self._symbol(args[1])
         if action not in range(c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL_STOP_LIMIT + 1):
@@ -332,9 +319,9 @@ class SimulatedTerminal:
 
     @_api("positional")
     def order_calc_profit(self, *args: Any) -> float:
-        _arity(args, 5)
-        action = _c_number("order_calc_profit", args[0], int)
-        volume, price_open, price_close = (_c_number("order_calc_profit", v, float) for v in args[2:])
+        arity(args, 5)
+        action = c_number("order_calc_profit", args[0], int)
+        volume, price_open, price_close = (c_number("order_calc_profit", v, float) for v in args[2:])
         account, _ = self._session()
         market = self._symbol(args[1])
         if action not in (c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL):
@@ -380,13 +367,13 @@ class SimulatedTerminal:
 
     @_api("positional")
     def symbol_info(self, *args: Any) -> SymbolInfo:
-        _arity(args, 1)
+        arity(args, 1)
         account, link = self._session()
         return self._symbol_info(self._symbol(args[0]), account, link)
 
     @_api("positional")
     def symbol_info_tick(self, *args: Any) -> Tick:
-        _arity(args, 1)
+        arity(args, 1)
         _, link = self._session()
         return self._tick(self._symbol(args[0]), link)
 
@@ -407,21 +394,21 @@ class SimulatedTerminal:
 
     @_api("positional", failure=False)
     def market_book_add(self, *args: Any) -> bool:
-        _arity(args, 1)
+        arity(args, 1)
         self._session()
         self._books.add(self._symbol(args[0]).spec.name)
         return True
 
     @_api("positional", failure=False)
     def market_book_release(self, *args: Any) -> bool:
-        _arity(args, 1)
+        arity(args, 1)
         self._session()
         self._books.discard(self._symbol(args[0]).spec.name)
         return True
 
     @_api("positional")
     def market_book_get(self, *args: Any) -> tuple[BookInfo, ...]:
-        _arity(args, 1)
+        arity(args, 1)
         _, link = self._session()
         market = self._symbol(args[0])
         if market.spec.name not in self._books:
@@ -432,17 +419,17 @@ class SimulatedTerminal:
 
     @_api("positional")
     def copy_ticks_from(self, *args: Any) -> np.ndarray:
-        _arity(args, 4)
+        arity(args, 4)
         symbol, date_from = symbol_arg(args[0]), to_epoch(args[1])
-        count, flags = _c_number("copy_ticks_from", args[2], int), _c_number("copy_ticks_from", args[3], int)
+        count, flags = c_number("copy_ticks_from", args[2], int), c_number("copy_ticks_from", args[3], int)
         self._session()
         return self._symbol(symbol).ticks_from(date_from * 1000, count, flags)
 
     @_api("positional")
     def copy_ticks_range(self, *args: Any) -> np.ndarray:
-        _arity(args, 4)
+        arity(args, 4)
         symbol, date_from, date_to = symbol_arg(args[0]), to_epoch(args[1]), to_epoch(args[2])
-        flags = _c_number("copy_ticks_range", args[3], int)
+        flags = c_number("copy_ticks_range", args[3], int)
         self._session()
         return self._symbol(symbol).ticks_range(date_from * 1000, date_to * 1000, flags)
 
@@ -455,44 +442,24 @@ class SimulatedTerminal:
 
     @_api("positional")
     def copy_rates_from(self, *args: Any) -> np.ndarray:
-        _arity(args, 4)
+        arity(args, 4)
         symbol, date_from = symbol_arg(args[0]), to_epoch(args[2])
-        timeframe, count = _c_number("copy_rates_from", args[1], int), _c_number("copy_rates_from", args[3], int)
+        timeframe, count = c_number("copy_rates_from", args[1], int), c_number("copy_rates_from", args[3], int)
         return self._rates_symbol(symbol, timeframe).rates_from(timeframe, date_from, count)
 
     @_api("positional")
     def copy_rates_from_pos(self, *args: Any) -> np.ndarray:
-        _arity(args, 4)
+        arity(args, 4)
         symbol = symbol_arg(args[0])
-        timeframe, start, count = (_c_number("copy_rates_from_pos", v, int) for v in args[1:])
+        timeframe, start, count = (c_number("copy_rates_from_pos", v, int) for v in args[1:])
         return self._rates_symbol(symbol, timeframe).rates_from_pos(timeframe, start, count)
 
     @_api("positional")
     def copy_rates_range(self, *args: Any) -> np.ndarray:
-        _arity(args, 4)
+        arity(args, 4)
         symbol, date_from, date_to = symbol_arg(args[0]), to_epoch(args[2]), to_epoch(args[3])
-        timeframe = _c_number("copy_rates_range", args[1], int)
+        timeframe = c_number("copy_rates_range", args[1], int)
         return self._rates_symbol(symbol, timeframe).rates_range(timeframe, date_from, date_to)
-
-
-def _history_query(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    """("ticket", T) | ("position", P) | ("dates", from, to, group) from history_*_get arguments."""
-    for key in ("ticket", "position"):
-        if kwargs.get(key) is not None:
-            if args:
-                raise ApiError("Unnamed arguments not allowed")
-            value = kwargs[key]
-            if not (isinstance(value, int) and 0 <= value < 2**64):
-                raise ApiError(f'Invalid "{key}" argument')
-            return (key, value)
-    if not args and not kwargs:
-        raise ApiError("Invalid arguments")
-    if len(args) != 2:
-        raise ApiError("Invalid number of arguments")
-    group = kwargs.get("group")
-    if group is not None and not isinstance(group, str):
-        raise ApiError('Invalid "group" argument')
-    return ("dates", to_epoch(args[0]), to_epoch(args[1]), group)
 
 
 # The package's constants are module attributes; here they are attributes of every terminal.
