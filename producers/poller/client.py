@@ -1,7 +1,6 @@
 """Reading one account's terminal: the only module of the poller that calls MT5.
 
-Works with anything that passes for the ``MetaTrader5`` module (the native package, an mt5linux
-client, the simulator's terminal, or a gateway with the same function names). Every read either
+Works through a ``Gateway`` (native package, mt5linux bridge or simulator alike). Every read either
 returns a complete ``AccountRead`` or raises ``ReadFailed`` naming the call that failed: a partial
 read is never reported, because a missing position list looks exactly like a flat account.
 """
@@ -10,24 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from producers.mt5 import constants as c
+from producers.mt5.gateway import Gateway
 from producers.poller.parsing import Route, conversion_route, route_rate, tickets_to_explain
-
-
-class Terminal(Protocol):
-    """The part of the MetaTrader5 API the producers use."""
-
-    def terminal_info(self) -> Any: ...
-    def account_info(self) -> Any: ...
-    def positions_get(self, **filters: Any) -> Any: ...
-    def history_deals_get(self, *args: Any, **filters: Any) -> Any: ...
-    def symbol_info(self, symbol: str) -> Any: ...
-    def symbol_info_tick(self, symbol: str) -> Any: ...
-    def symbol_select(self, symbol: str, enable: bool = True) -> bool: ...
-    def order_send(self, request: dict[str, Any]) -> Any: ...
-    def last_error(self) -> tuple[int, str]: ...
 
 
 class ReadFailed(Exception):
@@ -44,7 +30,7 @@ NOT_CONNECTED = c.RES_E_INTERNAL_FAIL_CONNECT
 WRONG_ACCOUNT = c.RES_E_AUTH_FAILED
 
 
-def called(terminal: Terminal, stage: str, result: Any) -> Any:
+def called(terminal: Gateway, stage: str, result: Any) -> Any:
     """``result``, or ReadFailed with the terminal's last error when the call failed (None/False)."""
     if result is None or result is False:
         code, message = _last_error(terminal)
@@ -52,7 +38,7 @@ def called(terminal: Terminal, stage: str, result: Any) -> Any:
     return result
 
 
-def _last_error(terminal: Terminal) -> tuple[int, str]:
+def _last_error(terminal: Gateway) -> tuple[int, str]:
     try:
         code, message = terminal.last_error()
         return int(code), str(message)
@@ -68,13 +54,13 @@ class SymbolCache:
     trade_modes: dict[str, int] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
 
-    def point(self, terminal: Terminal, symbol: str) -> float:
+    def point(self, terminal: Gateway, symbol: str) -> float:
         if symbol not in self.points:
             info = called(terminal, "symbol_info", terminal.symbol_info(symbol))
             self.points[symbol], self.trade_modes[symbol] = info.point, info.trade_mode
         return self.points[symbol]
 
-    def route(self, terminal: Terminal, currency: str) -> Route:
+    def route(self, terminal: Gateway, currency: str) -> Route:
         if currency not in self.routes:
             route = conversion_route(currency, lambda s: _selectable(terminal, s))
             if route is None:
@@ -83,7 +69,7 @@ class SymbolCache:
         return self.routes[currency]
 
 
-def _selectable(terminal: Terminal, symbol: str) -> bool:
+def _selectable(terminal: Gateway, symbol: str) -> bool:
     """Whether the terminal knows the symbol; selects it into Market Watch so its ticks flow."""
     return terminal.symbol_info(symbol) is not None and bool(terminal.symbol_select(symbol, True))
 
@@ -101,7 +87,7 @@ class AccountRead:
     deals: dict[int, tuple[Any, ...]]
 
 
-def read_account(terminal: Terminal, *, login: int, cache: SymbolCache, previous: Mapping[int, float] | None,
+def read_account(terminal: Gateway, *, login: int, cache: SymbolCache, previous: Mapping[int, float] | None,
                  pending: Iterable[int] = ()) -> AccountRead:
     """One poll of one terminal. ``previous``: ticket -> volume at the last good poll (None: no such
     poll), so the deals of tickets that vanished or shrank since can be read in the same pass."""
@@ -123,7 +109,7 @@ def read_account(terminal: Terminal, *, login: int, cache: SymbolCache, previous
                        read_history(terminal, tickets_to_explain(previous, positions, pending)))
 
 
-def read_history(terminal: Terminal, tickets: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+def read_history(terminal: Gateway, tickets: Sequence[int]) -> dict[int, tuple[Any, ...]]:
     """Each ticket's deals (by position id); an empty tuple when the terminal has none yet."""
     return {t: tuple(called(terminal, "history_deals_get", terminal.history_deals_get(position=t)))
             for t in tickets}

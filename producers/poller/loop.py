@@ -20,7 +20,8 @@ from aiokafka import AIOKafkaProducer
 
 from producers.accounts import AccountRef
 from producers.mt5 import constants as c
-from producers.poller.client import AccountRead, ReadFailed, SymbolCache, Terminal, read_account
+from producers.mt5.gateway import Gateway
+from producers.poller.client import AccountRead, ReadFailed, SymbolCache, read_account
 from producers.poller.parsing import PollState, conclude_poll, sync_failed
 from producers.ratelimit import KeyedRateLimiter, MonotonicClock
 from reconguard.kafka import publish_many
@@ -41,7 +42,7 @@ class PollerConfig:
 @dataclass
 class PolledAccount:
     ref: AccountRef
-    terminal: Terminal
+    terminal: Gateway
     seq: int
     state: PollState = field(default_factory=PollState)
     cache: SymbolCache = field(default_factory=SymbolCache)
@@ -63,7 +64,7 @@ def first_poll_seq() -> int:
 
 
 class Poller:
-    def __init__(self, *, accounts: Iterable[tuple[AccountRef, Terminal]], producer: AIOKafkaProducer,
+    def __init__(self, *, accounts: Iterable[tuple[AccountRef, Gateway]], producer: AIOKafkaProducer,
                  prefix: str, config: PollerConfig = PollerConfig(), clock: MonotonicClock = time.monotonic,
                  first_seq: int | None = None) -> None:
         seq = first_poll_seq() if first_seq is None else first_seq

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from producers.accounts import AccountRef
-from producers.poller.client import Terminal
+from producers.mt5.gateway import Gateway
 from producers.poller.loop import Poller, PollerConfig
 from reconguard.kafka import dead_letter, ensure_topics, make_consumer, make_producer, send_dead_letter
 from reconguard.metrics import dead_letters_total
@@ -58,7 +58,7 @@ async def _dead_letter(record: ConsumerRecord, reason: str, *, producer: AIOKafk
     dead_letters_total.labels(consumer=CONSUMER).inc()
 
 
-async def run_poller(settings: Settings, *, stop: asyncio.Event, accounts: Iterable[tuple[AccountRef, Terminal]],
+async def run_poller(settings: Settings, *, stop: asyncio.Event, accounts: Iterable[tuple[AccountRef, Gateway]],
                      config: PollerConfig = PollerConfig()) -> None:
     """Poll these (account, terminal) pairs until ``stop``, honouring manual syncs meanwhile."""
     bootstrap = _bootstrap(settings)

@@ -8,7 +8,8 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from producers.accounts import AccountRef
-from producers.mt5.simulator import SimulatedBroker, SimulatedTerminal
+from producers.mt5.gateway import SimulatorGateway
+from producers.mt5.simulator import SimulatedBroker
 from reconguard.kafka import make_consumer
 from reconguard.settings import Settings
 from schemas import Envelope, decode
@@ -56,13 +57,13 @@ class LogReader:
 
 
 def demo_accounts(broker: SimulatedBroker, user_ids: list[str], *, first_login: int = 5000,
-                  currencies: tuple[str, ...] = ("USD", "GBP", "EUR")) -> list[tuple[AccountRef, SimulatedTerminal]]:
+                  currencies: tuple[str, ...] = ("USD", "GBP", "EUR")) -> list[tuple[AccountRef, SimulatorGateway]]:
     """One simulated account and one attached terminal per user."""
     accounts = []
     for i, user_id in enumerate(user_ids):
         login, currency = first_login + i, currencies[i % len(currencies)]
         broker.add_account(login, "secret", currency=currency)
-        terminal = broker.terminal(login, "secret")
+        terminal = SimulatorGateway(broker.terminal(login, "secret"))
         assert terminal.initialize(login=login, password="secret", server=broker.server), terminal.last_error()
         accounts.append((AccountRef(user_id, login, broker.server, currency), terminal))
     return accounts
