@@ -1,0 +1,98 @@
+"""The live terminal view of `reconguard run`: accounts, equity, drawdown, divergences, alerts.
+
+It reads the projections (the same queries as the API), so what it shows is what ops see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from decimal import Decimal
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from reconguard.api import queries
+from reconguard.db import make_engine, make_sessionmaker
+from reconguard.settings import Settings
+
+
+@dataclass(frozen=True)
+class AccountLine:
+    user_id: str
+    equity_gbp: Decimal | None
+    peak_gbp: Decimal | None
+    drawdown_percent: Decimal | None
+    critical_percent: Decimal
+    open_positions: int | None
+    open_divergences: int
+    sync_error: str | None
+
+
+@dataclass(frozen=True)
+class AlertLine:
+    user_id: str
+    created_at: str
+    alert_type: str
+    action_taken: str
+    drawdown_percent: Decimal
+
+
+async def _gather(session: AsyncSession) -> tuple[list[AccountLine], list[AlertLine]]:
+    accounts, alerts = [], []
+    for user in await queries.list_users(session, limit=50):
+        if user.mt5_login is None:
+            continue
+        snap = await queries.latest_snapshot(session, user_id=user.id)
+        accounts.append(AccountLine(
+            user.id, snap.equity_gbp if snap else None, snap.peak_equity_gbp if snap else None,
+            snap.drawdown_percent if snap else None, user.critical_drawdown_percent,
+            snap.open_positions_count if snap else None,
+            await queries.open_divergence_count(session, user_id=user.id), snap.sync_error if snap else None))
+        for alert in await queries.alerts(session, user_id=user.id, window=queries.TimeRange(), cursor=None,
+                                          limit=3):
+            alerts.append(AlertLine(user.id, alert.created_at.strftime("%H:%M:%S"), alert.alert_type,
+                                    alert.action_taken, alert.drawdown_percent))
+    alerts.sort(key=lambda a: a.created_at, reverse=True)
+    return accounts, alerts[:8]
+
+
+def _money(value: Decimal | None) -> str:
+    return "—" if value is None else f"£{value:,.2f}"
+
+
+def render(accounts: list[AccountLine], alerts: list[AlertLine]) -> Group:
+    table = Table("account", "equity", "peak", "drawdown", "critical at", "positions", "divergences", "sync",
+                  title="reconguard — accounts", expand=True)
+    for a in accounts:
+        near = a.drawdown_percent is not None and a.drawdown_percent >= a.critical_percent * Decimal("0.8")
+        drawdown = "—" if a.drawdown_percent is None else f"{a.drawdown_percent:.2f}%"
+        table.add_row(a.user_id, _money(a.equity_gbp), _money(a.peak_gbp),
+                      f"[red]{drawdown}[/red]" if near else drawdown, f"{a.critical_percent:.1f}%",
+                      "—" if a.open_positions is None else str(a.open_positions),
+                      f"[yellow]{a.open_divergences}[/yellow]" if a.open_divergences else "0",
+                      f"[red]{a.sync_error[:30]}[/red]" if a.sync_error else "ok")
+    recent = Table("time", "account", "alert", "action", "drawdown", title="latest alerts", expand=True)
+    for alert in alerts:
+        recent.add_row(alert.created_at, alert.user_id, alert.alert_type, alert.action_taken,
+                       f"{alert.drawdown_percent:.2f}%")
+    return Group(table, recent)
+
+
+async def show(settings: Settings, *, stop: asyncio.Event, console: Console) -> None:
+    """Refresh the view every second until ``stop``; a service like the others."""
+    assert settings.database_url
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        with Live(render([], []), console=console, refresh_per_second=2, transient=False) as live:
+            while not stop.is_set():
+                async with sessions() as session:
+                    live.update(render(*await _gather(session)))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,31 @@
+"""The live terminal view shows each account's numbers and flags what needs attention."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from rich.console import Console
+
+from reconguard.liveview import AccountLine, AlertLine, render
+
+
+def _text(accounts, alerts) -> str:
+    console = Console(width=160, record=True, color_system=None)
+    console.print(render(accounts, alerts))
+    return console.export_text()
+
+
+def test_accounts_and_alerts_are_listed_with_their_numbers():
+    text = _text(
+        [AccountLine("u-alice", Decimal("9120.5"), Decimal("10000"), Decimal("8.795"), Decimal("10"), 3, 2, None),
+         AccountLine("u-bob", None, None, None, Decimal("10"), None, 0, "IPC timeout")],
+        [AlertLine("u-alice", "13:02:11", "drawdown_critical", "warning_sent", Decimal("10.4"))])
+    assert "u-alice" in text and "£9,120.50" in text and "8.80%" in text and "10.0%" in text
+    assert "IPC timeout" in text and "—" in text
+    assert "drawdown_critical" in text and "warning_sent" in text and "10.40%" in text
+
+
+def test_an_account_without_snapshots_shows_dashes_not_zeros():
+    text = _text([AccountLine("u-new", None, None, None, Decimal("10"), None, 0, None)], [])
+    row = next(line for line in text.splitlines() if "u-new" in line)
+    assert "£0" not in row and "—" in row
