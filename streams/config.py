@@ -112,3 +112,19 @@ def _merged(base: SymbolRules, overrides: tuple[tuple[str, float | None], ...]) 
     if rules is None:
         rules = _MERGED[key] = SymbolRules.model_validate(base.model_dump() | dict(overrides))
     return rules
+
+
+class WorkerConfig(BaseSettings):
+    """How the Faust worker runs (not what it decides)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECONGUARD_WORKER_", extra="ignore", frozen=True)
+
+    batch_size: int = Field(default=500, ge=1, description="Events taken from the stream per batch")
+    batch_within_seconds: float = Field(default=0.02, gt=0, description="Longest wait to fill a batch")
+    sweep_interval_seconds: float = Field(default=0.2, gt=0, description="How often due deadlines are fired")
+    state_flush_seconds: float = Field(default=5.0, gt=0,
+                                       description="Volatile state (last reading, last quote) reaches the "
+                                                   "changelog at most this late")
+    levels_refresh_seconds: float = Field(default=30.0, gt=0, description="Reload per-account levels from users")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535,
+                                     description="Serve this worker's Prometheus metrics here; None: do not")

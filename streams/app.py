@@ -1,0 +1,264 @@
+"""The Faust app: one thin agent over the account topics, three state tables, a deadline sweep.
+
+The agent takes events in batches (``take_events``), decodes each once with ``schemas.codec``
+(bad ones go to the dead-letter topic with the reason), hands it to every processor that reads
+its type, publishes what the rules decided, and writes the state tables once per batch, only
+for accounts whose state changed. Topics carry raw bytes; keys are account ids, so an
+account's reports, trades, commands and results share a partition number, and its rows in the
+three tables (co-partitioned with the topics) live on the worker that reads them.
+
+A timer fires pending liquidations whose grace has run out (the deadline is in the drawdown
+table, so it survives a restart) and flushes volatile state. Output ids are derived from their
+cause, so a repeat after a crash or a restart is recognised downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from reconguard import metrics
+from reconguard.kafka import dead_letter
+from reconguard.settings import Settings
+from schemas import DecodeError, Envelope, decode, encode, encode_key, utcnow
+from schemas.commands import ClosePosition
+from schemas.decisions import AccountAssessed, ActionTaken, AlertType, DivergenceDetected, GuardAlertRaised
+from schemas.platform import TradeApproved, TradeClosedByPlatform
+from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
+from schemas.results import PositionCloseFailed, PositionClosed
+from schemas.topics import (
+    ACCOUNT_REPORTS,
+    ACCOUNT_STATE,
+    ALERTS,
+    CLOSE_COMMANDS,
+    CLOSE_RESULTS,
+    DEAD_LETTERS,
+    EXPECTED_TRADES,
+    POSITION_REPORTS,
+    RECONCILIATION,
+    TICKS,
+    Topic,
+)
+from streams.config import GuardConfig, WorkerConfig
+from streams.decisions import Decision
+from streams.drawdown import rules as drawdown
+from streams.levels import AccountLevelsBook
+from streams.market import rules as market
+from streams.reconciliation import rules as reconciliation
+from streams.store import StateStore
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "streams"
+INPUTS = (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, CLOSE_COMMANDS, CLOSE_RESULTS)
+OUTPUT_TOPIC = {"PositionMatched": RECONCILIATION, "DivergenceDetected": RECONCILIATION,
+                "DivergenceResolved": RECONCILIATION, "ReconciliationIndeterminate": RECONCILIATION,
+                "PositionCloseRecorded": RECONCILIATION, "AccountAssessed": ACCOUNT_STATE,
+                "GuardAlertRaised": ALERTS, "ClosePosition": CLOSE_COMMANDS}
+
+
+@dataclass
+class Processor:
+    """One rule set: the payload types it reads, its state and its step function."""
+
+    name: str
+    reads: tuple[type, ...]
+    store: StateStore[Any]
+    step: Callable[[Any, Envelope[Any], datetime], Decision[Any]]
+
+
+class StreamsRuntime:
+    """The I/O around the rules: routing, publishing, state writes, metrics. No decisions here."""
+
+    def __init__(self, app: faust.App, settings: Settings, guard: GuardConfig, worker: WorkerConfig) -> None:
+        self.app = app
+        self.settings = settings
+        self.guard = guard
+        self.levels = AccountLevelsBook(settings.database_url)
+        prefix, partitions = settings.topic_prefix, settings.topic_partitions
+
+        def topic(t: Topic) -> faust.TopicT:
+            return app.topic(t.name(prefix), key_serializer="raw", value_serializer="raw", partitions=partitions)
+
+        self.inputs = app.topic(*(t.name(prefix) for t in INPUTS), key_serializer="raw", value_serializer="raw",
+                                partitions=partitions)
+        self.topic_of = {t.name(prefix): t for t in INPUTS}
+        self.outputs = {t.base: topic(t) for t in (RECONCILIATION, ACCOUNT_STATE, ALERTS, CLOSE_COMMANDS,
+                                                   DEAD_LETTERS)}
+
+        def table(name: str) -> Any:
+            return app.Table(name, partitions=partitions, key_type=str, value_type=dict)
+
+        flush = worker.state_flush_seconds
+        self.reconciliation = Processor(
+            "reconciliation",
+            (PositionReport, AccountSyncFailed, TradeApproved, TradeClosedByPlatform, ClosePosition,
+             PositionClosed, PositionCloseFailed),
+            StateStore(table("reconciliation"), reconciliation.ReconciliationState, flush_seconds=flush),
+            lambda state, event, now: reconciliation.handle(state, event, guard))
+        self.drawdown = Processor(
+            "drawdown", (AccountReport, AccountSyncFailed, PositionReport, PositionCloseFailed),
+            StateStore(table("drawdown"), drawdown.DrawdownState, flush_seconds=flush),
+            lambda state, event, now: drawdown.handle(state, event, self.levels.get(event.account_id), guard, now))
+        self.market = Processor(
+            "market", (TickReport, PositionReport),
+            StateStore(table("market"), market.MarketState, flush_seconds=flush),
+            lambda state, event, now: market.handle(state, event, guard))
+        self.processors = (self.reconciliation, self.drawdown, self.market)
+        self.routes: dict[type, tuple[Processor, ...]] = {}
+        for processor in self.processors:
+            for kind in processor.reads:
+                self.routes[kind] = self.routes.get(kind, ()) + (processor,)
+
+    # ------------------------------------------------------------------------------------- batches
+
+    async def process(self, events: Sequence[EventT]) -> None:
+        await self.levels.ready()
+        now = utcnow()
+        sent: list[Any] = []
+        for event in events:
+            message = event.message
+            try:
+                envelope = decode(self.topic_of[message.topic], message.value)
+            except DecodeError as error:
+                sent.append(await self._dead_letter(message, error.reason))
+                continue
+            for processor in self.routes.get(type(envelope.payload), ()):
+                sent += await self._apply(processor, envelope, message.partition, now)
+            if isinstance(envelope.payload, PositionReport):
+                metrics.reconciliation_latency_seconds.observe(max(0.0, time.time() - envelope.occurred_at.timestamp()))
+        for processor in self.processors:
+            processor.store.flush()
+        if sent:
+            await asyncio.gather(*sent)
+
+    async def _apply(self, processor: Processor, envelope: Envelope[Any], partition: int, now: datetime) -> list[Any]:
+        account = envelope.account_id
+        state = processor.store.get(account, partition)
+        try:
+            decision = processor.step(state, envelope, now)
+        except Exception as error:  # noqa: BLE001 - one account's bad event must not stop the others
+            log.exception("%s rule failed on %s %s", processor.name, envelope.event_type, envelope.event_id)
+            return [await self._dead_letter_envelope(envelope, f"{processor.name} rule failed: {error!r}")]
+        processor.store.put(account, decision.state, partition)
+        return [await self._publish(output) for output in decision.outputs]
+
+    async def sweep(self) -> None:
+        """Fire due liquidations (also after a restart: the deadline is in the table); flush state."""
+        if not self._ready():
+            return
+        now = utcnow()
+        sent: list[Any] = []
+        store = self.drawdown.store
+        active = self._active_partitions()
+        for account, partition in store.pending_accounts():
+            if active is not None and partition not in active:
+                continue
+            state = store.get(account)
+            if state.pending is None or state.pending.deadline > now:
+                continue
+            decision = drawdown.fire_due(state, now)
+            store.put(account, decision.state)
+            sent += [await self._publish(output) for output in decision.outputs]
+        for processor in self.processors:
+            processor.store.flush()
+        if sent:
+            await asyncio.gather(*sent)
+
+    # ------------------------------------------------------------------------------------- output
+
+    async def _publish(self, envelope: Envelope[Any]) -> Any:
+        self._count(envelope)
+        topic = self.outputs[OUTPUT_TOPIC[envelope.event_type].base]
+        return await topic.send(key=encode_key(envelope.account_id), value=encode(envelope))
+
+    async def _dead_letter(self, message: Any, reason: str) -> Any:
+        letter = dead_letter(consumer=CONSUMER, topic=message.topic, partition=message.partition,
+                             offset=message.offset, key=message.key, value=message.value, reason=reason)
+        metrics.dead_letters_total.labels(CONSUMER).inc()
+        log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason)
+        return await self.outputs[DEAD_LETTERS.base].send(key=encode_key(letter.account_id), value=encode(letter))
+
+    async def _dead_letter_envelope(self, envelope: Envelope[Any], reason: str) -> Any:
+        class _Message:  # the parts dead_letter() reads, for an event that decoded but broke a rule
+            topic, partition, offset, key = "decoded", 0, 0, envelope.account_id.encode()
+            value = encode(envelope)
+
+        return await self._dead_letter(_Message, reason)
+
+    def _count(self, envelope: Envelope[Any]) -> None:
+        payload = envelope.payload
+        if isinstance(payload, DivergenceDetected) and payload.divergence_reason is not None:
+            metrics.reconciliation_divergences_total.labels(payload.divergence_reason.value).inc()
+        elif isinstance(payload, GuardAlertRaised) and payload.action_taken is ActionTaken.WARNING_SENT and \
+                payload.alert_type in (AlertType.DRAWDOWN_CRITICAL, AlertType.DAILY_LOSS_CRITICAL):
+            metrics.drawdown_guard_triggers_total.inc()
+        elif isinstance(payload, AccountAssessed):
+            metrics.account_equity_gbp.labels(envelope.account_id).set(payload.equity_gbp)
+            metrics.account_drawdown_percent.labels(envelope.account_id).set(payload.drawdown_percent)
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    def _ready(self) -> bool:
+        recovery = self.app.tables.recovery
+        return recovery.completed.is_set() and not recovery.in_recovery and not self.app.rebalancing
+
+    def _active_partitions(self) -> set[int] | None:
+        try:
+            actives = self.app.assignor.assigned_actives()
+        except Exception:  # noqa: BLE001 - no assignment yet
+            return None
+        name = ACCOUNT_REPORTS.name(self.settings.topic_prefix)
+        return {tp.partition for tp in actives if tp.topic == name}
+
+
+def app_id(settings: Settings) -> str:
+    return f"{settings.topic_prefix}-streams"
+
+
+def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: WorkerConfig | None = None
+               ) -> faust.App:
+    """The worker's app: topics and app id from ``settings.topic_prefix``, tuned for tansu."""
+    if settings.kafka_bootstrap_servers is None:
+        raise ValueError("the streams worker needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker's address)")
+    guard, worker = guard or GuardConfig(), worker or WorkerConfig()
+    app = faust.App(
+        app_id(settings),
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+        store="memory://", web_enabled=False, autodiscover=False,
+        value_serializer="raw", key_serializer="raw",
+        processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.consumer_session_timeout_ms / 1000,
+        broker_heartbeat_interval=max(0.5, settings.consumer_session_timeout_ms / 6000),
+        broker_commit_interval=1.0, topic_partitions=settings.topic_partitions, topic_replication_factor=1,
+        table_standby_replicas=0, producer_linger=0.002, datadir=str(settings.data_dir / "faust"),
+    )
+    runtime = StreamsRuntime(app, settings, guard, worker)
+    app.streams_runtime = runtime  # type: ignore[attr-defined] - for tests and the bench
+
+    @app.agent(runtime.inputs, name="guard_accounts")
+    async def guard_accounts(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(worker.batch_size, within=worker.batch_within_seconds):
+            await runtime.process(events)
+
+    @app.timer(worker.sweep_interval_seconds, name="fire_due_liquidations")
+    async def fire_due_liquidations() -> None:
+        await runtime.sweep()
+
+    @app.task
+    async def load_levels() -> None:
+        await runtime.levels.refresh()
+
+    @app.timer(worker.levels_refresh_seconds, name="refresh_levels")
+    async def refresh_levels() -> None:
+        await runtime.levels.refresh()
+
+    return app

@@ -1,0 +1,63 @@
+"""Per-account guard levels from the ``users`` table, loaded at start and refreshed periodically.
+
+Only an admin changes a user's levels (in the database or through the API); the worker picks the
+change up at the next refresh. An account with no row, or a database that cannot be read, gets
+the defaults (5 / 10 / 5 %, 10 s); a failed refresh keeps the last levels it read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from reconguard.dburl import plain_url
+from streams.config import DEFAULT_LEVELS, AccountLevels
+
+log = logging.getLogger(__name__)
+
+_QUERY = """SELECT id, warning_drawdown_percent, critical_drawdown_percent, daily_loss_limit_percent,
+                   close_grace_seconds FROM users"""
+
+
+class AccountLevelsBook:
+    def __init__(self, database_url: str | None) -> None:
+        self.database_url = database_url
+        self.levels: dict[str, AccountLevels] = {}
+        self.loaded = asyncio.Event()
+
+    def get(self, account_id: str) -> AccountLevels:
+        return self.levels.get(account_id, DEFAULT_LEVELS)
+
+    async def refresh(self) -> None:
+        if self.database_url is None:
+            self.loaded.set()
+            return
+        try:
+            self.levels = await read_levels(self.database_url)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+            log.warning("could not read guard levels from users (%s); keeping %d known", error, len(self.levels))
+        finally:
+            self.loaded.set()
+
+    async def ready(self, timeout: float = 10.0) -> None:
+        if not self.loaded.is_set():
+            try:
+                await asyncio.wait_for(self.loaded.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.warning("guard levels not loaded after %.0fs; using defaults meanwhile", timeout)
+                self.loaded.set()
+
+
+async def read_levels(database_url: str) -> dict[str, AccountLevels]:
+    connection = await asyncpg.connect(plain_url(database_url), timeout=5)
+    try:
+        rows = await connection.fetch(_QUERY, timeout=5)
+    finally:
+        await connection.close()
+    return {row["id"]: AccountLevels(
+        warning_drawdown_percent=float(row["warning_drawdown_percent"]),
+        critical_drawdown_percent=float(row["critical_drawdown_percent"]),
+        daily_loss_limit_percent=float(row["daily_loss_limit_percent"]),
+        close_grace_seconds=float(row["close_grace_seconds"])) for row in rows}

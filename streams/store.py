@@ -1,0 +1,87 @@
+"""Per-account rule state over a Faust table: parsed once, written only when it changed.
+
+The table (memory store, changelog-backed) holds ``{"partition": p, "state": <json>}`` per
+account. Parsed states are cached; a cache entry is trusted while the table still holds the very
+value it was written as (recovery or another worker's write replaces it). A state is written
+when its durable part changed (dataclass equality ignores ``compare=False`` fields), or when
+only its volatile part changed and the last write is older than ``flush_seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from faust.tables.table import Table
+
+from streams.state import dump_state, load_state
+
+S = TypeVar("S")
+
+
+@dataclass
+class _Entry(Generic[S]):
+    state: S
+    written: S
+    raw: dict[str, Any] | None
+    partition: int
+    written_at: float
+    dirty: bool = False
+
+
+class StateStore(Generic[S]):
+    def __init__(self, table: Table, state_type: type[S], *, flush_seconds: float) -> None:
+        self.table = table
+        self.state_type = state_type
+        self.flush_seconds = flush_seconds
+        self._cache: dict[str, _Entry[S]] = {}
+
+    def get(self, account_id: str, partition: int | None = None) -> S:
+        return self._entry(account_id, partition).state
+
+    def put(self, account_id: str, state: S, partition: int | None = None) -> None:
+        entry = self._entry(account_id, partition)
+        if state is not entry.state:
+            entry.state, entry.dirty = state, True
+
+    def flush(self, *, force: bool = False) -> int:
+        """Write the changed states to the table (and so to its changelog); return how many."""
+        now = time.monotonic()
+        written = 0
+        for account_id, entry in self._cache.items():
+            if not entry.dirty:
+                continue
+            stale = now - entry.written_at >= self.flush_seconds
+            if entry.state != entry.written or stale or force:
+                self._write(account_id, entry, now)
+                written += 1
+        return written
+
+    def pending_accounts(self) -> list[tuple[str, int]]:
+        """Accounts (and partitions) present in the table, for sweeps."""
+        accounts = [(a, e.partition) for a, e in self._cache.items()]
+        known = set(self._cache)
+        for account_id, raw in list(self.table.data.items()):
+            if account_id not in known and isinstance(raw, dict):
+                accounts.append((account_id, int(raw.get("partition", 0))))
+        return accounts
+
+    def _entry(self, account_id: str, partition: int | None) -> _Entry[S]:
+        raw = self.table.data.get(account_id)
+        entry = self._cache.get(account_id)
+        if entry is not None and entry.raw is raw:
+            if partition is not None:
+                entry.partition = partition
+            return entry
+        state = load_state(self.state_type, raw["state"] if raw else None)
+        stored_partition = int(raw["partition"]) if raw else 0
+        entry = _Entry(state, state, raw, partition if partition is not None else stored_partition, time.monotonic())
+        self._cache[account_id] = entry
+        return entry
+
+    def _write(self, account_id: str, entry: _Entry[S], now: float) -> None:
+        raw = {"partition": entry.partition, "state": dump_state(entry.state)}
+        self.table.data[account_id] = raw
+        self.table.send_changelog(entry.partition, account_id, raw)
+        entry.raw, entry.written, entry.written_at, entry.dirty = raw, entry.state, now, False

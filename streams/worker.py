@@ -1,0 +1,87 @@
+"""Run the streams worker: blocking in this process, or as a child process of an asyncio service.
+
+Faust owns its event loop (mode's Worker runs it to completion and installs signal handlers),
+so it does not run inside another loop. ``run_worker`` is the blocking entry point
+(``python -m streams``); ``serve`` keeps the service contract of ``reconguard.service`` by running
+that entry point as a child process until ``stop`` is set, then stopping it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from pydantic import AliasChoices
+
+from reconguard.embedded import _die_with_parent
+from reconguard.settings import Settings
+from streams.config import GuardConfig, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, *, guard: GuardConfig | None = None, worker: WorkerConfig | None = None) -> None:
+    """Run the Faust worker until SIGTERM or SIGINT (blocking; creates its own event loop)."""
+    import faust
+
+    from streams.app import create_app
+
+    worker = worker or WorkerConfig()
+    if worker.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(worker.metrics_port, addr=settings.http_host)
+    app = create_app(settings, guard=guard, worker=worker)
+    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The environment variables that recreate ``settings`` in a child process."""
+    env: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        alias = field.validation_alias
+        key = str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"RECONGUARD_{name.upper()}"
+        env[key] = str(value)
+    return env
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event, extra_env: dict[str, str] | None = None) -> None:
+    """Run the worker as a child process until ``stop`` is set; raise if it dies on its own."""
+    log_path = Path(settings.data_dir) / "logs" / f"streams-{settings.topic_prefix}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = os.environ | settings_environment(settings) | (extra_env or {})
+    with log_path.open("ab") as log_file:
+        child = subprocess.Popen([sys.executable, "-m", "streams"], env=env, stdout=log_file,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                 preexec_fn=_die_with_parent(signal.SIGTERM))
+    log.info("streams worker started (pid %s, log %s)", child.pid, log_path)
+    try:
+        while not stop.is_set():
+            if child.poll() is not None:
+                raise RuntimeError(f"streams worker exited with code {child.returncode}; see {log_path}")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        await asyncio.to_thread(_stop_child, child)
+
+
+def _stop_child(child: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if child.poll() is not None:
+        return
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("streams worker did not stop in %.0fs; killing it", timeout)
+        child.kill()
+        child.wait(5)
