@@ -16,6 +16,7 @@ run: $(STAMP)
 	$(BIN)/reconguard run
 
 test: $(STAMP)
+	./scripts/system-deps.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
