@@ -1,0 +1,41 @@
+"""The close executor as a service: settle what a crash left open, then consume close commands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from producers.executor.ledger import Ledger
+from producers.executor.loop import CONSUMER, Executor, ExecutorConfig
+from producers.mt5.gateway import Gateway
+from reconguard.db import make_engine
+from reconguard.kafka import ensure_topics, make_consumer, make_producer
+from reconguard.settings import Settings
+from schemas.topics import CLOSE_COMMANDS
+
+
+async def run_executor(settings: Settings, *, stop: asyncio.Event, gateways: Mapping[str, Gateway],
+                       config: ExecutorConfig = ExecutorConfig()) -> None:
+    """Execute close commands for the accounts of ``gateways`` (user id -> terminal) until ``stop``."""
+    if settings.kafka_bootstrap_servers is None or settings.database_url is None:
+        raise RuntimeError("the executor needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL (the embedded runtime "
+                           "sets both before services start)")
+    bootstrap = settings.kafka_bootstrap_servers
+    await ensure_topics(bootstrap, settings.topic_prefix, partitions=settings.topic_partitions)
+    engine = make_engine(settings.database_url)
+    producer = make_producer(bootstrap)
+    consumer = make_consumer(CLOSE_COMMANDS.name(settings.topic_prefix), bootstrap_servers=bootstrap,
+                             group_id=f"{settings.topic_prefix}.{CONSUMER}",
+                             session_timeout_ms=settings.consumer_session_timeout_ms,
+                             fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
+    await producer.start()
+    await consumer.start()
+    executor = Executor(gateways=gateways, ledger=Ledger(engine), producer=producer, prefix=settings.topic_prefix,
+                        config=config)
+    try:
+        await executor.run(consumer, stop=stop)
+    finally:
+        executor.close()
+        await consumer.stop()
+        await producer.stop()
+        await engine.dispose()
