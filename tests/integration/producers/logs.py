@@ -67,3 +67,17 @@ def demo_accounts(broker: SimulatedBroker, user_ids: list[str], *, first_login: 
         assert terminal.initialize(login=login, password="secret", server=broker.server), terminal.last_error()
         accounts.append((AccountRef(user_id, login, broker.server, currency), terminal))
     return accounts
+
+
+async def insert_users(database_url: str, user_ids: list[str]) -> None:
+    """The users the ledger's foreign key needs."""
+    import asyncpg
+
+    from reconguard.dburl import plain_url
+
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        await connection.executemany("INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING",
+                                     [(u,) for u in user_ids])
+    finally:
+        await connection.close()
