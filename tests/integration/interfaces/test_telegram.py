@@ -1,0 +1,233 @@
+"""The Telegram service against a local Bot API server: every alert and close reaches its owner's
+chat exactly once, through 429s, 5xx answers and restarts; /status answers for the chat's own
+account only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from aiokafka import TopicPartition
+
+from reconguard.kafka import ensure_topics, make_consumer, make_producer, publish_many
+from reconguard.telegram import serve
+from reconguard.telegram.messages import NOT_LINKED
+from reconguard.telegram.settings import TelegramSettings
+from schemas import Envelope, decode, observed, utcnow
+from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
+from schemas.results import PositionClosed, PositionCloseFailed
+from schemas.topics import ALERTS, CLOSE_RESULTS, DEAD_LETTERS
+from tests.integration.interfaces.support import insert_rows, log_row, seed_people, snapshot_rows
+from tests.support.fake_telegram import FakeTelegram, fake_telegram
+from tests.support.servers import unique_name
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+OWNER_CHAT, OTHER_CHAT, STRANGER_CHAT = 7001, 7002, 7999
+
+
+@pytest.fixture(scope="module")
+def people(database_url):
+    people = asyncio.run(seed_people(database_url, tag="tg", chat_ids={"owner": OWNER_CHAT, "other": OTHER_CHAT}))
+    asyncio.run(insert_rows(database_url, snapshots=snapshot_rows(people.owner, count=3),
+                            logs=[log_row(people.owner, at=utcnow() - timedelta(minutes=1), status="divergence",
+                                          event_type="DivergenceDetected", matched=0, divergence_reason="missing")]))
+    return people
+
+
+@pytest.fixture
+async def own_topics(settings):
+    """Topics of this test alone, so no other test's events reach its fake server."""
+    prefix = unique_name("tg").replace("_", "-")
+    await ensure_topics(settings.kafka_bootstrap_servers, prefix, partitions=2, topics=(ALERTS, CLOSE_RESULTS,
+                                                                                          DEAD_LETTERS))
+    return settings.model_copy(update={"topic_prefix": prefix})
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    async with fake_telegram(known_chats={OWNER_CHAT, OTHER_CHAT, STRANGER_CHAT}) as fake:
+        yield fake
+
+
+def _telegram_settings(fake: FakeTelegram, *, group: str) -> TelegramSettings:
+    return TelegramSettings(TELEGRAM_BOT_TOKEN="123456:TEST-token", telegram_api_base=fake.base_url,
+                            telegram_backoff_initial_seconds=0.05, telegram_backoff_max_seconds=0.4,
+                            telegram_polling_timeout_seconds=1, telegram_consumer_group=group)
+
+
+@contextlib.asynccontextmanager
+async def running(settings, fake: FakeTelegram, *, group: str) -> AsyncIterator[asyncio.Task]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop=stop, telegram_settings=_telegram_settings(fake, group=group)))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+def alert(user_id: str, marker: str, **values: object) -> Envelope:
+    payload = GuardAlertRaised(**({
+        "user_id": user_id, "alert_type": AlertType.DRAWDOWN_WARNING, "action_taken": ActionTaken.WARNING_SENT,
+        "status": "open", "message": f"Positions close in 10 s. [{marker}]", "drawdown_percent": 6.1,
+        "equity_gbp": 9390.0, "threshold_percent": 5.0} | values))
+    return observed(payload, account_id=user_id, occurred_at=utcnow())
+
+
+def close(user_id: str, *, ticket: int, ok: bool = True) -> Envelope:
+    kind = PositionClosed if ok else PositionCloseFailed
+    payload = kind(command_id=uuid.uuid4(), user_id=user_id, ticket=ticket, symbol="XAUUSD", reason="drawdown_guard",
+                   direction="buy", volume=0.5, retcode=10009 if ok else 10006, price=2031.55, entry_price=2050.0,
+                   pnl_gbp=-742.12 if ok else None, attempts=1, error_message=None if ok else "rejected")
+    return observed(payload, account_id=user_id, occurred_at=utcnow())
+
+
+async def publish(settings, topic, envelopes) -> None:
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await publish_many(producer, topic, settings.topic_prefix, envelopes)
+    finally:
+        await producer.stop()
+
+
+def times_sent(fake: FakeTelegram, marker: str) -> int:
+    return sum(marker in message.text for message in fake.sent)
+
+
+async def until_sent(fake: FakeTelegram, markers: list[str], *, timeout: float = 40) -> None:
+    async def counts() -> list[int]:
+        return [times_sent(fake, m) for m in markers]
+
+    await eventually(counts, until=lambda c: all(n >= 1 for n in c), timeout=timeout,
+                     what=f"{len(markers)} messages to reach the fake Telegram")
+
+
+async def test_alerts_and_closes_reach_their_owners_once_with_the_numbers(own_topics, telegram, people):
+    markers = [f"a{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
+    alerts = [alert(people.owner, m) for m in markers]
+    closes = [close(people.other, ticket=880001), close(people.other, ticket=880002, ok=False)]
+    await publish(own_topics, ALERTS, alerts)
+    await publish(own_topics, CLOSE_RESULTS, closes)
+    async with running(own_topics, telegram, group=unique_name("g")):
+        await until_sent(telegram, markers + ["ticket 880001", "ticket 880002"])
+        # The same events again (a redelivery or replay), then one new event as a marker of progress.
+        await publish(own_topics, ALERTS, alerts)
+        await publish(own_topics, ALERTS, [alert(people.owner, "after-the-repeats")])
+        await until_sent(telegram, ["after-the-repeats"])
+
+    assert [times_sent(telegram, m) for m in markers + ["ticket 880001", "ticket 880002"]] == [1] * 5
+    owner_text = telegram.texts_to(OWNER_CHAT)[0]
+    for number in ("6.10%", "threshold 5.00%", "£9,390.00", people.owner, "Positions close in 10 s."):
+        assert number in owner_text, owner_text
+    closed, failed = sorted(telegram.texts_to(OTHER_CHAT), key=lambda t: "880002" in t)
+    for number in ("XAUUSD", "2031.55", "−£742.12", "10009 (DONE)", "drawdown guard"):
+        assert number in closed, closed
+    assert "Close failed" in failed and "10006 (REJECT)" in failed
+
+
+async def test_429_and_5xx_are_retried_without_losing_or_doubling(own_topics, telegram, people):
+    telegram.answer_next("sendMessage", ("429", 1), "500", "502", "500")
+    markers = [f"r{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
+    await publish(own_topics, ALERTS, [alert(people.owner, m) for m in markers])
+    async with running(own_topics, telegram, group=unique_name("g")):
+        await until_sent(telegram, markers)
+
+    assert [times_sent(telegram, m) for m in markers] == [1, 1, 1]
+    answered = [status for method, status in telegram.attempts if method == "sendmessage"]
+    assert answered[:4] == [429, 500, 502, 500] and answered.count(200) == 3
+
+
+async def test_a_restart_in_the_middle_delivers_every_alert_exactly_once(own_topics, telegram, people):
+    markers = [f"s{i:02d}-{uuid.uuid4().hex[:6]}" for i in range(12)]
+    await publish(own_topics, ALERTS, [alert(people.owner, m) for m in markers])
+    group = unique_name("g")
+    async with running(own_topics, telegram, group=group):
+        await eventually(lambda: _count(telegram), until=lambda n: n >= 4, what="a few deliveries")
+        # Telegram starts refusing; the service is stopped while it waits out the retry_after.
+        telegram.answer_next("sendMessage", ("429", 30))
+        await eventually(lambda: _answered(telegram, 429), until=bool, what="the 429 to be answered")
+    first_run = len(telegram.sent)
+    assert first_run < len(markers), "the restart did not happen in the middle"
+
+    async with running(own_topics, telegram, group=group):
+        await until_sent(telegram, markers)
+    assert [times_sent(telegram, m) for m in markers] == [1] * len(markers)
+
+    # A consumer with no committed offsets re-reads everything: the delivery table stops repeats.
+    async with running(own_topics, telegram, group=unique_name("fresh")):
+        await publish(own_topics, ALERTS, [alert(people.owner, "sentinel")])
+        await until_sent(telegram, ["sentinel"])
+    assert [times_sent(telegram, m) for m in markers] == [1] * len(markers)
+
+
+async def _count(fake: FakeTelegram) -> int:
+    return len(fake.sent)
+
+
+async def _answered(fake: FakeTelegram, status: int) -> bool:
+    return any(answer == status for _, answer in fake.attempts)
+
+
+async def test_a_chat_telegram_refuses_is_skipped_and_the_rest_goes_on(own_topics, telegram, people):
+    telegram.known_chats.discard(OWNER_CHAT)  # Telegram: "chat not found"
+    await publish(own_topics, ALERTS, [alert(people.owner, "lost-chat"), alert(people.admin, "no-chat-linked"),
+                                       alert(people.other, "still-delivered")])
+    group = unique_name("g")
+    async with running(own_topics, telegram, group=group):
+        await until_sent(telegram, ["still-delivered"])
+    refusals = [s for m, s in telegram.attempts if m == "sendmessage" and s == 400]
+    assert refusals == [400], "the refused chat is tried once, then its offset is committed"
+    assert times_sent(telegram, "lost-chat") == 0 and times_sent(telegram, "no-chat-linked") == 0
+
+    async with running(own_topics, telegram, group=group):
+        await publish(own_topics, ALERTS, [alert(people.other, "after-restart")])
+        await until_sent(telegram, ["after-restart"])
+    assert [s for m, s in telegram.attempts if m == "sendmessage" and s == 400] == [400]
+
+
+async def test_an_unusable_message_goes_to_dead_letters_and_the_next_is_sent(own_topics, telegram, people):
+    producer = make_producer(own_topics.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(ALERTS.name(own_topics.topic_prefix), b"{not json", key=people.owner.encode())
+    finally:
+        await producer.stop()
+    await publish(own_topics, ALERTS, [alert(people.owner, "after-garbage")])
+    async with running(own_topics, telegram, group=unique_name("g")):
+        await until_sent(telegram, ["after-garbage"])
+        letters = await eventually(lambda: _dead_letters(own_topics), until=bool, what="a dead letter")
+    assert letters[0].payload.consumer == "telegram" and "malformed JSON" in letters[0].payload.reason
+
+
+async def _dead_letters(settings) -> list:
+    consumer = make_consumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        name = DEAD_LETTERS.name(settings.topic_prefix)
+        partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or []]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        batches = await consumer.getmany(timeout_ms=500)
+        return [decode(DEAD_LETTERS, m.value) for records in batches.values() for m in records]
+    finally:
+        await consumer.stop()
+
+
+async def test_status_answers_for_the_chats_own_account_only(own_topics, telegram, people):
+    async with running(own_topics, telegram, group=unique_name("g")):
+        telegram.push_message(chat_id=OWNER_CHAT, text="/status")
+        telegram.push_message(chat_id=STRANGER_CHAT, text="/status")
+        await eventually(lambda: _count(telegram), until=lambda n: n >= 2, what="two /status answers")
+    owner_answer, = telegram.texts_to(OWNER_CHAT)
+    assert people.owner in owner_answer and "Equity: <b>£" in owner_answer
+    assert "Open divergences: <b>1</b>" in owner_answer
+    assert people.other not in owner_answer
+    stranger_answer, = telegram.texts_to(STRANGER_CHAT)
+    assert stranger_answer == NOT_LINKED
