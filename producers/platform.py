@@ -1,0 +1,50 @@
+"""How the signal platform tells reconguard what it approved: ``TradeApproved`` on EXPECTED_TRADES.
+
+The envelope id is derived from the approval id, so publishing the same approval twice (a retry,
+a replay) yields one expectation downstream. See docs/platform-integration.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aiokafka import AIOKafkaProducer
+
+from reconguard.kafka import ensure_topics, make_producer, publish
+from reconguard.settings import Settings
+from schemas import Envelope, observed, utcnow
+from schemas.envelope import DERIVED_ID_NAMESPACE
+from schemas.platform import TradeApproved, TradeClosedByPlatform
+from schemas.topics import EXPECTED_TRADES
+
+
+def approval_event_id(trade: TradeApproved | TradeClosedByPlatform) -> uuid.UUID:
+    """The same approval (or the same platform close of it), the same event id."""
+    return uuid.uuid5(DERIVED_ID_NAMESPACE, f"{trade.event_type}/{trade.approval_id}/{trade.signal_id}")
+
+
+def expected_trade(trade: TradeApproved | TradeClosedByPlatform) -> Envelope[TradeApproved | TradeClosedByPlatform]:
+    return observed(trade, account_id=trade.user_id, occurred_at=utcnow(), event_id=approval_event_id(trade))
+
+
+async def publish_expected(producer: AIOKafkaProducer, prefix: str,
+                           trade: TradeApproved | TradeClosedByPlatform) -> Envelope[TradeApproved | TradeClosedByPlatform]:
+    """Append one expectation with an already started producer (the demo's way)."""
+    envelope = expected_trade(trade)
+    await publish(producer, EXPECTED_TRADES, prefix, envelope)
+    return envelope
+
+
+async def publish_expected_trade(settings: Settings,
+                                 trade: TradeApproved | TradeClosedByPlatform) -> Envelope[TradeApproved | TradeClosedByPlatform]:
+    """Append one approved trade (or a platform close) and wait for the broker's acknowledgement."""
+    if settings.kafka_bootstrap_servers is None:
+        raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set: start `reconguard run` or point it at Kafka")
+    await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix,
+                        partitions=settings.topic_partitions, topics=(EXPECTED_TRADES,))
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        return await publish_expected(producer, settings.topic_prefix, trade)
+    finally:
+        await producer.stop()
