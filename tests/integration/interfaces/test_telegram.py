@@ -46,7 +46,8 @@ async def own_topics(settings):
     prefix = unique_name("tg").replace("_", "-")
     await ensure_topics(settings.kafka_bootstrap_servers, prefix, partitions=2, topics=(ALERTS, CLOSE_RESULTS,
                                                                                           DEAD_LETTERS))
-    return settings.model_copy(update={"topic_prefix": prefix})
+    # The shortest session tansu allows: each (re)start joins the group again.
+    return settings.model_copy(update={"topic_prefix": prefix, "consumer_session_timeout_ms": 3000})
 
 
 @pytest.fixture
