@@ -5,13 +5,19 @@ An account's key on every topic is its user's id: one MT5 account per user.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import select
 
+from producers.mt5.gateway import Gateway, GatewayUnavailable, Mt5LinuxGateway, NativeGateway
 from projections.models import User
 from reconguard.db import make_engine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +46,57 @@ async def load_accounts(*, database_url: str) -> list[AccountRef]:
             return account_refs(result.all())
     finally:
         await engine.dispose()
+
+
+class GatewaySettings(BaseSettings):
+    """How the production services reach real terminals (``RECONGUARD_MT5_*``).
+
+    - ``gateway=mt5linux``: one terminal per account, each behind an mt5linux RPyC server;
+      ``endpoints`` maps logins to them: ``"51000101=10.0.0.5:18812,51000102=10.0.0.6:18812"``.
+    - ``gateway=native``: the MetaTrader5 package (Windows); it holds one terminal per process, so the
+      process serves the one account whose login is ``login``.
+    The terminals are expected to be logged in already (their saved credentials); the poller checks
+    every read against the account's login, so a terminal logged into the wrong account is reported.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RECONGUARD_MT5_", extra="ignore", frozen=True)
+
+    gateway: Literal["mt5linux", "native"] = "mt5linux"
+    endpoints: str = ""
+    login: int | None = None
+
+    def endpoint_map(self) -> dict[int, tuple[str, int]]:
+        pairs = (item.split("=", 1) for item in self.endpoints.replace(" ", "").split(",") if item)
+        return {int(login): (address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1])) for login, address in pairs}
+
+
+def connect_gateways(accounts: Iterable[AccountRef], config: GatewaySettings) -> list[tuple[AccountRef, Gateway]]:
+    """A started gateway per account this process can reach; the others are logged and skipped."""
+    connected: list[tuple[AccountRef, Gateway]] = []
+    endpoints = config.endpoint_map()
+    for account in accounts:
+        gateway = _gateway_for(account, config, endpoints)
+        if gateway is None:
+            continue
+        if not gateway.initialize():
+            log.warning("terminal of %s did not initialize: %s (its polls will report it)", account.user_id,
+                        gateway.last_error())
+        connected.append((account, gateway))
+    return connected
+
+
+def _gateway_for(account: AccountRef, config: GatewaySettings, endpoints: dict[int, tuple[str, int]]
+                 ) -> Gateway | None:
+    try:
+        if config.gateway == "native":
+            if config.login != account.login:
+                return None
+            return NativeGateway()
+        if account.login not in endpoints:
+            log.warning("no mt5linux endpoint for %s (login %d): not served", account.user_id, account.login)
+            return None
+        host, port = endpoints[account.login]
+        return Mt5LinuxGateway(host, port)
+    except GatewayUnavailable as error:
+        log.error("cannot reach the terminal of %s: %s", account.user_id, error)
+        return None

@@ -4,6 +4,6 @@ client (terminal I/O) / parsing (pure) / ledger (Postgres) / loop (commands) / s
 """
 
 from producers.executor.loop import Executor, ExecutorConfig
-from producers.executor.service import run_executor
+from producers.executor.service import run_executor, serve
 
-__all__ = ["Executor", "ExecutorConfig", "run_executor"]
+__all__ = ["Executor", "ExecutorConfig", "run_executor", "serve"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
+from producers.accounts import GatewaySettings, connect_gateways, load_accounts
 from producers.executor.ledger import Ledger
 from producers.executor.loop import CONSUMER, Executor, ExecutorConfig
 from producers.mt5.gateway import Gateway
@@ -39,3 +40,12 @@ async def run_executor(settings: Settings, *, stop: asyncio.Event, gateways: Map
         await consumer.stop()
         await producer.stop()
         await engine.dispose()
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
+    """The production executor: every user with an MT5 login, through real terminals (RECONGUARD_MT5_*)."""
+    if settings.database_url is None:
+        raise RuntimeError("the executor reads its accounts from DATABASE_URL")
+    accounts = connect_gateways(await load_accounts(database_url=settings.database_url), GatewaySettings())
+    await run_executor(settings, stop=stop, gateways={ref.user_id: gateway for ref, gateway in accounts},
+                       config=ExecutorConfig(threads=max(1, min(16, len(accounts)))))

@@ -4,6 +4,6 @@ client (terminal I/O) / parsing (pure) / loop (rounds and batches) / service (Ka
 """
 
 from producers.poller.loop import Poller, PollerConfig
-from producers.poller.service import run_poller
+from producers.poller.service import run_poller, serve
 
-__all__ = ["Poller", "PollerConfig", "run_poller"]
+__all__ = ["Poller", "PollerConfig", "run_poller", "serve"]

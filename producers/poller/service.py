@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from producers.accounts import AccountRef
+from producers.accounts import AccountRef, GatewaySettings, connect_gateways, load_accounts
 from producers.mt5.gateway import Gateway
 from producers.poller.loop import Poller, PollerConfig
 from reconguard.kafka import dead_letter, ensure_topics, make_consumer, make_producer, send_dead_letter
@@ -86,3 +86,14 @@ def _bootstrap(settings: Settings) -> str:
     if settings.kafka_bootstrap_servers is None:
         raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set (the embedded runtime sets it before services start)")
     return settings.kafka_bootstrap_servers
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
+    """The production poller: every user with an MT5 login, through real terminals (RECONGUARD_MT5_*)."""
+    if settings.database_url is None:
+        raise RuntimeError("the poller reads its accounts from DATABASE_URL")
+    accounts = connect_gateways(await load_accounts(database_url=settings.database_url), GatewaySettings())
+    log.info("polling %d accounts", len(accounts))
+    # Real terminals block for milliseconds per call: read them from a pool, one thread per few accounts.
+    await run_poller(settings, stop=stop, accounts=accounts,
+                     config=PollerConfig(threads=max(1, min(32, len(accounts)))))
