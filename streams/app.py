@@ -54,6 +54,7 @@ from streams.levels import AccountLevelsBook
 from streams.market import rules as market
 from streams.reconciliation import rules as reconciliation
 from streams.store import StateStore
+from streams.transport import StreamsApp
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class StreamsRuntime:
                                                    DEAD_LETTERS)}
 
         def table(name: str) -> Any:
-            return app.Table(name, partitions=partitions, key_type=str, value_type=dict)
+            return app.Table(name, partitions=partitions)  # json keys and values
 
         flush = worker.state_flush_seconds
         self.reconciliation = Processor(
@@ -230,17 +231,18 @@ def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: 
     if settings.kafka_bootstrap_servers is None:
         raise ValueError("the streams worker needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker's address)")
     guard, worker = guard or GuardConfig(), worker or WorkerConfig()
-    app = faust.App(
+    app = StreamsApp(
         app_id(settings),
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
         store="memory://", web_enabled=False, autodiscover=False,
         value_serializer="raw", key_serializer="raw",
         processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.consumer_session_timeout_ms / 1000,
-        broker_heartbeat_interval=max(0.5, settings.consumer_session_timeout_ms / 6000),
+        broker_session_timeout=worker.session_timeout_seconds,
+        broker_heartbeat_interval=max(0.5, worker.session_timeout_seconds / 6),
         broker_commit_interval=1.0, topic_partitions=settings.topic_partitions, topic_replication_factor=1,
         table_standby_replicas=0, producer_linger=0.002, datadir=str(settings.data_dir / "faust"),
     )
+    app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
     runtime = StreamsRuntime(app, settings, guard, worker)
     app.streams_runtime = runtime  # type: ignore[attr-defined] - for tests and the bench
 

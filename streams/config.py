@@ -125,6 +125,9 @@ class WorkerConfig(BaseSettings):
     state_flush_seconds: float = Field(default=5.0, gt=0,
                                        description="Volatile state (last reading, last quote) reaches the "
                                                    "changelog at most this late")
+    session_timeout_seconds: float = Field(
+        default=3.0, ge=3.0, description="Group session timeout of the worker: a restarted worker waits for its "
+        "departed self to expire on tansu, so short keeps a restart inside a liquidation's grace")
     levels_refresh_seconds: float = Field(default=30.0, gt=0, description="Reload per-account levels from users")
     metrics_port: int | None = Field(default=None, ge=0, le=65535,
                                      description="Serve this worker's Prometheus metrics here; None: do not")
