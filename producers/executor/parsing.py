@@ -95,10 +95,15 @@ def outcome(command: ClosePosition, command_id: uuid.UUID, ticket: int, attempte
     fields: dict[str, Any] = dict(
         command_id=command_id, user_id=command.user_id, ticket=ticket, symbol=command.symbol, reason=command.reason,
         direction=None if attempted.position_type is None else position_direction(attempted.position_type),
-        volume=attempted.volume, retcode=attempted.retcode, price=attempted.price,
-        entry_price=attempted.entry_price, pnl=attempted.pnl, attempts=attempted.attempts,
+        volume=_positive(attempted.volume), retcode=attempted.retcode, price=_positive(attempted.price),
+        entry_price=_positive(attempted.entry_price), pnl=attempted.pnl, attempts=attempted.attempts,
         pnl_gbp=None if attempted.pnl is None or gbp_rate is None else round(attempted.pnl * gbp_rate, 2),
     )
     if attempted.status == "closed":
         return PositionClosed(**fields)
     return PositionCloseFailed(**fields, error_message=(attempted.error or "failed")[:2000])
+
+
+def _positive(value: float | None) -> float | None:
+    """MT5 writes 0.0 for "unknown"; a result carries None instead of an invalid price or volume."""
+    return value if value is not None and value > 0 else None

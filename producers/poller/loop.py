@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
 
 from producers.accounts import AccountRef
 from producers.mt5 import constants as c
@@ -140,7 +141,12 @@ class Poller:
                                   error_code=read.code, error_message=read.message)
             batch.accounts.append(observed(payload, account_id=ref.user_id, occurred_at=observed_at))
             return
-        outcome = conclude_poll(read, account.state, user_id=ref.user_id, poll_seq=seq)
+        try:
+            outcome = conclude_poll(read, account.state, user_id=ref.user_id, poll_seq=seq)
+        except ValidationError as error:  # an absurd value from the terminal: unknown, not reported as fact
+            read = ReadFailed("parse", c.RES_E_FAIL, f"terminal data failed validation: {error}")
+            account.seq -= 1
+            return self._conclude(account, read, observed_at, batch)
         account.state = outcome.state
         batch.accounts.append(observed(outcome.account, account_id=ref.user_id, occurred_at=observed_at))
         batch.positions.append(observed(outcome.positions, account_id=ref.user_id, occurred_at=observed_at))

@@ -172,3 +172,24 @@ async def _wait(condition: Any, *, what: str) -> None:
         return bool(condition())
 
     await eventually(probe, timeout=20, what=what)
+
+
+async def test_absurd_terminal_data_is_a_sync_error_and_the_poller_goes_on(
+        settings: Settings, producer: AIOKafkaProducer) -> None:
+    from producers.mt5.gateway import SimulatorGateway
+
+    class ZeroPrices(SimulatorGateway):
+        def positions_get(self, **filters: Any) -> Any:
+            found = super().positions_get(**filters)
+            return found and tuple(p._replace(price_open=0.0) for p in found)
+
+    broker = SimulatedBroker(9)
+    broken, healthy = users(2)
+    (ref_b, gw_b), (ref_h, gw_h) = demo_accounts(broker, [broken, healthy])
+    poller = Poller(accounts=[(ref_b, ZeroPrices(gw_b.module)), (ref_h, gw_h)], producer=producer,
+                    prefix=settings.topic_prefix, first_seq=0)
+    broker.manual_open(ref_b.login, "EURUSD", c.ORDER_TYPE_BUY, 0.1)
+    batch = await poller.poll()
+    assert [e.event_type for e in batch.accounts] == ["AccountSyncFailed", "AccountReport"]
+    assert batch.accounts[0].payload.stage == "parse" and "price_open" in batch.accounts[0].payload.error_message
+    assert [e.account_id for e in batch.positions] == [healthy]

@@ -142,3 +142,12 @@ def test_a_partial_close_is_reported_once_while_the_position_stays_open() -> Non
                           user_id="u-1", poll_seq=2)
     assert [d.ticket for d in first.positions.closed_deals] == [30]
     assert [d.ticket for d in again.positions.closed_deals] == [31]
+
+
+def test_an_absurd_terminal_value_fails_validation_instead_of_being_reported() -> None:
+    from pydantic import ValidationError
+
+    broken = read([position(1)])
+    broken.info.login = 0  # a login MT5 never gives: the schema refuses it
+    with pytest.raises(ValidationError):
+        conclude_poll(broken, PollState(), user_id="u-1", poll_seq=1)
