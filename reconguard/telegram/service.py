@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from wsgiref.simple_server import WSGIServer
 
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
@@ -12,6 +13,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from reconguard.db import make_engine, make_sessionmaker
@@ -49,6 +51,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, telegram_settings: T
         return
     if settings.kafka_bootstrap_servers is None or settings.database_url is None:
         raise ValueError("the telegram service needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL")
+    metrics_server = _serve_metrics(settings, telegram)
     engine = make_engine(settings.database_url, pool_size=3, max_overflow=2)
     bot = make_bot(telegram)
     producer = make_producer(settings.kafka_bootstrap_servers)
@@ -65,6 +68,15 @@ async def serve(settings: Settings, *, stop: asyncio.Event, telegram_settings: T
         for closing in (consumer.stop(), producer.stop(), bot.session.close(), engine.dispose()):
             with contextlib.suppress(Exception):
                 await closing
+        if metrics_server is not None:
+            metrics_server.shutdown()
+
+
+def _serve_metrics(settings: Settings, telegram: TelegramSettings) -> WSGIServer | None:
+    if telegram.telegram_metrics_port is None:
+        return None
+    server, _ = start_http_server(telegram.telegram_metrics_port, addr=settings.http_host)
+    return server
 
 
 async def _relay_and_answer(settings: Settings, telegram: TelegramSettings, *, bot: Bot,

@@ -29,5 +29,9 @@ class TelegramSettings(BaseSettings):
     telegram_polling_timeout_seconds: int = Field(
         default=10, ge=0, le=50, description="Long-polling wait of getUpdates (for /status).")
     telegram_status_enabled: bool = Field(default=True, description="Answer /status (long polling getUpdates).")
+    telegram_metrics_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Serve this service's /metrics here when run on its own; None: do not (the API's /metrics "
+                    "covers it under `reconguard run`).")
     telegram_consumer_group: str | None = Field(
         default=None, description="Kafka group of the alerts consumer; default '<topic_prefix>.telegram'.")

@@ -1,0 +1,54 @@
+"""/metrics: Prometheus text that promtool accepts, with the metrics of every service in the process."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from reconguard import metrics
+from reconguard.telegram import metrics as telegram_metrics
+from tests.integration.interfaces.support import served_api
+
+pytestmark = pytest.mark.integration
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.fixture(scope="module")
+def exposition(settings) -> str:
+    # Give labelled metrics a child each, as a running pipeline would, so their samples appear.
+    metrics.reconciliation_divergences_total.labels(reason="missing").inc(0)
+    metrics.account_equity_gbp.labels(account="demo-1").set(10_000)
+    metrics.reconciliation_latency_seconds.observe(0.02)
+    telegram_metrics.telegram_messages_total.labels(outcome="sent").inc(0)
+    with served_api(settings) as base_url:
+        httpx.get(f"{base_url}/me", timeout=10)  # one counted request
+        response = httpx.get(f"{base_url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return response.text
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("account_equity_gbp", id="a SPEC gauge"),
+    pytest.param("reconciliation_divergences_total", id="a SPEC counter"),
+    pytest.param("reconciliation_latency_seconds_bucket", id="the SPEC histogram"),
+    pytest.param("api_requests_total", id="the API's own counter"),
+    pytest.param("telegram_messages_total", id="another service's counter, same process"),
+])
+def test_the_exposition_carries(exposition, name):
+    assert f"\n{name}" in exposition
+
+
+def test_route_labels_are_templates_not_paths(exposition):
+    assert 'api_requests_total{route="/me",status="401"}' in exposition
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian package `prometheus`)")
+def test_promtool_accepts_the_metrics(exposition):
+    done = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
