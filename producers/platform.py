@@ -6,6 +6,7 @@ a replay) yields one expectation downstream. See docs/platform-integration.md.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from aiokafka import AIOKafkaProducer
@@ -48,3 +49,14 @@ async def publish_expected_trade(settings: Settings,
         return await publish_expected(producer, settings.topic_prefix, trade)
     finally:
         await producer.stop()
+
+
+def expectation_from_json(raw: str | bytes) -> TradeApproved | TradeClosedByPlatform:
+    """A payload typed on the command line: a platform close if it has no entry price, else an approval.
+
+    Raises pydantic.ValidationError naming every bad field.
+    """
+    data = json.loads(raw)
+    if isinstance(data, dict) and "entry_price" not in data and "direction" not in data:
+        return TradeClosedByPlatform.model_validate(data)
+    return TradeApproved.model_validate(data)
