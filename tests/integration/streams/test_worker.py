@@ -24,8 +24,8 @@ import pytest
 from reconguard.dburl import plain_url
 from reconguard.kafka import make_consumer, make_producer, publish
 from reconguard.settings import Settings
-from schemas import Envelope, decode, observed, utcnow
-from schemas.common import DealReason, Direction
+from schemas import Envelope, decode, utcnow
+from schemas.common import DealReason
 from schemas.topics import (
     ACCOUNT_REPORTS,
     ALERTS,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from schemas import Envelope
 from schemas.common import CloseReason
-from schemas.decisions import ActionTaken, AlertType
+from schemas.decisions import ActionTaken
 from streams.config import AccountLevels, GuardConfig
 from streams.drawdown.rules import DrawdownState, day_of, fire_due, handle
 from tests.unit.streams.builders import account, at, close_result, position, positions, sync_failed

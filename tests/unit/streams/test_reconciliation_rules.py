@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import Envelope
-from schemas.common import CloseReason, DealEntry, DealReason, Direction
+from schemas.common import CloseReason, DealReason, Direction
 from schemas.commands import ClosePosition
-from schemas.decisions import DivergenceReason, Matched, ReconciliationStatus
+from schemas.decisions import Matched, ReconciliationStatus
 from streams.config import GuardConfig
 from streams.reconciliation.rules import ReconciliationState, handle
 from tests.unit.streams.builders import (
