@@ -27,7 +27,7 @@ from producers.mt5.simulator import SimulatedBroker
 from reconguard.db import make_engine, migrate
 from reconguard.dburl import plain_url
 from reconguard.embedded import infrastructure
-from reconguard.kafka import ensure_topics, make_consumer, make_producer, publish
+from reconguard.kafka import ensure_topics, make_consumer, make_producer
 from schemas import decode, encode, encode_key, observed, utcnow
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason
@@ -89,12 +89,14 @@ async def _measure(bootstrap: str, database_url: str) -> dict[str, float]:
     await ensure_topics(bootstrap, PREFIX, partitions=4)
     _, gateways, tickets = _accounts()
     connection = await asyncpg.connect(plain_url(database_url))
-    await connection.executemany("INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING", [(u,) for u in gateways])
+    await connection.executemany("INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING",
+                                 [(u,) for u in gateways])
     await connection.close()
     engine = make_engine(database_url)
     producer = make_producer(bootstrap)
     await producer.start()
-    consumer = make_consumer(CLOSE_COMMANDS.name(PREFIX), bootstrap_servers=bootstrap, group_id=f"{PREFIX}.executor")
+    consumer = make_consumer(CLOSE_COMMANDS.name(PREFIX), bootstrap_servers=bootstrap,
+                             group_id=f"{PREFIX}.executor")
     await consumer.start()
     executor = Executor(gateways=gateways, ledger=Ledger(engine), producer=producer, prefix=PREFIX,
                         config=ExecutorConfig())

@@ -67,10 +67,16 @@ class GatewaySettings(BaseSettings):
 
     def endpoint_map(self) -> dict[int, tuple[str, int]]:
         pairs = (item.split("=", 1) for item in self.endpoints.replace(" ", "").split(",") if item)
-        return {int(login): (address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1])) for login, address in pairs}
+        return {int(login): _host_port(address) for login, address in pairs}
 
 
-def connect_gateways(accounts: Iterable[AccountRef], config: GatewaySettings) -> list[tuple[AccountRef, Gateway]]:
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
+def connect_gateways(accounts: Iterable[AccountRef],
+                     config: GatewaySettings) -> list[tuple[AccountRef, Gateway]]:
     """A started gateway per account this process can reach; the others are logged and skipped."""
     connected: list[tuple[AccountRef, Gateway]] = []
     endpoints = config.endpoint_map()

@@ -18,18 +18,20 @@ from schemas.envelope import DERIVED_ID_NAMESPACE
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.topics import EXPECTED_TRADES
 
+Expectation = TradeApproved | TradeClosedByPlatform
 
-def approval_event_id(trade: TradeApproved | TradeClosedByPlatform) -> uuid.UUID:
+
+def approval_event_id(trade: Expectation) -> uuid.UUID:
     """The same approval (or the same platform close of it), the same event id."""
     return uuid.uuid5(DERIVED_ID_NAMESPACE, f"{trade.event_type}/{trade.approval_id}/{trade.signal_id}")
 
 
-def expected_trade(trade: TradeApproved | TradeClosedByPlatform) -> Envelope[TradeApproved | TradeClosedByPlatform]:
+def expected_trade(trade: Expectation) -> Envelope[Expectation]:
     return observed(trade, account_id=trade.user_id, occurred_at=utcnow(), event_id=approval_event_id(trade))
 
 
 async def publish_expected(producer: AIOKafkaProducer, prefix: str,
-                           trade: TradeApproved | TradeClosedByPlatform) -> Envelope[TradeApproved | TradeClosedByPlatform]:
+                           trade: Expectation) -> Envelope[Expectation]:
     """Append one expectation with an already started producer (the demo's way)."""
     envelope = expected_trade(trade)
     await publish(producer, EXPECTED_TRADES, prefix, envelope)
@@ -37,7 +39,7 @@ async def publish_expected(producer: AIOKafkaProducer, prefix: str,
 
 
 async def publish_expected_trade(settings: Settings,
-                                 trade: TradeApproved | TradeClosedByPlatform) -> Envelope[TradeApproved | TradeClosedByPlatform]:
+                                 trade: Expectation) -> Envelope[Expectation]:
     """Append one approved trade (or a platform close) and wait for the broker's acknowledgement."""
     if settings.kafka_bootstrap_servers is None:
         raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set: start `reconguard run` or point it at Kafka")
@@ -51,7 +53,7 @@ async def publish_expected_trade(settings: Settings,
         await producer.stop()
 
 
-def expectation_from_json(raw: str | bytes) -> TradeApproved | TradeClosedByPlatform:
+def expectation_from_json(raw: str | bytes) -> Expectation:
     """A payload typed on the command line: a platform close if it has no entry price, else an approval.
 
     Raises pydantic.ValidationError naming every bad field.

@@ -60,8 +60,8 @@ def ref(broker: SimulatedBroker, user: DemoUser) -> AccountRef:
 async def upsert_users(database_url: str, *, server: str, users: Sequence[DemoUser] = DEMO_USERS) -> None:
     """Make the demo users exist (the projections and the ledger refer to them), keeping any admin edits
     of their levels: only the account fields are overwritten on a rerun."""
-    rows = [dict(id=u.user_id, display_name=u.display_name, role="trader", mt5_login=u.login, mt5_server=server,
-                 account_currency=u.currency, telegram_chat_id=u.telegram_chat_id,
+    rows = [dict(id=u.user_id, display_name=u.display_name, role="trader", mt5_login=u.login,
+                 mt5_server=server, account_currency=u.currency, telegram_chat_id=u.telegram_chat_id,
                  warning_drawdown_percent=u.warning_percent, critical_drawdown_percent=u.critical_percent,
                  daily_loss_limit_percent=u.daily_loss_percent) for u in users]
     statement = insert(User).values(rows)

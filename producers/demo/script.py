@@ -29,8 +29,8 @@ Publish = Callable[[TradeApproved], Awaitable[object]]
 class DemoPlatform:
     """The signal platform of the demo: approves signals, places them, and plays the traders' hands."""
 
-    def __init__(self, broker: SimulatedBroker, *, users: Mapping[str, DemoUser], gateways: Mapping[str, Gateway],
-                 publish: Publish) -> None:
+    def __init__(self, broker: SimulatedBroker, *, users: Mapping[str, DemoUser],
+                 gateways: Mapping[str, Gateway], publish: Publish) -> None:
         self.broker, self.users, self.gateways, self.publish = broker, users, gateways, publish
         self.tickets: dict[str, int] = {}  # signal id -> ticket
 
@@ -54,7 +54,8 @@ class DemoPlatform:
         ticket = self._place(gateway, signal_id, symbol, direction, place_volume or volume, market, sl, tp,
                              filling_mode(info.filling_mode)) if place else None
         await self.publish(TradeApproved(
-            signal_id=signal_id, approval_id=f"apr-{signal_id.removeprefix('sig-')}", user_id=user_id, symbol=symbol,
+            signal_id=signal_id, approval_id=f"apr-{signal_id.removeprefix('sig-')}", user_id=user_id,
+            symbol=symbol,
             direction=direction, volume=volume, entry_price=entry, stop_loss=sl, take_profit=tp,
             mt5_position_id=ticket))
         return signal_id
@@ -63,7 +64,8 @@ class DemoPlatform:
                price: float, sl: float | None, tp: float | None, filling: int) -> int | None:
         result = gateway.order_send({
             "action": c.TRADE_ACTION_DEAL, "symbol": symbol, "volume": float(volume),
-            "type": c.ORDER_TYPE_BUY if direction is Direction.BUY else c.ORDER_TYPE_SELL, "price": float(price),
+            "type": c.ORDER_TYPE_BUY if direction is Direction.BUY else c.ORDER_TYPE_SELL,
+            "price": float(price),
             "sl": float(sl or 0.0), "tp": float(tp or 0.0), "deviation": 50, "magic": PLATFORM_MAGIC,
             "comment": signal_id, "type_time": c.ORDER_TIME_GTC, "type_filling": filling})
         if result is None or result.retcode != c.TRADE_RETCODE_DONE:
@@ -86,7 +88,8 @@ class DemoPlatform:
             return
         p, point = position[0], self._point(position[0].symbol)
         sign = 1 if p.type == c.POSITION_TYPE_BUY else -1
-        self.broker.manual_modify(self.login(user_id), p.ticket, sl=round(p.price_open - sign * sl_points * point, 8),
+        self.broker.manual_modify(self.login(user_id), p.ticket,
+                                  sl=round(p.price_open - sign * sl_points * point, 8),
                                   tp=round(p.price_open + sign * tp_points * point, 8))
 
     def manual_open(self, user_id: str, symbol: str, direction: Direction, volume: float) -> int:
@@ -135,15 +138,18 @@ def default_script() -> list[Step]:
         Step(4, "bob: GBPUSD sell approved and placed (matched)",
              lambda p: p.approve("sig-bob-1", "u-bob", "GBPUSD", SELL, 0.3, sl_points=300, tp_points=600)),
         Step(6, "carol: EURUSD buy filled 6 pips worse than approved (slippage)",
-             lambda p: p.approve("sig-carol-1", "u-carol", "EURUSD", BUY, 0.2, sl_points=300, tp_points=600, entry_off_points=60)),
+             lambda p: p.approve("sig-carol-1", "u-carol", "EURUSD", BUY, 0.2, sl_points=300, tp_points=600,
+                                 entry_off_points=60)),
         Step(8, "dave: USDJPY buy approved, never placed (missed fill)",
-             lambda p: p.approve("sig-dave-1", "u-dave", "USDJPY", BUY, 0.1, sl_points=300, tp_points=600, place=False)),
+             lambda p: p.approve("sig-dave-1", "u-dave", "USDJPY", BUY, 0.1, sl_points=300, tp_points=600,
+                                 place=False)),
         Step(10, "bob: XAUUSD bought by hand (manual trade)",
              lambda p: p.manual_open("u-bob", "XAUUSD", BUY, 0.1)),
         Step(12, "alice: GBPUSD buy approved and placed",
              lambda p: p.approve("sig-alice-2", "u-alice", "GBPUSD", BUY, 1.0, sl_points=400, tp_points=800)),
         Step(14, "carol: USDJPY sell approved for 0.5 lots, placed with 0.3 (volume mismatch)",
-             lambda p: p.approve("sig-carol-2", "u-carol", "USDJPY", SELL, 0.5, sl_points=400, tp_points=800, place_volume=0.3)),
+             lambda p: p.approve("sig-carol-2", "u-carol", "USDJPY", SELL, 0.5, sl_points=400, tp_points=800,
+                                 place_volume=0.3)),
         Step(16, "dave: EURUSD buy approved and placed",
              lambda p: p.approve("sig-dave-2", "u-dave", "EURUSD", BUY, 0.3, sl_points=300, tp_points=600)),
         Step(18, "bob: EURUSD buy with a tight take profit",
@@ -159,7 +165,8 @@ def default_script() -> list[Step]:
         Step(36, "market reaches carol's GBPUSD stop (broker SL close)",
              lambda p: p.move_to_stop("u-carol", "sig-carol-3", "sl")),
         Step(40, "alice: USDJPY buy with a stop 10 pips away",
-             lambda p: p.approve("sig-alice-3", "u-alice", "USDJPY", BUY, 0.3, sl_points=100, tp_points=1000)),
+             lambda p: p.approve("sig-alice-3", "u-alice", "USDJPY", BUY, 0.3, sl_points=100,
+                                 tp_points=1000)),
         Step(45, "bob: US30 buy of 18 lots (most of his margin)",
              lambda p: p.approve("sig-bob-3", "u-bob", "US30", BUY, 18.0, tp_points=100_000)),
         Step(55, "USDJPY gaps 0.5 % down through alice's stop (gap)",
@@ -169,7 +176,8 @@ def default_script() -> list[Step]:
         Step(75, "US30 gaps 1.2 % down: bob's margin level falls below stop-out (broker stop-out)",
              lambda p: p.broker.gap("US30", -1.2)),
     ]
-    steps += [Step(70 + 3 * i, f"EURGBP falls 3 pips ({i + 1}/10): dave's drawdown passes warning, then critical",
+    steps += [Step(70 + 3 * i, f"EURGBP falls 3 pips ({i + 1}/10): dave's drawdown passes warning, "
+                                f"then critical",
                    lambda p: p.step_quote("EURGBP", -30)) for i in range(10)]
     return sorted(steps, key=lambda s: s.at)
 

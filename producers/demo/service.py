@@ -67,7 +67,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event, broker: SimulatedBro
                 steps: list[Step] | None = None) -> None:
     """``reconguard run``'s producers: the demo market and platform, the poller and the executor."""
     if settings.kafka_bootstrap_servers is None or settings.database_url is None:
-        raise RuntimeError("the demo needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL (set by the embedded runtime)")
+        raise RuntimeError("the demo needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL "
+                           "(set by the embedded runtime)")
     broker = broker or demo_broker()
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix,
                         partitions=settings.topic_partitions)

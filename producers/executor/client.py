@@ -25,7 +25,8 @@ from producers.poller.parsing import route_rate
 log = logging.getLogger(__name__)
 
 
-def close_ticket(gateway: Gateway, *, ticket: int, symbol: str, comment: str, settings: CloseSettings) -> Attempted:
+def close_ticket(gateway: Gateway, *, ticket: int, symbol: str, comment: str,
+                 settings: CloseSettings) -> Attempted:
     """Close the whole position ``ticket`` (of ``symbol``) by an opposite deal; retry requotes."""
     try:
         position = _open_position(gateway, ticket)
@@ -58,8 +59,9 @@ def _send_until_done(gateway: Gateway, position: Any, filling: int, comment: str
         if result.retcode == c.TRADE_RETCODE_DONE:
             return _closed(gateway, position, result, attempt)
         if not settings.retry.should_retry(result.retcode, attempt):
+            error = f"{result.retcode}: {result.comment or 'rejected'}"
             return Attempted("failed", attempt, result.retcode, entry_price=position.price_open,
-                             position_type=position.type, error=f"{result.retcode}: {result.comment or 'rejected'}")
+                             position_type=position.type, error=error)
         log.info("close of %d answered %d (%s); retrying at a fresh price", position.ticket, result.retcode,
                  result.comment)
 
@@ -87,7 +89,8 @@ def _after_lost_reply(gateway: Gateway, position: Any, comment: str, settings: C
                      error=f"order_send gave no answer ({code}: {message}); the position is still open")
 
 
-def resolve_unknown(gateway: Gateway, *, ticket: int, comment: str, magic: int, attempts: int) -> Attempted | None:
+def resolve_unknown(gateway: Gateway, *, ticket: int, comment: str, magic: int,
+                    attempts: int) -> Attempted | None:
     """After a send whose answer is unknown (lost reply, crash): what became of the position.
 
     None: it is still open, so the close did not happen. Otherwise its closing deal tells whether this

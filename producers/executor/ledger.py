@@ -37,8 +37,8 @@ class LedgerRow:
 
 
 def _row(r: Any) -> LedgerRow:
-    return LedgerRow(r.command_id, r.ticket, r.user_id, r.symbol, r.status, r.retcode, r.attempts, r.result or {},
-                     r.created_at)
+    return LedgerRow(r.command_id, r.ticket, r.user_id, r.symbol, r.status, r.retcode, r.attempts,
+                     r.result or {}, r.created_at)
 
 
 class Ledger:
@@ -48,7 +48,8 @@ class Ledger:
     async def rows_of(self, command_id: uuid.UUID) -> list[LedgerRow]:
         async with self.engine.connect() as connection:
             result = await connection.execute(
-                select(executions).where(executions.c.command_id == command_id).order_by(executions.c.created_at))
+                select(executions).where(executions.c.command_id == command_id)
+                .order_by(executions.c.created_at))
             return [_row(r) for r in result]
 
     async def unresolved(self) -> list[LedgerRow]:
@@ -76,8 +77,8 @@ class Ledger:
         async with self.engine.begin() as connection:
             return (await connection.execute(statement)).first() is not None
 
-    async def finish(self, *, command_id: uuid.UUID, ticket: int, status: str, retcode: int | None, attempts: int,
-                     outcome: dict[str, Any], at: datetime) -> None:
+    async def finish(self, *, command_id: uuid.UUID, ticket: int, status: str, retcode: int | None,
+                     attempts: int, outcome: dict[str, Any], at: datetime) -> None:
         async with self.engine.begin() as connection:
             current = await connection.scalar(select(executions.c.result).where(and_(
                 executions.c.command_id == command_id, executions.c.ticket == ticket)))

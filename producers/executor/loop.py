@@ -131,7 +131,8 @@ class Executor:
                 f"{(now - last).total_seconds():.1f} s ago; one close command per account and symbol per "
                 f"{self.config.window.total_seconds():.0f} s; not executed")
 
-    async def _refuse(self, envelope: Envelope[ClosePosition], ticket: int, reason: str) -> Envelope[Any] | None:
+    async def _refuse(self, envelope: Envelope[ClosePosition], ticket: int,
+                      reason: str) -> Envelope[Any] | None:
         log.warning("close command %s ticket %d refused: %s", envelope.event_id, ticket, reason)
         if not await self._claim(envelope, ticket, status="failed", detail=RATE_LIMITED):
             return None
@@ -151,9 +152,9 @@ class Executor:
                      detail: str | None = None) -> bool:
         command = envelope.payload
         try:
-            return await self.ledger.claim(command_id=envelope.event_id, ticket=ticket, user_id=command.user_id,
-                                           symbol=command.symbol, at=self.clock(), status=status, detail=detail,
-                                           command=envelope.model_dump(mode="json"))
+            return await self.ledger.claim(
+                command_id=envelope.event_id, ticket=ticket, user_id=command.user_id, symbol=command.symbol,
+                at=self.clock(), status=status, detail=detail, command=envelope.model_dump(mode="json"))
         except IntegrityError as error:  # the user is not in the users table
             raise Invalid(f"account {command.user_id!r} is not a known user: {error.orig}") from None
 
@@ -168,9 +169,10 @@ class Executor:
             gbp_rate, self.gateways[command.user_id], self._caches.setdefault(command.user_id, SymbolCache()))
         result = derived(outcome(command, envelope.event_id, ticket, attempted, rate), cause=envelope,
                          rule=f"close/{ticket}", occurred_at=self.clock())
-        await self.ledger.finish(command_id=envelope.event_id, ticket=ticket, status=status or attempted.status,
-                                 retcode=attempted.retcode, attempts=attempted.attempts,
-                                 outcome=result.model_dump(mode="json"), at=self.clock())
+        await self.ledger.finish(
+            command_id=envelope.event_id, ticket=ticket, status=status or attempted.status,
+            retcode=attempted.retcode, attempts=attempted.attempts, outcome=result.model_dump(mode="json"),
+            at=self.clock())
         if attempted.status == "closed":
             positions_autoclosed_total.labels(reason=command.reason.value).inc()
         return result
@@ -178,8 +180,9 @@ class Executor:
     # --- unresolved rows (a crash, or a send nobody answered) -----------------------------------------------
 
     async def settle_unresolved(self) -> int:
-        """Settle every ``sending`` row by looking at the terminal; publish what it finds. Returns how many."""
-        settled = [r for r in [await self._settle(row) for row in await self.ledger.unresolved()] if r is not None]
+        """Settle every ``sending`` row by looking at the terminal; publish what it finds (how many)."""
+        found = [await self._settle(row) for row in await self.ledger.unresolved()]
+        settled = [r for r in found if r is not None]
         await self._publish(settled)
         return len(settled)
 
@@ -187,20 +190,21 @@ class Executor:
         envelope = decode(CLOSE_COMMANDS, _json_bytes(row.result["command"]))
         gateway = self.gateways.get(row.user_id)
         if gateway is None:
-            log.warning("unresolved close %s/%d: no terminal for %s here", row.command_id, row.ticket, row.user_id)
+            log.warning("unresolved close %s/%d: no terminal for %s here", row.command_id, row.ticket,
+                        row.user_id)
             return None
         comment = close_comment(row.command_id)
         try:
             found = await self._call(resolve_unknown, gateway, ticket=row.ticket, comment=comment,
                                      magic=self.config.close.magic, attempts=row.attempts)
         except ReadFailed as failed:
-            log.warning("unresolved close %s/%d: cannot read the terminal yet (%s)", row.command_id, row.ticket,
-                        failed)
+            log.warning("unresolved close %s/%d: cannot read the terminal yet (%s)", row.command_id,
+                        row.ticket, failed)
             return None
         if found is None:  # still open, as before the send: the close never happened, so do it now
             log.info("unresolved close %s/%d: position still open; closing it", row.command_id, row.ticket)
-            found = await self._call(close_ticket, gateway, ticket=row.ticket, symbol=row.symbol, comment=comment,
-                                     settings=self.config.close)
+            found = await self._call(close_ticket, gateway, ticket=row.ticket, symbol=row.symbol,
+                                     comment=comment, settings=self.config.close)
         return await self._finish(envelope, row.ticket, found)
 
     # --- I/O helpers ----------------------------------------------------------------------------------------
@@ -208,15 +212,16 @@ class Executor:
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._pool is None:
             return fn(*args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def _publish(self, results: list[Envelope[Any]]) -> list[Envelope[Any]]:
         await publish_many(self.producer, CLOSE_RESULTS, self.prefix, results)
         return results
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
-        log.warning("close command at %s/%d@%d dead-lettered: %s", record.topic, record.partition, record.offset,
-                    reason)
+        log.warning("close command at %s/%d@%d dead-lettered: %s", record.topic, record.partition,
+                    record.offset, reason)
         await send_dead_letter(self.producer, self.prefix, dead_letter(
             consumer=CONSUMER, topic=record.topic, partition=record.partition, offset=record.offset,
             key=record.key, value=record.value, reason=reason))

@@ -14,7 +14,7 @@ from typing import Any
 from producers.mt5 import constants as c
 from producers.poller.parsing import position_direction
 from schemas.commands import ClosePosition
-from schemas.results import PositionCloseFailed, PositionClosed
+from schemas.results import PositionClosed, PositionCloseFailed
 
 # SymbolInfo.filling_mode bits (MQL5 values; the package defines no constants for them).
 SYMBOL_FILLING_FOK = 1
@@ -57,7 +57,8 @@ def close_comment(command_id: uuid.UUID) -> str:
     return f"{COMMENT_PREFIX}{command_id.hex[:16]}"
 
 
-def close_request(position: Any, tick: Any, *, filling: int, settings: CloseSettings, comment: str) -> dict[str, Any]:
+def close_request(position: Any, tick: Any, *, filling: int, settings: CloseSettings,
+                  comment: str) -> dict[str, Any]:
     """The opposite market deal naming the position: a buy is sold at bid, a sell bought at ask."""
     is_buy = position.type == c.POSITION_TYPE_BUY
     return {
@@ -71,7 +72,8 @@ def close_request(position: Any, tick: Any, *, filling: int, settings: CloseSett
 
 def is_our_close(deal: Any, *, comment: str, magic: int) -> bool:
     """Whether a deal in history is the closing deal this executor sent for a command."""
-    return deal.entry in (c.DEAL_ENTRY_OUT, c.DEAL_ENTRY_OUT_BY) and deal.magic == magic and deal.comment == comment
+    closing = deal.entry in (c.DEAL_ENTRY_OUT, c.DEAL_ENTRY_OUT_BY)
+    return closing and deal.magic == magic and deal.comment == comment
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ def outcome(command: ClosePosition, command_id: uuid.UUID, ticket: int, attempte
             gbp_rate: float | None) -> PositionClosed | PositionCloseFailed:
     """The result payload of one ticket of a command."""
     fields: dict[str, Any] = dict(
-        command_id=command_id, user_id=command.user_id, ticket=ticket, symbol=command.symbol, reason=command.reason,
+        command_id=command_id, user_id=command.user_id, ticket=ticket, symbol=command.symbol,
+        reason=command.reason,
         direction=None if attempted.position_type is None else position_direction(attempted.position_type),
         volume=_positive(attempted.volume), retcode=attempted.retcode, price=_positive(attempted.price),
         entry_price=_positive(attempted.entry_price), pnl=attempted.pnl, attempts=attempted.attempts,

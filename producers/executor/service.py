@@ -16,10 +16,11 @@ from schemas.topics import CLOSE_COMMANDS
 
 
 async def run_executor(settings: Settings, *, stop: asyncio.Event, gateways: Mapping[str, Gateway],
-                       config: ExecutorConfig = ExecutorConfig()) -> None:
+                       config: ExecutorConfig | None = None) -> None:
     """Execute close commands for the accounts of ``gateways`` (user id -> terminal) until ``stop``."""
     if settings.kafka_bootstrap_servers is None or settings.database_url is None:
-        raise RuntimeError("the executor needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL (the embedded runtime "
+        raise RuntimeError("the executor needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL "
+                           "(the embedded runtime "
                            "sets both before services start)")
     bootstrap = settings.kafka_bootstrap_servers
     await ensure_topics(bootstrap, settings.topic_prefix, partitions=settings.topic_partitions)
@@ -31,8 +32,9 @@ async def run_executor(settings: Settings, *, stop: asyncio.Event, gateways: Map
                              fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
     await producer.start()
     await consumer.start()
-    executor = Executor(gateways=gateways, ledger=Ledger(engine), producer=producer, prefix=settings.topic_prefix,
-                        config=config)
+    executor = Executor(gateways=gateways, ledger=Ledger(engine), producer=producer,
+                        prefix=settings.topic_prefix,
+                        config=config or ExecutorConfig())
     try:
         await executor.run(consumer, stop=stop)
     finally:

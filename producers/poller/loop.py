@@ -150,7 +150,8 @@ class Poller:
         account.state = outcome.state
         batch.accounts.append(observed(outcome.account, account_id=ref.user_id, occurred_at=observed_at))
         batch.positions.append(observed(outcome.positions, account_id=ref.user_id, occurred_at=observed_at))
-        batch.ticks.extend(observed(t, account_id=ref.user_id, occurred_at=observed_at) for t in outcome.ticks)
+        batch.ticks.extend(observed(t, account_id=ref.user_id, occurred_at=observed_at)
+                           for t in outcome.ticks)
         mt5_positions_total.labels(account=ref.user_id).set(len(outcome.positions.positions))
 
     async def _publish(self, batch: Batch) -> None:

@@ -25,8 +25,8 @@ from schemas.reports import (
 
 DEAL_REASONS: Mapping[int, DealReason] = {
     c.DEAL_REASON_CLIENT: DealReason.CLIENT, c.DEAL_REASON_MOBILE: DealReason.MOBILE,
-    c.DEAL_REASON_WEB: DealReason.WEB, c.DEAL_REASON_EXPERT: DealReason.EXPERT, c.DEAL_REASON_SL: DealReason.SL,
-    c.DEAL_REASON_TP: DealReason.TP, c.DEAL_REASON_SO: DealReason.STOP_OUT,
+    c.DEAL_REASON_WEB: DealReason.WEB, c.DEAL_REASON_EXPERT: DealReason.EXPERT,
+    c.DEAL_REASON_SL: DealReason.SL, c.DEAL_REASON_TP: DealReason.TP, c.DEAL_REASON_SO: DealReason.STOP_OUT,
     c.DEAL_REASON_ROLLOVER: DealReason.ROLLOVER, c.DEAL_REASON_VMARGIN: DealReason.VMARGIN,
     c.DEAL_REASON_SPLIT: DealReason.SPLIT,
 }
@@ -74,7 +74,8 @@ class Leg:
 Route = tuple[Leg, ...]
 
 
-def conversion_route(currency: str, exists: Callable[[str], bool], *, to: str = BASE_CURRENCY) -> Route | None:
+def conversion_route(currency: str, exists: Callable[[str], bool], *,
+                     to: str = BASE_CURRENCY) -> Route | None:
     """The symbols that turn one unit of ``currency`` into ``to``: direct, inverse, or across USD."""
     if currency == to:
         return ()
@@ -227,7 +228,8 @@ def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int) -
     waiting: dict[int, int] = {}
     reported = {t: ds for t, ds in state.reported.items() if t in open_now}
     for ticket, history in read.deals.items():
-        found = closing_deals(history, read.gbp_rate, already_reported=state.reported.get(ticket, frozenset()))
+        seen = state.reported.get(ticket, frozenset())
+        found = closing_deals(history, read.gbp_rate, already_reported=seen)
         deals.extend(found)
         if ticket in open_now:
             reported[ticket] = reported.get(ticket, frozenset()) | {d.ticket for d in found}

@@ -43,23 +43,26 @@ async def _handle(poller: Poller, record: ConsumerRecord, *, producer: AIOKafkaP
     try:
         done = poller.request_sync(command.user_id)
     except KeyError:
-        return await _dead_letter(record, f"account {command.user_id!r} is not polled here", producer=producer,
-                                  prefix=prefix)
+        reason = f"account {command.user_id!r} is not polled here"
+        return await _dead_letter(record, reason, producer=producer, prefix=prefix)
     if done is not None:
         log.info("manual sync of %s requested by %s", command.user_id, command.requested_by)
         await done
 
 
-async def _dead_letter(record: ConsumerRecord, reason: str, *, producer: AIOKafkaProducer, prefix: str) -> None:
-    log.warning("sync command at %s/%d@%d dead-lettered: %s", record.topic, record.partition, record.offset, reason)
+async def _dead_letter(record: ConsumerRecord, reason: str, *, producer: AIOKafkaProducer,
+                       prefix: str) -> None:
+    log.warning("sync command at %s/%d@%d dead-lettered: %s", record.topic, record.partition, record.offset,
+                reason)
     await send_dead_letter(producer, prefix, dead_letter(
         consumer=CONSUMER, topic=record.topic, partition=record.partition, offset=record.offset,
         key=record.key, value=record.value, reason=reason))
     dead_letters_total.labels(consumer=CONSUMER).inc()
 
 
-async def run_poller(settings: Settings, *, stop: asyncio.Event, accounts: Iterable[tuple[AccountRef, Gateway]],
-                     config: PollerConfig = PollerConfig()) -> None:
+async def run_poller(settings: Settings, *, stop: asyncio.Event,
+                     accounts: Iterable[tuple[AccountRef, Gateway]],
+                     config: PollerConfig | None = None) -> None:
     """Poll these (account, terminal) pairs until ``stop``, honouring manual syncs meanwhile."""
     bootstrap = _bootstrap(settings)
     await ensure_topics(bootstrap, settings.topic_prefix, partitions=settings.topic_partitions)
@@ -70,7 +73,8 @@ async def run_poller(settings: Settings, *, stop: asyncio.Event, accounts: Itera
                              fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
     await producer.start()
     await consumer.start()
-    poller = Poller(accounts=accounts, producer=producer, prefix=settings.topic_prefix, config=config)
+    poller = Poller(accounts=accounts, producer=producer, prefix=settings.topic_prefix,
+                    config=config or PollerConfig())
     try:
         async with asyncio.TaskGroup() as tasks:  # either failing stops the other
             tasks.create_task(poller.run(stop=stop))
@@ -84,7 +88,8 @@ async def run_poller(settings: Settings, *, stop: asyncio.Event, accounts: Itera
 
 def _bootstrap(settings: Settings) -> str:
     if settings.kafka_bootstrap_servers is None:
-        raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set (the embedded runtime sets it before services start)")
+        raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set "
+                           "(the embedded runtime sets it before services start)")
     return settings.kafka_bootstrap_servers
 
 

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from producers.executor import Executor, ExecutorConfig
 from producers.executor.ledger import Ledger
-from producers.executor.parsing import CloseSettings, close_comment, close_request, filling_mode
+from producers.executor.parsing import close_comment, close_request, filling_mode
 from producers.mt5 import constants as c
 from producers.mt5.gateway import SimulatorGateway
 from producers.mt5.simulator import SimulatedBroker

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,7 +40,7 @@ def users(n: int) -> list[str]:
     return [f"u-{run}-{i}" for i in range(n)]
 
 
-async def play_scenario(seed: int, user_ids: list[str], producer: AIOKafkaProducer, prefix: str) -> None:
+async def play_scenario(seed: int, user_ids: list[str], producer: AIOKafkaProducer, prefix: str) -> Counter[str]:
     """A few minutes of a seeded market with trades, SL/TP hits and a manual close, polled every second."""
     broker = SimulatedBroker(seed, tick_interval=0.5)
     accounts = demo_accounts(broker, user_ids)
@@ -49,13 +50,17 @@ async def play_scenario(seed: int, user_ids: list[str], producer: AIOKafkaProduc
     broker.manual_open(logins[0], "EURUSD", c.ORDER_TYPE_BUY, 1.0, sl=round(eurusd.bid - 0.0004, 5))
     broker.manual_open(logins[1], "XAUUSD", c.ORDER_TYPE_SELL, 0.5)
     closing = broker.manual_open(logins[2], "GBPUSD", c.ORDER_TYPE_BUY, 0.3)
+    sent: Counter[str] = Counter()
     for second in range(120):
         if second == 30:
             broker.manual_close(logins[2], closing)
         if second == 60:
             broker.gap("EURUSD", -0.2)  # through the stop of the first account's buy
         broker.advance(1.0)
-        await poller.poll()
+        batch = await poller.poll()
+        sent.update(f"{topic.base}/{e.account_id}" for topic, es in (
+            (ACCOUNT_REPORTS, batch.accounts), (POSITION_REPORTS, batch.positions), (TICKS, batch.ticks)) for e in es)
+    return sent
 
 
 def comparable(envelope: Any) -> dict[str, Any]:
@@ -64,12 +69,14 @@ def comparable(envelope: Any) -> dict[str, Any]:
 
 async def test_reports_from_the_same_seed_are_equal(settings: Settings, producer: AIOKafkaProducer) -> None:
     first, second = users(3), users(3)
-    await play_scenario(42, first, producer, settings.topic_prefix)
-    await play_scenario(42, second, producer, settings.topic_prefix)
+    sent = await play_scenario(42, first, producer, settings.topic_prefix)
+    sent += await play_scenario(42, second, producer, settings.topic_prefix)
     for topic in (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS):
+        expected = {u: sent[f"{topic.base}/{u}"] for u in first + second}
         async with LogReader(settings, topic) as log:
-            await log.wait_for(lambda es: sum(e.account_id in second for e in es) >= 3 * 120 if topic is not TICKS
-                               else sum(e.account_id == second[1] for e in es) >= 120, what=f"{topic.base} of run 2")
+            await log.wait_for(lambda es, expected=expected: all(
+                len([e for e in es if e.account_id == u]) == n for u, n in expected.items()),
+                what=f"every {topic.base} of both runs")
             for a, b in zip(first, second, strict=True):
                 assert [comparable(e) for e in log.of(a)] == [comparable(e) for e in log.of(b)], topic.base
     async with LogReader(settings, POSITION_REPORTS) as log:
