@@ -28,6 +28,7 @@ from schemas import Envelope, decode, utcnow
 from schemas.common import DealReason
 from schemas.topics import (
     ACCOUNT_REPORTS,
+    ACCOUNT_STATE,
     ALERTS,
     CLOSE_COMMANDS,
     DEAD_LETTERS,
@@ -42,7 +43,7 @@ from tests.unit.streams import builders as b
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-OUTPUTS = (RECONCILIATION, ALERTS, CLOSE_COMMANDS, DEAD_LETTERS)
+OUTPUTS = (RECONCILIATION, ACCOUNT_STATE, ALERTS, CLOSE_COMMANDS, DEAD_LETTERS)
 
 
 class WorkerProcess:
@@ -259,7 +260,11 @@ async def test_a_sync_error_is_indeterminate_and_closes_nothing(settings, produc
     settle = time.monotonic() + 3
     while time.monotonic() < settle:  # nothing may follow: no close, no divergence, no alert
         await outputs.read()
-    assert {e.event_type for e in outputs.of(account)} == {"PositionMatched", "ReconciliationIndeterminate"}
+    assert {e.event_type for e in outputs.of(account)} == {
+        "PositionMatched", "ReconciliationIndeterminate", "AccountAssessed"}
+    snapshots = [e.payload for e in outputs.of(account, "AccountAssessed")]
+    assert {s.equity_gbp for s in snapshots} == {10_000}, "the zero-equity reading of a disconnect is rejected"
+    assert any(s.sync_error for s in snapshots)
 
 
 async def test_a_restart_inside_the_grace_still_closes_once_and_on_time(settings, producer, outputs, worker,
@@ -288,8 +293,7 @@ async def test_a_malformed_message_is_dead_lettered_and_the_worker_keeps_going(s
     await producer.send_and_wait(ACCOUNT_REPORTS.name(settings.topic_prefix), b"{not json", key=account.encode())
     letters = await outputs.wait_for(account, "MessageDeadLettered")
     assert "malformed JSON" in letters[0].payload.reason
-    probe = accounts["probe"]
-    before = len(outputs.of(probe))
-    await publish(producer, POSITION_REPORTS, settings.topic_prefix, for_account(b.positions(), probe))
-    await publish(producer, ACCOUNT_REPORTS, settings.topic_prefix, for_account(b.sync_failed(t=0), probe))
-    await eventually(outputs.read, until=lambda _: len(outputs.of(probe)) > before, what="the worker to go on")
+    after = account_id("after-garbage")
+    await publish(producer, ACCOUNT_REPORTS, settings.topic_prefix, for_account(b.account(10_000, t=0), after))
+    assessed = await outputs.wait_for(after, "AccountAssessed")
+    assert assessed[0].payload.equity_gbp == 10_000
