@@ -19,7 +19,7 @@ from producers.executor.parsing import (
 )
 from producers.mt5 import constants as c
 from producers.mt5.gateway import Gateway
-from producers.poller.client import ReadFailed, SymbolCache, called
+from producers.poller.client import IPC_FAILURES, ReadFailed, SymbolCache, called
 from producers.poller.parsing import route_rate
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 def close_ticket(gateway: Gateway, *, ticket: int, symbol: str, comment: str,
                  settings: CloseSettings) -> Attempted:
     """Close the whole position ``ticket`` (of ``symbol``) by an opposite deal; retry requotes."""
+    ensure_attached(gateway)
     try:
         position = _open_position(gateway, ticket)
         if position is None:
@@ -39,6 +40,13 @@ def close_ticket(gateway: Gateway, *, ticket: int, symbol: str, comment: str,
         return _send_until_done(gateway, position, filling_mode(info.filling_mode), comment, settings)
     except ReadFailed as failed:
         return Attempted("failed", error=f"{failed.stage} failed: {failed.message} ({failed.code})")
+
+
+def ensure_attached(gateway: Gateway) -> None:
+    """A terminal whose process restarted answers nothing until initialize() is called again."""
+    if gateway.terminal_info() is None and gateway.last_error()[0] in IPC_FAILURES:
+        log.info("terminal not attached (%s); initializing it again", gateway.last_error())
+        gateway.initialize()
 
 
 def _open_position(gateway: Gateway, ticket: int) -> Any | None:

@@ -28,6 +28,9 @@ class ReadFailed(Exception):
 # borrows the package's IPC-connect code so consumers treat both as "terminal unreachable".
 NOT_CONNECTED = c.RES_E_INTERNAL_FAIL_CONNECT
 WRONG_ACCOUNT = c.RES_E_AUTH_FAILED
+# The package's codes for a broken pipe to the terminal: only initialize() can mend those.
+IPC_FAILURES = frozenset({c.RES_E_INTERNAL_FAIL, c.RES_E_INTERNAL_FAIL_SEND, c.RES_E_INTERNAL_FAIL_RECEIVE,
+                          c.RES_E_INTERNAL_FAIL_CONNECT, c.RES_E_INTERNAL_FAIL_TIMEOUT})
 
 
 def called(terminal: Gateway, stage: str, result: Any) -> Any:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from producers.accounts import AccountRef
 from producers.mt5 import constants as c
 from producers.mt5.gateway import Gateway
-from producers.poller.client import AccountRead, ReadFailed, SymbolCache, read_account
+from producers.poller.client import IPC_FAILURES, AccountRead, ReadFailed, SymbolCache, read_account
 from producers.poller.parsing import PollState, conclude_poll, sync_failed
 from producers.ratelimit import KeyedRateLimiter, MonotonicClock
 from reconguard.kafka import publish_many
@@ -38,6 +38,7 @@ class PollerConfig:
     interval: float = 1.0
     sync_window: float = 10.0  # at most one manual sync per account per this many seconds
     threads: int = 0  # 0: call terminals inline (the simulator); N: a pool of N threads
+    reattach_every: float = 10.0  # seconds between initialize() calls on a terminal that stopped answering
 
 
 @dataclass
@@ -47,6 +48,8 @@ class PolledAccount:
     seq: int
     state: PollState = field(default_factory=PollState)
     cache: SymbolCache = field(default_factory=SymbolCache)
+    reattached_at: float = float("-inf")
+
 
 
 @dataclass
@@ -127,9 +130,11 @@ class Poller:
 
     async def _read_all(self, polled: list[PolledAccount]) -> list[AccountRead | ReadFailed]:
         if self._pool is None:
-            return [_read(a) for a in polled]
+            return [_read(a, self.config.reattach_every) for a in polled]
         loop = asyncio.get_running_loop()
-        return list(await asyncio.gather(*(loop.run_in_executor(self._pool, _read, a) for a in polled)))
+        every = self.config.reattach_every
+        reads = (loop.run_in_executor(self._pool, _read, a, every) for a in polled)
+        return list(await asyncio.gather(*reads))
 
     def _conclude(self, account: PolledAccount, read: AccountRead | ReadFailed, observed_at: datetime,
                   batch: Batch) -> None:
@@ -168,8 +173,18 @@ class Poller:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _read(account: PolledAccount) -> AccountRead | ReadFailed:
-    """One account's read; every failure, including a broken bridge raising, becomes ReadFailed."""
+def _read(account: PolledAccount, reattach_every: float) -> AccountRead | ReadFailed:
+    """One account's read; every failure, including a broken bridge raising, becomes ReadFailed.
+
+    A broken pipe is mended with initialize() (now and then) and, once mended, read again at once.
+    """
+    read = _read_once(account)
+    if isinstance(read, ReadFailed) and read.code in IPC_FAILURES and _reattach(account, reattach_every):
+        return _read_once(account)
+    return read
+
+
+def _read_once(account: PolledAccount) -> AccountRead | ReadFailed:
     try:
         return read_account(account.terminal, login=account.ref.login, cache=account.cache,
                             previous=account.state.volumes, pending=account.state.waiting)
@@ -177,6 +192,22 @@ def _read(account: PolledAccount) -> AccountRead | ReadFailed:
         return failed
     except Exception as error:  # noqa: BLE001 - an RPyC or IPC error is a failed read, not a crash
         return ReadFailed("terminal", c.RES_E_FAIL, f"{type(error).__name__}: {error}")
+
+
+def _reattach(account: PolledAccount, every: float) -> bool:
+    """A restarted terminal needs initialize() again; try it now and then. True if it worked."""
+    now = time.monotonic()
+    if now - account.reattached_at < every:
+        return False
+    account.reattached_at = now
+    try:
+        attached = bool(account.terminal.initialize())
+    except Exception as error:  # noqa: BLE001 - a bridge that raises is retried at the next interval
+        log.warning("re-attaching the terminal of %s raised %s", account.ref.user_id, error)
+        return False
+    log.info("re-attaching the terminal of %s: %s", account.ref.user_id,
+             "done" if attached else account.terminal.last_error())
+    return attached
 
 
 async def _first_of(*events: asyncio.Event, timeout: float) -> None:

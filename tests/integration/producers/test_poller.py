@@ -95,7 +95,9 @@ async def test_a_disconnected_terminal_is_a_sync_error_never_an_empty_list(
     (user_id,) = users(1)
     accounts = demo_accounts(broker, [user_id])
     login = accounts[0][0].login
-    poller = Poller(accounts=accounts, producer=producer, prefix=settings.topic_prefix, first_seq=0)
+    # A terminal whose process went away needs initialize() again: here, at every failed poll.
+    poller = Poller(accounts=accounts, producer=producer, prefix=settings.topic_prefix, first_seq=0,
+                    config=PollerConfig(reattach_every=0.0))
     ticket = broker.manual_open(login, "EURUSD", c.ORDER_TYPE_BUY, 0.2)
     await poller.poll()
     broker.disconnect(login, kind=kind)  # type: ignore[arg-type]

@@ -134,3 +134,13 @@ def test_resolving_finds_a_close_made_by_someone_else() -> None:
     broker.manual_close(77, ticket)
     found = resolve_unknown(gateway, ticket=ticket, comment="rg close x", magic=1, attempts=0)
     assert found is not None and found.status == "not_found" and "position not found" in (found.error or "")
+
+
+def test_a_restarted_terminal_is_initialized_again_before_a_close() -> None:
+    broker, gateway = simulated()
+    ticket = broker.manual_open(77, "EURUSD", c.ORDER_TYPE_BUY, 0.2)
+    broker.disconnect(77, kind="ipc")
+    assert not gateway.initialize()  # the pipe is gone: the terminal is now detached
+    broker.reconnect(77)
+    attempted = close_ticket(gateway, ticket=ticket, symbol="EURUSD", comment="c", settings=CloseSettings())
+    assert (attempted.status, gateway.sends) == ("closed", 1)
