@@ -30,7 +30,16 @@ console = Console(stderr=True)
 
 SERVICES = {
     "projector": ServiceSpec("projector", "projections.projector:serve"),
+    "worker": ServiceSpec("worker", "streams.worker:serve"),  # Faust owns its loop: a child process
+    "poller": ServiceSpec("poller", "producers.poller.service:serve"),
+    "executor": ServiceSpec("executor", "producers.executor.service:serve"),
+    "api": ServiceSpec("api", "reconguard.api.app:serve"),
+    "telegram": ServiceSpec("telegram", "reconguard.telegram.service:serve"),
 }
+#: `reconguard run`: the demo platform runs the simulated terminals, the poller and the executor
+#: in one process, because they must share the in-memory simulator.
+EMBEDDED_RUN = [SERVICES["projector"], SERVICES["worker"], ServiceSpec("demo", "producers.demo.service:serve"),
+                SERVICES["api"], SERVICES["telegram"]]
 
 
 def _settings() -> Settings:
@@ -49,24 +58,53 @@ def _connected(settings: Settings) -> Settings:
         raise typer.Exit(2) from None
 
 
-async def _serve(settings: Settings, specs: list[ServiceSpec]) -> None:
+async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: bool = False) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
     await prepare(settings)
+    if live_view:
+        await _announce(settings)
+        specs = [*specs, ServiceSpec("view", "reconguard.liveview:show")]
     await run_services(settings, specs, stop=stop)
 
 
+async def _announce(settings: Settings) -> None:
+    """Print where the API and dashboard are, with a fresh admin token for this run."""
+    from reconguard.db import make_engine, make_sessionmaker
+    from reconguard.users import add_user, issue_token
+
+    assert settings.database_url
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    await add_user(sessions=sessions, user_id="ops-admin", role="admin", display_name="Operations (reconguard run)")
+    issued = await issue_token(sessions=sessions, user_id="ops-admin", name="reconguard run")
+    await engine.dispose()
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    console.print(f"API {base}  (OpenAPI {base}/docs, metrics {base}/metrics, health {base}/health)")
+    console.print(f"dashboard {base}/dashboard#token={issued.token}")
+    console.print(f"admin token for this run: {issued.token}")
+
+
 @app.command()
-def run() -> None:
+def run(
+    view: Annotated[bool, typer.Option(help="Show the live terminal view (default: when on a terminal).")] = True,
+) -> None:
     """Run the whole pipeline; embedded broker and Postgres unless KAFKA_BOOTSTRAP_SERVERS/DATABASE_URL are set.
 
+    Serves the API, /health, /openapi.json, /metrics and /dashboard on http://127.0.0.1:8000 and shows
+    a live view of accounts, equity, drawdown, divergences and alerts.
     Example: `reconguard run` (Ctrl-C stops everything, servers included).
     """
     settings = _settings()
     with embedded_or_given(settings) as resolved:
         console.print(f"broker {resolved.kafka_bootstrap_servers}, database ready; Ctrl-C stops everything")
-        asyncio.run(_serve(resolved, list(SERVICES.values())))
+        asyncio.run(_serve(resolved, EMBEDDED_RUN, live_view=view and console.is_terminal))
     console.print("stopped")
+
+
+def _one_service(name: str) -> None:
+    settings = _connected(_settings())
+    asyncio.run(_serve(settings, [SERVICES[name]]))
 
 
 @app.command()
@@ -75,8 +113,79 @@ def projector() -> None:
 
     Example: `DATABASE_URL=postgresql://… KAFKA_BOOTSTRAP_SERVERS=host:9092 reconguard projector`
     """
+    _one_service("projector")
+
+
+@app.command()
+def poller() -> None:
+    """Poll the MT5 terminals of every account in `users` and publish what they hold, every second.
+
+    Terminals are reached through RECONGUARD_MT5_GATEWAY (mt5linux or native).
+    Example: `RECONGUARD_MT5_ENDPOINTS="51000101=10.0.0.5:18812" reconguard poller`
+    """
+    _one_service("poller")
+
+
+@app.command()
+def executor() -> None:
+    """Execute close commands on the terminals: once per command id, by ticket, with bounded retries.
+
+    Example: `RECONGUARD_MT5_ENDPOINTS="51000101=10.0.0.5:18812" reconguard executor`
+    """
+    _one_service("executor")
+
+
+@app.command()
+def worker() -> None:
+    """Run the Faust worker: reconciliation, drawdown guard and market guard.
+
+    Scale out by starting more workers; partitions (accounts) are shared between them.
+    Example: `KAFKA_BOOTSTRAP_SERVERS=kafka:9092 DATABASE_URL=postgresql://… reconguard worker`
+    """
+    from streams.worker import run_worker
+
     settings = _connected(_settings())
-    asyncio.run(_serve(settings, [SERVICES["projector"]]))
+    asyncio.run(prepare(settings))
+    run_worker(settings)
+
+
+@app.command()
+def api() -> None:
+    """Serve the REST API, /health, /openapi.json, /metrics and /dashboard.
+
+    Example: `RECONGUARD_HTTP_HOST=0.0.0.0 reconguard api`
+    """
+    _one_service("api")
+
+
+@app.command()
+def telegram() -> None:
+    """Send every alert and auto-close result to its owner's Telegram chat; answer /status.
+
+    Example: `TELEGRAM_BOT_TOKEN=123:abc reconguard telegram`
+    """
+    _one_service("telegram")
+
+
+@app.command("publish-trade")
+def publish_trade(
+    source: Annotated[typer.FileText, typer.Argument(help="JSON of one TradeApproved payload ('-' for stdin).")],
+) -> None:
+    """Publish an approved trade (the platform's expectation) onto the expected-trades topic.
+
+    Example: `echo '{"signal_id": "s1", "approval_id": "a1", "user_id": "u-alice", "symbol": "EURUSD",
+    "direction": "buy", "volume": 0.1, "entry_price": 1.0841}' | reconguard publish-trade -`
+    """
+    from producers.platform import expectation_from_json, publish_expected_trade
+
+    settings = _connected(_settings())
+    try:
+        trade = expectation_from_json(source.read())
+    except ValueError as error:
+        console.print(f"[red]not a valid approved trade: {error}[/red]")
+        raise typer.Exit(2) from None
+    envelope = asyncio.run(publish_expected_trade(settings, trade))
+    console.print(f"published {envelope.event_type} {envelope.event_id}")
 
 
 @app.command()
@@ -165,6 +274,15 @@ def tail(
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         pass
+
+
+def _add_groups() -> None:
+    from reconguard import users_cli
+
+    app.add_typer(users_cli.app, name="users")
+
+
+_add_groups()
 
 
 def main() -> None:

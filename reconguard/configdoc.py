@@ -13,6 +13,11 @@ CONFIG_DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 #: Every settings class, by area. Each reads its own environment variables.
 SETTINGS_CLASSES = [
     ("Core (broker, database, embedded runtime)", "reconguard.settings:Settings"),
+    ("Guards and reconciliation tolerances (streams)", "streams.config:GuardConfig"),
+    ("Streams worker", "streams.config:WorkerConfig"),
+    ("MT5 terminals (poller and executor in production)", "producers.accounts:GatewaySettings"),
+    ("REST API and dashboard", "reconguard.api.settings:ApiSettings"),
+    ("Telegram alerts", "reconguard.telegram.settings:TelegramSettings"),
 ]
 
 

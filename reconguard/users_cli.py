@@ -1,0 +1,113 @@
+"""`reconguard users …`: add users, set roles, link Telegram chats, issue and revoke API tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from reconguard import users
+from reconguard.db import make_engine, make_sessionmaker
+from reconguard.runner import EndpointsUnknown, resolve_endpoints
+from reconguard.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="Users, roles, Telegram chats and API tokens.")
+console = Console()
+
+
+def _with_sessions(work: Callable[[async_sessionmaker], Awaitable[Any]]) -> Any:
+    try:
+        settings = resolve_endpoints(Settings())
+    except EndpointsUnknown as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+
+    async def go() -> Any:
+        assert settings.database_url
+        engine = make_engine(settings.database_url)
+        try:
+            return await work(make_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except users.UserError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command("add")
+def add(
+    user_id: str,
+    role: Annotated[Optional[str], typer.Option(help="trader (default) or admin")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Display name")] = None,
+    mt5_login: Annotated[Optional[int], typer.Option(help="The user's MT5 account login")] = None,
+    mt5_server: Annotated[Optional[str], typer.Option(help="The MT5 trade server")] = None,
+    telegram_chat: Annotated[Optional[int], typer.Option(help="Telegram chat id for alerts")] = None,
+    warning: Annotated[Optional[Decimal], typer.Option(help="Warning drawdown level, percent")] = None,
+    critical: Annotated[Optional[Decimal], typer.Option(help="Critical drawdown level, percent")] = None,
+) -> None:
+    """Create a user, or update the given fields of an existing one (admins only change levels).
+
+    Example: `reconguard users add u-alice --mt5-login 51000101 --mt5-server Broker-Live --critical 12`
+    """
+    _with_sessions(lambda s: users.add_user(
+        sessions=s, user_id=user_id, role=role, display_name=name, telegram_chat_id=telegram_chat,
+        mt5_login=mt5_login, mt5_server=mt5_server, warning_drawdown_percent=warning,
+        critical_drawdown_percent=critical))
+    console.print(f"user {user_id} saved")
+
+
+@app.command("role")
+def role(user_id: str, new_role: Annotated[str, typer.Argument(help="trader or admin")]) -> None:
+    """Set a user's role.  Example: `reconguard users role u-carol admin`"""
+    _with_sessions(lambda s: users.set_role(sessions=s, user_id=user_id, role=new_role))
+    console.print(f"{user_id} is now {new_role}")
+
+
+@app.command("telegram")
+def telegram(user_id: str, chat_id: Annotated[Optional[int], typer.Argument()] = None) -> None:
+    """Send a user's alerts to a Telegram chat (no chat id: unlink).  Example: `reconguard users telegram u-alice 4242`"""
+    _with_sessions(lambda s: users.link_telegram(sessions=s, user_id=user_id, chat_id=chat_id))
+    console.print(f"{user_id} linked to chat {chat_id}" if chat_id else f"{user_id} unlinked")
+
+
+@app.command("token")
+def token(user_id: str, name: Annotated[str, typer.Option(help="What the token is for")] = "") -> None:
+    """Issue an API token; it is printed once and stored only as a hash.
+
+    Example: `reconguard users token u-alice --name "alice's laptop"`
+    """
+    issued = _with_sessions(lambda s: users.issue_token(sessions=s, user_id=user_id, name=name))
+    console.print(f"token {issued.token_id} for {user_id} (shown once, keep it safe):")
+    print(issued.token)
+
+
+@app.command("revoke")
+def revoke(token_id: uuid.UUID) -> None:
+    """Revoke an API token by its id.  Example: `reconguard users revoke 2b1f…`"""
+    _with_sessions(lambda s: users.revoke_token(sessions=s, token_id=token_id))
+    console.print(f"token {token_id} revoked")
+
+
+@app.command("list")
+def list_all() -> None:
+    """List users and their tokens (never the tokens themselves).  Example: `reconguard users list`"""
+    async def both(s: async_sessionmaker) -> tuple[list, list]:
+        return await users.list_users(sessions=s), await users.list_tokens(sessions=s)
+
+    people, tokens = _with_sessions(both)
+    table = Table("user", "role", "mt5 login", "telegram", "warning %", "critical %", "active tokens")
+    for u in people:
+        active = sum(1 for t in tokens if t.user_id == u.id and t.revoked_at is None)
+        table.add_row(u.id, u.role, str(u.mt5_login or "—"), str(u.telegram_chat_id or "—"),
+                      f"{u.warning_drawdown_percent}", f"{u.critical_drawdown_percent}", str(active))
+    console.print(table)
