@@ -79,18 +79,29 @@ def check_role(role: str) -> Role:
 
 
 async def add_user(
-    *, sessions: async_sessionmaker, user_id: str, role: str | None = None, display_name: str | None = None,
-    telegram_chat_id: int | None = None, mt5_login: int | None = None, mt5_server: str | None = None,
-    warning_drawdown_percent: Decimal | None = None, critical_drawdown_percent: Decimal | None = None,
+    *,
+    sessions: async_sessionmaker,
+    user_id: str,
+    role: str | None = None,
+    display_name: str | None = None,
+    telegram_chat_id: int | None = None,
+    mt5_login: int | None = None,
+    mt5_server: str | None = None,
+    warning_drawdown_percent: Decimal | None = None,
+    critical_drawdown_percent: Decimal | None = None,
 ) -> None:
     """Create a user (a trader unless ``role`` says otherwise), or update the fields given here of an
     existing one, so provisioning scripts can run again."""
     values: dict[str, object] = {"id": check_user_id(user_id)}
-    optional = {"role": None if role is None else check_role(role),
-                "display_name": None if display_name is None else display_name[:128],
-                "telegram_chat_id": telegram_chat_id, "mt5_login": mt5_login, "mt5_server": mt5_server,
-                "warning_drawdown_percent": warning_drawdown_percent,
-                "critical_drawdown_percent": critical_drawdown_percent}
+    optional = {
+        "role": None if role is None else check_role(role),
+        "display_name": None if display_name is None else display_name[:128],
+        "telegram_chat_id": telegram_chat_id,
+        "mt5_login": mt5_login,
+        "mt5_server": mt5_server,
+        "warning_drawdown_percent": warning_drawdown_percent,
+        "critical_drawdown_percent": critical_drawdown_percent,
+    }
     values |= {key: value for key, value in optional.items() if value is not None}
     statement = insert(User).values(**values)
     changes = {key: statement.excluded[key] for key in values if key != "id"} | {"updated_at": utcnow()}
@@ -110,7 +121,8 @@ async def link_telegram(*, sessions: async_sessionmaker, user_id: str, chat_id: 
 async def _update_user(*, sessions: async_sessionmaker, user_id: str, **values: object) -> None:
     async with sessions.begin() as session:
         result = await session.execute(
-            update(User).where(User.id == user_id).values(**values, updated_at=utcnow()))
+            update(User).where(User.id == user_id).values(**values, updated_at=utcnow())
+        )
         if result.rowcount == 0:
             raise UserError(f"no user {user_id!r}")
 
@@ -129,8 +141,10 @@ async def issue_token(*, sessions: async_sessionmaker, user_id: str, name: str =
 async def revoke_token(*, sessions: async_sessionmaker, token_id: uuid.UUID) -> None:
     async with sessions.begin() as session:
         result = await session.execute(
-            update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
-            .values(revoked_at=utcnow()))
+            update(ApiToken)
+            .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
         if result.rowcount == 0:
             raise UserError(f"no active token {token_id}")
 
@@ -142,8 +156,17 @@ async def list_tokens(*, sessions: async_sessionmaker, user_id: str | None = Non
         query = query.where(ApiToken.user_id == user_id)
     async with sessions() as session:
         rows = (await session.scalars(query)).all()
-    return [TokenInfo(token_id=r.id, user_id=r.user_id, name=r.name, created_at=r.created_at,
-                      last_used_at=r.last_used_at, revoked_at=r.revoked_at) for r in rows]
+    return [
+        TokenInfo(
+            token_id=r.id,
+            user_id=r.user_id,
+            name=r.name,
+            created_at=r.created_at,
+            last_used_at=r.last_used_at,
+            revoked_at=r.revoked_at,
+        )
+        for r in rows
+    ]
 
 
 async def list_users(*, sessions: async_sessionmaker) -> list[User]:

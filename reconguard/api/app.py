@@ -38,8 +38,10 @@ their own account; an admin reads every account and may request a manual sync.""
 
 def _endpoints(settings: Settings) -> tuple[str, str]:
     if settings.kafka_bootstrap_servers is None or settings.database_url is None:
-        raise ValueError("the API needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL "
-                         "(`reconguard run` fills them in for the embedded runtime)")
+        raise ValueError(
+            "the API needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL "
+            "(`reconguard run` fills them in for the embedded runtime)"
+        )
     return settings.kafka_bootstrap_servers, settings.database_url
 
 
@@ -51,11 +53,18 @@ def create_app(settings: Settings, *, api_settings: ApiSettings | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(database_url, pool_size=5, max_overflow=5, pool_timeout=5)
-        broker = BrokerLink(bootstrap_servers=bootstrap_servers, prefix=settings.topic_prefix,
-                            timeout=api_settings.api_health_timeout_seconds * 2)
+        broker = BrokerLink(
+            bootstrap_servers=bootstrap_servers,
+            prefix=settings.topic_prefix,
+            timeout=api_settings.api_health_timeout_seconds * 2,
+        )
         app.state.resources = Resources(
-            settings=settings, api_settings=api_settings, sessions=make_sessionmaker(engine), broker=broker,
-            sync_limiter=SyncLimiter(interval=api_settings.api_sync_interval_seconds))
+            settings=settings,
+            api_settings=api_settings,
+            sessions=make_sessionmaker(engine),
+            broker=broker,
+            sync_limiter=SyncLimiter(interval=api_settings.api_sync_interval_seconds),
+        )
         try:
             yield
         finally:
@@ -84,9 +93,14 @@ async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Re
 
 
 async def _unavailable(request: Request, error: Exception) -> JSONResponse:
-    log.warning("%s %s: backing service unavailable (%s)", request.method, request.url.path, type(error).__name__)
-    return JSONResponse({"detail": "a backing service is unavailable; retry"},
-                        status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
+    log.warning(
+        "%s %s: backing service unavailable (%s)", request.method, request.url.path, type(error).__name__
+    )
+    return JSONResponse(
+        {"detail": "a backing service is unavailable; retry"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
 
 
 class _Server(uvicorn.Server):
@@ -100,8 +114,14 @@ class _Server(uvicorn.Server):
 async def serve(settings: Settings, *, stop: asyncio.Event, api_settings: ApiSettings | None = None) -> None:
     """The `api` service: serve HTTP on settings.http_host:http_port until ``stop`` is set."""
     logging.getLogger("uvicorn.access").disabled = True  # query strings may hold tokens; see _observe
-    config = uvicorn.Config(create_app(settings, api_settings=api_settings), host=settings.http_host,
-                            port=settings.http_port, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings, api_settings=api_settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
     server = _Server(config)
     serving = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(stop.wait())

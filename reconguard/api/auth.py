@@ -42,8 +42,11 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 async def _caller_for(session: AsyncSession, token: str) -> Caller | None:
-    query = (select(ApiToken, User.role).join(User, User.id == ApiToken.user_id)
-             .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)))
+    query = (
+        select(ApiToken, User.role)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+    )
     row = (await session.execute(query)).first()
     if row is None:
         return None
@@ -57,7 +60,8 @@ async def _caller_for(session: AsyncSession, token: str) -> Caller | None:
 
 
 async def current_caller(
-    session: Session, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    session: Session,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
     if credentials is None:
         raise _unauthorized("missing bearer token (send Authorization: Bearer <token>)")
@@ -71,8 +75,9 @@ async def current_caller(
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
-UserIdPath = Annotated[str, Path(description="The user (account owner) id", pattern=USER_ID_PATTERN,
-                                 max_length=64)]
+UserIdPath = Annotated[
+    str, Path(description="The user (account owner) id", pattern=USER_ID_PATTERN, max_length=64)
+]
 
 
 def admin(caller: CurrentCaller) -> Caller:

@@ -26,7 +26,9 @@ class BrokerLink:
     async def producer(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = make_producer(self._bootstrap_servers, request_timeout_ms=int(self._timeout * 1000))
+                producer = make_producer(
+                    self._bootstrap_servers, request_timeout_ms=int(self._timeout * 1000)
+                )
                 try:
                     await asyncio.wait_for(producer.start(), self._timeout)
                 except BaseException:

@@ -20,7 +20,9 @@ class UserPublic(PublicModel):
     mt5_login: int | None
     mt5_server: str | None
     account_currency: str | None
-    telegram_linked: bool = Field(description="Whether alerts go to a Telegram chat (the chat id stays private)")
+    telegram_linked: bool = Field(
+        description="Whether alerts go to a Telegram chat (the chat id stays private)"
+    )
     warning_drawdown_percent: float
     critical_drawdown_percent: float
     daily_loss_limit_percent: float

@@ -38,7 +38,9 @@ def decode_cursor(text: str) -> Cursor:
         created_at, row_id = json.loads(raw)
         cursor = Cursor(datetime.fromisoformat(created_at), uuid.UUID(row_id))
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise CursorError("cursor is not one this API issued; pass next_cursor from a previous page") from None
+        raise CursorError(
+            "cursor is not one this API issued; pass next_cursor from a previous page"
+        ) from None
     if cursor.created_at.tzinfo is None:
         raise CursorError("cursor is not one this API issued; pass next_cursor from a previous page")
     return cursor

@@ -43,13 +43,24 @@ async def list_users(session: AsyncSession, *, limit: int) -> list[User]:
 
 
 async def logs(
-    session: AsyncSession, *, user_id: str, window: TimeRange, cursor: Cursor | None, limit: int,
-    symbol: str | None = None, reason: str | None = None, status: str | None = None,
+    session: AsyncSession,
+    *,
+    user_id: str,
+    window: TimeRange,
+    cursor: Cursor | None,
+    limit: int,
+    symbol: str | None = None,
+    reason: str | None = None,
+    status: str | None = None,
     event_type: str | None = None,
 ) -> list[ReconciliationLog]:
     query = select(ReconciliationLog).where(ReconciliationLog.user_id == user_id)
-    for column, value in ((ReconciliationLog.symbol, symbol), (ReconciliationLog.divergence_reason, reason),
-                          (ReconciliationLog.status, status), (ReconciliationLog.event_type, event_type)):
+    for column, value in (
+        (ReconciliationLog.symbol, symbol),
+        (ReconciliationLog.divergence_reason, reason),
+        (ReconciliationLog.status, status),
+        (ReconciliationLog.event_type, event_type),
+    ):
         if value is not None:
             query = query.where(column == value)
     query = _page(query, ReconciliationLog, window=window, cursor=cursor, limit=limit)
@@ -57,7 +68,12 @@ async def logs(
 
 
 async def snapshots(
-    session: AsyncSession, *, user_id: str, window: TimeRange, cursor: Cursor | None, limit: int,
+    session: AsyncSession,
+    *,
+    user_id: str,
+    window: TimeRange,
+    cursor: Cursor | None,
+    limit: int,
 ) -> list[PositionSnapshot]:
     query = select(PositionSnapshot).where(PositionSnapshot.user_id == user_id)
     query = _page(query, PositionSnapshot, window=window, cursor=cursor, limit=limit)
@@ -65,8 +81,14 @@ async def snapshots(
 
 
 async def alerts(
-    session: AsyncSession, *, user_id: str, window: TimeRange, cursor: Cursor | None, limit: int,
-    alert_type: str | None = None, status: str | None = None,
+    session: AsyncSession,
+    *,
+    user_id: str,
+    window: TimeRange,
+    cursor: Cursor | None,
+    limit: int,
+    alert_type: str | None = None,
+    status: str | None = None,
 ) -> list[DrawdownAlert]:
     query = select(DrawdownAlert).where(DrawdownAlert.user_id == user_id)
     if alert_type is not None:
@@ -78,8 +100,12 @@ async def alerts(
 
 
 async def latest_snapshot(session: AsyncSession, *, user_id: str) -> PositionSnapshot | None:
-    query = (select(PositionSnapshot).where(PositionSnapshot.user_id == user_id)
-             .order_by(PositionSnapshot.created_at.desc(), PositionSnapshot.id.desc()).limit(1))
+    query = (
+        select(PositionSnapshot)
+        .where(PositionSnapshot.user_id == user_id)
+        .order_by(PositionSnapshot.created_at.desc(), PositionSnapshot.id.desc())
+        .limit(1)
+    )
     return (await session.scalars(query)).first()
 
 
@@ -87,13 +113,20 @@ def _latest_per_position(user_id: str) -> Select:
     """Each position's (or, before it has one, each expected trade's) most recent outcome."""
     log = ReconciliationLog
     key = func.coalesce(cast(log.mt5_position_id, String), literal("signal:") + log.signal_id)
-    return (select(log).where(log.user_id == user_id,
-                              or_(log.mt5_position_id.is_not(None), log.signal_id.is_not(None)))
-            .distinct(key).order_by(key, log.created_at.desc(), log.id.desc()))
+    return (
+        select(log)
+        .where(log.user_id == user_id, or_(log.mt5_position_id.is_not(None), log.signal_id.is_not(None)))
+        .distinct(key)
+        .order_by(key, log.created_at.desc(), log.id.desc())
+    )
 
 
 async def latest_outcomes(
-    session: AsyncSession, *, user_id: str, limit: int, only_divergences: bool = False,
+    session: AsyncSession,
+    *,
+    user_id: str,
+    limit: int,
+    only_divergences: bool = False,
 ) -> list[ReconciliationLog]:
     latest = _latest_per_position(user_id).subquery()
     query = select(ReconciliationLog).join(latest, and_(ReconciliationLog.id == latest.c.id))
@@ -116,8 +149,9 @@ async def series(session: AsyncSession, *, user_id: str, points: int) -> list[Po
 
 
 async def recent_closes(session: AsyncSession, *, user_id: str, limit: int) -> list[ReconciliationLog]:
-    return await logs(session, user_id=user_id, window=TimeRange(), cursor=None, limit=limit,
-                      event_type=CLOSE_EVENT)
+    return await logs(
+        session, user_id=user_id, window=TimeRange(), cursor=None, limit=limit, event_type=CLOSE_EVENT
+    )
 
 
 async def user_for_chat(session: AsyncSession, *, chat_id: int) -> User | None:

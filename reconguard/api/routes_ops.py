@@ -34,8 +34,10 @@ router = APIRouter(tags=["operations"])
 
 #: The dashboard's files: a fixed map, so no request can name another file.
 _DASHBOARD_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
-_DASHBOARD_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                     "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_DASHBOARD_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 _RECENT = 8
 
 
@@ -61,7 +63,9 @@ async def health(app: App, response: Response) -> HealthPublic:
             await session.execute(text("SELECT 1"))
 
     timeout = app.api_settings.api_health_timeout_seconds
-    broker, db = await asyncio.gather(_timed(app.broker.check, timeout=timeout), _timed(database, timeout=timeout))
+    broker, db = await asyncio.gather(
+        _timed(app.broker.check, timeout=timeout), _timed(database, timeout=timeout)
+    )
     healthy = broker.ok and db.ok
     if not healthy:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -77,8 +81,11 @@ async def metrics() -> Response:
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard(app: App) -> HTMLResponse:
     page = _dashboard_file("index.html").replace(
-        "{{refresh_seconds}}", str(app.api_settings.api_dashboard_refresh_seconds))
-    return HTMLResponse(page, headers={"Content-Security-Policy": _DASHBOARD_POLICY, "Cache-Control": "no-store"})
+        "{{refresh_seconds}}", str(app.api_settings.api_dashboard_refresh_seconds)
+    )
+    return HTMLResponse(
+        page, headers={"Content-Security-Policy": _DASHBOARD_POLICY, "Cache-Control": "no-store"}
+    )
 
 
 @router.get("/dashboard/{name}", include_in_schema=False)
@@ -94,8 +101,12 @@ def _dashboard_file(name: str) -> str:
 
 
 @router.get("/overview", response_model=OverviewPublic, responses={401: {"description": "No or a bad token"}})
-async def overview(caller: CurrentCaller, session: Session, app: App,
-                   limit: Annotated[int, Query(ge=1, le=200, description="Most accounts")] = 50) -> OverviewPublic:
+async def overview(
+    caller: CurrentCaller,
+    session: Session,
+    app: App,
+    limit: Annotated[int, Query(ge=1, le=200, description="Most accounts")] = 50,
+) -> OverviewPublic:
     """What the dashboard draws: per account the caller may read, its equity/drawdown series, open
     divergences, recent alerts and recent closes."""
     if caller.is_admin:
@@ -104,22 +115,31 @@ async def overview(caller: CurrentCaller, session: Session, app: App,
         users = [u for u in [await queries.get_user(session, user_id=caller.user_id)] if u is not None]
     points = app.api_settings.api_dashboard_points
     accounts = [await _account(session, user=u, points=points) for u in users]
-    return OverviewPublic(generated_at=utcnow(), refresh_seconds=app.api_settings.api_dashboard_refresh_seconds,
-                          accounts=accounts)
+    return OverviewPublic(
+        generated_at=utcnow(),
+        refresh_seconds=app.api_settings.api_dashboard_refresh_seconds,
+        accounts=accounts,
+    )
 
 
 async def _account(session: AsyncSession, *, user: User, points: int) -> AccountOverviewPublic:
     rows = await queries.series(session, user_id=user.id, points=points)
     divergences = await queries.latest_outcomes(session, user_id=user.id, limit=50, only_divergences=True)
-    alerts = await queries.alerts(session, user_id=user.id, window=queries.TimeRange(), cursor=None, limit=_RECENT)
+    alerts = await queries.alerts(
+        session, user_id=user.id, window=queries.TimeRange(), cursor=None, limit=_RECENT
+    )
     closes = await queries.recent_closes(session, user_id=user.id, limit=_RECENT)
     return AccountOverviewPublic(
-        user_id=user.id, display_name=user.display_name,
+        user_id=user.id,
+        display_name=user.display_name,
         warning_drawdown_percent=user.warning_drawdown_percent,
         critical_drawdown_percent=user.critical_drawdown_percent,
         latest=PositionSnapshotPublic.model_validate(rows[-1]) if rows else None,
-        series=[SeriesPointPublic(t=r.created_at, equity_gbp=r.equity_gbp, drawdown_percent=r.drawdown_percent)
-                for r in rows],
+        series=[
+            SeriesPointPublic(t=r.created_at, equity_gbp=r.equity_gbp, drawdown_percent=r.drawdown_percent)
+            for r in rows
+        ],
         open_divergences=[ReconciliationLogPublic.model_validate(d) for d in divergences],
         recent_alerts=[DrawdownAlertPublic.model_validate(a) for a in alerts],
-        recent_closes=[ReconciliationLogPublic.model_validate(c) for c in closes])
+        recent_closes=[ReconciliationLogPublic.model_validate(c) for c in closes],
+    )

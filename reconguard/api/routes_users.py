@@ -25,7 +25,14 @@ from reconguard.api.models import (
     SyncRequestedPublic,
     UserPublic,
 )
-from reconguard.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Cursor, CursorError, decode_cursor, next_cursor
+from reconguard.api.pagination import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Cursor,
+    CursorError,
+    decode_cursor,
+    next_cursor,
+)
 from schemas import observed, utcnow
 from schemas.commands import SyncAccount
 from schemas.decisions import AlertType, DivergenceReason, ReconciliationStatus
@@ -34,7 +41,9 @@ from schemas.topics import RECONCILIATION, SYNC_COMMANDS
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["accounts"])
 
-ReconciliationEvent = StrEnum("ReconciliationEvent", {p.event_type: p.event_type for p in RECONCILIATION.payloads})
+ReconciliationEvent = StrEnum(
+    "ReconciliationEvent", {p.event_type: p.event_type for p in RECONCILIATION.payloads}
+)
 _UNAUTHORISED = {401: {"description": "No, unknown or revoked token"}}
 _FORBIDDEN = {403: {"description": "Not your account (or not an admin)"}}
 _NOT_FOUND = {404: {"description": "No such user (admins only; others get 403)"}}
@@ -46,7 +55,9 @@ CursorText = Annotated[str | None, Query(max_length=200, description="next_curso
 Since = Annotated[AwareDatetime | None, Query(description="Rows created at or after (RFC 3339, with offset)")]
 Until = Annotated[AwareDatetime | None, Query(description="Rows created before (RFC 3339, with offset)")]
 SymbolFilter = Annotated[str | None, Query(max_length=29, pattern=r"^[A-Za-z0-9._#\-]+$")]
-AlertStatus = Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$", description="open, executed, failed")]
+AlertStatus = Annotated[
+    str | None, Query(max_length=32, pattern=r"^[a-z_]+$", description="open, executed, failed")
+]
 
 
 def _bad_request(detail: str) -> HTTPException:
@@ -80,12 +91,17 @@ PageCursor = Annotated[Cursor | None, Depends(page_cursor)]
 
 def user_public(user: User) -> UserPublic:
     return UserPublic(
-        id=user.id, display_name=user.display_name, role=user.role, mt5_login=user.mt5_login,
-        mt5_server=user.mt5_server, account_currency=user.account_currency,
+        id=user.id,
+        display_name=user.display_name,
+        role=user.role,
+        mt5_login=user.mt5_login,
+        mt5_server=user.mt5_server,
+        account_currency=user.account_currency,
         telegram_linked=user.telegram_chat_id is not None,
         warning_drawdown_percent=user.warning_drawdown_percent,
         critical_drawdown_percent=user.critical_drawdown_percent,
-        daily_loss_limit_percent=user.daily_loss_limit_percent)
+        daily_loss_limit_percent=user.daily_loss_limit_percent,
+    )
 
 
 @router.get("/me", response_model=CallerPublic, responses=_UNAUTHORISED)
@@ -107,58 +123,110 @@ async def user(user: ReadableUser) -> UserPublic:
 
 
 @router.get("/users/{user_id}/status", response_model=ReconciliationStatusPublic, responses=_READ)
-async def reconciliation_status(user: ReadableUser, session: Session, limit: Limit = 200,
-                                ) -> ReconciliationStatusPublic:
+async def reconciliation_status(
+    user: ReadableUser,
+    session: Session,
+    limit: Limit = 200,
+) -> ReconciliationStatusPublic:
     """The latest outcome per position, how many positions are diverged now, and the latest snapshot."""
     positions = await queries.latest_outcomes(session, user_id=user.id, limit=limit)
     snapshot = await queries.latest_snapshot(session, user_id=user.id)
     return ReconciliationStatusPublic(
-        user_id=user.id, as_of=utcnow(), open_divergences=await queries.open_divergence_count(session, user_id=user.id),
+        user_id=user.id,
+        as_of=utcnow(),
+        open_divergences=await queries.open_divergence_count(session, user_id=user.id),
         positions=[ReconciliationLogPublic.model_validate(p) for p in positions],
-        latest_snapshot=None if snapshot is None else PositionSnapshotPublic.model_validate(snapshot))
+        latest_snapshot=None if snapshot is None else PositionSnapshotPublic.model_validate(snapshot),
+    )
 
 
 @router.get("/users/{user_id}/logs", response_model=PagePublic[ReconciliationLogPublic], responses=_READ)
 async def reconciliation_logs(
-    user: ReadableUser, session: Session, window: Window, cursor: PageCursor, limit: Limit = DEFAULT_LIMIT,
-    symbol: SymbolFilter = None, reason: DivergenceReason | None = None,
+    user: ReadableUser,
+    session: Session,
+    window: Window,
+    cursor: PageCursor,
+    limit: Limit = DEFAULT_LIMIT,
+    symbol: SymbolFilter = None,
+    reason: DivergenceReason | None = None,
     status_: Annotated[ReconciliationStatus | None, Query(alias="status")] = None,
     event_type: ReconciliationEvent | None = None,
 ) -> PagePublic[ReconciliationLogPublic]:
     """reconciliation_logs rows, newest first, filtered by time, symbol, divergence reason, status, type."""
-    rows = await queries.logs(session, user_id=user.id, window=window, cursor=cursor, limit=limit, symbol=symbol,
-                              reason=reason, status=status_, event_type=event_type)
+    rows = await queries.logs(
+        session,
+        user_id=user.id,
+        window=window,
+        cursor=cursor,
+        limit=limit,
+        symbol=symbol,
+        reason=reason,
+        status=status_,
+        event_type=event_type,
+    )
     return PagePublic[ReconciliationLogPublic](
-        items=[ReconciliationLogPublic.model_validate(r) for r in rows], next_cursor=next_cursor(rows, limit=limit))
+        items=[ReconciliationLogPublic.model_validate(r) for r in rows],
+        next_cursor=next_cursor(rows, limit=limit),
+    )
 
 
 @router.get("/users/{user_id}/snapshots", response_model=PagePublic[PositionSnapshotPublic], responses=_READ)
 async def position_snapshots(
-    user: ReadableUser, session: Session, window: Window, cursor: PageCursor, limit: Limit = DEFAULT_LIMIT,
+    user: ReadableUser,
+    session: Session,
+    window: Window,
+    cursor: PageCursor,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PagePublic[PositionSnapshotPublic]:
     """position_snapshots rows (equity, drawdown, exposure), newest first."""
     rows = await queries.snapshots(session, user_id=user.id, window=window, cursor=cursor, limit=limit)
     return PagePublic[PositionSnapshotPublic](
-        items=[PositionSnapshotPublic.model_validate(r) for r in rows], next_cursor=next_cursor(rows, limit=limit))
+        items=[PositionSnapshotPublic.model_validate(r) for r in rows],
+        next_cursor=next_cursor(rows, limit=limit),
+    )
 
 
 @router.get("/users/{user_id}/alerts", response_model=PagePublic[DrawdownAlertPublic], responses=_READ)
 async def drawdown_alerts(
-    user: ReadableUser, session: Session, window: Window, cursor: PageCursor, limit: Limit = DEFAULT_LIMIT,
-    alert_type: AlertType | None = None, status_: Annotated[AlertStatus, Query(alias="status")] = None,
+    user: ReadableUser,
+    session: Session,
+    window: Window,
+    cursor: PageCursor,
+    limit: Limit = DEFAULT_LIMIT,
+    alert_type: AlertType | None = None,
+    status_: Annotated[AlertStatus, Query(alias="status")] = None,
 ) -> PagePublic[DrawdownAlertPublic]:
     """drawdown_alerts rows (guard warnings and triggers), newest first."""
-    rows = await queries.alerts(session, user_id=user.id, window=window, cursor=cursor, limit=limit,
-                                alert_type=alert_type, status=status_)
+    rows = await queries.alerts(
+        session,
+        user_id=user.id,
+        window=window,
+        cursor=cursor,
+        limit=limit,
+        alert_type=alert_type,
+        status=status_,
+    )
     return PagePublic[DrawdownAlertPublic](
-        items=[DrawdownAlertPublic.model_validate(r) for r in rows], next_cursor=next_cursor(rows, limit=limit))
+        items=[DrawdownAlertPublic.model_validate(r) for r in rows],
+        next_cursor=next_cursor(rows, limit=limit),
+    )
 
 
-@router.post("/users/{user_id}/sync", status_code=status.HTTP_202_ACCEPTED, response_model=SyncRequestedPublic,
-             responses=_UNAUTHORISED | _FORBIDDEN | _NOT_FOUND | {
-                 429: {"description": "Synced less than 10 s ago; see Retry-After",
-                       "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}},
-                 503: {"description": "The broker did not take the command"}})
+@router.post(
+    "/users/{user_id}/sync",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SyncRequestedPublic,
+    responses=_UNAUTHORISED
+    | _FORBIDDEN
+    | _NOT_FOUND
+    | {
+        429: {
+            "description": "Synced less than 10 s ago; see Retry-After",
+            "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+        },
+        503: {"description": "The broker did not take the command"},
+    },
+)
 async def request_sync(user_id: UserIdPath, caller: Admin, session: Session, app: App) -> SyncRequestedPublic:
     """Ask the poller to read this account now (admins only; one per account per 10 s)."""
     if await queries.get_user(session, user_id=user_id) is None:
@@ -166,18 +234,24 @@ async def request_sync(user_id: UserIdPath, caller: Admin, session: Session, app
     wait = app.sync_limiter.acquire(user_id)
     if wait:
         api_sync_requests_total.labels(outcome="rate_limited").inc()
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(wait)},
-                            detail=f"this account was synced less than {app.api_settings.api_sync_interval_seconds:g} s "
-                                   f"ago; retry in {wait} s")
-    command = observed(SyncAccount(user_id=user_id, requested_by=caller.user_id), account_id=user_id,
-                       occurred_at=utcnow())
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(wait)},
+            detail=f"this account was synced less than {app.api_settings.api_sync_interval_seconds:g} s "
+            f"ago; retry in {wait} s",
+        )
+    command = observed(
+        SyncAccount(user_id=user_id, requested_by=caller.user_id), account_id=user_id, occurred_at=utcnow()
+    )
     try:
         await app.broker.publish(SYNC_COMMANDS, command)
     except Exception as error:  # noqa: BLE001 - any broker failure is the same answer to the caller
         app.sync_limiter.release(user_id)
         api_sync_requests_total.labels(outcome="failed").inc()
         log.warning("sync command for %s not published: %s", user_id, type(error).__name__)
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the broker did not take the command; retry")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail="the broker did not take the command; retry"
+        ) from None
     api_sync_requests_total.labels(outcome="accepted").inc()
     log.info("sync of %s requested by %s (command %s)", user_id, caller.user_id, command.event_id)
     return SyncRequestedPublic(command_id=command.event_id, user_id=user_id, requested_at=command.occurred_at)

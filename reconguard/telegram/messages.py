@@ -10,8 +10,8 @@ from html import escape
 from typing import Any
 
 from producers.mt5 import constants as mt5
-from schemas import Envelope
 from projections.models import PositionSnapshot
+from schemas import Envelope
 from schemas.decisions import GuardAlertRaised
 from schemas.results import CloseOutcome, PositionClosed
 
@@ -25,8 +25,11 @@ _ALERT_TITLES = {
     "spread": "⚡ Spread too wide",
     "stale_feed": "⚡ Stale price feed",
 }
-_RETCODES = {value: name.removeprefix("TRADE_RETCODE_") for name, value in vars(mt5).items()
-             if name.startswith("TRADE_RETCODE_") and isinstance(value, int)}
+_RETCODES = {
+    value: name.removeprefix("TRADE_RETCODE_")
+    for name, value in vars(mt5).items()
+    if name.startswith("TRADE_RETCODE_") and isinstance(value, int)
+}
 
 
 def money(value: float | None) -> str:
@@ -70,7 +73,8 @@ def alert_text(alert: GuardAlertRaised, *, account: str, at: datetime) -> str:
     title = _ALERT_TITLES.get(alert.alert_type, _humane(alert.alert_type).capitalize())
     lines = [f"<b>{escape(title)}</b> — account <b>{escape(account)}</b>"]
     if alert.drawdown_percent is not None:
-        lines.append(f"Drawdown: <b>{percent(alert.drawdown_percent)}</b> (threshold {percent(alert.threshold_percent)})")
+        threshold = percent(alert.threshold_percent)
+        lines.append(f"Drawdown: <b>{percent(alert.drawdown_percent)}</b> (threshold {threshold})")
     elif alert.threshold_percent is not None:
         lines.append(f"Threshold: {percent(alert.threshold_percent)}")
     if alert.equity_gbp is not None:
@@ -78,7 +82,9 @@ def alert_text(alert: GuardAlertRaised, *, account: str, at: datetime) -> str:
     if alert.symbol:
         lines.append(f"Symbol: {escape(alert.symbol)}")
     if alert.positions_closed_count or alert.total_loss_gbp:
-        lines.append(f"Positions closed: {alert.positions_closed_count} · Loss: {money(alert.total_loss_gbp)}")
+        lines.append(
+            f"Positions closed: {alert.positions_closed_count} · Loss: {money(alert.total_loss_gbp)}"
+        )
     if alert.message:
         lines.append(escape(alert.message))
     lines.append(f"<i>{escape(_humane(alert.action_taken))} · {_when(at)}</i>")
@@ -89,14 +95,21 @@ def close_text(outcome: CloseOutcome, *, account: str, at: datetime) -> str:
     closed = isinstance(outcome, PositionClosed)
     title = "✅ Position closed" if closed else "❌ Close failed"
     side = f" ({outcome.direction} {outcome.volume:g} lots)" if outcome.direction and outcome.volume else ""
-    lines = [f"<b>{title}</b> — account <b>{escape(account)}</b>",
-             f"{escape(outcome.symbol)} ticket {outcome.ticket}{escape(side)}"]
+    lines = [
+        f"<b>{title}</b> — account <b>{escape(account)}</b>",
+        f"{escape(outcome.symbol)} ticket {outcome.ticket}{escape(side)}",
+    ]
     if outcome.price is not None:
-        lines.append(f"Price: {outcome.price:g}" + (f" (opened {outcome.entry_price:g})" if outcome.entry_price else ""))
+        lines.append(
+            f"Price: {outcome.price:g}"
+            + (f" (opened {outcome.entry_price:g})" if outcome.entry_price else "")
+        )
     if outcome.pnl_gbp is not None:
         lines.append(f"P&amp;L: <b>{money(outcome.pnl_gbp)}</b>")
-    lines.append(f"Reason: {escape(_humane(outcome.reason))} · Retcode {retcode(outcome.retcode)}"
-                 + (f" · {outcome.attempts} attempt(s)" if outcome.attempts else ""))
+    lines.append(
+        f"Reason: {escape(_humane(outcome.reason))} · Retcode {retcode(outcome.retcode)}"
+        + (f" · {outcome.attempts} attempt(s)" if outcome.attempts else "")
+    )
     if not closed and outcome.error_message:
         lines.append(f"Error: {escape(outcome.error_message)}")
     lines.append(f"<i>{_when(at)}</i>")
@@ -109,16 +122,20 @@ def status_text(*, account: str, snapshot: PositionSnapshot | None, open_diverge
     if snapshot is None:
         lines.append("No snapshot yet.")
     else:
-        lines += [f"Equity: <b>{money(float(snapshot.equity_gbp))}</b> "
-                  f"(peak {money(float(snapshot.peak_equity_gbp))})",
-                  f"Drawdown: <b>{percent(float(snapshot.drawdown_percent))}</b>",
-                  f"Open positions: {snapshot.open_positions_count} · "
-                  f"Open P&amp;L: {money(float(snapshot.open_pnl_gbp))}"]
+        lines += [
+            f"Equity: <b>{money(float(snapshot.equity_gbp))}</b> "
+            f"(peak {money(float(snapshot.peak_equity_gbp))})",
+            f"Drawdown: <b>{percent(float(snapshot.drawdown_percent))}</b>",
+            f"Open positions: {snapshot.open_positions_count} · "
+            f"Open P&amp;L: {money(float(snapshot.open_pnl_gbp))}",
+        ]
     lines.append(f"Open divergences: <b>{open_divergences}</b>")
     if snapshot is not None:
         lines.append(f"<i>as of {_when(snapshot.created_at)}</i>")
     return "\n".join(lines)
 
 
-NOT_LINKED = ("This chat is not linked to a reconguard account. Ask your operator to link it "
-              "(they need this chat's id).")
+NOT_LINKED = (
+    "This chat is not linked to a reconguard account. Ask your operator to link it "
+    "(they need this chat's id)."
+)

@@ -49,8 +49,16 @@ def account_label(user: User) -> str:
 
 
 class AlertRelay:
-    def __init__(self, *, bot: Bot, sessions: async_sessionmaker, producer: AIOKafkaProducer, prefix: str,
-                 backoff: Backoff, stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        *,
+        bot: Bot,
+        sessions: async_sessionmaker,
+        producer: AIOKafkaProducer,
+        prefix: str,
+        backoff: Backoff,
+        stop: asyncio.Event,
+    ) -> None:
         self._bot = bot
         self._sessions = sessions
         self._producer = producer
@@ -67,8 +75,9 @@ class AlertRelay:
                 if not await self._relay_partition(consumer, tp, records):
                     return
 
-    async def _relay_partition(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
-                               records: list[ConsumerRecord]) -> bool:
+    async def _relay_partition(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord]
+    ) -> bool:
         """Relay one partition's records in order; False if stopped part-way."""
         done: int | None = None
         finished = True
@@ -98,8 +107,12 @@ class AlertRelay:
         if text is None:
             return True
         if user is None or user.telegram_chat_id is None:
-            log.warning("%s %s for %s not sent: no Telegram chat is linked to that account",
-                        envelope.event_type, envelope.event_id, envelope.account_id)
+            log.warning(
+                "%s %s for %s not sent: no Telegram chat is linked to that account",
+                envelope.event_type,
+                envelope.event_id,
+                envelope.account_id,
+            )
             telegram_messages_total.labels(outcome="no_chat").inc()
             return True
         if await self._retrying(lambda: self._delivered(envelope.event_id), what="check deliveries"):
@@ -112,8 +125,14 @@ class AlertRelay:
         if isinstance(outcome, Interrupted):
             return False
         if isinstance(outcome, Refused):
-            log.error("%s %s for %s refused by Telegram for chat %s: %s", envelope.event_type, envelope.event_id,
-                      envelope.account_id, chat_id, outcome.reason)
+            log.error(
+                "%s %s for %s refused by Telegram for chat %s: %s",
+                envelope.event_type,
+                envelope.event_id,
+                envelope.account_id,
+                chat_id,
+                outcome.reason,
+            )
             telegram_messages_total.labels(outcome="failed_permanent").inc()
             return True
         await self._record(envelope.event_id, outcome)
@@ -124,8 +143,11 @@ class AlertRelay:
     async def _record(self, event_id: uuid.UUID, sent: Sent) -> None:
         async def insert_row() -> None:
             async with self._sessions.begin() as session:
-                await session.execute(insert(TelegramDelivery).values(
-                    event_id=event_id, chat_id=sent.chat_id, message_id=sent.message_id).on_conflict_do_nothing())
+                await session.execute(
+                    insert(TelegramDelivery)
+                    .values(event_id=event_id, chat_id=sent.chat_id, message_id=sent.message_id)
+                    .on_conflict_do_nothing()
+                )
 
         # Shielded: once Telegram has the message, our own shutdown must not skip the record.
         await asyncio.shield(self._retrying(insert_row, what="record a delivery", stoppable=False))
@@ -137,10 +159,14 @@ class AlertRelay:
 
     async def _delivered(self, event_id: uuid.UUID) -> bool:
         async with self._sessions() as session:
-            found = await session.scalar(select(TelegramDelivery.event_id).where(TelegramDelivery.event_id == event_id))
+            found = await session.scalar(
+                select(TelegramDelivery.event_id).where(TelegramDelivery.event_id == event_id)
+            )
         return found is not None
 
-    async def _retrying(self, operation: Callable[[], Awaitable[T]], *, what: str, stoppable: bool = True) -> T:
+    async def _retrying(
+        self, operation: Callable[[], Awaitable[T]], *, what: str, stoppable: bool = True
+    ) -> T:
         """The database is needed to stay exactly-once: wait for it rather than guess."""
         attempt = 0
         while True:
@@ -155,9 +181,18 @@ class AlertRelay:
             await asyncio.sleep(delay)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
-        log.warning("unusable message at %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
-        envelope = dead_letter(consumer=CONSUMER, topic=record.topic, partition=record.partition,
-                               offset=record.offset, key=record.key, value=record.value, reason=reason)
+        log.warning(
+            "unusable message at %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
+        )
+        envelope = dead_letter(
+            consumer=CONSUMER,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=reason,
+        )
         await send_dead_letter(self._producer, self._prefix, envelope)
         dead_letters_total.labels(consumer=CONSUMER).inc()
         telegram_messages_total.labels(outcome="dead_letter").inc()

@@ -72,9 +72,14 @@ class Backoff:
 
 
 _PERMANENT = (TelegramBadRequest, TelegramForbiddenError, TelegramNotFound, TelegramEntityTooLarge)
-_TRANSIENT = {TelegramServerError: "server_error", TelegramNetworkError: "network",
-              TelegramUnauthorizedError: "unauthorized", ClientDecodeError: "server_error",
-              TimeoutError: "network", OSError: "network"}
+_TRANSIENT = {
+    TelegramServerError: "server_error",
+    TelegramNetworkError: "network",
+    TelegramUnauthorizedError: "unauthorized",
+    ClientDecodeError: "server_error",
+    TimeoutError: "network",
+    OSError: "network",
+}
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:
@@ -115,7 +120,12 @@ async def send(bot: Bot, *, chat_id: int, text: str, backoff: Backoff, stop: asy
                 reason = "server_error"
             telegram_send_retries_total.labels(reason=reason).inc()
             delay = backoff.delay(attempt)
-            log.warning("Telegram send to chat %s failed (%s); attempt %d, retrying in %.1fs",
-                        chat_id, type(error).__name__, attempt, delay)
+            log.warning(
+                "Telegram send to chat %s failed (%s); attempt %d, retrying in %.1fs",
+                chat_id,
+                type(error).__name__,
+                attempt,
+                delay,
+            )
         if await _wait(stop, delay):
             return Interrupted()

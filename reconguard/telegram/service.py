@@ -31,18 +31,28 @@ def make_bot(telegram: TelegramSettings) -> Bot:
     """A bot talking to ``telegram_api_base`` (Telegram itself unless configured otherwise)."""
     if telegram.telegram_bot_token is None:
         raise ValueError("RECONGUARD_TELEGRAM_BOT_TOKEN is not set")
-    session = AiohttpSession(api=TelegramAPIServer.from_base(telegram.telegram_api_base),
-                             timeout=telegram.telegram_request_timeout_seconds)
-    return Bot(telegram.telegram_bot_token.get_secret_value(), session=session,
-               default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True))
+    session = AiohttpSession(
+        api=TelegramAPIServer.from_base(telegram.telegram_api_base),
+        timeout=telegram.telegram_request_timeout_seconds,
+    )
+    return Bot(
+        telegram.telegram_bot_token.get_secret_value(),
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+    )
 
 
 def backoff_of(telegram: TelegramSettings) -> Backoff:
-    return Backoff(initial=telegram.telegram_backoff_initial_seconds, maximum=telegram.telegram_backoff_max_seconds,
-                   retry_after_maximum=telegram.telegram_retry_after_max_seconds)
+    return Backoff(
+        initial=telegram.telegram_backoff_initial_seconds,
+        maximum=telegram.telegram_backoff_max_seconds,
+        retry_after_maximum=telegram.telegram_retry_after_max_seconds,
+    )
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event, telegram_settings: TelegramSettings | None = None) -> None:
+async def serve(
+    settings: Settings, *, stop: asyncio.Event, telegram_settings: TelegramSettings | None = None
+) -> None:
     telegram = telegram_settings or TelegramSettings()
     if telegram.telegram_bot_token is None:
         # `reconguard run` starts every service; without a bot there is nothing to send with.
@@ -56,14 +66,24 @@ async def serve(settings: Settings, *, stop: asyncio.Event, telegram_settings: T
     bot = make_bot(telegram)
     producer = make_producer(settings.kafka_bootstrap_servers)
     consumer = make_consumer(
-        *(topic.name(settings.topic_prefix) for topic in TOPICS), bootstrap_servers=settings.kafka_bootstrap_servers,
+        *(topic.name(settings.topic_prefix) for topic in TOPICS),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=telegram.telegram_consumer_group or f"{settings.topic_prefix}.telegram",
-        session_timeout_ms=settings.consumer_session_timeout_ms, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+    )
     try:
         await producer.start()
         await consumer.start()
-        await _relay_and_answer(settings, telegram, bot=bot, sessions=make_sessionmaker(engine), producer=producer,
-                                consumer=consumer, stop=stop)
+        await _relay_and_answer(
+            settings,
+            telegram,
+            bot=bot,
+            sessions=make_sessionmaker(engine),
+            producer=producer,
+            consumer=consumer,
+            stop=stop,
+        )
     finally:
         for closing in (consumer.stop(), producer.stop(), bot.session.close(), engine.dispose()):
             with contextlib.suppress(Exception):
@@ -79,17 +99,39 @@ def _serve_metrics(settings: Settings, telegram: TelegramSettings) -> WSGIServer
     return server
 
 
-async def _relay_and_answer(settings: Settings, telegram: TelegramSettings, *, bot: Bot,
-                            sessions: async_sessionmaker, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
-                            stop: asyncio.Event) -> None:
+async def _relay_and_answer(
+    settings: Settings,
+    telegram: TelegramSettings,
+    *,
+    bot: Bot,
+    sessions: async_sessionmaker,
+    producer: AIOKafkaProducer,
+    consumer: AIOKafkaConsumer,
+    stop: asyncio.Event,
+) -> None:
     backoff = backoff_of(telegram)
-    relay = AlertRelay(bot=bot, sessions=sessions, producer=producer, prefix=settings.topic_prefix,
-                       backoff=backoff, stop=stop)
+    relay = AlertRelay(
+        bot=bot,
+        sessions=sessions,
+        producer=producer,
+        prefix=settings.topic_prefix,
+        backoff=backoff,
+        stop=stop,
+    )
     tasks = [asyncio.create_task(relay.run(consumer), name="telegram-relay")]
     if telegram.telegram_status_enabled:
-        tasks.append(asyncio.create_task(answer_status(
-            bot, sessions=sessions, polling_timeout=telegram.telegram_polling_timeout_seconds, backoff=backoff,
-            stop=stop), name="telegram-status"))
+        tasks.append(
+            asyncio.create_task(
+                answer_status(
+                    bot,
+                    sessions=sessions,
+                    polling_timeout=telegram.telegram_polling_timeout_seconds,
+                    backoff=backoff,
+                    stop=stop,
+                ),
+                name="telegram-status",
+            )
+        )
     try:
         await asyncio.gather(*tasks)
     finally:

@@ -39,23 +39,34 @@ def make_router() -> Router:
     @router.message(CommandStart())
     @router.message(Command("help"))
     async def on_start(message: Message) -> None:
-        await message.answer(f"reconguard sends this chat its account's guard alerts and closes.\n"
-                             f"/status shows the account's equity, drawdown and open divergences.\n"
-                             f"This chat's id is {message.chat.id}.", parse_mode=None)
+        await message.answer(
+            f"reconguard sends this chat its account's guard alerts and closes.\n"
+            f"/status shows the account's equity, drawdown and open divergences.\n"
+            f"This chat's id is {message.chat.id}.",
+            parse_mode=None,
+        )
 
     return router
 
 
-async def answer_status(bot: Bot, *, sessions: async_sessionmaker, polling_timeout: int, backoff: Backoff,
-                        stop: asyncio.Event) -> None:
+async def answer_status(
+    bot: Bot, *, sessions: async_sessionmaker, polling_timeout: int, backoff: Backoff, stop: asyncio.Event
+) -> None:
     """Long-poll getUpdates and answer commands until ``stop``; restarts polling after failures."""
     dispatcher = Dispatcher()
     dispatcher.include_router(make_router())
     attempt = 0
     while not stop.is_set():
-        polling = asyncio.create_task(dispatcher.start_polling(
-            bot, handle_signals=False, close_bot_session=False, handle_as_tasks=False,
-            polling_timeout=polling_timeout, sessions=sessions))
+        polling = asyncio.create_task(
+            dispatcher.start_polling(
+                bot,
+                handle_signals=False,
+                close_bot_session=False,
+                handle_as_tasks=False,
+                polling_timeout=polling_timeout,
+                sessions=sessions,
+            )
+        )
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({polling, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stopping in done:

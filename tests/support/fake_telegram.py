@@ -34,7 +34,7 @@ class FakeTelegram:
     sent: list[SentMessage] = field(default_factory=list)
     attempts: list[tuple[str, int]] = field(default_factory=list)  # (method, status answered)
     base_url: str = ""
-    _scripted: dict[str, deque[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    _scripted: dict[str, deque[tuple[int, dict[str, Any]] | None]] = field(default_factory=dict)
     _updates: list[dict[str, Any]] = field(default_factory=list)
     _new_update: asyncio.Event = field(default_factory=asyncio.Event)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -42,19 +42,30 @@ class FakeTelegram:
     # --- what a test programs ---
 
     def answer_next(self, method: str, *answers: str | tuple[str, int]) -> None:
-        """Script the next answers of ``method``: "500", "502", ("429", retry_after), "chat_not_found"."""
+        """Script the next answers of ``method``: "ok" (answer normally), "500", "502",
+        ("429", retry_after), "chat_not_found"."""
         queue = self._scripted.setdefault(method.lower(), deque())
         for answer in answers:
-            queue.append(_scripted_answer(answer))
+            queue.append(None if answer == "ok" else _scripted_answer(answer))
 
     def push_message(self, *, chat_id: int, text: str) -> None:
         """A user writes ``text`` in ``chat_id`` (seen by the bot's next getUpdates)."""
         update_id = len(self._updates) + 1
-        self._updates.append({"update_id": update_id, "message": {
-            "message_id": next(self._ids), "date": int(time.time()), "text": text,
-            "chat": {"id": chat_id, "type": "private"}, "from": {"id": chat_id, "is_bot": False, "first_name": "T"},
-            "entities": [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
-            if text.startswith("/") else []}})
+        self._updates.append(
+            {
+                "update_id": update_id,
+                "message": {
+                    "message_id": next(self._ids),
+                    "date": int(time.time()),
+                    "text": text,
+                    "chat": {"id": chat_id, "type": "private"},
+                    "from": {"id": chat_id, "is_bot": False, "first_name": "T"},
+                    "entities": [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+                    if text.startswith("/")
+                    else [],
+                },
+            }
+        )
         self._new_update.set()
 
     def texts_to(self, chat_id: int) -> list[str]:
@@ -66,8 +77,9 @@ class FakeTelegram:
         method = request.match_info["method"].lower()
         params = dict(await request.post()) | dict(request.query)
         scripted = self._scripted.get(method)
-        if scripted:
-            status, body = scripted.popleft()
+        answer = scripted.popleft() if scripted else None
+        if answer is not None:
+            status, body = answer
             self.attempts.append((method, status))
             return web.json_response(body, status=status)
         handler = getattr(self, f"_api_{method}", None)
@@ -92,8 +104,15 @@ class FakeTelegram:
             return _scripted_answer("chat_not_found")
         message = SentMessage(chat_id=chat_id, text=str(params["text"]), message_id=next(self._ids))
         self.sent.append(message)
-        return 200, {"ok": True, "result": {"message_id": message.message_id, "date": int(time.time()),
-                                            "chat": {"id": chat_id, "type": "private"}, "text": message.text}}
+        return 200, {
+            "ok": True,
+            "result": {
+                "message_id": message.message_id,
+                "date": int(time.time()),
+                "chat": {"id": chat_id, "type": "private"},
+                "text": message.text,
+            },
+        }
 
     async def _api_getupdates(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         offset = int(params.get("offset", 0) or 0)
@@ -111,8 +130,12 @@ class FakeTelegram:
 def _scripted_answer(answer: str | tuple[str, int]) -> tuple[int, dict[str, Any]]:
     if isinstance(answer, tuple):
         _, retry_after = answer
-        return 429, {"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {retry_after}",
-                     "parameters": {"retry_after": retry_after}}
+        return 429, {
+            "ok": False,
+            "error_code": 429,
+            "description": f"Too Many Requests: retry after {retry_after}",
+            "parameters": {"retry_after": retry_after},
+        }
     if answer == "chat_not_found":
         return 400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"}
     status = int(answer)

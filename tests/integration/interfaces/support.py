@@ -45,8 +45,13 @@ async def seed_people(database_url: str, *, tag: str, chat_ids: dict[str, int] |
     tokens: dict[str, str] = {}
     try:
         for role_name, user_id in names.items():
-            await add_user(sessions=sessions, user_id=user_id, role="admin" if role_name == "admin" else "trader",
-                           display_name=role_name.title(), telegram_chat_id=chat_ids.get(role_name))
+            await add_user(
+                sessions=sessions,
+                user_id=user_id,
+                role="admin" if role_name == "admin" else "trader",
+                display_name=role_name.title(),
+                telegram_chat_id=chat_ids.get(role_name),
+            )
             tokens[role_name] = (await issue_token(sessions=sessions, user_id=user_id, name="test")).token
     finally:
         await engine.dispose()
@@ -60,31 +65,67 @@ def snapshot_rows(user_id: str, *, count: int, start: datetime | None = None) ->
     for i in range(count):
         equity = 10_000.0 - 60 * min(i, count - i) + (i % 3) * 5
         peak = max(peak, equity)
-        rows.append(dict(id=uuid.uuid4(), user_id=user_id, equity_gbp=equity, balance_gbp=10_000,
-                         peak_equity_gbp=peak, drawdown_percent=round((peak - equity) / peak * 100, 4),
-                         open_positions_count=2, total_volume_lots=0.3, open_pnl_gbp=equity - 10_000,
-                         margin_used_percent=12.5, created_at=start + timedelta(minutes=i)))
+        rows.append(
+            dict(
+                id=uuid.uuid4(),
+                user_id=user_id,
+                equity_gbp=equity,
+                balance_gbp=10_000,
+                peak_equity_gbp=peak,
+                drawdown_percent=round((peak - equity) / peak * 100, 4),
+                open_positions_count=2,
+                total_volume_lots=0.3,
+                open_pnl_gbp=equity - 10_000,
+                margin_used_percent=12.5,
+                created_at=start + timedelta(minutes=i),
+            )
+        )
     return rows
 
 
 def log_row(user_id: str, *, at: datetime, **values: object) -> dict:
-    row = dict(id=uuid.uuid4(), user_id=user_id, event_type="PositionMatched", status="matched", matched=1,
-               symbol="EURUSD", direction="buy", volume=0.1, mt5_position_id=1001, created_at=at, updated_at=at)
+    row = dict(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        event_type="PositionMatched",
+        status="matched",
+        matched=1,
+        symbol="EURUSD",
+        direction="buy",
+        volume=0.1,
+        mt5_position_id=1001,
+        created_at=at,
+        updated_at=at,
+    )
     return row | values
 
 
 def alert_row(user_id: str, *, at: datetime, **values: object) -> dict:
-    row = dict(id=uuid.uuid4(), user_id=user_id, alert_type="drawdown_warning", drawdown_percent=6.1,
-               equity_gbp=9390, threshold_percent=5, action_taken="warning_sent", status="open", created_at=at)
+    row = dict(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        alert_type="drawdown_warning",
+        drawdown_percent=6.1,
+        equity_gbp=9390,
+        threshold_percent=5,
+        action_taken="warning_sent",
+        status="open",
+        created_at=at,
+    )
     return row | values
 
 
-async def insert_rows(database_url: str, *, snapshots: list[dict] = (), logs: list[dict] = (),
-                      alerts: list[dict] = ()) -> None:
+async def insert_rows(
+    database_url: str, *, snapshots: list[dict] = (), logs: list[dict] = (), alerts: list[dict] = ()
+) -> None:
     engine = make_engine(database_url)
     try:
         async with engine.begin() as connection:
-            for model, rows in ((PositionSnapshot, snapshots), (ReconciliationLog, logs), (DrawdownAlert, alerts)):
+            for model, rows in (
+                (PositionSnapshot, snapshots),
+                (ReconciliationLog, logs),
+                (DrawdownAlert, alerts),
+            ):
                 # One statement per set of keys: a multi-row insert takes its columns from the first row.
                 for keys in {frozenset(row) for row in rows}:
                     await connection.execute(insert(model), [row for row in rows if frozenset(row) == keys])

@@ -33,9 +33,14 @@ CALLERS = ("anonymous", "owner", "other", "admin")
 def people(database_url):
     people = asyncio.run(seed_people(database_url, tag="acc"))
     now = utcnow()
-    asyncio.run(insert_rows(database_url, snapshots=snapshot_rows(people.owner, count=5),
-                            logs=[log_row(people.owner, at=now - timedelta(minutes=1))],
-                            alerts=[alert_row(people.owner, at=now - timedelta(minutes=1))]))
+    asyncio.run(
+        insert_rows(
+            database_url,
+            snapshots=snapshot_rows(people.owner, count=5),
+            logs=[log_row(people.owner, at=now - timedelta(minutes=1))],
+            alerts=[alert_row(people.owner, at=now - timedelta(minutes=1))],
+        )
+    )
     return people
 
 
@@ -57,29 +62,34 @@ ADMIN_ONLY = (401, 403, 403, 200)
 PUBLIC = (200, 200, 200, 200)
 
 
-@pytest.mark.parametrize(("method", "path", "expected"), [
-    pytest.param("GET", "/me", ANY_TOKEN, id="me: any valid token"),
-    pytest.param("GET", "/users", ADMIN_ONLY, id="list users: admins only"),
-    pytest.param("GET", "/users/{owner}", OWNER_OR_ADMIN, id="user profile: owner or admin"),
-    pytest.param("GET", "/users/{owner}/status", OWNER_OR_ADMIN, id="reconciliation status: owner or admin"),
-    pytest.param("GET", "/users/{owner}/logs", OWNER_OR_ADMIN, id="reconciliation logs: owner or admin"),
-    pytest.param("GET", "/users/{owner}/snapshots", OWNER_OR_ADMIN, id="snapshots: owner or admin"),
-    pytest.param("GET", "/users/{owner}/alerts", OWNER_OR_ADMIN, id="alerts: owner or admin"),
-    pytest.param("GET", "/overview", ANY_TOKEN, id="dashboard data: any token, own accounts only"),
-    pytest.param("GET", "/health", PUBLIC, id="health: public"),
-    pytest.param("GET", "/metrics", PUBLIC, id="metrics: public (scraped by Prometheus)"),
-    pytest.param("GET", "/openapi.json", PUBLIC, id="openapi: public"),
-    pytest.param("GET", "/dashboard", PUBLIC, id="dashboard page: public, its data is not"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        pytest.param("GET", "/me", ANY_TOKEN, id="me: any valid token"),
+        pytest.param("GET", "/users", ADMIN_ONLY, id="list users: admins only"),
+        pytest.param("GET", "/users/{owner}", OWNER_OR_ADMIN, id="user profile: owner or admin"),
+        pytest.param(
+            "GET", "/users/{owner}/status", OWNER_OR_ADMIN, id="reconciliation status: owner or admin"
+        ),
+        pytest.param("GET", "/users/{owner}/logs", OWNER_OR_ADMIN, id="reconciliation logs: owner or admin"),
+        pytest.param("GET", "/users/{owner}/snapshots", OWNER_OR_ADMIN, id="snapshots: owner or admin"),
+        pytest.param("GET", "/users/{owner}/alerts", OWNER_OR_ADMIN, id="alerts: owner or admin"),
+        pytest.param("GET", "/overview", ANY_TOKEN, id="dashboard data: any token, own accounts only"),
+        pytest.param("GET", "/health", PUBLIC, id="health: public"),
+        pytest.param("GET", "/metrics", PUBLIC, id="metrics: public (scraped by Prometheus)"),
+        pytest.param("GET", "/openapi.json", PUBLIC, id="openapi: public"),
+        pytest.param("GET", "/dashboard", PUBLIC, id="dashboard page: public, its data is not"),
+    ],
+)
 def test_each_caller_gets_exactly_what_the_rules_say(api, people, method, path, expected):
     got = tuple(_call(api, people, who, method, path).status_code for who in CALLERS)
-    assert got == expected, dict(zip(CALLERS, got))
+    assert got == expected, dict(zip(CALLERS, got, strict=True))
 
 
 def test_sync_is_for_admins_only(api, people):
     # Owner and other first: a refused call must not use up the account's 10 s slot.
     got = tuple(_call(api, people, who, "POST", "/users/{owner}/sync").status_code for who in CALLERS)
-    assert got == (401, 403, 403, 202), dict(zip(CALLERS, got))
+    assert got == (401, 403, 403, 202), dict(zip(CALLERS, got, strict=True))
 
 
 def test_data_of_the_owner_is_what_the_owner_and_admin_see(api, people):
@@ -97,10 +107,13 @@ def test_overview_shows_a_trader_only_their_own_account(api, people):
     assert {people.owner, people.other, people.admin} <= accounts("admin")
 
 
-@pytest.mark.parametrize(("who", "expected"), [
-    pytest.param("admin", 404, id="admin: unknown user is 404"),
-    pytest.param("owner", 403, id="trader: unknown user is 403, so ids cannot be probed"),
-])
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        pytest.param("admin", 404, id="admin: unknown user is 404"),
+        pytest.param("owner", 403, id="trader: unknown user is 403, so ids cannot be probed"),
+    ],
+)
 @pytest.mark.parametrize("suffix", ["", "/status", "/logs", "/snapshots", "/alerts"])
 def test_unknown_user(api, people, who, expected, suffix):
     assert _call(api, people, who, "GET", f"/users/nobody-here{suffix}").status_code == expected
@@ -110,13 +123,16 @@ def test_sync_of_an_unknown_user_is_404_for_an_admin(api, people):
     assert _call(api, people, "admin", "POST", "/users/nobody-here/sync").status_code == 404
 
 
-@pytest.mark.parametrize(("header", "secret"), [
-    pytest.param("Bearer rg_not-a-token", "rg_not-a-token", id="unknown token"),
-    pytest.param("Bearer", None, id="scheme without a token"),
-    pytest.param("Basic dXNlcjpwYXNz", "dXNlcjpwYXNz", id="another scheme"),
-    pytest.param("Bearer " + "x" * 5000, "x" * 5000, id="absurdly long token"),
-    pytest.param("rg_token-without-scheme", "rg_token-without-scheme", id="no scheme"),
-])
+@pytest.mark.parametrize(
+    ("header", "secret"),
+    [
+        pytest.param("Bearer rg_not-a-token", "rg_not-a-token", id="unknown token"),
+        pytest.param("Bearer", None, id="scheme without a token"),
+        pytest.param("Basic dXNlcjpwYXNz", "dXNlcjpwYXNz", id="another scheme"),
+        pytest.param("Bearer " + "x" * 5000, "x" * 5000, id="absurdly long token"),
+        pytest.param("rg_token-without-scheme", "rg_token-without-scheme", id="no scheme"),
+    ],
+)
 def test_bad_credentials_are_401_and_never_echoed(api, people, header, secret):
     response = api.get(f"/users/{people.owner}", headers={"Authorization": header})
     assert response.status_code == 401
@@ -158,5 +174,7 @@ def test_tokens_never_reach_the_logs(api, people, caplog):
         api.get("/me", headers={"Authorization": f"Bearer {token}x"})
     # The test's own HTTP client logs its URLs; only the server's records count.
     server_lines = [r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
-    assert any("/dashboard" in line for line in server_lines), "the API logged nothing: this test proves nothing"
+    assert any("/dashboard" in line for line in server_lines), (
+        "the API logged nothing: this test proves nothing"
+    )
     assert not [line for line in server_lines if token in line]

@@ -33,26 +33,78 @@ def people(database_url):
     people = asyncio.run(seed_people(database_url, tag="data"))
     owner = people.owner
     at = [NOW - timedelta(minutes=60 - i) for i in range(60)]
-    logs = ([log_row(owner, at=at[i], symbol="EURUSD", mt5_position_id=1000 + i) for i in range(0, 10)]
-            + [log_row(owner, at=at[i], symbol="XAUUSD", mt5_position_id=2000, event_type="DivergenceDetected",
-                       status="divergence", matched=0, divergence_reason="volume_mismatch") for i in range(10, 13)]
-            + [log_row(owner, at=at[20], symbol="GBPUSD", mt5_position_id=3000, event_type="DivergenceDetected",
-                       status="divergence", matched=0, divergence_reason="missing"),
-               log_row(owner, at=at[21], symbol="GBPUSD", mt5_position_id=3000, event_type="DivergenceResolved",
-                       status="matched", matched=1),
-               log_row(owner, at=at[22], symbol="USDJPY", mt5_position_id=4000, event_type="PositionCloseRecorded",
-                       status="success", close_reason="drawdown_guard", closed_price=151.25, pnl_gbp=-42.5)])
-    alerts = [alert_row(owner, at=at[30]), alert_row(owner, at=at[31], alert_type="drawdown_critical",
-                                                     action_taken="positions_closed", status="executed")]
-    asyncio.run(insert_rows(database_url, snapshots=snapshot_rows(owner, count=30, start=at[0]), logs=logs,
-                            alerts=alerts))
+    logs = (
+        [log_row(owner, at=at[i], symbol="EURUSD", mt5_position_id=1000 + i) for i in range(0, 10)]
+        + [
+            log_row(
+                owner,
+                at=at[i],
+                symbol="XAUUSD",
+                mt5_position_id=2000,
+                event_type="DivergenceDetected",
+                status="divergence",
+                matched=0,
+                divergence_reason="volume_mismatch",
+            )
+            for i in range(10, 13)
+        ]
+        + [
+            log_row(
+                owner,
+                at=at[20],
+                symbol="GBPUSD",
+                mt5_position_id=3000,
+                event_type="DivergenceDetected",
+                status="divergence",
+                matched=0,
+                divergence_reason="missing",
+            ),
+            log_row(
+                owner,
+                at=at[21],
+                symbol="GBPUSD",
+                mt5_position_id=3000,
+                event_type="DivergenceResolved",
+                status="matched",
+                matched=1,
+            ),
+            log_row(
+                owner,
+                at=at[22],
+                symbol="USDJPY",
+                mt5_position_id=4000,
+                event_type="PositionCloseRecorded",
+                status="success",
+                close_reason="drawdown_guard",
+                closed_price=151.25,
+                pnl_gbp=-42.5,
+            ),
+        ]
+    )
+    alerts = [
+        alert_row(owner, at=at[30]),
+        alert_row(
+            owner,
+            at=at[31],
+            alert_type="drawdown_critical",
+            action_taken="positions_closed",
+            status="executed",
+        ),
+    ]
+    asyncio.run(
+        insert_rows(
+            database_url, snapshots=snapshot_rows(owner, count=30, start=at[0]), logs=logs, alerts=alerts
+        )
+    )
     return people
 
 
 @pytest.fixture(scope="module")
 def api(settings, people):
-    with served_api(settings) as base_url, httpx.Client(base_url=base_url, timeout=10,
-                                                        headers=people.headers("admin")) as client:
+    with (
+        served_api(settings) as base_url,
+        httpx.Client(base_url=base_url, timeout=10, headers=people.headers("admin")) as client,
+    ):
         yield client
 
 
@@ -75,40 +127,54 @@ def test_pages_cover_every_row_once_newest_first(api, people):
     assert stamps == sorted(stamps, reverse=True)
 
 
-@pytest.mark.parametrize(("params", "count"), [
-    pytest.param({"symbol": "XAUUSD"}, 3, id="by symbol"),
-    pytest.param({"reason": "volume_mismatch"}, 3, id="by divergence reason"),
-    pytest.param({"status": "divergence"}, 4, id="by status"),
-    pytest.param({"event_type": "PositionCloseRecorded"}, 1, id="by event type"),
-    pytest.param({"since": (NOW - timedelta(minutes=50)).isoformat()}, 6, id="since: rows at or after"),
-    pytest.param({"until": (NOW - timedelta(minutes=50)).isoformat()}, 10, id="until: rows before"),
-    pytest.param({"symbol": "XAUUSD", "until": (NOW - timedelta(minutes=49)).isoformat()}, 1,
-                 id="symbol and time together"),
-])
+@pytest.mark.parametrize(
+    ("params", "count"),
+    [
+        pytest.param({"symbol": "XAUUSD"}, 3, id="by symbol"),
+        pytest.param({"reason": "volume_mismatch"}, 3, id="by divergence reason"),
+        pytest.param({"status": "divergence"}, 4, id="by status"),
+        pytest.param({"event_type": "PositionCloseRecorded"}, 1, id="by event type"),
+        pytest.param({"since": (NOW - timedelta(minutes=50)).isoformat()}, 6, id="since: rows at or after"),
+        pytest.param({"until": (NOW - timedelta(minutes=50)).isoformat()}, 10, id="until: rows before"),
+        pytest.param(
+            {"symbol": "XAUUSD", "until": (NOW - timedelta(minutes=49)).isoformat()},
+            1,
+            id="symbol and time together",
+        ),
+    ],
+)
 def test_log_filters(api, people, params, count):
     response = api.get(f"/users/{people.owner}/logs", params=params | {"limit": 500})
     assert response.status_code == 200, response.text
     assert len(response.json()["items"]) == count
 
 
-@pytest.mark.parametrize(("path", "params", "count"), [
-    pytest.param("alerts", {"alert_type": "drawdown_critical"}, 1, id="alerts by type"),
-    pytest.param("alerts", {"status": "open"}, 1, id="alerts by status"),
-    pytest.param("snapshots", {"since": (NOW - timedelta(minutes=40)).isoformat()}, 10, id="snapshots since"),
-])
+@pytest.mark.parametrize(
+    ("path", "params", "count"),
+    [
+        pytest.param("alerts", {"alert_type": "drawdown_critical"}, 1, id="alerts by type"),
+        pytest.param("alerts", {"status": "open"}, 1, id="alerts by status"),
+        pytest.param(
+            "snapshots", {"since": (NOW - timedelta(minutes=40)).isoformat()}, 10, id="snapshots since"
+        ),
+    ],
+)
 def test_other_filters(api, people, path, params, count):
     assert len(api.get(f"/users/{people.owner}/{path}", params=params).json()["items"]) == count
 
 
-@pytest.mark.parametrize(("params", "expected"), [
-    pytest.param({"limit": 501}, 422, id="limit above 500"),
-    pytest.param({"limit": 0}, 422, id="limit zero"),
-    pytest.param({"cursor": "not-a-cursor"}, 400, id="forged cursor"),
-    pytest.param({"since": "2026-01-01T00:00:00"}, 422, id="time without offset"),
-    pytest.param({"since": NOW.isoformat(), "until": NOW.isoformat()}, 400, id="empty time range"),
-    pytest.param({"symbol": "EUR'; DROP TABLE users;--"}, 422, id="symbol with SQL in it"),
-    pytest.param({"reason": "because"}, 422, id="unknown divergence reason"),
-])
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        pytest.param({"limit": 501}, 422, id="limit above 500"),
+        pytest.param({"limit": 0}, 422, id="limit zero"),
+        pytest.param({"cursor": "not-a-cursor"}, 400, id="forged cursor"),
+        pytest.param({"since": "2026-01-01T00:00:00"}, 422, id="time without offset"),
+        pytest.param({"since": NOW.isoformat(), "until": NOW.isoformat()}, 400, id="empty time range"),
+        pytest.param({"symbol": "EUR'; DROP TABLE users;--"}, 422, id="symbol with SQL in it"),
+        pytest.param({"reason": "because"}, 422, id="unknown divergence reason"),
+    ],
+)
 def test_bad_input_is_a_clear_4xx(api, people, params, expected):
     response = api.get(f"/users/{people.owner}/logs", params=params)
     assert response.status_code == expected, response.text
@@ -156,9 +222,11 @@ async def test_sync_lands_on_the_topic_and_a_second_within_10s_is_429(api, peopl
     # Another account has its own slot.
     assert (await asyncio.to_thread(api.post, f"/users/{people.owner}/sync")).status_code == 202
 
-    commands = await eventually(lambda: _sync_commands(settings),
-                                until=lambda found: any(c.event_id == command_id for c in found),
-                                what="the sync command on the topic")
+    commands = await eventually(
+        lambda: _sync_commands(settings),
+        until=lambda found: any(c.event_id == command_id for c in found),
+        what="the sync command on the topic",
+    )
     mine = [c for c in commands if c.account_id == people.other]
     assert len(mine) == 1, "the refused second request must not publish anything"
     assert mine[0].payload.user_id == people.other and mine[0].payload.requested_by == people.admin

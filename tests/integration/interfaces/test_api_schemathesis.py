@@ -29,15 +29,22 @@ from tests.integration.interfaces.support import (
 pytestmark = pytest.mark.integration
 
 # The document does not depend on a server: build it here so each operation is its own test.
-_DOCUMENT = create_app(Settings(KAFKA_BOOTSTRAP_SERVERS="unused:9092", DATABASE_URL="postgresql://unused/x")).openapi()
+_DOCUMENT = create_app(
+    Settings(KAFKA_BOOTSTRAP_SERVERS="unused:9092", DATABASE_URL="postgresql://unused/x")
+).openapi()
 SCHEMA = schemathesis.openapi.from_dict(_DOCUMENT)
-OPERATIONS = [(method.upper(), path, bool(spec.get("parameters") or spec.get("requestBody")))
-              for path, methods in _DOCUMENT["paths"].items() for method, spec in methods.items()]
+OPERATIONS = [
+    (method.upper(), path, bool(spec.get("parameters") or spec.get("requestBody")))
+    for path, methods in _DOCUMENT["paths"].items()
+    for method, spec in methods.items()
+]
 # Invalid input needs something to make invalid: operations without parameters get valid input only.
-CASES = [pytest.param(method, path, mode, id=f"{method} {path} ({label} input)")
-         for method, path, has_input in OPERATIONS
-         for mode, label in ((GenerationMode.POSITIVE, "valid"), (GenerationMode.NEGATIVE, "invalid"))
-         if has_input or mode is GenerationMode.POSITIVE]
+CASES = [
+    pytest.param(method, path, mode, id=f"{method} {path} ({label} input)")
+    for method, path, has_input in OPERATIONS
+    for mode, label in ((GenerationMode.POSITIVE, "valid"), (GenerationMode.NEGATIVE, "invalid"))
+    if has_input or mode is GenerationMode.POSITIVE
+]
 EXAMPLES_PER_MODE = 25
 VALID_INPUT_ANSWERS = {200, 202, 400, 404, 429}
 
@@ -46,8 +53,14 @@ VALID_INPUT_ANSWERS = {200, 202, 400, 404, 429}
 def people(database_url):
     people = asyncio.run(seed_people(database_url, tag="fuzz"))
     at = utcnow() - timedelta(minutes=5)
-    asyncio.run(insert_rows(database_url, snapshots=snapshot_rows(people.owner, count=10),
-                            logs=[log_row(people.owner, at=at)], alerts=[alert_row(people.owner, at=at)]))
+    asyncio.run(
+        insert_rows(
+            database_url,
+            snapshots=snapshot_rows(people.owner, count=10),
+            logs=[log_row(people.owner, at=at)],
+            alerts=[alert_row(people.owner, at=at)],
+        )
+    )
     return people
 
 
@@ -64,16 +77,18 @@ def test_generated_requests_never_get_a_server_error(base_url, people, method, p
     answered: list[int] = []
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @hypothesis_settings(max_examples=EXAMPLES_PER_MODE, deadline=None, database=None,
-                         suppress_health_check=list(HealthCheck))
+    @hypothesis_settings(
+        max_examples=EXAMPLES_PER_MODE, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def exercise(case):
         if mode is GenerationMode.POSITIVE and case.path_parameters and "user_id" in case.path_parameters:
             # Random ids are 404s; a real owner makes the filters and pages reach the database.
             case.path_parameters["user_id"] = people.owner
         response = case.call(base_url=base_url, headers=headers, timeout=15)
         answered.append(response.status_code)
-        assert response.status_code < 500, f"{case.method} {case.formatted_path} -> {response.status_code}: " \
-                                           f"{response.text[:500]}"
+        assert response.status_code < 500, (
+            f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+        )
         if mode is GenerationMode.POSITIVE:
             # Schema-valid input is never a 422; a 400 is a cursor or time range that only the
             # server can judge (schemathesis's own acceptance check does not know 400 is meant).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.interfaces.support import seed_people, served_api, snapshot_rows, insert_rows
+from tests.integration.interfaces.support import insert_rows, seed_people, served_api, snapshot_rows
 from tests.support.servers import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -24,15 +24,33 @@ POINTS = 40
 @pytest.fixture(scope="module")
 def people(database_url):
     people = asyncio.run(seed_people(database_url, tag="ui"))
-    asyncio.run(insert_rows(database_url, snapshots=snapshot_rows(people.owner, count=POINTS)
-                            + snapshot_rows(people.other, count=POINTS // 2)))
+    asyncio.run(
+        insert_rows(
+            database_url,
+            snapshots=snapshot_rows(people.owner, count=POINTS)
+            + snapshot_rows(people.other, count=POINTS // 2),
+        )
+    )
     return people
 
 
 def _chromium(url: str, profile: Path, *extra: str) -> str:
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-               f"--user-data-dir={profile}", "--window-size=1400,1100", "--virtual-time-budget=8000", *extra, url]
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1100",
+        "--virtual-time-budget=8000",
+        *extra,
+        url,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -42,7 +60,9 @@ def _series(dom: str, kind: str) -> list[tuple[str, int, int]]:
     """(account, data-points, points in the path's d) of each chart of ``kind``."""
     found = []
     for card in re.finditer(r'<article class="account" data-user="([^"]+)">(.*?)</article>', dom, re.S):
-        for path in re.finditer(rf'<path class="series {kind}" d="([^"]+)" data-points="(\d+)"', card.group(2)):
+        for path in re.finditer(
+            rf'<path class="series {kind}" d="([^"]+)" data-points="(\d+)"', card.group(2)
+        ):
             found.append((card.group(1), int(path.group(2)), len(re.findall(r"[ML]", path.group(1)))))
     return found
 
@@ -57,8 +77,10 @@ def test_the_dashboard_draws_each_accounts_equity_and_drawdown(settings, people,
         screenshot.unlink(missing_ok=True)
         _chromium(url, tmp_path / "profile-shot", f"--screenshot={screenshot}")
 
-    equity, drawdown = dict((a, (n, d)) for a, n, d in _series(dom, "equity")), \
-        dict((a, (n, d)) for a, n, d in _series(dom, "drawdown"))
+    equity, drawdown = (
+        dict((a, (n, d)) for a, n, d in _series(dom, "equity")),
+        dict((a, (n, d)) for a, n, d in _series(dom, "drawdown")),
+    )
     assert equity.get(people.owner) == (POINTS, POINTS), dom[:3000]
     assert drawdown.get(people.owner) == (POINTS, POINTS)
     assert equity.get(people.other) == (POINTS // 2, POINTS // 2)

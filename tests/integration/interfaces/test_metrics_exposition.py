@@ -32,13 +32,16 @@ def exposition(settings) -> str:
     return response.text
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("account_equity_gbp", id="a SPEC gauge"),
-    pytest.param("reconciliation_divergences_total", id="a SPEC counter"),
-    pytest.param("reconciliation_latency_seconds_bucket", id="the SPEC histogram"),
-    pytest.param("api_requests_total", id="the API's own counter"),
-    pytest.param("telegram_messages_total", id="another service's counter, same process"),
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("account_equity_gbp", id="a SPEC gauge"),
+        pytest.param("reconciliation_divergences_total", id="a SPEC counter"),
+        pytest.param("reconciliation_latency_seconds_bucket", id="the SPEC histogram"),
+        pytest.param("api_requests_total", id="the API's own counter"),
+        pytest.param("telegram_messages_total", id="another service's counter, same process"),
+    ],
+)
 def test_the_exposition_carries(exposition, name):
     assert f"\n{name}" in exposition
 
@@ -49,6 +52,12 @@ def test_route_labels_are_templates_not_paths(exposition):
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian package `prometheus`)")
 def test_promtool_accepts_the_metrics(exposition):
-    done = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [PROMTOOL, "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -30,11 +30,22 @@ async def sessions(database_url):
 
 
 async def test_adding_again_updates_only_what_is_given(sessions):
-    await add_user(sessions=sessions, user_id="u-carol", role="admin", display_name="Carol", mt5_login=5001,
-                   mt5_server="Demo")
+    await add_user(
+        sessions=sessions,
+        user_id="u-carol",
+        role="admin",
+        display_name="Carol",
+        mt5_login=5001,
+        mt5_server="Demo",
+    )
     await add_user(sessions=sessions, user_id="u-carol", telegram_chat_id=42)
     carol = next(u for u in await list_users(sessions=sessions) if u.id == "u-carol")
-    assert (carol.role, carol.display_name, carol.mt5_login, carol.telegram_chat_id) == ("admin", "Carol", 5001, 42)
+    assert (carol.role, carol.display_name, carol.mt5_login, carol.telegram_chat_id) == (
+        "admin",
+        "Carol",
+        5001,
+        42,
+    )
 
 
 async def test_roles_and_links_change_and_unknown_users_are_refused(sessions):
@@ -61,5 +72,5 @@ async def test_a_token_is_kept_only_as_its_hash(sessions):
     await revoke_token(sessions=sessions, token_id=issued.token_id)
     with pytest.raises(UserError, match="no active token"):
         await revoke_token(sessions=sessions, token_id=issued.token_id)
-    listed, = await list_tokens(sessions=sessions, user_id="u-erin")
+    (listed,) = await list_tokens(sessions=sessions, user_id="u-erin")
     assert listed.revoked_at is not None and not hasattr(listed, "token_hash")

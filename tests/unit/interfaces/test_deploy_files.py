@@ -16,8 +16,12 @@ PROMTOOL = shutil.which("promtool")
 
 
 def _kubernetes() -> list[dict]:
-    return [doc for path in sorted((DEPLOY / "kubernetes").glob("*.yaml"))
-            for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return [
+        doc
+        for path in sorted((DEPLOY / "kubernetes").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
 
 
 def test_compose_runs_each_service_in_its_own_container_on_kafka_and_postgres():
@@ -25,10 +29,14 @@ def test_compose_runs_each_service_in_its_own_container_on_kafka_and_postgres():
     commands = {name: spec.get("command") for name, spec in compose.items()}
     assert {name for name, command in commands.items() if command and command[0] in SERVICES} == SERVICES
     assert all(commands[name] == [name] for name in SERVICES)
-    assert compose["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller", "KRaft, no ZooKeeper"
+    assert compose["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller", (
+        "KRaft, no ZooKeeper"
+    )
     for name in SERVICES:
         env = compose[name]["environment"]
-        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092" and env["DATABASE_URL"].startswith("postgresql://")
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092" and env["DATABASE_URL"].startswith(
+            "postgresql://"
+        )
         assert compose[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
@@ -36,7 +44,7 @@ def test_every_service_has_a_deployment_reading_the_secret():
     deployments = {d["metadata"]["name"]: d for d in _kubernetes() if d["kind"] == "Deployment"}
     assert set(deployments) == {f"reconguard-{s}" for s in SERVICES}
     for name, deployment in deployments.items():
-        container, = deployment["spec"]["template"]["spec"]["containers"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["args"] == [name.removeprefix("reconguard-")]
         sources = [s for source in container["envFrom"] for s in source]
         assert {"secretRef", "configMapRef"} <= set(sources), name
@@ -46,18 +54,27 @@ def test_every_service_has_a_deployment_reading_the_secret():
 
 def test_no_real_secret_is_committed():
     secrets = [d for d in _kubernetes() if d["kind"] == "Secret"]
-    assert all("change-me" in d["stringData"]["DATABASE_URL"] and not d["stringData"]["TELEGRAM_BOT_TOKEN"]
-               for d in secrets)
+    assert all(
+        "change-me" in d["stringData"]["DATABASE_URL"] and not d["stringData"]["TELEGRAM_BOT_TOKEN"]
+        for d in secrets
+    )
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian package `prometheus`)")
 def test_prometheus_configuration_passes_promtool():
-    done = subprocess.run([PROMTOOL, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [PROMTOOL, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_prometheus_scrapes_the_api():
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
+    targets = {
+        t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]
+    }
     assert "api:8000" in targets

@@ -15,11 +15,25 @@ DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "reconguard-dashboard.json"
 #: Where metrics are declared: reconguard.metrics, plus the interface modules until the lead moves
 #: their metrics there (then these modules only re-export and the check still holds).
 METRIC_MODULES = ("reconguard.metrics", "reconguard.api.metrics", "reconguard.telegram.metrics")
-SPEC_METRICS = {"mt5_position_sync_total", "reconciliation_divergences_total", "drawdown_guard_triggers_total",
-                "positions_autoclosed_total", "mt5_positions_total", "account_equity_gbp", "account_drawdown_percent",
-                "reconciliation_latency_seconds_bucket"}
-_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum", "_created"),
-             "summary": ("", "_count", "_sum", "_created"), "info": ("_info",), "stateset": ("",), "enum": ("",)}
+SPEC_METRICS = {
+    "mt5_position_sync_total",
+    "reconciliation_divergences_total",
+    "drawdown_guard_triggers_total",
+    "positions_autoclosed_total",
+    "mt5_positions_total",
+    "account_equity_gbp",
+    "account_drawdown_percent",
+    "reconciliation_latency_seconds_bucket",
+}
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "info": ("_info",),
+    "stateset": ("",),
+    "enum": ("",),
+}
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 
 
@@ -53,12 +67,21 @@ def queries(dashboard: dict) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(("expr", "expected"), [
-    pytest.param('sum by (reason) (increase(x_total{a="b"}[5m]))', {"x_total"}, id="grouping, matcher, range"),
-    pytest.param("histogram_quantile(0.95, sum by (le) (rate(h_bucket[5m])))", {"h_bucket"}, id="quantile"),
-    pytest.param("label_values(account_equity_gbp, account)", {"account_equity_gbp"}, id="template variable"),
-    pytest.param('a{x=~"$account"} / on (account) b', {"a", "b"}, id="binary operation with on()"),
-])
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        pytest.param(
+            'sum by (reason) (increase(x_total{a="b"}[5m]))', {"x_total"}, id="grouping, matcher, range"
+        ),
+        pytest.param(
+            "histogram_quantile(0.95, sum by (le) (rate(h_bucket[5m])))", {"h_bucket"}, id="quantile"
+        ),
+        pytest.param(
+            "label_values(account_equity_gbp, account)", {"account_equity_gbp"}, id="template variable"
+        ),
+        pytest.param('a{x=~"$account"} / on (account) b', {"a", "b"}, id="binary operation with on()"),
+    ],
+)
 def test_metric_names_are_read_out_of_promql(expr, expected):
     assert metric_names(expr) == expected
 
@@ -80,7 +103,11 @@ def test_every_spec_metric_has_a_panel():
 def test_panels_do_not_overlap_and_have_unique_ids():
     panels = json.loads(DASHBOARD.read_text())["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
-    cells = [(x, y) for p in panels for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
-             for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])]
+    cells = [
+        (x, y)
+        for p in panels
+        for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+        for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])
+    ]
     assert len(cells) == len(set(cells))
     assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in panels)

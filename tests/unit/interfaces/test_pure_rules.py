@@ -49,25 +49,35 @@ def test_cursors_round_trip(moment, row_id):
     assert decode_cursor(encode_cursor(cursor)) == cursor
 
 
-@pytest.mark.parametrize("text", [
-    pytest.param("", id="empty"),
-    pytest.param("%%%", id="not base64"),
-    pytest.param("W10", id="empty JSON list"),
-    pytest.param(encode_cursor(Cursor(datetime(2026, 1, 1, tzinfo=UTC), uuid.uuid4()))[:-3], id="truncated"),
-    pytest.param("WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwiMDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwIl0",
-                 id="time without offset"),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("%%%", id="not base64"),
+        pytest.param("W10", id="empty JSON list"),
+        pytest.param(
+            encode_cursor(Cursor(datetime(2026, 1, 1, tzinfo=UTC), uuid.uuid4()))[:-3], id="truncated"
+        ),
+        pytest.param(
+            "WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwiMDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwIl0",
+            id="time without offset",
+        ),
+    ],
+)
 def test_forged_cursors_are_refused_clearly(text):
     with pytest.raises(CursorError, match="not one this API issued"):
         decode_cursor(text)
 
 
-@pytest.mark.parametrize(("attempt", "delay"), [
-    pytest.param(1, 0.5, id="first retry waits the initial delay"),
-    pytest.param(2, 1.0, id="then doubles"),
-    pytest.param(4, 4.0, id="and doubles again"),
-    pytest.param(50, 30.0, id="never beyond the maximum"),
-])
+@pytest.mark.parametrize(
+    ("attempt", "delay"),
+    [
+        pytest.param(1, 0.5, id="first retry waits the initial delay"),
+        pytest.param(2, 1.0, id="then doubles"),
+        pytest.param(4, 4.0, id="and doubles again"),
+        pytest.param(50, 30.0, id="never beyond the maximum"),
+    ],
+)
 def test_backoff_doubles_up_to_its_cap(attempt, delay):
     assert Backoff(initial=0.5, maximum=30).delay(attempt) == delay
 
@@ -80,13 +90,21 @@ def test_retry_after_is_honoured_up_to_its_cap():
 def test_tokens_are_random_and_stored_as_sha256_hex():
     first, second = new_token(), new_token()
     assert first != second and first.startswith("rg_") and len(first) > 40
-    assert len(hash_token(first)) == 64 and hash_token(first) != first and hash_token(first) == hash_token(first)
+    assert (
+        len(hash_token(first)) == 64 and hash_token(first) != first and hash_token(first) == hash_token(first)
+    )
 
 
-@pytest.mark.parametrize("user_id", [
-    pytest.param("", id="empty"), pytest.param("a" * 65, id="too long"), pytest.param("a/b", id="slash"),
-    pytest.param("bob\x00", id="NUL"), pytest.param(" bob", id="leading space"),
-])
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("a" * 65, id="too long"),
+        pytest.param("a/b", id="slash"),
+        pytest.param("bob\x00", id="NUL"),
+        pytest.param(" bob", id="leading space"),
+    ],
+)
 def test_user_ids_the_api_could_not_address_are_refused(user_id):
     with pytest.raises(UserError):
         check_user_id(user_id)
