@@ -3,6 +3,11 @@
 Per ticket: the ledger row is claimed (``sending``, committed) before ``order_send`` and finished
 after it; the result is published; the offset is committed after the results of every command
 before it are on the log. A redelivered command finds its rows and republishes the stored results.
+
+Rate limit: a second command for the same account and symbol within the window (30 s) is not
+executed; each of its tickets gets a PositionCloseFailed (retcode None, error "rate limited: ...")
+and a ledger row, so the refusal is on the record and a redelivery of it is refused the same way.
+The window is measured from the ledger's rows, so it also holds across a restart.
 """
 
 from __future__ import annotations
