@@ -96,10 +96,24 @@ def run(
     Example: `reconguard run` (Ctrl-C stops everything, servers included).
     """
     settings = _settings()
+    _share_metrics_between_processes(settings)
     with embedded_or_given(settings) as resolved:
         console.print(f"broker {resolved.kafka_bootstrap_servers}, database ready; Ctrl-C stops everything")
         asyncio.run(_serve(resolved, EMBEDDED_RUN, live_view=view and console.is_terminal))
     console.print("stopped")
+
+
+def _share_metrics_between_processes(settings: Settings) -> None:
+    """/metrics of `run` must show the Faust worker's metrics too: it is a child process."""
+    import os
+    import shutil
+    import sys
+
+    assert "prometheus_client" not in sys.modules, "set the multiprocess directory before any metric exists"
+    directory = (settings.data_dir / "metrics").resolve()
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def _one_service(name: str) -> None:

@@ -6,7 +6,14 @@ most (never tickets or event ids).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest, multiprocess
+
+#: Set by `reconguard run` before anything imports prometheus_client, so that the Faust worker
+#: (a child process) and the services in the main process write to one shared directory.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 mt5_position_sync_total = Counter(
     "mt5_position_sync_total", "Polls of an MT5 account, by outcome.", ["outcome"])
@@ -16,10 +23,14 @@ drawdown_guard_triggers_total = Counter(
     "drawdown_guard_triggers_total", "Critical drawdown or daily-loss breaches that started a liquidation.")
 positions_autoclosed_total = Counter(
     "positions_autoclosed_total", "Positions closed by the guards, by reason.", ["reason"])
-mt5_positions_total = Gauge("mt5_positions_total", "Open positions seen at the last poll.", ["account"])
-account_equity_gbp = Gauge("account_equity_gbp", "Equity in GBP at the last report.", ["account"])
+# Gauges say which value wins when several processes report one (only under multiprocess mode).
+mt5_positions_total = Gauge("mt5_positions_total", "Open positions seen at the last poll.", ["account"],
+                            multiprocess_mode="mostrecent")
+account_equity_gbp = Gauge("account_equity_gbp", "Equity in GBP at the last report.", ["account"],
+                           multiprocess_mode="mostrecent")
 account_drawdown_percent = Gauge(
-    "account_drawdown_percent", "Drawdown from the high-water mark, percent.", ["account"])
+    "account_drawdown_percent", "Drawdown from the high-water mark, percent.", ["account"],
+    multiprocess_mode="mostrecent")
 reconciliation_latency_seconds = Histogram(
     "reconciliation_latency_seconds", "From a position report's poll to its reconciliation outcome.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -28,3 +39,12 @@ projection_events_total = Counter(
     "projection_events_total", "Events written to Postgres by the projector, by table.", ["table"])
 dead_letters_total = Counter(
     "dead_letters_total", "Messages sent to the dead-letter topic, by consumer.", ["consumer"])
+
+
+def exposition() -> tuple[bytes, str]:
+    """Every metric of this process — and, under `reconguard run`, of every process of the run."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

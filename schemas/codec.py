@@ -13,7 +13,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
-from schemas.envelope import Envelope, Payload
+from schemas.envelope import Envelope, Payload, envelope_of
 from schemas.topics import Topic
 
 #: (event_type, from_version) -> function turning that version's payload dict into the next version's.
@@ -45,7 +45,7 @@ def _event_type_of(value: Any) -> str | None:
 
 @cache
 def _adapter(topic: Topic) -> TypeAdapter[Any]:
-    variants = tuple(Annotated[Envelope[p], Tag(p.event_type)] for p in topic.payloads)
+    variants = tuple(Annotated[envelope_of(p), Tag(p.event_type)] for p in topic.payloads)
     union = variants[0] if len(variants) == 1 else Union[variants]  # noqa: UP007 - built at runtime
     return TypeAdapter(Annotated[union, Discriminator(_event_type_of)])
 
