@@ -225,14 +225,12 @@ def app_id(settings: Settings) -> str:
     return f"{settings.topic_prefix}-streams"
 
 
-def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: WorkerConfig | None = None
-               ) -> faust.App:
-    """The worker's app: topics and app id from ``settings.topic_prefix``, tuned for tansu."""
+def tuned_app(name: str, settings: Settings, worker: WorkerConfig) -> StreamsApp:
+    """A Faust app tuned for tansu (short session and fetch wait, raw bytes), with no agents yet."""
     if settings.kafka_bootstrap_servers is None:
         raise ValueError("the streams worker needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker's address)")
-    guard, worker = guard or GuardConfig(), worker or WorkerConfig()
     app = StreamsApp(
-        app_id(settings),
+        name,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
         store="memory://", web_enabled=False, autodiscover=False,
         value_serializer="raw", key_serializer="raw",
@@ -243,6 +241,14 @@ def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: 
         table_standby_replicas=0, producer_linger=0.002, datadir=str(settings.data_dir / "faust"),
     )
     app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
+    return app
+
+
+def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: WorkerConfig | None = None
+               ) -> faust.App:
+    """The worker's app: topics and app id from ``settings.topic_prefix``, tuned for tansu."""
+    guard, worker = guard or GuardConfig(), worker or WorkerConfig()
+    app = tuned_app(app_id(settings), settings, worker)
     runtime = StreamsRuntime(app, settings, guard, worker)
     app.streams_runtime = runtime  # type: ignore[attr-defined] - for tests and the bench
 
