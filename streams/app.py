@@ -1,11 +1,13 @@
-"""The Faust app: one thin agent over the account topics, three state tables, a deadline sweep.
+"""The Faust app: one thin batch task over the account topics, three state tables, a deadline sweep.
 
-The agent takes events in batches (``take_events``), decodes each once with ``schemas.codec``
-(bad ones go to the dead-letter topic with the reason), hands it to every processor that reads
-its type, publishes what the rules decided, and writes the state tables once per batch, only
-for accounts whose state changed. Topics carry raw bytes; keys are account ids, so an
-account's reports, trades, commands and results share a partition number, and its rows in the
-three tables (co-partitioned with the topics) live on the worker that reads them.
+The task takes events in batches straight from the topic's queue (``streams/batching.py``: no
+per-event stream machinery), decodes each once with ``schemas.codec`` (bad ones go to the
+dead-letter topic with the reason), hands it to every processor that reads its type, publishes
+what the rules decided, writes the state tables once per batch, only for accounts whose state
+changed, and acks the batch once its outputs and changelog records are acknowledged. Topics
+carry raw bytes; keys are account ids, so an account's reports, trades, commands and results
+share a partition number, and its rows in the three tables (co-partitioned with the topics) live
+on the worker that reads them.
 
 A timer fires pending liquidations whose grace has run out (the deadline is in the drawdown
 table, so it survives a restart) and flushes volatile state. Output ids are derived from their
@@ -47,6 +49,7 @@ from schemas.topics import (
     TICKS,
     Topic,
 )
+from streams.batching import batches
 from streams.config import GuardConfig, WorkerConfig
 from streams.decisions import Decision
 from streams.drawdown import rules as drawdown
@@ -137,7 +140,7 @@ class StreamsRuntime:
             if isinstance(envelope.payload, PositionReport):
                 metrics.reconciliation_latency_seconds.observe(max(0.0, time.time() - envelope.occurred_at.timestamp()))
         for processor in self.processors:
-            processor.store.flush()
+            sent += await processor.store.flush()
         if sent:
             await asyncio.gather(*sent)
 
@@ -170,7 +173,7 @@ class StreamsRuntime:
             store.put(account, decision.state)
             sent += [await self._publish(output) for output in decision.outputs]
         for processor in self.processors:
-            processor.store.flush()
+            sent += await processor.store.flush()
         if sent:
             await asyncio.gather(*sent)
 
@@ -252,10 +255,16 @@ def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: 
     runtime = StreamsRuntime(app, settings, guard, worker)
     app.streams_runtime = runtime  # type: ignore[attr-defined] - for tests and the bench
 
-    @app.agent(runtime.inputs, name="guard_accounts")
-    async def guard_accounts(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(worker.batch_size, within=worker.batch_within_seconds):
+    # Iterating a topic registers it with the conductor, as an agent's stream would (see batching.py).
+    channel = runtime.inputs.__aiter__()
+
+    @app.task
+    async def guard_accounts() -> None:
+        async for events in batches(channel.queue, max_events=worker.batch_size,
+                                    within=worker.batch_within_seconds):
             await runtime.process(events)
+            for event in events:
+                event.ack()
 
     @app.timer(worker.sweep_interval_seconds, name="fire_due_liquidations")
     async def fire_due_liquidations() -> None:

@@ -1,17 +1,27 @@
-"""Faust's aiokafka transport with a short fetch wait.
+"""Faust's aiokafka transport with a short fetch wait, and a cheaper fetch loop.
 
 Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer; tansu holds a fetch for part of
 that wait even while data flows, which puts up to a second and a half between a critical report
 being appended and the guard seeing it. This transport sets the wait from the settings
 (``consumer_fetch_max_wait_ms``), before the consumer starts its fetcher.
+
+Faust's fetch loop hands each message to the conductor through ``wait_first(callback,
+suspend_flow.wait())``: four futures and an ``asyncio.wait`` per message, which cost the worker
+more than its rules. Here the callback is awaited directly. The ``wait_first`` existed so that a
+suspended flow (a rebalance) drops what is in flight: that still holds, as a revocation stops the
+fetcher (cancelling the awaited callback) and messages fetched while the flow is suspended are
+dropped as before; their offsets were never acked, so they are fetched again (at least once).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 import faust
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
+from mode import ServiceT
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -24,6 +34,45 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 class _Consumer(driver.Consumer):
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - the worker's loop
+        """Faust's loop (faust/transport/consumer.py) with the callback awaited directly."""
+        callback, getmany, read_offset = self.callback, self.getmany, self._read_offset
+        consumer_stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set  # type: ignore[attr-defined]
+        suspended, acks_enabled_for = self.suspend_flow.is_set, self.app.topics.acks_enabled_for
+        since_yield = 0
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                fetched = getmany(timeout=1.0)
+                await asyncio.sleep(0)
+                if self.should_stop:
+                    continue
+                async for tp, message in fetched:
+                    since_yield += 1
+                    if since_yield > 100:  # let timers and heartbeats run during long fetches
+                        await asyncio.sleep(0)
+                        since_yield = 0
+                    offset, last = message.offset, read_offset[tp]
+                    if last is not None and offset < last:
+                        continue  # already read (a duplicate after a seek)
+                    if offset - (last or 0) > 1 and last and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, last + 1, offset)
+                    if self._commit_every is not None and self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if not suspended():
+                        await callback(message)
+                    read_offset[tp] = offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if not self.transport.app.should_stop:
+                raise
+        except asyncio.CancelledError:
+            if not self.transport.app.should_stop:
+                raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
 
 
 class _Transport(driver.Transport):

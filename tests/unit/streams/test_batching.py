@@ -1,0 +1,37 @@
+"""Batches taken straight from a channel's queue: whatever is queued, up to the maximum, waiting briefly to fill."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streams.batching import batches
+
+
+async def _first(queue: asyncio.Queue[int], **options: float) -> list[int]:
+    it = batches(queue, **options)  # type: ignore[arg-type]
+    try:
+        return await asyncio.wait_for(anext(it), timeout=2)
+    finally:
+        await it.aclose()
+
+
+async def test_a_batch_takes_what_is_queued_up_to_the_maximum() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(7):
+        queue.put_nowait(i)
+    assert await _first(queue, max_events=5, within=0.5) == [0, 1, 2, 3, 4]
+    assert queue.qsize() == 2
+
+
+async def test_a_batch_waits_for_late_events_only_within_its_window() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    queue.put_nowait(1)
+    asyncio.get_running_loop().call_later(0.01, queue.put_nowait, 2)
+    asyncio.get_running_loop().call_later(0.5, queue.put_nowait, 3)
+    assert await _first(queue, max_events=10, within=0.1) == [1, 2]
+
+
+async def test_a_batch_starts_with_the_first_event_however_late_it_comes() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    asyncio.get_running_loop().call_later(0.05, queue.put_nowait, 9)
+    assert await _first(queue, max_events=10, within=0) == [9]
