@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from reconguard.console import console
 from reconguard.runner import (
     EndpointsUnknown,
     ServiceSpec,
@@ -26,7 +27,6 @@ from reconguard.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
                   help="reconguard: reconcile MT5 accounts against the platform and guard them.")
-console = Console(stderr=True)
 
 SERVICES = {
     "projector": ServiceSpec("projector", "projections.projector:serve"),

@@ -261,7 +261,7 @@ def infrastructure(
 ) -> Iterator[Endpoints]:
     """Yield the broker and database to use, starting embedded ones for what is not given.
 
-    ``fresh`` wipes the embedded Postgres data first (tests want an empty cluster).
+    ``fresh`` wipes the embedded Postgres data first (an empty log wants empty projections).
     """
     started: list[EmbeddedBroker | EmbeddedPostgres] = []
     try:

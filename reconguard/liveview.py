@@ -16,6 +16,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from reconguard.api import queries
+from reconguard.console import console
 from reconguard.db import make_engine, make_sessionmaker
 from reconguard.settings import Settings
 
@@ -82,7 +83,7 @@ def render(accounts: list[AccountLine], alerts: list[AlertLine]) -> Group:
     return Group(table, recent)
 
 
-async def show(settings: Settings, *, stop: asyncio.Event, console: Console) -> None:
+async def show(settings: Settings, *, stop: asyncio.Event, console: Console = console) -> None:
     """Refresh the view every second until ``stop``; a service like the others."""
     assert settings.database_url
     engine = make_engine(settings.database_url)

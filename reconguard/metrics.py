@@ -41,6 +41,41 @@ dead_letters_total = Counter(
     "dead_letters_total", "Messages sent to the dead-letter topic, by consumer.", ["consumer"])
 
 
+# API (bounded labels: `route` is the route template, never a path with ids in it).
+api_requests_total = Counter(
+    "api_requests_total",
+    "HTTP requests answered by the API, by route template and status code.",
+    ["route", "status"],
+)
+api_request_duration_seconds = Histogram(
+    "api_request_duration_seconds",
+    "Time to answer an API request, by route template.",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+api_sync_requests_total = Counter(
+    "api_sync_requests_total",
+    "Manual sync requests, by outcome (accepted, rate_limited, failed).",
+    ["outcome"],
+)
+
+# Telegram alerts.
+telegram_messages_total = Counter(
+    "telegram_messages_total",
+    "Alert and close messages handled, by outcome (sent, duplicate, no_chat, failed_permanent, dead_letter).",
+    ["outcome"],
+)
+telegram_send_retries_total = Counter(
+    "telegram_send_retries_total",
+    "Bot API attempts that will be retried, by reason (retry_after, server_error, network, unauthorized).",
+    ["reason"],
+)
+telegram_delivery_latency_seconds = Histogram(
+    "telegram_delivery_latency_seconds",
+    "From the event's time to its message reaching Telegram.",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
 def exposition() -> tuple[bytes, str]:
     """Every metric of this process — and, under `reconguard run`, of every process of the run."""
     if os.environ.get(MULTIPROCESS_ENV):

@@ -53,10 +53,15 @@ def resolve_endpoints(settings: Settings) -> Settings:
 
 @contextlib.contextmanager
 def embedded_or_given(settings: Settings) -> Iterator[Settings]:
-    """Start what the settings do not point at, record it for other commands, and yield full settings."""
+    """Start what the settings do not point at, record it for other commands, and yield full settings.
+
+    The embedded broker keeps its log in memory, so each run starts with an empty log; an embedded
+    database then starts empty too, because its tables (and the progress recorded with them) are
+    projections of that log: keeping them would make the projector skip the new log's first events.
+    """
     with infrastructure(kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
                         database_url=settings.database_url, data_dir=settings.data_dir,
-                        tansu_bin=settings.tansu_bin) as endpoints:
+                        tansu_bin=settings.tansu_bin, fresh=settings.embedded_broker) as endpoints:
         resolved = _with(settings, endpoints)
         path = _run_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)

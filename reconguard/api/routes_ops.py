@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.responses import HTMLResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +17,7 @@ from projections.models import User
 from reconguard.api import queries
 from reconguard.api.auth import CurrentCaller
 from reconguard.api.deps import App, Session
+from reconguard.metrics import exposition
 from reconguard.api.models import (
     AccountOverviewPublic,
     CheckPublic,
@@ -75,7 +75,8 @@ async def health(app: App, response: Response) -> HealthPublic:
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics() -> Response:
     """Prometheus text format: every metric of this process (all services under `reconguard run`)."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
 
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)

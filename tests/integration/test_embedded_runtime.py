@@ -89,3 +89,63 @@ async def _has_table(url: str, table: str) -> bool:
         return bool(await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", table))
     finally:
         await connection.close()
+
+
+def test_run_serves_the_api_and_metrics_of_every_service(tmp_path):
+    """What `make run` promises on http://127.0.0.1:PORT: health, OpenAPI, dashboard, and /metrics
+    that include the Faust worker's metrics (a child process) beside the poller's."""
+    import httpx
+
+    from reconguard.embedded import free_port
+
+    port = free_port()
+    run = _start_run(tmp_path / "data", RECONGUARD_HTTP_PORT=str(port))
+    base = f"http://127.0.0.1:{port}"
+
+    def metrics_of_worker_and_poller() -> bool:
+        try:
+            text = httpx.get(f"{base}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return False
+        return 'account_equity_gbp{account="u-alice"}' in text and 'mt5_position_sync_total{outcome="ok"}' in text
+
+    try:
+        wait_until(metrics_of_worker_and_poller, timeout=90, interval=0.5,
+                   what="/metrics with the worker's and the poller's metrics")
+        assert httpx.get(f"{base}/health", timeout=5).json()["status"] == "ok"
+        assert "/users/{user_id}/logs" in httpx.get(f"{base}/openapi.json", timeout=5).json()["paths"]
+        assert "<html" in httpx.get(f"{base}/dashboard", timeout=5).text.lower()
+    finally:
+        run.send_signal(signal.SIGINT)
+        assert run.wait(60) == 0
+
+
+def test_each_embedded_run_starts_with_empty_projections(tmp_path):
+    """The embedded broker's log lives in memory: rows and progress from an earlier run would
+    describe a log that no longer exists (and make the projector skip the new log's first events)."""
+    import asyncio
+
+    import asyncpg
+
+    from reconguard.dburl import plain_url
+    from reconguard.runner import embedded_or_given, prepare
+    from reconguard.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", KAFKA_BOOTSTRAP_SERVERS=None, DATABASE_URL=None)
+    assert settings.embedded_broker and settings.embedded_database
+
+    async def progress_rows(url: str, *, add: bool) -> int:
+        connection = await asyncpg.connect(plain_url(url))
+        try:
+            if add:
+                await connection.execute("INSERT INTO projection_progress (consumer, topic, partition, next_offset) "
+                                         "VALUES ('projector', 'reconguard.alerts.v1', 0, 500)")
+            return await connection.fetchval("SELECT count(*) FROM projection_progress")
+        finally:
+            await connection.close()
+
+    for expected_before in (0, 0):
+        with embedded_or_given(settings) as resolved:
+            asyncio.run(prepare(resolved))
+            assert asyncio.run(progress_rows(resolved.database_url, add=False)) == expected_before
+            assert asyncio.run(progress_rows(resolved.database_url, add=True)) == 1
