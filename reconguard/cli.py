@@ -58,12 +58,14 @@ def _connected(settings: Settings) -> Settings:
         raise typer.Exit(2) from None
 
 
-async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: bool = False) -> None:
+async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: bool | None = None) -> None:
+    """``live_view``: None for a single service; False or True for `run` (with or without the view)."""
     stop = asyncio.Event()
     install_stop_signals(stop)
     await prepare(settings)
-    if live_view:
+    if live_view is not None:
         await _announce(settings)
+    if live_view:
         specs = [*specs, ServiceSpec("view", "reconguard.liveview:show")]
     await run_services(settings, specs, stop=stop)
 

@@ -111,7 +111,8 @@ async def overview(
     """What the dashboard draws: per account the caller may read, its equity/drawdown series, open
     divergences, recent alerts and recent closes."""
     if caller.is_admin:
-        users = await queries.list_users(session, limit=limit)
+        # Admins are shown the accounts; an admin without an MT5 account has nothing to draw.
+        users = [u for u in await queries.list_users(session, limit=limit) if u.role != "admin" or u.mt5_login]
     else:
         users = [u for u in [await queries.get_user(session, user_id=caller.user_id)] if u is not None]
     points = app.api_settings.api_dashboard_points

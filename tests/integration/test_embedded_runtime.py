@@ -21,10 +21,17 @@ def _servers_of(process: psutil.Process) -> list[psutil.Process]:
 
 
 def _start_run(data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`reconguard run` with its output in data_dir/run.log (a pipe nobody reads would fill and block it)."""
     variables = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}}
-    variables |= {"RECONGUARD_DATA_DIR": str(data_dir), "RECONGUARD_HTTP_PORT": "0", **env}
-    return subprocess.Popen([sys.executable, "-m", "reconguard", "run"], env=variables,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    variables |= {"RECONGUARD_DATA_DIR": str(data_dir), "RECONGUARD_HTTP_PORT": "0", "COLUMNS": "400", **env}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "run.log").open("wb") as output:
+        return subprocess.Popen([sys.executable, "-m", "reconguard", "run"], env=variables,
+                                stdout=output, stderr=subprocess.STDOUT)
+
+
+def _output(data_dir: Path) -> str:
+    return (data_dir / "run.log").read_text(errors="replace")
 
 
 @pytest.mark.parametrize(
@@ -49,7 +56,7 @@ def test_no_server_outlives_reconguard_run(tmp_path, sig, clean_exit):
         _, alive = psutil.wait_procs(watched, timeout=20)
         assert alive == [], f"left behind: {[p.cmdline() for p in alive]}"
         if clean_exit:
-            assert code == 0, run.stderr.read().decode()[-2000:] if run.stderr else code
+            assert code == 0, _output(tmp_path / "data")[-3000:]
             assert not (tmp_path / "data" / "run.json").exists(), "a stopped run forgets its endpoints"
     finally:
         if run.poll() is None:
@@ -91,12 +98,16 @@ async def _has_table(url: str, table: str) -> bool:
         await connection.close()
 
 
-def test_run_serves_the_api_and_metrics_of_every_service(tmp_path):
-    """What `make run` promises on http://127.0.0.1:PORT: health, OpenAPI, dashboard, and /metrics
-    that include the Faust worker's metrics (a child process) beside the poller's."""
+def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
+    """What `make run` promises on http://127.0.0.1:PORT: health, OpenAPI, /metrics that include the
+    Faust worker's metrics (a child process) beside the poller's, and a dashboard whose charts show
+    the running pipeline's accounts (opened in headless Chromium, screenshot in test-artifacts/)."""
+    import re
+
     import httpx
 
     from reconguard.embedded import free_port
+    from tests.support.browser import ARTIFACTS, CHROMIUM, chromium, series
 
     port = free_port()
     run = _start_run(tmp_path / "data", RECONGUARD_HTTP_PORT=str(port))
@@ -115,6 +126,16 @@ def test_run_serves_the_api_and_metrics_of_every_service(tmp_path):
         assert httpx.get(f"{base}/health", timeout=5).json()["status"] == "ok"
         assert "/users/{user_id}/logs" in httpx.get(f"{base}/openapi.json", timeout=5).json()["paths"]
         assert "<html" in httpx.get(f"{base}/dashboard", timeout=5).text.lower()
+        dashboard = re.search(r"dashboard (http://\S+/dashboard#token=\S+)", _output(tmp_path / "data"))
+        assert dashboard, "run prints the dashboard's address with a token"
+        if CHROMIUM is None:
+            pytest.skip("chromium is not installed (Debian package `chromium`): dashboard not opened")
+        dom = chromium(dashboard.group(1), tmp_path / "profile", "--dump-dom")
+        drawn = {account: points for account, points, _ in series(dom, "equity")}
+        assert {"u-alice", "u-bob", "u-carol", "u-dave"} <= drawn.keys(), dom[:2000]
+        assert all(points >= 1 for points in drawn.values())
+        ARTIFACTS.mkdir(exist_ok=True)
+        chromium(dashboard.group(1), tmp_path / "profile-shot", f"--screenshot={ARTIFACTS / 'dashboard-live.png'}")
     finally:
         run.send_signal(signal.SIGINT)
         assert run.wait(60) == 0

@@ -4,20 +4,16 @@ draw every snapshot; a screenshot is kept in test-artifacts/."""
 from __future__ import annotations
 
 import asyncio
-import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.integration.interfaces.support import insert_rows, seed_people, served_api, snapshot_rows
-from tests.support.servers import REPO_ROOT
+from tests.support.browser import ARTIFACTS, CHROMIUM
+from tests.support.browser import chromium as _chromium
+from tests.support.browser import series as _series
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = REPO_ROOT / "test-artifacts"
 POINTS = 40
 
 
@@ -32,39 +28,6 @@ def people(database_url):
         )
     )
     return people
-
-
-def _chromium(url: str, profile: Path, *extra: str) -> str:
-    command = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,1100",
-        "--virtual-time-budget=8000",
-        *extra,
-        url,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
-def _series(dom: str, kind: str) -> list[tuple[str, int, int]]:
-    """(account, data-points, points in the path's d) of each chart of ``kind``."""
-    found = []
-    for card in re.finditer(r'<article class="account" data-user="([^"]+)">(.*?)</article>', dom, re.S):
-        for path in re.finditer(
-            rf'<path class="series {kind}" d="([^"]+)" data-points="(\d+)"', card.group(2)
-        ):
-            found.append((card.group(1), int(path.group(2)), len(re.findall(r"[ML]", path.group(1)))))
-    return found
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`)")
