@@ -247,11 +247,11 @@ def tuned_app(name: str, settings: Settings, worker: WorkerConfig) -> StreamsApp
     return app
 
 
-def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: WorkerConfig | None = None
-               ) -> faust.App:
-    """The worker's app: topics and app id from ``settings.topic_prefix``, tuned for tansu."""
+def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: WorkerConfig | None = None,
+               name: str | None = None) -> faust.App:
+    """The worker's app: topics and app id from ``settings.topic_prefix`` (or ``name``), tuned for tansu."""
     guard, worker = guard or GuardConfig(), worker or WorkerConfig()
-    app = tuned_app(app_id(settings), settings, worker)
+    app = tuned_app(name or app_id(settings), settings, worker)
     runtime = StreamsRuntime(app, settings, guard, worker)
     app.streams_runtime = runtime  # type: ignore[attr-defined] - for tests and the bench
 
