@@ -252,6 +252,21 @@ async def test_an_outage_makes_the_account_indeterminate_once(
     assert len(snapshots) == 1, "the snapshot shows the sync error, once per outage"
 
 
+async def test_a_stop_hit_while_the_terminal_was_blind_is_judged_by_its_deal(
+    pipeline: Pipeline, marks: Marks
+) -> None:
+    query = "SELECT * FROM reconciliation_logs WHERE user_id = $1 AND signal_id = $2 AND matched = 0"
+    (row,) = await pipeline.wait_for_rows(
+        query, CAROL, "sig-e2e-carol-sl", what="carol's stopped GBPUSD judged"
+    )
+
+    assert (row["divergence_reason"], row["close_reason"]) == ("closed_outside_platform", "sl"), "not missing"
+    assert row["created_at"] >= marks["carol up"], "concluded from the first good report after the outage"
+    assert abs(row["closed_price"] - row["stop_loss"]) <= row["stop_loss"] * Decimal("0.0001"), (
+        "filled at its stop"
+    )
+
+
 async def test_outages_are_never_read_as_divergence_or_closed(pipeline: Pipeline, marks: Marks) -> None:
     _, up = await pipeline.wait_for(lambda: _marks_of(marks, "ipc"), what="the last outage to end")
     await pipeline.wait_for_rows(
