@@ -243,7 +243,7 @@ def on_positions(state: ReconciliationState, event: Envelope[PositionReport], co
     conditions += [_unexpected(p) for p in observed.values()
                    if p.ticket not in bound and p.ticket not in state.guard_closing
                    and (at - p.opened_at).total_seconds() >= config.unexpected_after_seconds]
-    divergences, changes = _diff(state.divergences, conditions, event, at)
+    divergences, changes = _diff(state.divergences, conditions, event, at, expected=expected, observed=observed)
     held = {t: Held.of(p) for t, p in observed.items()}
     if held == state.held:
         held = state.held  # keep the same object: an unchanged state needs no table write
@@ -411,8 +411,13 @@ def _unexpected(p: ObservedPosition) -> _Condition:
 # -------------------------------------------------------------------------- divergence bookkeeping
 
 def _diff(open_: dict[str, OpenDivergence], conditions: list[_Condition], event: Envelope[PositionReport],
-          at: datetime) -> tuple[dict[str, OpenDivergence], list[Envelope[Any]]]:
-    """Report conditions that appeared and divergences that no longer hold; keep the rest quiet."""
+          at: datetime, *, expected: dict[str, ExpectedTrade], observed: dict[int, ObservedPosition],
+          ) -> tuple[dict[str, OpenDivergence], list[Envelope[Any]]]:
+    """Report conditions that appeared and divergences that no longer hold; keep the rest quiet.
+
+    A resolution names what it resolves (signal, symbol, prices) from the trade and the position as
+    they are now, so its row is found by signal and by symbol like the detection's.
+    """
     user_id = event.payload.user_id
     now_open: dict[str, OpenDivergence] = {}
     outputs: list[Envelope[Any]] = []
@@ -432,9 +437,21 @@ def _diff(open_: dict[str, OpenDivergence], conditions: list[_Condition], event:
         if d.reason in (DivergenceReason.CLOSED_OUTSIDE_PLATFORM, DivergenceReason.GAP):
             now_open[key] = d  # a close record resolves only when the platform acknowledges it
             continue
-        c = _Condition(d.reason, d.approval_id, d.ticket, {"message": "no longer diverges"})
+        c = _Condition(d.reason, d.approval_id, d.ticket, _context(d, expected, observed))
         outputs.append(_condition_record(DivergenceResolved, event, c, user_id, since=d.since))
     return now_open, outputs
+
+
+def _context(d: OpenDivergence, expected: dict[str, ExpectedTrade],
+             observed: dict[int, ObservedPosition]) -> dict[str, Any]:
+    fields: dict[str, Any] = {"message": "no longer diverges"}
+    trade = expected.get(d.approval_id) if d.approval_id is not None else None
+    position = observed.get(d.ticket) if d.ticket is not None else None
+    if trade is not None:
+        fields["expected"] = _expected_detail(trade)
+    if position is not None:
+        fields["observed"] = _observed_detail(position)
+    return fields
 
 
 def _condition_record(kind: type[ReconciliationRecord], event: Envelope[PositionReport], c: _Condition,

@@ -139,11 +139,6 @@ async def test_stops_put_back_resolve_the_drift(pipeline: Pipeline) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/reconciliation/rules.py _diff: a DivergenceResolved row carries "
-    "only the approval and the ticket; signal_id, symbol, volume and prices are left empty",
-)
 async def test_a_resolved_row_names_the_signal_and_symbol_it_resolves(pipeline: Pipeline) -> None:
     (resolved,) = await pipeline.wait_for_rows(
         "SELECT * FROM reconciliation_logs WHERE user_id = $1 AND approval_id = $2 "

@@ -75,6 +75,10 @@ def test_a_divergence_is_reported_when_it_appears_and_when_it_resolves_not_at_ev
     resolved = outputs[1].payload
     assert resolved.divergence_since == outputs[0].payload.divergence_since
     assert resolved.details["age_seconds"] == 7.0
+    detected = outputs[0].payload
+    assert (resolved.signal_id, resolved.symbol, resolved.mt5_position_id) == (
+        detected.signal_id, detected.symbol, detected.mt5_position_id), "a resolution names what it resolves"
+    assert resolved.signal_id is not None and resolved.volume is not None
 
 
 def test_an_approved_trade_with_no_position_is_missing_after_the_fill_window():
