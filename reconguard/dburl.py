@@ -23,10 +23,6 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-def database_name(url: str) -> str:
-    return urlsplit(url).path.lstrip("/") or "postgres"
-
-
 def redacted(url: str) -> str:
     """The URL without its password, for logs."""
     parts = urlsplit(url)

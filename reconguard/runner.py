@@ -9,8 +9,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ import psutil
 
 from reconguard.db import migrate
 from reconguard.dburl import redacted
-from reconguard.embedded import Endpoints, _die_with_parent, infrastructure
+from reconguard.embedded import Endpoints, infrastructure
 from reconguard.kafka import ensure_topics
 from reconguard.service import Service
 from reconguard.settings import Settings
@@ -117,11 +115,3 @@ def install_stop_signals(stop: asyncio.Event) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-
-def spawn_cli(command: list[str], settings: Settings) -> subprocess.Popen[bytes]:
-    """Run ``reconguard <command>`` as a child bound to our life (it dies if we die)."""
-    env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-                        "DATABASE_URL": settings.database_url or "",
-                        "RECONGUARD_TOPIC_PREFIX": settings.topic_prefix}
-    return subprocess.Popen([sys.executable, "-m", "reconguard", *command], env=env,
-                            preexec_fn=_die_with_parent(signal.SIGTERM), start_new_session=True)

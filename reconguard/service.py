@@ -7,7 +7,7 @@ until ``stop`` is set, then finishes its current batch, commits, closes its clie
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Protocol
 
 from reconguard.settings import Settings
@@ -16,5 +16,3 @@ from reconguard.settings import Settings
 class Service(Protocol):
     def __call__(self, settings: Settings, *, stop: asyncio.Event) -> Awaitable[None]: ...
 
-
-ServiceFactory = Callable[[], Service]

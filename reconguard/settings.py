@@ -6,7 +6,6 @@ Each field is read from the environment variable named in its ``validation_alias
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -64,7 +63,3 @@ class Settings(BaseSettings):
     def embedded_database(self) -> bool:
         return self.database_url is None
 
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
