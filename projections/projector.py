@@ -123,6 +123,17 @@ class _SeekToStoredProgress(ConsumerRebalanceListener):
 AfterCommit = Callable[[BatchOutcome], Awaitable[None]]
 
 
+async def _report_lag(consumer: AIOKafkaConsumer, name: str) -> None:
+    """How far behind the end of each topic the projector is (from fetch high watermarks)."""
+    behind: dict[str, int] = {}
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            behind[tp.topic] = behind.get(tp.topic, 0) + max(0, highwater - await consumer.position(tp))
+    for topic, lag in behind.items():
+        metrics.consumer_lag_messages.labels(consumer=name, topic=topic).set(lag)
+
+
 async def serve(
     settings: Settings, *, stop: asyncio.Event, consumer_name: str = "projector",
     after_db_commit: AfterCommit | None = None,
@@ -150,6 +161,7 @@ async def serve(
             if after_db_commit is not None:
                 await after_db_commit(outcome)
             await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in outcome.next_offsets.items()})
+            await _report_lag(consumer, consumer_name)
     finally:
         await consumer.stop()
         await producer.stop()

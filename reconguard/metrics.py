@@ -35,6 +35,16 @@ reconciliation_latency_seconds = Histogram(
     "reconciliation_latency_seconds", "From a position report's poll to its reconciliation outcome.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
+mt5_poller_last_round_timestamp_seconds = Gauge(
+    "mt5_poller_last_round_timestamp_seconds", "When the poller last finished a round (liveness: alert when old).",
+    multiprocess_mode="mostrecent")
+mt5_last_sync_timestamp_seconds = Gauge(
+    "mt5_last_sync_timestamp_seconds", "When each account was last read successfully.", ["account"],
+    multiprocess_mode="mostrecent")
+consumer_lag_messages = Gauge(
+    "consumer_lag_messages", "Messages behind the end of the topic, summed over partitions, per consumer.",
+    ["consumer", "topic"], multiprocess_mode="mostrecent")
+
 projection_events_total = Counter(
     "projection_events_total", "Events written to Postgres by the projector, by table.", ["table"])
 dead_letters_total = Counter(

@@ -26,7 +26,12 @@ from producers.poller.client import IPC_FAILURES, AccountRead, ReadFailed, Symbo
 from producers.poller.parsing import PollState, conclude_poll, sync_failed
 from producers.ratelimit import KeyedRateLimiter, MonotonicClock
 from reconguard.kafka import publish_many
-from reconguard.metrics import mt5_position_sync_total, mt5_positions_total
+from reconguard.metrics import (
+    mt5_last_sync_timestamp_seconds,
+    mt5_poller_last_round_timestamp_seconds,
+    mt5_position_sync_total,
+    mt5_positions_total,
+)
 from schemas import Envelope, observed, utcnow
 from schemas.topics import ACCOUNT_REPORTS, POSITION_REPORTS, TICKS
 
@@ -158,6 +163,7 @@ class Poller:
         batch.ticks.extend(observed(t, account_id=ref.user_id, occurred_at=observed_at)
                            for t in outcome.ticks)
         mt5_positions_total.labels(account=ref.user_id).set(len(outcome.positions.positions))
+        mt5_last_sync_timestamp_seconds.labels(account=ref.user_id).set(observed_at.timestamp())
 
     async def _publish(self, batch: Batch) -> None:
         # Position reports before account reports: a consumer that sees a poll's account report
@@ -167,6 +173,7 @@ class Poller:
         await publish_many(self.producer, TICKS, self.prefix, batch.ticks)
         mt5_position_sync_total.labels(outcome="ok").inc(len(batch.accounts) - batch.failed)
         mt5_position_sync_total.labels(outcome="failed").inc(batch.failed)
+        mt5_poller_last_round_timestamp_seconds.set_to_current_time()
 
     def close(self) -> None:
         if self._pool is not None:

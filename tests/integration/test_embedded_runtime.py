@@ -123,6 +123,11 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
     try:
         wait_until(metrics_of_worker_and_poller, timeout=90, interval=0.5,
                    what="/metrics with the worker's and the poller's metrics")
+        wait_until(lambda: 'consumer_lag_messages{consumer="projector"' in httpx.get(f"{base}/metrics").text,
+                   timeout=30, what="the projector's lag")
+        text = httpx.get(f"{base}/metrics", timeout=5).text
+        assert "mt5_poller_last_round_timestamp_seconds " in text
+        assert 'mt5_last_sync_timestamp_seconds{account="u-bob"}' in text
         assert httpx.get(f"{base}/health", timeout=5).json()["status"] == "ok"
         assert "/users/{user_id}/logs" in httpx.get(f"{base}/openapi.json", timeout=5).json()["paths"]
         assert "<html" in httpx.get(f"{base}/dashboard", timeout=5).text.lower()
