@@ -3,13 +3,15 @@
 (a) Throughput. A realistic mix for ``ACCOUNTS`` accounts (approved trades, then ``ROUNDS`` polls
 of an account report, a position report and a quote per held symbol) is published to fresh input
 topics, and the same bytes, keyed the same, to one topic of its own for the baseline: a plain
-Faust agent (``async for key, value in stream.items(): table[key] = json.loads(value)``). Each
-runs alone in a child process on the same tuned app settings and transport (``streams.app.tuned_app``),
-twice, alternating, each run its own consumer group; the best run of each is compared (the machine
-is shared). The clock starts at the first event a run receives (so group join and table recovery
+Faust agent (``async for key, value in stream.items(): table[key] = json.loads(value)``) on a stock
+``faust.App``, configured only as tansu needs (a short session timeout, its heartbeat under it, offsets
+from the earliest; aiokafka's producer is not idempotent by default) -- the issue's baseline. Beside
+it, for reference, the same agent on the worker's tuned app settings and transport
+(``streams.app.tuned_app``). Each runs alone in a child process, twice, alternating, each run its own
+consumer group; the best run of each is compared (the machine is shared). The clock starts at the first event a run receives (so group join and table recovery
 are excluded) and stops when it has processed every published input event (the streams worker:
-when the batch that completes them has been processed and its outputs and changelog records
-acknowledged by the broker).
+when the batch that completes them has been processed, its outputs and changelog records (and
+those of every earlier batch) acknowledged by the broker, and its inputs acked).
 
 (b) Guard reaction. 500 accounts hold positions and report equity at 1 Hz, paced, to the real
 worker (``python -m streams``) with their grace set to 0 in ``users``. Some accounts fall through
@@ -173,23 +175,46 @@ def count_streams_worker(settings: Settings, total: int, results: Any, name: str
     app = create_app(settings, name=name)
     runtime = app.streams_runtime
     inputs = {t.name(settings.topic_prefix) for t in INPUTS}
-    process, clock = runtime.process, _Clock(total, results)
+    apply, clock = runtime.apply, _Clock(total, results)
 
-    async def counted(events: Any) -> None:
+    async def started(events: Any) -> list[Any]:
         clock.started()
-        await process(events)
-        clock.add(sum(1 for e in events if e.message.topic in inputs))
+        return await apply(events)
 
-    runtime.process = counted
+    runtime.apply = started  # counted once the batch's sends are acknowledged and its inputs acked:
+    runtime.on_settled = lambda events: clock.add(sum(1 for e in events if e.message.topic in inputs))
     _run_faust(app)
 
 
+def stock_app(name: str, settings: Settings) -> Any:
+    """A stock ``faust.App``: only what tansu requires, nothing tuned for speed."""
+    import faust
+
+    from streams.config import WorkerConfig
+
+    session = WorkerConfig().session_timeout_seconds
+    return faust.App(
+        name, broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
+        broker_session_timeout=session, broker_heartbeat_interval=session / 3,  # tansu: a short session
+        consumer_auto_offset_reset="earliest",  # the input was published before the group joins
+        topic_partitions=settings.topic_partitions,  # the table co-partitioned with its input topic
+        web_enabled=False, datadir=str(settings.data_dir / "faust"))  # no port, no files in the checkout
+
+
 def count_plain_agent(settings: Settings, total: int, results: Any, name: str) -> None:
-    """Child process: the baseline, one agent writing one table per event, on the same app settings."""
+    """Child process: the issue's baseline, one agent writing one table per event, on a stock app."""
+    _count_agent(stock_app(name, settings), settings, total, results)
+
+
+def count_tuned_agent(settings: Settings, total: int, results: Any, name: str) -> None:
+    """Child process: the same agent on the worker's tuned app settings and transport (for reference)."""
     from streams.app import tuned_app
     from streams.config import WorkerConfig
 
-    app = tuned_app(name, settings, WorkerConfig())
+    _count_agent(tuned_app(name, settings, WorkerConfig()), settings, total, results)
+
+
+def _count_agent(app: Any, settings: Settings, total: int, results: Any) -> None:
     topic = app.topic(BASELINE.name(settings.topic_prefix), key_serializer="raw", value_serializer="raw")
     latest = app.Table("latest", partitions=settings.topic_partitions)
     clock = _Clock(total, results)
@@ -238,15 +263,21 @@ def measure_throughput(settings: Settings) -> dict[str, float]:
     """Alternating runs (each its own consumer group over the same input); the best of each counts,
     as the machine is shared and a run can lose the CPU to someone else's work."""
     total = asyncio.run(_prepare_throughput(settings))
-    worker, plain = [], []
+    worker, plain, tuned = [], [], []
     for attempt in range(TIMED_RUNS):
-        worker.append(run_counted(count_streams_worker, settings, total, f"{settings.topic_prefix}-w{attempt}"))
-        plain.append(run_counted(count_plain_agent, settings, total, f"{settings.topic_prefix}-p{attempt}"))
+        prefix = settings.topic_prefix
+        worker.append(run_counted(count_streams_worker, settings, total, f"{prefix}-w{attempt}"))
+        plain.append(run_counted(count_plain_agent, settings, total, f"{prefix}-p{attempt}"))
+        tuned.append(run_counted(count_tuned_agent, settings, total, f"{prefix}-t{attempt}"))
     best_worker, best_plain = max(r["per_s"] for r in worker), max(r["per_s"] for r in plain)
+    best_tuned = max(r["per_s"] for r in tuned)
     return {"events": float(total), "streams_per_s": best_worker, "plain_agent_per_s": best_plain,
+            "tuned_agent_per_s": best_tuned,
             "streams_per_s_runs_min": min(r["per_s"] for r in worker),
             "plain_agent_per_s_runs_min": min(r["per_s"] for r in plain),
-            "ratio_to_plain_agent": best_worker / best_plain}
+            "tuned_agent_per_s_runs_min": min(r["per_s"] for r in tuned),
+            "ratio_to_plain_agent": best_worker / best_plain,  # the issue's baseline (target >= 5)
+            "ratio_to_tuned_agent": best_worker / best_tuned}
 
 
 # ---------------------------------------------------------------------------- guard reaction time

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,7 +58,7 @@ from streams.levels import AccountLevelsBook
 from streams.market import rules as market
 from streams.reconciliation import rules as reconciliation
 from streams.store import StateStore
-from streams.transport import StreamsApp
+from streams.transport import StreamsApp, direct_delivery
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ class StreamsRuntime:
             StateStore(table("market"), market.MarketState, flush_seconds=flush),
             lambda state, event, now: market.handle(state, event, guard))
         self.processors = (self.reconciliation, self.drawdown, self.market)
+        #: Called with each batch once its inputs are acked (for the bench); None: nothing.
+        self.on_settled: Callable[[Sequence[EventT]], None] | None = None
         self.routes: dict[type, tuple[Processor, ...]] = {}
         for processor in self.processors:
             for kind in processor.reads:
@@ -125,6 +128,22 @@ class StreamsRuntime:
     # ------------------------------------------------------------------------------------- batches
 
     async def process(self, events: Sequence[EventT]) -> None:
+        """Apply a batch and wait until its outputs and changelog records are acknowledged."""
+        await self.settle(events, await self.apply(events))
+
+    async def settle(self, events: Sequence[EventT], sent: list[Any], after: Awaitable[None] | None = None) -> None:
+        """Wait for a batch's sends (and for the batch before it, ``after``); then ack its inputs."""
+        if sent:
+            await asyncio.gather(*sent)
+        if after is not None:
+            await after
+        for event in events:
+            event.ack()
+        if self.on_settled is not None:
+            self.on_settled(events)
+
+    async def apply(self, events: Sequence[EventT]) -> list[Any]:
+        """Run a batch through the rules and send what they decided; return the sends, not awaited."""
         await self.levels.ready()
         now = utcnow()
         sent: list[Any] = []
@@ -141,18 +160,20 @@ class StreamsRuntime:
                 metrics.reconciliation_latency_seconds.observe(max(0.0, time.time() - envelope.occurred_at.timestamp()))
         for processor in self.processors:
             sent += await processor.store.flush()
-        if sent:
-            await asyncio.gather(*sent)
+        return sent
 
     async def _apply(self, processor: Processor, envelope: Envelope[Any], partition: int, now: datetime) -> list[Any]:
         account = envelope.account_id
-        state = processor.store.get(account, partition)
+        store = processor.store
+        entry = store.entry(account, partition)
         try:
-            decision = processor.step(state, envelope, now)
+            decision = processor.step(entry.state, envelope, now)
         except Exception as error:  # noqa: BLE001 - one account's bad event must not stop the others
             log.exception("%s rule failed on %s %s", processor.name, envelope.event_type, envelope.event_id)
             return [await self._dead_letter_envelope(envelope, f"{processor.name} rule failed: {error!r}")]
-        processor.store.put(account, decision.state, partition)
+        store.put_entry(account, entry, decision.state)
+        if not decision.outputs:
+            return []
         return [await self._publish(output) for output in decision.outputs]
 
     async def sweep(self) -> None:
@@ -257,14 +278,24 @@ def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: 
 
     # Iterating a topic registers it with the conductor, as an agent's stream would (see batching.py).
     channel = runtime.inputs.__aiter__()
+    # The fetch loop hands these topics' messages straight to the channel's queue (see transport.py).
+    deliver = direct_delivery(app, channel.queue)
+    app.direct_topics.update({name: deliver for name in runtime.topic_of})
 
     @app.task
     async def guard_accounts() -> None:
+        # Pipelined: the next batch runs through the rules while the broker acknowledges the last
+        # ones' outputs and changelog records. Each batch's inputs are acked only once its own sends
+        # and every earlier batch's are acknowledged (at least once, offsets in order); at most
+        # ``max_batches_in_flight`` wait, and a failed send fails the task as before.
+        in_flight: deque[asyncio.Future[None]] = deque()
         async for events in batches(channel.queue, max_events=worker.batch_size,
                                     within=worker.batch_within_seconds):
-            await runtime.process(events)
-            for event in events:
-                event.ack()
+            sent = await runtime.apply(events)
+            after = in_flight[-1] if in_flight else None
+            in_flight.append(asyncio.ensure_future(runtime.settle(events, sent, after)))
+            while in_flight and (in_flight[0].done() or len(in_flight) > worker.max_batches_in_flight):
+                await in_flight.popleft()
 
     @app.timer(worker.sweep_interval_seconds, name="fire_due_liquidations")
     async def fire_due_liquidations() -> None:

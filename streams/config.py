@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import time
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -81,6 +81,8 @@ class GuardConfig(BaseSettings):
     reclose_after_seconds: float = Field(default=30.0, gt=0,
                                          description="At most one close command per account+symbol per interval")
 
+    _symbol_rules: dict[str, tuple[object, SymbolRules, SymbolRules]] = PrivateAttr(default_factory=dict)
+
     @field_validator("daily_reset_timezone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
@@ -92,9 +94,13 @@ class GuardConfig(BaseSettings):
 
     def symbol(self, name: str) -> SymbolRules:
         overrides = self.symbols.get(name)
-        if not overrides:
-            return self.default_symbol
-        return _merged(self.default_symbol, tuple(sorted(overrides.items())))
+        memo = self.__pydantic_private__["_symbol_rules"]  # type: ignore[index] - not via __getattr__
+        cached = memo.get(name)  # asked per event: merged once per symbol
+        if cached is not None and cached[0] is overrides and cached[1] is self.default_symbol:
+            return cached[2]
+        rules = _merged(self.default_symbol, tuple(sorted(overrides.items()))) if overrides else self.default_symbol
+        memo[name] = (overrides, self.default_symbol, rules)
+        return rules
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,9 @@ class WorkerConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECONGUARD_WORKER_", extra="ignore", frozen=True)
 
     batch_size: int = Field(default=500, ge=1, description="Events taken from the stream per batch")
+    max_batches_in_flight: int = Field(default=4, ge=1,
+                                       description="Batches whose sends may await acknowledgement while the "
+                                                   "next is processed (their inputs are acked after)")
     batch_within_seconds: float = Field(default=0.02, gt=0, description="Longest wait to fill a batch")
     sweep_interval_seconds: float = Field(default=0.2, gt=0, description="How often due deadlines are fired")
     state_flush_seconds: float = Field(default=5.0, gt=0,

@@ -47,7 +47,13 @@ class StateStore(Generic[S]):
         return self._entry(account_id, partition).state
 
     def put(self, account_id: str, state: S, partition: int | None = None) -> None:
-        entry = self._entry(account_id, partition)
+        self.put_entry(account_id, self._entry(account_id, partition), state)
+
+    def entry(self, account_id: str, partition: int | None = None) -> _Entry[S]:
+        """The account's cache entry (its ``state``), for a ``put_entry`` after the rule ran."""
+        return self._entry(account_id, partition)
+
+    def put_entry(self, account_id: str, entry: _Entry[S], state: S) -> None:
         if state is not entry.state:
             entry.state, entry.dirty = state, True
             self._dirty.add(account_id)
@@ -76,8 +82,14 @@ class StateStore(Generic[S]):
                 accounts.append((account_id, int(raw.get("partition", 0))))
         return accounts
 
+    def _rows(self) -> Any:
+        """The table's rows: the memory store's own dict (no Mapping layers per lookup) if it has one."""
+        store = self.table.data
+        rows = getattr(store, "data", None)
+        return rows if isinstance(rows, dict) else store
+
     def _entry(self, account_id: str, partition: int | None) -> _Entry[S]:
-        raw = self.table.data.get(account_id)
+        raw = self._rows().get(account_id)
         entry = self._cache.get(account_id)
         if entry is not None and entry.raw is raw:
             if partition is not None:

@@ -11,17 +11,88 @@ more than its rules. Here the callback is awaited directly. The ``wait_first`` e
 suspended flow (a rebalance) drops what is in flight: that still holds, as a revocation stops the
 fetcher (cancelling the awaited callback) and messages fetched while the flow is suspended are
 dropped as before; their offsets were never acked, so they are fetched again (at least once).
+
+Topics registered in ``StreamsApp.direct_topics`` (the worker's raw-bytes inputs, read by one
+batch task) skip the conductor: ``direct_delivery`` queues the message itself, with its ack, on
+the reading channel's flow-control queue, without building a Faust Event per message.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
+from faust.types import TP
 from faust.transport.drivers import aiokafka as driver
 from mode import ServiceT
+
+
+class Delivered:
+    """What the direct path queues for a message: the message, and its ack (as ``Event.ack``)."""
+
+    __slots__ = ("message", "consumer")
+
+    def __init__(self, message: Any, consumer: Any) -> None:
+        self.message, self.consumer = message, consumer
+
+    def ack(self) -> bool:
+        return bool(self.message.ack(self.consumer))
+
+
+def direct_delivery(app: faust.App, queue: Any) -> Callable[[Any], Awaitable[None]]:
+    """The conductor's per-message handler for one raw-bytes channel, without decoding an Event.
+
+    The same steps as ``faust.transport.conductor`` for a topic read by one channel: wait for flow
+    control (held during a rebalance) and for the producer buffer to ebb, take a reference for the
+    reader, and put it on the channel's flow-control queue (which pauses the partition when full
+    and is cleared on a rebalance). The reader uses ``message`` (raw key and value bytes) and
+    ``ack()``, so the Event, its key/value decoding and the conductor's routing lock are skipped.
+    The app's consumer and producer are looked up at the first message (they exist by then).
+    """
+    bound: list[Callable[[Any], Awaitable[None]]] = []
+
+    async def deliver(message: Any) -> None:
+        if not bound:
+            bound.append(_bind(app, queue))
+        await bound[0](message)
+
+    return deliver
+
+
+def _bind(app: faust.App, queue: Any) -> Callable[[Any], Awaitable[None]]:
+    consumer = app.consumer
+    acquire_flow_control, wait_until_producer_ebb = app.flow_control.acquire, app.producer.buffer.wait_until_ebb
+    on_topic_buffer_full = app.sensors.on_topic_buffer_full
+    pressure: dict[Any, tuple[Callable[[], None], Callable[[], None]]] = {}
+
+    def callbacks(message: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+        tp = TP(message.topic, message.partition)  # Faust's TP, as the conductor passes (not aiokafka's)
+
+        def high() -> None:
+            on_topic_buffer_full(tp)
+            consumer.on_buffer_full(tp)
+
+        def drop() -> None:
+            consumer.on_buffer_drop(tp)
+
+        return pressure.setdefault(message.tp, (high, drop))
+
+    async def deliver(message: Any) -> None:
+        await acquire_flow_control()
+        await wait_until_producer_ebb()
+        message.incref(1)
+        item = Delivered(message, consumer)
+        if queue.full():
+            on_topic_buffer_full(TP(message.topic, message.partition))
+            await queue.put(item)
+            return
+        high, drop = pressure.get(message.tp) or callbacks(message)
+        queue.put_nowait_enhanced(item, on_pressure_high=high, on_pressure_drop=drop)
+
+    return deliver
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -38,6 +109,7 @@ class _Consumer(driver.Consumer):
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - the worker's loop
         """Faust's loop (faust/transport/consumer.py) with the callback awaited directly."""
         callback, getmany, read_offset = self.callback, self.getmany, self._read_offset
+        direct = self.app.direct_topics  # type: ignore[attr-defined]
         consumer_stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set  # type: ignore[attr-defined]
         suspended, acks_enabled_for = self.suspend_flow.is_set, self.app.topics.acks_enabled_for
         since_yield = 0
@@ -62,7 +134,8 @@ class _Consumer(driver.Consumer):
                         self._n_acked = 0
                         await self.commit()
                     if not suspended():
-                        await callback(message)
+                        deliver = direct.get(message.topic)
+                        await (callback(message) if deliver is None else deliver(message))
                     read_offset[tp] = offset
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -83,6 +156,11 @@ class StreamsApp(faust.App):
     """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` for a fetch."""
 
     fetch_max_wait_ms: int = 50
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: topic name -> direct per-message handler (``direct_delivery``), bypassing the conductor.
+        self.direct_topics: dict[str, Callable[[Any], Awaitable[None]]] = {}
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

@@ -19,7 +19,7 @@ run out). Rules, in `docs/guard-rules.md`:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,7 +31,7 @@ from schemas.decisions import AccountAssessed, ActionTaken, AlertType, GuardAler
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport
 from schemas.results import PositionCloseFailed
 from streams.config import AccountLevels, GuardConfig
-from streams.decisions import CauseRef, Decision, percent_off
+from streams.decisions import CauseRef, Decision, percent_off, replace
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ same type, at most once per account and symbol per ``reclose_after_seconds``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from schemas.common import CloseReason
 from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
 from schemas.reports import PositionReport, TickReport
 from streams.config import GuardConfig, SymbolRules
-from streams.decisions import Decision, percent_off
+from streams.decisions import Decision, percent_off, replace
 
 
 @dataclass(frozen=True)

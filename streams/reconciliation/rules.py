@@ -15,7 +15,7 @@ Matching an approved trade to a position, first rule that applies:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +37,7 @@ from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountSyncFailed, ObservedDeal, ObservedPosition, PositionReport
 from schemas.results import CloseOutcome, PositionClosed
 from streams.config import GuardConfig
-from streams.decisions import Decision, percent_off
+from streams.decisions import Decision, percent_off, replace
 
 COMMENT_KEY_LENGTH = 29
 TERMINAL = "__terminal_since__"  # marks a condition already published as a close record
@@ -245,13 +245,35 @@ def on_positions(state: ReconciliationState, event: Envelope[PositionReport], co
                    and (at - p.opened_at).total_seconds() >= config.unexpected_after_seconds]
     divergences, changes = _diff(state.divergences, conditions, event, at, expected=expected, observed=observed)
     held = {t: Held.of(p) for t, p in observed.items()}
-    if held == state.held:
-        held = state.held  # keep the same object: an unchanged state needs no table write
-    new_state = ReconciliationState(
-        expected=_prune(expected, at, config), held=held, divergences=divergences,
-        guard_closing={t: r for t, r in state.guard_closing.items() if t in observed},
-        indeterminate_since=None)
+    # Keep the same objects where nothing changed: an unchanged state is the same state (no table write,
+    # no deep comparison).
+    held = _same_or(state.held, held)
+    expected = _same_or(state.expected, _prune(expected, at, config))
+    divergences = _same_or(state.divergences, divergences)
+    guard_closing = state.guard_closing if all(t in observed for t in state.guard_closing) else \
+        {t: r for t, r in state.guard_closing.items() if t in observed}
+    if expected is state.expected and held is state.held and divergences is state.divergences and \
+            guard_closing is state.guard_closing and state.indeterminate_since is None:
+        return Decision(state, tuple(changes + outputs))
+    new_state = ReconciliationState(expected=expected, held=held, divergences=divergences,
+                                    guard_closing=guard_closing, indeterminate_since=None)
     return Decision(new_state, tuple(changes + outputs))
+
+
+def _same_or(before: dict[Any, Any], after: dict[Any, Any]) -> dict[Any, Any]:
+    """``before`` if ``after`` holds the same items (compared by identity first), else ``after``."""
+    if before is after:
+        return before
+    if len(before) != len(after):
+        return after
+    for key, value in after.items():
+        old = before.get(key, _ABSENT)
+        if old is not value and old != value:
+            return after
+    return before
+
+
+_ABSENT = object()
 
 
 def _closing_deals(deals: tuple[ObservedDeal, ...]) -> dict[int, ObservedDeal]:
