@@ -250,7 +250,10 @@ def app_id(settings: Settings) -> str:
 
 
 def tuned_app(name: str, settings: Settings, worker: WorkerConfig) -> StreamsApp:
-    """A Faust app tuned for tansu (short session and fetch wait, raw bytes), with no agents yet."""
+    """A Faust app tuned for tansu (short session and fetch wait, raw bytes), with no agents yet.
+
+    The input buffer holds 16k events (Faust's default 4k paused the partitions, and a paused
+    partition waits for a fresh fetch, whenever the worker ran a few batches behind)."""
     if settings.kafka_bootstrap_servers is None:
         raise ValueError("the streams worker needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker's address)")
     app = StreamsApp(
@@ -262,7 +265,8 @@ def tuned_app(name: str, settings: Settings, worker: WorkerConfig) -> StreamsApp
         broker_session_timeout=worker.session_timeout_seconds,
         broker_heartbeat_interval=max(0.5, worker.session_timeout_seconds / 6),
         broker_commit_interval=1.0, topic_partitions=settings.topic_partitions, topic_replication_factor=1,
-        table_standby_replicas=0, producer_linger=0.002, datadir=str(settings.data_dir / "faust"),
+        table_standby_replicas=0, producer_linger=0.002, stream_buffer_maxsize=16384,
+        datadir=str(settings.data_dir / "faust"),
     )
     app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
     return app
