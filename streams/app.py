@@ -36,7 +36,7 @@ from schemas.commands import ClosePosition
 from schemas.decisions import AccountAssessed, ActionTaken, AlertType, DivergenceDetected, GuardAlertRaised
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
-from schemas.results import PositionCloseFailed, PositionClosed
+from schemas.results import PositionClosed, PositionCloseFailed
 from schemas.topics import (
     ACCOUNT_REPORTS,
     ACCOUNT_STATE,

@@ -25,15 +25,15 @@ from typing import Any, ClassVar
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
-from faust.types import TP
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
 from mode import ServiceT
 
 
 class Delivered:
     """What the direct path queues for a message: the message, and its ack (as ``Event.ack``)."""
 
-    __slots__ = ("message", "consumer")
+    __slots__ = ("consumer", "message")
 
     def __init__(self, message: Any, consumer: Any) -> None:
         self.message, self.consumer = message, consumer
