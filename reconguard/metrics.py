@@ -31,6 +31,13 @@ account_equity_gbp = Gauge("account_equity_gbp", "Equity in GBP at the last repo
 account_drawdown_percent = Gauge(
     "account_drawdown_percent", "Drawdown from the high-water mark, percent.", ["account"],
     multiprocess_mode="mostrecent")
+divergence_age_seconds = Histogram(
+    "divergence_age_seconds", "How long divergences stayed open, observed when they resolve, by reason.",
+    ["reason"], buckets=(1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600, 14400, 86400))
+account_critical_distance_percent = Gauge(
+    "account_critical_distance_percent",
+    "Drawdown percentage points left before the account's critical level (0 or less: breached).", ["account"],
+    multiprocess_mode="mostrecent")
 reconciliation_latency_seconds = Histogram(
     "reconciliation_latency_seconds", "From a position report's poll to its reconciliation outcome.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

@@ -33,7 +33,14 @@ from reconguard.kafka import dead_letter
 from reconguard.settings import Settings
 from schemas import DecodeError, Envelope, decode, encode, encode_key, utcnow
 from schemas.commands import ClosePosition
-from schemas.decisions import AccountAssessed, ActionTaken, AlertType, DivergenceDetected, GuardAlertRaised
+from schemas.decisions import (
+    AccountAssessed,
+    ActionTaken,
+    AlertType,
+    DivergenceDetected,
+    DivergenceResolved,
+    GuardAlertRaised,
+)
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
 from schemas.results import PositionClosed, PositionCloseFailed
@@ -223,12 +230,19 @@ class StreamsRuntime:
         payload = envelope.payload
         if isinstance(payload, DivergenceDetected) and payload.divergence_reason is not None:
             metrics.reconciliation_divergences_total.labels(payload.divergence_reason.value).inc()
+        elif isinstance(payload, DivergenceResolved) and payload.divergence_reason is not None and \
+                payload.divergence_since is not None:
+            metrics.divergence_age_seconds.labels(payload.divergence_reason.value).observe(
+                max(0.0, (envelope.occurred_at - payload.divergence_since).total_seconds()))
         elif isinstance(payload, GuardAlertRaised) and payload.action_taken is ActionTaken.WARNING_SENT and \
                 payload.alert_type in (AlertType.DRAWDOWN_CRITICAL, AlertType.DAILY_LOSS_CRITICAL):
             metrics.drawdown_guard_triggers_total.inc()
         elif isinstance(payload, AccountAssessed):
             metrics.account_equity_gbp.labels(envelope.account_id).set(payload.equity_gbp)
             metrics.account_drawdown_percent.labels(envelope.account_id).set(payload.drawdown_percent)
+            critical = self.levels.get(envelope.account_id).critical_drawdown_percent
+            metrics.account_critical_distance_percent.labels(envelope.account_id).set(
+                critical - payload.drawdown_percent)
 
     # ------------------------------------------------------------------------------------ plumbing
 

@@ -128,6 +128,7 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
         text = httpx.get(f"{base}/metrics", timeout=5).text
         assert "mt5_poller_last_round_timestamp_seconds " in text
         assert 'mt5_last_sync_timestamp_seconds{account="u-bob"}' in text
+        assert 'account_critical_distance_percent{account="u-carol"}' in text
         assert httpx.get(f"{base}/health", timeout=5).json()["status"] == "ok"
         assert "/users/{user_id}/logs" in httpx.get(f"{base}/openapi.json", timeout=5).json()["paths"]
         assert "<html" in httpx.get(f"{base}/dashboard", timeout=5).text.lower()
