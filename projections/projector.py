@@ -24,7 +24,7 @@ from projections.rows import TABLE_OF_TOPIC, row_for, user_of
 from projections.writer import PendingRow, ProjectionWriter, Rejected, projected_topic_names
 from reconguard import metrics
 from reconguard.dburl import plain_url
-from reconguard.kafka import dead_letter, make_consumer, make_producer, send_dead_letter
+from reconguard.kafka import dead_letter, group_consumer, make_producer, send_dead_letter
 from reconguard.settings import Settings
 from schemas import DecodeError, decode
 from schemas.topics import topic_by_name
@@ -143,10 +143,7 @@ async def serve(
     topics = projected_topic_names(settings.topic_prefix)
     writer = await ProjectionWriter.connect(plain_url(settings.database_url), consumer=consumer_name)
     producer = make_producer(settings.kafka_bootstrap_servers)
-    consumer = make_consumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=f"{settings.topic_prefix}.{consumer_name}",
-        session_timeout_ms=settings.consumer_session_timeout_ms,
-        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
+    consumer = group_consumer(settings, name=consumer_name)
     consumer.subscribe(topics, listener=_SeekToStoredProgress(consumer, writer))
     await producer.start()
     await consumer.start()

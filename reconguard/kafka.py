@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from reconguard.settings import Settings
 from schemas import Envelope, Topic, encode, encode_key
 from schemas.deadletters import MessageDeadLettered
 from schemas.envelope import DERIVED_ID_NAMESPACE, observed, utcnow
@@ -49,6 +50,16 @@ def make_consumer(
         max_poll_interval_ms=300000, rebalance_timeout_ms=session_timeout_ms * 2,
     )
     return AIOKafkaConsumer(*topics, **(options | overrides))
+
+
+def group_consumer(settings: Settings, *topics: Topic, name: str, group_id: str | None = None) -> AIOKafkaConsumer:
+    """A service's consumer: group ``{prefix}.{name}`` unless ``group_id`` is given, the settings'
+    session timeout and fetch wait, manual commits."""
+    assert settings.kafka_bootstrap_servers, "resolve endpoints before consuming"
+    return make_consumer(
+        *(topic.name(settings.topic_prefix) for topic in topics), bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id or f"{settings.topic_prefix}.{name}",
+        session_timeout_ms=settings.consumer_session_timeout_ms, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
 
 
 async def ensure_topics(

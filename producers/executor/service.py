@@ -10,7 +10,7 @@ from producers.executor.ledger import Ledger
 from producers.executor.loop import CONSUMER, Executor, ExecutorConfig
 from producers.mt5.gateway import Gateway
 from reconguard.db import make_engine
-from reconguard.kafka import ensure_topics, make_consumer, make_producer
+from reconguard.kafka import ensure_topics, group_consumer, make_producer
 from reconguard.settings import Settings
 from schemas.topics import CLOSE_COMMANDS
 
@@ -26,10 +26,7 @@ async def run_executor(settings: Settings, *, stop: asyncio.Event, gateways: Map
     await ensure_topics(bootstrap, settings.topic_prefix, partitions=settings.topic_partitions)
     engine = make_engine(settings.database_url)
     producer = make_producer(bootstrap)
-    consumer = make_consumer(CLOSE_COMMANDS.name(settings.topic_prefix), bootstrap_servers=bootstrap,
-                             group_id=f"{settings.topic_prefix}.{CONSUMER}",
-                             session_timeout_ms=settings.consumer_session_timeout_ms,
-                             fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
+    consumer = group_consumer(settings, CLOSE_COMMANDS, name=CONSUMER)
     await producer.start()
     await consumer.start()
     executor = Executor(gateways=gateways, ledger=Ledger(engine), producer=producer,

@@ -12,7 +12,7 @@ from aiokafka.structs import ConsumerRecord
 from producers.accounts import AccountRef, GatewaySettings, connect_gateways, load_accounts
 from producers.mt5.gateway import Gateway
 from producers.poller.loop import Poller, PollerConfig
-from reconguard.kafka import dead_letter, ensure_topics, make_consumer, make_producer, send_dead_letter
+from reconguard.kafka import dead_letter, ensure_topics, group_consumer, make_producer, send_dead_letter
 from reconguard.metrics import dead_letters_total
 from reconguard.settings import Settings
 from schemas import DecodeError, decode
@@ -67,10 +67,7 @@ async def run_poller(settings: Settings, *, stop: asyncio.Event,
     bootstrap = _bootstrap(settings)
     await ensure_topics(bootstrap, settings.topic_prefix, partitions=settings.topic_partitions)
     producer = make_producer(bootstrap)
-    consumer = make_consumer(SYNC_COMMANDS.name(settings.topic_prefix), bootstrap_servers=bootstrap,
-                             group_id=f"{settings.topic_prefix}.{CONSUMER}",
-                             session_timeout_ms=settings.consumer_session_timeout_ms,
-                             fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
+    consumer = group_consumer(settings, SYNC_COMMANDS, name=CONSUMER)
     await producer.start()
     await consumer.start()
     poller = Poller(accounts=accounts, producer=producer, prefix=settings.topic_prefix,

@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from reconguard.db import make_engine, make_sessionmaker
-from reconguard.kafka import make_consumer, make_producer
+from reconguard.kafka import group_consumer, make_producer
 from reconguard.settings import Settings
 from reconguard.telegram.relay import TOPICS, AlertRelay
 from reconguard.telegram.sending import Backoff
@@ -65,13 +65,7 @@ async def serve(
     engine = make_engine(settings.database_url, pool_size=3, max_overflow=2)
     bot = make_bot(telegram)
     producer = make_producer(settings.kafka_bootstrap_servers)
-    consumer = make_consumer(
-        *(topic.name(settings.topic_prefix) for topic in TOPICS),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=telegram.telegram_consumer_group or f"{settings.topic_prefix}.telegram",
-        session_timeout_ms=settings.consumer_session_timeout_ms,
-        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
-    )
+    consumer = group_consumer(settings, *TOPICS, name="telegram", group_id=telegram.telegram_consumer_group)
     try:
         await producer.start()
         await consumer.start()
