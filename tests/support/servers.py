@@ -64,18 +64,19 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-async def create_database(server_url: str, name: str) -> str:
+async def _on_server(server_url: str, statement: str) -> None:
+    """Run one statement that cannot run inside a database of its own (CREATE/DROP DATABASE)."""
     connection = await asyncpg.connect(plain_url(with_database(server_url, "postgres")))
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(statement)
     finally:
         await connection.close()
+
+
+async def create_database(server_url: str, name: str) -> str:
+    await _on_server(server_url, f'CREATE DATABASE "{name}"')
     return with_database(server_url, name)
 
 
 async def drop_database(server_url: str, name: str) -> None:
-    connection = await asyncpg.connect(plain_url(with_database(server_url, "postgres")))
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    await _on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -19,7 +19,7 @@ from producers.mt5 import constants as c
 from producers.mt5.gateway import SimulatorGateway
 from producers.mt5.simulator import SimulatedBroker
 from reconguard.db import make_engine
-from reconguard.kafka import make_consumer, make_producer, publish
+from reconguard.kafka import make_consumer, publish
 from reconguard.settings import Settings
 from schemas import Envelope, observed
 from schemas.commands import ClosePosition
@@ -79,15 +79,6 @@ async def desk(settings: Settings) -> Desk:
     assert settings.database_url is not None
     await insert_users(settings.database_url, [desk.user_id])
     return desk
-
-
-@pytest.fixture
-async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    assert settings.kafka_bootstrap_servers is not None
-    producer = make_producer(settings.kafka_bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 @contextlib.asynccontextmanager

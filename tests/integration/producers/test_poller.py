@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from producers.mt5 import constants as c
 from producers.mt5.simulator import SimulatedBroker
 from producers.poller import Poller, PollerConfig
 from producers.poller.service import honour_sync_commands
-from reconguard.kafka import make_consumer, make_producer, publish
+from reconguard.kafka import make_consumer, publish
 from reconguard.settings import Settings
 from schemas import observed, utcnow
 from schemas.commands import SyncAccount
@@ -24,15 +23,6 @@ from schemas.topics import ACCOUNT_REPORTS, POSITION_REPORTS, SYNC_COMMANDS, TIC
 from tests.integration.producers.logs import LogReader, demo_accounts
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    assert settings.kafka_bootstrap_servers is not None
-    producer = make_producer(settings.kafka_bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 def users(n: int) -> list[str]:
