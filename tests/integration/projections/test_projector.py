@@ -153,3 +153,28 @@ async def _dead_letter_reasons(settings, *, expected: int) -> list[str]:
     finally:
         await consumer.stop()
     return reasons
+
+
+async def test_a_crash_before_the_database_commit_loses_nothing(settings, monkeypatch):
+    """The effect comes first: had the offset been committed before the rows, the restarted projector
+    would start after the batch the crash swallowed, and those events would be lost."""
+    from projections.writer import ProjectionWriter
+
+    events = mixed_events(USERS, 400, seed=5)
+    await _publish(settings, events)
+    real_write = ProjectionWriter.write
+    calls: list[int] = []
+
+    async def dies_while_writing(self, pending, progress, *, on_rejected):
+        calls.append(len(pending))
+        raise Crash()
+
+    monkeypatch.setattr(ProjectionWriter, "write", dies_while_writing)
+    async with running_projector(settings, "early") as task:
+        with pytest.raises(Crash):
+            await asyncio.wait_for(asyncio.shield(task), 60)
+    assert calls and calls[0] > 0 and sum((await _counts(settings)).values()) == 0
+    monkeypatch.setattr(ProjectionWriter, "write", real_write)
+    async with running_projector(settings, "early"):
+        await eventually(lambda: _counts(settings), until=lambda c: c == _expected(events), timeout=60,
+                         what="every event, the crashed batch included")
