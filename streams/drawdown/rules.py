@@ -226,13 +226,10 @@ def _assess_levels(state: DrawdownState, event: Envelope[AccountReport], reading
     }
     streaks = {k: min(v, config.confirmations) for k, v in streaks.items() if v}
     state = replace(state, streaks=streaks)
-    inputs = {"equity_gbp": round(reading.equity_gbp, 4), "peak_equity_gbp": round(state.peak_equity_gbp or 0, 4),
-              "drawdown_percent": round(drawdown, 4), "day": state.day,
-              "day_start_equity_gbp": round(state.day_start_equity_gbp or 0, 4),
-              "daily_loss_gbp": round(loss_gbp, 4), "daily_loss_percent": round(loss_percent, 4),
-              "confirmations": config.confirmations, "reading_at": reading.at.isoformat(),
-              "levels": levels.model_dump()}
     confirmed = {k for k, v in streaks.items() if v >= config.confirmations}
+    if not confirmed and not state.warning_active:
+        return state, []  # nothing to say: most readings end here
+    inputs = _inputs(state, reading, drawdown, loss_gbp, loss_percent, levels, config)
     outputs: list[Envelope[Any]] = []
     if state.pending is None and _unordered(state, reading.at, config):
         trigger = _trigger(state, event, confirmed, drawdown, loss_percent, levels, inputs)
@@ -250,6 +247,17 @@ def _assess_levels(state: DrawdownState, event: Envelope[AccountReport], reading
     elif drawdown < levels.warning_drawdown_percent and state.warning_active:
         state = replace(state, warning_active=False)  # re-armed: the next crossing warns again
     return state, outputs
+
+
+def _inputs(state: DrawdownState, reading: Reading, drawdown: float, loss_gbp: float, loss_percent: float,
+            levels: AccountLevels, config: GuardConfig) -> dict[str, Any]:
+    """What an alert or close records of the reading and levels that produced it."""
+    return {"equity_gbp": round(reading.equity_gbp, 4), "peak_equity_gbp": round(state.peak_equity_gbp or 0, 4),
+            "drawdown_percent": round(drawdown, 4), "day": state.day,
+            "day_start_equity_gbp": round(state.day_start_equity_gbp or 0, 4),
+            "daily_loss_gbp": round(loss_gbp, 4), "daily_loss_percent": round(loss_percent, 4),
+            "confirmations": config.confirmations, "reading_at": reading.at.isoformat(),
+            "levels": levels.model_dump()}
 
 
 def _unordered(state: DrawdownState, at: datetime, config: GuardConfig) -> list[Held]:
