@@ -162,10 +162,11 @@ class _Clock:
 
 
 def _run_faust(app: Any) -> None:
-    import faust
+    """Run a worker as ``python -m streams`` does (no terminal spinner), for every app measured."""
+    from streams.worker import faust_worker
 
     sys.argv = sys.argv[:1] + ["worker"]  # mode's Worker reads the command line
-    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    faust_worker(app, loglevel="WARNING").execute_from_commandline()
 
 
 def count_streams_worker(settings: Settings, total: int, results: Any, name: str) -> None:
@@ -177,12 +178,12 @@ def count_streams_worker(settings: Settings, total: int, results: Any, name: str
     inputs = {t.name(settings.topic_prefix) for t in INPUTS}
     apply, clock = runtime.apply, _Clock(total, results)
 
-    async def started(events: Any) -> list[Any]:
+    async def started(runs: Any) -> list[Any]:
         clock.started()
-        return await apply(events)
+        return await apply(runs)
 
     runtime.apply = started  # counted once the batch's sends are acknowledged and its inputs acked:
-    runtime.on_settled = lambda events: clock.add(sum(1 for e in events if e.message.topic in inputs))
+    runtime.on_settled = lambda runs: clock.add(sum(len(run.records) for run in runs if run.tp.topic in inputs))
     _run_faust(app)
 
 

@@ -17,6 +17,7 @@ cause, so a repeat after a crash or a restart is recognised downstream.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -26,7 +27,6 @@ from datetime import datetime
 from typing import Any
 
 import faust
-from faust.types import EventT
 
 from reconguard import metrics
 from reconguard.kafka import dead_letter
@@ -65,11 +65,13 @@ from streams.levels import AccountLevelsBook
 from streams.market import rules as market
 from streams.reconciliation import rules as reconciliation
 from streams.store import StateStore
-from streams.transport import StreamsApp, direct_delivery
+from streams.transport import Run, StreamsApp, direct_delivery
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "streams"
+RUNS_BUFFERED = 256
+GC_THRESHOLD = 50_000
 INPUTS = (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, CLOSE_COMMANDS, CLOSE_RESULTS)
 OUTPUT_TOPIC = {"PositionMatched": RECONCILIATION, "DivergenceDetected": RECONCILIATION,
                 "DivergenceResolved": RECONCILIATION, "ReconciliationIndeterminate": RECONCILIATION,
@@ -100,8 +102,10 @@ class StreamsRuntime:
         def topic(t: Topic) -> faust.TopicT:
             return app.topic(t.name(prefix), key_serializer="raw", value_serializer="raw", partitions=partitions)
 
+        # The queue holds runs of records (a partition's share of a fetch, see transport.py), a few
+        # fetches' worth; when it fills, the fetch loop pauses the partitions that filled it.
         self.inputs = app.topic(*(t.name(prefix) for t in INPUTS), key_serializer="raw", value_serializer="raw",
-                                partitions=partitions)
+                                partitions=partitions, maxsize=RUNS_BUFFERED)
         self.topic_of = {t.name(prefix): t for t in INPUTS}
         self.outputs = {t.base: topic(t) for t in (RECONCILIATION, ACCOUNT_STATE, ALERTS, CLOSE_COMMANDS,
                                                    DEAD_LETTERS)}
@@ -126,7 +130,7 @@ class StreamsRuntime:
             lambda state, event, now: market.handle(state, event, guard))
         self.processors = (self.reconciliation, self.drawdown, self.market)
         #: Called with each batch once its inputs are acked (for the bench); None: nothing.
-        self.on_settled: Callable[[Sequence[EventT]], None] | None = None
+        self.on_settled: Callable[[Sequence[Run]], None] | None = None
         self.routes: dict[type, tuple[Processor, ...]] = {}
         for processor in self.processors:
             for kind in processor.reads:
@@ -134,37 +138,39 @@ class StreamsRuntime:
 
     # ------------------------------------------------------------------------------------- batches
 
-    async def process(self, events: Sequence[EventT]) -> None:
+    async def process(self, runs: Sequence[Run]) -> None:
         """Apply a batch and wait until its outputs and changelog records are acknowledged."""
-        await self.settle(events, await self.apply(events))
+        await self.settle(runs, await self.apply(runs))
 
-    async def settle(self, events: Sequence[EventT], sent: list[Any], after: Awaitable[None] | None = None) -> None:
+    async def settle(self, runs: Sequence[Run], sent: list[Any], after: Awaitable[None] | None = None) -> None:
         """Wait for a batch's sends (and for the batch before it, ``after``); then ack its inputs."""
         if sent:
             await asyncio.gather(*sent)
         if after is not None:
             await after
-        for event in events:
-            event.ack()
+        for run in runs:
+            run.ack()
         if self.on_settled is not None:
-            self.on_settled(events)
+            self.on_settled(runs)
 
-    async def apply(self, events: Sequence[EventT]) -> list[Any]:
+    async def apply(self, runs: Sequence[Run]) -> list[Any]:
         """Run a batch through the rules and send what they decided; return the sends, not awaited."""
         await self.levels.ready()
         now = utcnow()
         sent: list[Any] = []
-        for event in events:
-            message = event.message
-            try:
-                envelope = decode(self.topic_of[message.topic], message.value)
-            except DecodeError as error:
-                sent.append(await self._dead_letter(message, error.reason))
-                continue
-            for processor in self.routes.get(type(envelope.payload), ()):
-                sent += await self._apply(processor, envelope, message.partition, now)
-            if isinstance(envelope.payload, PositionReport):
-                metrics.reconciliation_latency_seconds.observe(max(0.0, time.time() - envelope.occurred_at.timestamp()))
+        for run in runs:
+            topic, partition = self.topic_of[run.tp.topic], run.tp.partition
+            for record in run.records:
+                try:
+                    envelope = decode(topic, record.value)
+                except DecodeError as error:
+                    sent.append(await self._dead_letter(record, error.reason))
+                    continue
+                for processor in self.routes.get(type(envelope.payload), ()):
+                    sent += await self._apply(processor, envelope, partition, now)
+                if isinstance(envelope.payload, PositionReport):
+                    metrics.reconciliation_latency_seconds.observe(
+                        max(0.0, time.time() - envelope.occurred_at.timestamp()))
         for processor in self.processors:
             sent += await processor.store.flush()
         return sent
@@ -307,11 +313,11 @@ def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: 
         # and every earlier batch's are acknowledged (at least once, offsets in order); at most
         # ``max_batches_in_flight`` wait, and a failed send fails the task as before.
         in_flight: deque[asyncio.Future[None]] = deque()
-        async for events in batches(channel.queue, max_events=worker.batch_size,
-                                    within=worker.batch_within_seconds):
-            sent = await runtime.apply(events)
+        async for runs in batches(channel.queue, max_events=worker.batch_size,
+                                  within=worker.batch_within_seconds, size=len):
+            sent = await runtime.apply(runs)
             after = in_flight[-1] if in_flight else None
-            in_flight.append(asyncio.ensure_future(runtime.settle(events, sent, after)))
+            in_flight.append(asyncio.ensure_future(runtime.settle(runs, sent, after)))
             while in_flight and (in_flight[0].done() or len(in_flight) > worker.max_batches_in_flight):
                 await in_flight.popleft()
 
@@ -322,6 +328,14 @@ def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: 
     @app.task
     async def load_levels() -> None:
         await runtime.levels.refresh()
+
+    @app.task
+    async def tune_garbage_collector() -> None:
+        # The worker allocates a few objects per event and keeps few: with the default threshold
+        # (700 allocations) the collector ran thousands of times a second, re-walking the
+        # long-lived tables and caches. Objects alive at start-up are frozen out of its walks.
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, 50, 100)
 
     @app.timer(worker.levels_refresh_seconds, name="refresh_levels")
     async def refresh_levels() -> None:

@@ -2,17 +2,18 @@
 
 An agent's stream hands events over one at a time (context variables, sensors, processors and
 an ack per event, and ``take()``'s buffer on top); at the worker's rates that plumbing cost more
-than the rules themselves. The conductor still decodes each message into the channel's queue,
-with its flow control (the queue pauses fetching when full, and is cleared on a rebalance); this
-takes whatever is queued, up to ``max_events``, waiting at most ``within`` seconds for a batch to
-fill once its first event is in. The caller acks the events after processing them, so offsets
-are committed only past processed messages (at least once).
+than the rules themselves. The fetch loop queues runs of records on the channel's queue, with
+its flow control (the queue pauses fetching when full, and is cleared on a rebalance); this
+takes whatever is queued, up to about ``max_events`` (an item counts ``size(item)`` events),
+waiting at most ``within`` seconds for a batch to fill once its first item is in. The caller
+acks the items after processing them, so offsets are committed only past processed records
+(at least once).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 
@@ -24,18 +25,22 @@ class EventQueue(Protocol):
     def empty(self) -> bool: ...
 
 
-async def batches(queue: EventQueue, *, max_events: int, within: float, poll: float = 0.002
-                  ) -> AsyncIterator[list[Any]]:
-    """Yield lists of 1..max_events queued items; a batch waits at most ``within`` to fill."""
+async def batches(queue: EventQueue, *, max_events: int, within: float, poll: float = 0.002,
+                  size: Callable[[Any], int] = lambda item: 1) -> AsyncIterator[list[Any]]:
+    """Yield lists of queued items; a batch stops taking items once it holds ``max_events``
+    events, and waits at most ``within`` to fill."""
     loop = asyncio.get_running_loop()
     while True:
-        batch = [await queue.get()]
+        first = await queue.get()
+        batch, events = [first], size(first)
         deadline = loop.time() + within
         while True:
-            while len(batch) < max_events and not queue.empty():
-                batch.append(queue.get_nowait())
+            while events < max_events and not queue.empty():
+                item = queue.get_nowait()
+                batch.append(item)
+                events += size(item)
             remaining = deadline - loop.time()
-            if len(batch) >= max_events or remaining <= 0:
+            if events >= max_events or remaining <= 0:
                 break
             await asyncio.sleep(min(poll, remaining))
         yield batch

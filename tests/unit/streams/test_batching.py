@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from streams.batching import batches
 
 
-async def _first(queue: asyncio.Queue[int], **options: float) -> list[int]:
+async def _first(queue: asyncio.Queue[Any], **options: Any) -> list[Any]:
     it = batches(queue, **options)  # type: ignore[arg-type]
     try:
         return await asyncio.wait_for(anext(it), timeout=2)
@@ -35,3 +36,11 @@ async def test_a_batch_starts_with_the_first_event_however_late_it_comes() -> No
     queue: asyncio.Queue[int] = asyncio.Queue()
     asyncio.get_running_loop().call_later(0.05, queue.put_nowait, 9)
     assert await _first(queue, max_events=10, within=0) == [9]
+
+
+async def test_a_batch_counts_the_events_in_each_item_against_its_maximum() -> None:
+    queue: asyncio.Queue[list[int]] = asyncio.Queue()
+    for run in ([1, 2, 3], [4, 5], [6], [7, 8]):
+        queue.put_nowait(run)
+    assert await _first(queue, max_events=5, within=0.5, size=len) == [[1, 2, 3], [4, 5]]
+    assert queue.qsize() == 2
