@@ -55,7 +55,6 @@ from schemas.topics import (
     POSITION_REPORTS,
     RECONCILIATION,
     TICKS,
-    Topic,
 )
 from streams.batching import batches
 from streams.config import GuardConfig, WorkerConfig
@@ -99,16 +98,13 @@ class StreamsRuntime:
         self.levels = AccountLevelsBook(settings.database_url)
         prefix, partitions = settings.topic_prefix, settings.topic_partitions
 
-        def topic(t: Topic) -> faust.TopicT:
-            return app.topic(t.name(prefix), key_serializer="raw", value_serializer="raw", partitions=partitions)
-
         # The queue holds runs of records (a partition's share of a fetch, see transport.py), a few
         # fetches' worth; when it fills, the fetch loop pauses the partitions that filled it.
         self.inputs = app.topic(*(t.name(prefix) for t in INPUTS), key_serializer="raw", value_serializer="raw",
                                 partitions=partitions, maxsize=RUNS_BUFFERED)
         self.topic_of = {t.name(prefix): t for t in INPUTS}
-        self.outputs = {t.base: topic(t) for t in (RECONCILIATION, ACCOUNT_STATE, ALERTS, CLOSE_COMMANDS,
-                                                   DEAD_LETTERS)}
+        self.output_of = {event_type: t.name(prefix) for event_type, t in OUTPUT_TOPIC.items()}
+        self.dead_letters = DEAD_LETTERS.name(prefix)
 
         def table(name: str) -> Any:
             return app.Table(name, partitions=partitions)  # json keys and values
@@ -167,7 +163,16 @@ class StreamsRuntime:
                     sent.append(await self._dead_letter(record, error.reason))
                     continue
                 for processor in self.routes.get(type(envelope.payload), ()):
-                    sent += await self._apply(processor, envelope, partition, now)
+                    try:
+                        outputs = self._step(processor, envelope, partition, now)
+                    except Exception as error:  # one account's bad event must not stop the others
+                        log.exception("%s rule failed on %s %s", processor.name, envelope.event_type,
+                                      envelope.event_id)
+                        sent.append(await self._dead_letter_envelope(envelope, f"{processor.name} rule failed: "
+                                                                                f"{error!r}"))
+                        continue
+                    for output in outputs:
+                        sent.append(await self._publish(output))
                 if isinstance(envelope.payload, PositionReport):
                     metrics.reconciliation_latency_seconds.observe(
                         max(0.0, time.time() - envelope.occurred_at.timestamp()))
@@ -175,19 +180,15 @@ class StreamsRuntime:
             sent += await processor.store.flush()
         return sent
 
-    async def _apply(self, processor: Processor, envelope: Envelope[Any], partition: int, now: datetime) -> list[Any]:
-        account = envelope.account_id
-        store = processor.store
+    @staticmethod
+    def _step(processor: Processor, envelope: Envelope[Any], partition: int, now: datetime
+              ) -> tuple[Envelope[Any], ...]:
+        """Run one rule set on one event against the account's state; keep the new state."""
+        store, account = processor.store, envelope.account_id
         entry = store.entry(account, partition)
-        try:
-            decision = processor.step(entry.state, envelope, now)
-        except Exception as error:  # noqa: BLE001 - one account's bad event must not stop the others
-            log.exception("%s rule failed on %s %s", processor.name, envelope.event_type, envelope.event_id)
-            return [await self._dead_letter_envelope(envelope, f"{processor.name} rule failed: {error!r}")]
+        decision = processor.step(entry.state, envelope, now)
         store.put_entry(account, entry, decision.state)
-        if not decision.outputs:
-            return []
-        return [await self._publish(output) for output in decision.outputs]
+        return decision.outputs
 
     async def sweep(self) -> None:
         """Fire due liquidations (also after a restart: the deadline is in the table); flush state."""
@@ -214,16 +215,23 @@ class StreamsRuntime:
     # ------------------------------------------------------------------------------------- output
 
     async def _publish(self, envelope: Envelope[Any]) -> Any:
+        """Send an output; return the future of its acknowledgement (not awaited here).
+
+        Straight to the app's producer: the bytes are ready, and Faust's ``Topic.send`` layers
+        (a future message, a pending message, sensors) cost more than the send itself."""
         self._count(envelope)
-        topic = self.outputs[OUTPUT_TOPIC[envelope.event_type].base]
-        return await topic.send(key=encode_key(envelope.account_id), value=encode(envelope))
+        return await self._send(self.output_of[envelope.event_type], envelope)
 
     async def _dead_letter(self, message: Any, reason: str) -> Any:
         letter = dead_letter(consumer=CONSUMER, topic=message.topic, partition=message.partition,
                              offset=message.offset, key=message.key, value=message.value, reason=reason)
         metrics.dead_letters_total.labels(CONSUMER).inc()
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason)
-        return await self.outputs[DEAD_LETTERS.base].send(key=encode_key(letter.account_id), value=encode(letter))
+        return await self._send(self.dead_letters, letter)
+
+    async def _send(self, topic: str, envelope: Envelope[Any]) -> Any:
+        return await self.app.producer.send(topic, encode_key(envelope.account_id), encode(envelope),
+                                            partition=None, timestamp=None, headers=None)
 
     async def _dead_letter_envelope(self, envelope: Envelope[Any], reason: str) -> Any:
         class _Message:  # the parts dead_letter() reads, for an event that decoded but broke a rule

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import pairwise
 from typing import Any, ClassVar
 
 import faust
@@ -41,7 +42,7 @@ Deliver = Callable[[TP, Sequence[Any]], Awaitable[None]]
 class Run:
     """One partition's consecutive records from one fetch, acked together once processed."""
 
-    __slots__ = ("tp", "records", "consumer", "generation")
+    __slots__ = ("consumer", "generation", "records", "tp")
 
     def __init__(self, tp: TP, records: Sequence[Any], consumer: Any, generation: int) -> None:
         self.tp, self.records, self.consumer, self.generation = tp, records, consumer, generation
@@ -194,7 +195,7 @@ class _Consumer(driver.Consumer):
             await self._add_gap(tp, last + 1, first)
         if end - first + 1 == len(fetched):
             return  # consecutive, as almost always
-        for before, after in zip(fetched, fetched[1:]):
+        for before, after in pairwise(fetched):
             if after.offset - before.offset > 1:
                 await self._add_gap(tp, before.offset + 1, after.offset)
 
