@@ -1,4 +1,4 @@
-"""Fixtures shared by the producers' integration tests."""
+"""Fixtures shared by the integration tests."""
 
 from __future__ import annotations
 
