@@ -1,7 +1,8 @@
 """The Faust app: one thin batch task over the account topics, three state tables, a deadline sweep.
 
-The task takes events in batches straight from the topic's queue (``streams/batching.py``: no
-per-event stream machinery), decodes each once with ``schemas.codec`` (bad ones go to the
+The task takes events in batches straight from the topic's queue, where the fetch loop puts
+each partition's fetched records as one run (``streams/transport.py``, ``streams/batching.py``:
+no per-event stream machinery), decodes each once with ``schemas.codec`` (bad ones go to the
 dead-letter topic with the reason), hands it to every processor that reads its type, publishes
 what the rules decided, writes the state tables once per batch, only for accounts whose state
 changed, and acks the batch once its outputs and changelog records are acknowledged. Topics
@@ -280,8 +281,9 @@ def app_id(settings: Settings) -> str:
 def tuned_app(name: str, settings: Settings, worker: WorkerConfig) -> StreamsApp:
     """A Faust app tuned for tansu (short session and fetch wait, raw bytes), with no agents yet.
 
-    The input buffer holds 16k events (Faust's default 4k paused the partitions, and a paused
-    partition waits for a fresh fetch, whenever the worker ran a few batches behind)."""
+    A stream's buffer holds 16k events (Faust's default 4k paused the partitions, and a paused
+    partition waits for a fresh fetch, whenever a reader ran a few batches behind); the worker's
+    own inputs are queued in runs instead (``RUNS_BUFFERED``, see ``create_app``)."""
     if settings.kafka_bootstrap_servers is None:
         raise ValueError("the streams worker needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker's address)")
     app = StreamsApp(

@@ -226,7 +226,8 @@ class _Transport(driver.Transport):
 
 
 class StreamsApp(faust.App):
-    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` for a fetch."""
+    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` for a fetch, and hands the
+    records of its ``direct_topics`` over in runs."""
 
     fetch_max_wait_ms: int = 50
 
