@@ -8,7 +8,9 @@ Faust agent (``async for key, value in stream.items(): table[key] = json.loads(v
 from the earliest; aiokafka's producer is not idempotent by default) -- the issue's baseline. Beside
 it, for reference, the same agent on the worker's tuned app settings and transport
 (``streams.app.tuned_app``). Each runs alone in a child process, twice, alternating, each run its own
-consumer group; the best run of each is compared (the machine is shared). The clock starts at the first event a run receives (so group join and table recovery
+consumer group, under the same Faust worker (``streams.worker.faust_worker``: no terminal spinner,
+whose DEBUG root logger would tax every app); the best run of each is compared (the machine is
+shared). The clock starts at the first event a run receives (so group join and table recovery
 are excluded) and stops when it has processed every published input event (the streams worker:
 when the batch that completes them has been processed, its outputs and changelog records (and
 those of every earlier batch) acknowledged by the broker, and its inputs acked).
