@@ -50,7 +50,7 @@ def _dec(value: float | None, places: int) -> Decimal | None:
     """Money and prices as exact decimals, rounded once, here, to the column's scale."""
     if value is None:
         return None
-    return round(Decimal(repr(value)), places)
+    return Decimal(f"{value:.{places}f}")  # the float's exact value, correctly rounded
 
 
 def _zero_if_none(value: Decimal | None) -> Decimal:

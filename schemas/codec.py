@@ -58,9 +58,9 @@ def decode(topic: Topic, raw: bytes | None) -> Envelope[Any]:
         envelope = _adapter(topic).validate_json(raw)
     except ValidationError as error:
         return _decode_slowly(topic, raw, error)
-    expected = topic.payload_for(envelope.event_type)
-    if expected is not None and envelope.schema_version != expected.schema_version:
-        return _decode_slowly(topic, raw, None)
+    payload_type = type(envelope.payload)  # the topic's payload for this event type, as validated
+    if envelope.event_type != payload_type.event_type or envelope.schema_version != payload_type.schema_version:
+        return _decode_slowly(topic, raw, None)  # another version to upcast, or a type foreign to the topic
     return envelope
 
 

@@ -8,6 +8,7 @@ one account's messages stay in order on one partition.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from schemas.commands import ClosePosition, SyncAccount
 from schemas.deadletters import MessageDeadLettered
@@ -38,7 +39,11 @@ class Topic:
         return f"{prefix}.{self.base}.v{self.version}"
 
     def payload_for(self, event_type: str) -> type[Payload] | None:
-        return next((p for p in self.payloads if p.event_type == event_type), None)
+        return self._payload_of.get(event_type)
+
+    @cached_property
+    def _payload_of(self) -> dict[str, type[Payload]]:
+        return {p.event_type: p for p in self.payloads}
 
 
 ACCOUNT_REPORTS = Topic("account-reports", 1, (AccountReport, AccountSyncFailed),

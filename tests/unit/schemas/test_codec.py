@@ -10,7 +10,7 @@ from schemas import DecodeError, decode, derive_id, derived, encode, observed, u
 from schemas.codec import UPCASTERS
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason
-from schemas.reports import AccountReport
+from schemas.reports import AccountReport, TickReport
 from schemas.topics import ACCOUNT_REPORTS, CLOSE_COMMANDS, TICKS
 
 
@@ -106,3 +106,13 @@ def test_topics_refuse_each_others_events():
     envelope = observed(_report(), account_id="u1", occurred_at=utcnow())
     with pytest.raises(DecodeError, match="does not belong"):
         decode(TICKS, encode(envelope))
+
+
+def test_a_valid_payload_under_a_foreign_event_type_is_refused():
+    """A payload that would validate is still refused under an event type its topic does not carry."""
+    tick = TickReport(symbol="EURUSD", bid=1.085, ask=1.0851, point=0.00001, quoted_at=utcnow())
+    envelope = observed(tick, account_id="u1", occurred_at=utcnow())
+    assert decode(TICKS, encode(envelope)) == envelope
+    renamed = envelope.model_copy(update={"event_type": "QuoteReport"})
+    with pytest.raises(DecodeError, match="does not belong on topic ticks"):
+        decode(TICKS, encode(renamed))
