@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,16 @@ Records = dict[TopicPartition, list[Any]]
 
 
 @dataclass
+class Prepared:
+    """A fetched batch, decoded: rows to write, messages nobody can use, progress past them."""
+
+    pending: list[PendingRow] = field(default_factory=list)
+    unusable: Rejected = field(default_factory=list)
+    received: int = 0
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+@dataclass
 class BatchOutcome:
     received: int = 0
     inserted: int = 0
@@ -54,27 +65,39 @@ class Projector:
         self.since = since  # replay from a point in time: older events are read but not projected
 
     async def handle(self, records: Records) -> BatchOutcome:
-        outcome = BatchOutcome()
-        pending: list[PendingRow] = []
-        unusable: Rejected = []
+        """Decode a fetched batch and write it: rows and progress committed, dead letters sent."""
+        return await self.write(self.prepare(records))
+
+    def prepare(self, records: Records) -> Prepared:
+        """Decode a fetched batch into rows (pure CPU work, no I/O)."""
+        prepared = Prepared()
         for tp, messages in records.items():
-            topic = topic_by_name(tp.topic, self.prefix)
-            table = TABLE_OF_TOPIC[topic]
-            for message in messages:
-                outcome.received += 1
-                try:
-                    envelope = decode(topic, message.value)
-                    if self.since is not None and envelope.occurred_at < self.since:
-                        continue
-                    pending.append(PendingRow(table, row_for(table, envelope), user_of(envelope), message))
-                except DecodeError as error:
-                    unusable.append((PendingRow(table, (), "", message), error.reason))
-            outcome.next_offsets[tp] = messages[-1].offset + 1
-        unusable += await self._without_unknown_users(pending)
+            self.prepare_into(prepared, tp, messages)
+        return prepared
+
+    def prepare_into(self, prepared: Prepared, tp: TopicPartition, messages: list[Any]) -> None:
+        """Decode consecutive messages of one partition into ``prepared``."""
+        topic = topic_by_name(tp.topic, self.prefix)
+        table = TABLE_OF_TOPIC[topic]
+        for message in messages:
+            try:
+                envelope = decode(topic, message.value)
+                if self.since is not None and envelope.occurred_at < self.since:
+                    continue
+                prepared.pending.append(PendingRow(table, row_for(table, envelope), user_of(envelope), message))
+            except DecodeError as error:
+                prepared.unusable.append((PendingRow(table, (), "", message), error.reason))
+        prepared.received += len(messages)
+        prepared.next_offsets[tp] = messages[-1].offset + 1
+
+    async def write(self, prepared: Prepared) -> BatchOutcome:
+        """Dead-letter what cannot be used, then commit the rows with the progress past them."""
+        pending, unusable = prepared.pending, prepared.unusable + await self._without_unknown_users(prepared.pending)
         await self._dead_letter(unusable)
-        progress = {(tp.topic, tp.partition): offset for tp, offset in outcome.next_offsets.items()}
+        progress = {(tp.topic, tp.partition): offset for tp, offset in prepared.next_offsets.items()}
+        outcome = BatchOutcome(received=prepared.received, dead_lettered=len(unusable),
+                               next_offsets=prepared.next_offsets)
         outcome.inserted = await self.writer.write(pending, progress, on_rejected=self._dead_letter)
-        outcome.dead_lettered = len(unusable)
         self._count(pending, outcome)
         return outcome
 
@@ -102,18 +125,73 @@ class Projector:
                 sum(1 for p in pending if p.table is table))
 
 
-class _SeekToStoredProgress(ConsumerRebalanceListener):
-    """On assignment, continue from the progress committed with the rows, not from Kafka's offset."""
+class WritePipeline:
+    """Decodes the next batch while the database writes the last one.
 
-    def __init__(self, consumer: AIOKafkaConsumer, writer: ProjectionWriter) -> None:
+    The database's share of a batch (the INSERT from staging, the commit) is time the projector
+    would otherwise spend waiting. Writes still go one at a time, in fetch order, on the writer's
+    one connection, and ``written`` runs after each commit (the live projector commits the
+    batch's Kafka offsets there: after the database, as before). ``idle()`` holds back new writes
+    and finishes the one in flight, for anything else that uses the writer's connection.
+    """
+
+    CHUNK = 250
+
+    def __init__(self, projector: Projector, *, written: Callable[[BatchOutcome], Awaitable[None]]) -> None:
+        self.projector = projector
+        self.written = written
+        self._writing: asyncio.Future[BatchOutcome] | None = None
+        self._lock = asyncio.Lock()
+
+    async def put(self, records: Records) -> None:
+        """Decode ``records``, wait for the write before them, and start theirs.
+
+        Decoding yields to the event loop every ``CHUNK`` messages, so the write in flight sends
+        its next statement (COPY, INSERT, progress, COMMIT: one round trip each) and the
+        database works on it meanwhile."""
+        prepared = Prepared()
+        for tp, messages in records.items():
+            for start in range(0, len(messages), self.CHUNK):
+                self.projector.prepare_into(prepared, tp, messages[start:start + self.CHUNK])
+                await asyncio.sleep(0)
+        async with self._lock:
+            await self._finish()
+            self._writing = asyncio.ensure_future(self.projector.write(prepared))
+
+    async def drain(self) -> None:
+        """Wait until the write in flight, if any, is committed and ``written`` has run."""
+        async with self.idle():
+            pass
+
+    @asynccontextmanager
+    async def idle(self) -> AsyncIterator[None]:
+        async with self._lock:
+            await self._finish()
+            yield
+
+    async def _finish(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await self.written(await writing)
+
+
+class _SeekToStoredProgress(ConsumerRebalanceListener):
+    """On assignment, continue from the progress committed with the rows, not from Kafka's offset.
+
+    A revocation first finishes the write in flight (and commits its offsets, while the
+    partitions are still ours)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, writer: ProjectionWriter, pipeline: WritePipeline) -> None:
         self.consumer = consumer
         self.writer = writer
+        self.pipeline = pipeline
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        return None
+        await self.pipeline.drain()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        stored = await self.writer.stored_progress({tp.topic for tp in assigned})
+        async with self.pipeline.idle():
+            stored = await self.writer.stored_progress({tp.topic for tp in assigned})
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
             if offset is not None:
@@ -144,21 +222,27 @@ async def serve(
     writer = await ProjectionWriter.connect(plain_url(settings.database_url), consumer=consumer_name)
     producer = make_producer(settings.kafka_bootstrap_servers)
     consumer = group_consumer(settings, name=consumer_name)
-    consumer.subscribe(topics, listener=_SeekToStoredProgress(consumer, writer))
+    projector = Projector(writer=writer, producer=producer, prefix=settings.topic_prefix)
+
+    async def written(outcome: BatchOutcome) -> None:
+        if after_db_commit is not None:
+            await after_db_commit(outcome)
+        await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in outcome.next_offsets.items()})
+        await _report_lag(consumer, consumer_name)
+
+    pipeline = WritePipeline(projector, written=written)
+    consumer.subscribe(topics, listener=_SeekToStoredProgress(consumer, writer, pipeline))
     await producer.start()
     await consumer.start()
-    projector = Projector(writer=writer, producer=producer, prefix=settings.topic_prefix)
     log.info("projector reading %s", ", ".join(topics))
     try:
         while not stop.is_set():
             records = await consumer.getmany(timeout_ms=200, max_records=settings.projection_batch_size)
-            if not records:
-                continue
-            outcome = await projector.handle(records)
-            if after_db_commit is not None:
-                await after_db_commit(outcome)
-            await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in outcome.next_offsets.items()})
-            await _report_lag(consumer, consumer_name)
+            if records:
+                await pipeline.put(records)
+            else:
+                await pipeline.drain()  # nothing new: commit what is written rather than wait
+        await pipeline.drain()
     finally:
         await consumer.stop()
         await producer.stop()

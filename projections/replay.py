@@ -16,7 +16,7 @@ from datetime import datetime
 import asyncpg
 from aiokafka import TopicPartition
 
-from projections.projector import Projector, Records
+from projections.projector import BatchOutcome, Projector, Records, WritePipeline
 from projections.rows import TABLE_OF_TOPIC
 from projections.writer import ProjectionWriter, projected_topic_names
 from reconguard.db import migrate
@@ -152,16 +152,25 @@ async def _assign_all(consumer, topics: list[str]) -> list[TopicPartition]:
 
 async def _read_to_the_end(consumer, projector: Projector, partitions: list[TopicPartition],
                            target: ReplayTarget, progress: Progress | None) -> ReplayResult:
-    read = inserted = dead = 0
+    counts = {"read": 0, "inserted": 0, "dead": 0}
+
+    async def written(outcome: BatchOutcome) -> None:
+        counts["read"] += outcome.received
+        counts["inserted"] += outcome.inserted
+        counts["dead"] += outcome.dead_lettered
+
+    pipeline = WritePipeline(projector, written=written)
     while True:
         records: Records = await consumer.getmany(timeout_ms=500, max_records=5000)
         if records:
-            outcome = await projector.handle(records)
-            read, inserted, dead = read + outcome.received, inserted + outcome.inserted, dead + outcome.dead_lettered
+            await pipeline.put(records)
         if progress is not None:
-            progress(read, _total(consumer, partitions))
+            progress(counts["read"], _total(consumer, partitions))
         if not records and await caught_up(consumer, partitions):
-            return ReplayResult(read, inserted, dead, target)
+            await pipeline.drain()
+            if progress is not None:
+                progress(counts["read"], _total(consumer, partitions))
+            return ReplayResult(counts["read"], counts["inserted"], counts["dead"], target)
 
 
 def _total(consumer, partitions: list[TopicPartition]) -> int | None:
