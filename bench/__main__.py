@@ -9,6 +9,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from reconguard.service import tune_garbage_collector
+
 BENCHMARKS = [
     ("projection", "bench.projection", "projection_per_s vs copy_per_s: target ratio_to_copy >= 0.3"),
     ("poller", "bench.poller", "CPU seconds per 1,000 accounts per second of polling: target < 0.25"),
@@ -19,6 +21,7 @@ BENCHMARKS = [
 
 
 def main(selected: list[str]) -> int:
+    tune_garbage_collector()  # as every reconguard process does; baselines in this process share it
     console = Console()
     failures = 0
     for name, module, target in BENCHMARKS:

@@ -22,6 +22,7 @@ from reconguard.runner import (
     resolve_endpoints,
     run_services,
 )
+from reconguard.service import tune_garbage_collector
 from reconguard.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
@@ -42,6 +43,7 @@ EMBEDDED_RUN = [SERVICES["projector"], SERVICES["worker"], ServiceSpec("demo", "
 
 
 def _settings() -> Settings:
+    tune_garbage_collector()  # every command starts here
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(name)s: %(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])

@@ -18,7 +18,6 @@ cause, so a repeat after a crash or a restart is recognised downstream.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections import deque
@@ -31,6 +30,7 @@ import faust
 
 from reconguard import metrics
 from reconguard.kafka import dead_letter
+from reconguard.service import tune_garbage_collector
 from reconguard.settings import Settings
 from schemas import DecodeError, Envelope, decode, encode, encode_key, utcnow
 from schemas.commands import ClosePosition
@@ -71,7 +71,6 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "streams"
 RUNS_BUFFERED = 256
-GC_THRESHOLD = 50_000
 INPUTS = (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, CLOSE_COMMANDS, CLOSE_RESULTS)
 OUTPUT_TOPIC = {"PositionMatched": RECONCILIATION, "DivergenceDetected": RECONCILIATION,
                 "DivergenceResolved": RECONCILIATION, "ReconciliationIndeterminate": RECONCILIATION,
@@ -340,12 +339,8 @@ def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: 
         await runtime.levels.refresh()
 
     @app.task
-    async def tune_garbage_collector() -> None:
-        # The worker allocates a few objects per event and keeps few: with the default threshold
-        # (700 allocations) the collector ran thousands of times a second, re-walking the
-        # long-lived tables and caches. Objects alive at start-up are frozen out of its walks.
-        gc.freeze()
-        gc.set_threshold(GC_THRESHOLD, 50, 100)
+    async def tune_gc() -> None:
+        tune_garbage_collector()  # once the app has started: its start-up objects are frozen too
 
     @app.timer(worker.levels_refresh_seconds, name="refresh_levels")
     async def refresh_levels() -> None:
