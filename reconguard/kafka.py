@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -121,6 +121,35 @@ def dead_letter(
 
 async def send_dead_letter(producer: AIOKafkaProducer, prefix: str, envelope: Envelope[Any]) -> None:
     await publish(producer, DEAD_LETTERS, prefix, envelope)
+
+
+async def fetched_end_offsets(bootstrap_servers: str, partitions: Collection[TopicPartition], *,
+                              timeout: float = 10.0) -> dict[TopicPartition, int]:
+    """Each partition's end as a fetch response reports it (its high watermark).
+
+    ``end_offsets`` (ListOffsets) can be short by whole batches on tansu; a fetch from its answer
+    returns the records it missed and the true high watermark. Partitions no fetch answered
+    within ``timeout`` keep the ListOffsets answer (and a warning says so)."""
+    wanted = list(partitions)
+    if not wanted:
+        return {}
+    consumer = make_consumer(bootstrap_servers=bootstrap_servers, group_id=None, fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        consumer.assign(wanted)
+        listed = await consumer.end_offsets(wanted)
+        for tp, offset in listed.items():
+            consumer.seek(tp, offset)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(consumer.highwater(tp) is None for tp in wanted):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("no fetch answered for %s in %.0fs: using ListOffsets' end",
+                            [tp for tp in wanted if consumer.highwater(tp) is None], timeout)
+                break
+            await consumer.getmany(timeout_ms=50)
+        return {tp: max(listed[tp], consumer.highwater(tp) or 0) for tp in wanted}
+    finally:
+        await consumer.stop()
 
 
 async def caught_up(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> bool:

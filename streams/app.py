@@ -298,6 +298,7 @@ def tuned_app(name: str, settings: Settings, worker: WorkerConfig) -> StreamsApp
         datadir=str(settings.data_dir / "faust"),
     )
     app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
+    app.bootstrap_servers = settings.kafka_bootstrap_servers
     return app
 
 

@@ -15,6 +15,9 @@ as one (``Run.ack``: the same bookkeeping as ``Consumer.ack``, so Faust's commit
 included, decides the committed offsets). Other topics (the tables' changelogs) take Faust's
 path, message by message, unchanged.
 
+Table recovery reads each changelog to its end as fetch responses report it: Faust asks
+ListOffsets, whose answer tansu can give short by whole batches (``_Consumer.highwaters``).
+
 What Faust's loop guaranteed still holds. A suspended flow (a rebalance) delivers nothing and
 clears the queue; a run fetched in an older consumer generation is never acked, so its records
 are fetched again from the committed offset (at least once; outputs have derived ids). Records
@@ -24,17 +27,20 @@ before the partition's read offset (a duplicate after a seek) are dropped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from itertools import pairwise
 from typing import Any, ClassVar
 
 import faust
+from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode import ServiceT
 from mode.utils.futures import notify
+
+from reconguard.kafka import fetched_end_offsets
 
 Deliver = Callable[[TP, Sequence[Any]], Awaitable[None]]
 
@@ -128,6 +134,18 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 class _Consumer(driver.Consumer):
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """The partitions' ends, for table recovery: as fetch responses report them.
+
+        Faust asks ListOffsets, whose answer tansu can give short by whole batches; a recovery
+        that stops there restores a table without its last updates (a peak equity, a pending
+        liquidation), silently."""
+        listed = await super().highwaters(*partitions)
+        fetched = await fetched_end_offsets(self.app.bootstrap_servers,  # type: ignore[attr-defined]
+                                            [TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        return {tp: max(listed.get(tp) or 0, fetched.get(TopicPartition(tp.topic, tp.partition), 0))
+                for tp in partitions}
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - the worker's loop
         """Faust's loop (faust/transport/consumer.py), a partition's records at a time."""
@@ -230,6 +248,7 @@ class StreamsApp(faust.App):
     records of its ``direct_topics`` over in runs."""
 
     fetch_max_wait_ms: int = 50
+    bootstrap_servers: str = ""  # host:port,... for the recovery's end offsets (see _Consumer.highwaters)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
