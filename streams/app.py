@@ -56,6 +56,7 @@ from schemas.topics import (
     POSITION_REPORTS,
     RECONCILIATION,
     TICKS,
+    Topic,
 )
 from streams.batching import batches
 from streams.config import GuardConfig, WorkerConfig
@@ -157,27 +158,28 @@ class StreamsRuntime:
         for run in runs:
             topic, partition = self.topic_of[run.tp.topic], run.tp.partition
             for record in run.records:
-                try:
-                    envelope = decode(topic, record.value)
-                except DecodeError as error:
-                    sent.append(await self._dead_letter(record, error.reason))
-                    continue
-                for processor in self.routes.get(type(envelope.payload), ()):
-                    try:
-                        outputs = self._step(processor, envelope, partition, now)
-                    except Exception as error:  # one account's bad event must not stop the others
-                        log.exception("%s rule failed on %s %s", processor.name, envelope.event_type,
-                                      envelope.event_id)
-                        sent.append(await self._dead_letter_envelope(envelope, f"{processor.name} rule failed: "
-                                                                                f"{error!r}"))
-                        continue
-                    for output in outputs:
-                        sent.append(await self._publish(output))
-                if isinstance(envelope.payload, PositionReport):
-                    metrics.reconciliation_latency_seconds.observe(
-                        max(0.0, time.time() - envelope.occurred_at.timestamp()))
+                sent += await self._apply_record(record, topic, partition, now)
         for processor in self.processors:
             sent += await processor.store.flush()
+        return sent
+
+    async def _apply_record(self, record: Any, topic: Topic, partition: int, now: datetime) -> list[Any]:
+        """Decode one record, run every rule set that reads it, send what they decided."""
+        try:
+            envelope = decode(topic, record.value)
+        except DecodeError as error:
+            return [await self._dead_letter(record, error.reason)]
+        sent: list[Any] = []
+        for processor in self.routes.get(type(envelope.payload), ()):
+            try:
+                outputs = self._step(processor, envelope, partition, now)
+            except Exception as error:  # one account's bad event must not stop the others
+                log.exception("%s rule failed on %s %s", processor.name, envelope.event_type, envelope.event_id)
+                sent.append(await self._dead_letter_envelope(envelope, f"{processor.name} rule failed: {error!r}"))
+                continue
+            sent += [await self._publish(output) for output in outputs]
+        if isinstance(envelope.payload, PositionReport):
+            metrics.reconciliation_latency_seconds.observe(max(0.0, time.time() - envelope.occurred_at.timestamp()))
         return sent
 
     @staticmethod
