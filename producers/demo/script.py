@@ -37,11 +37,13 @@ class DemoPlatform:
     async def approve(self, signal_id: str, user_id: str, symbol: str, direction: Direction, volume: float, *,
                       sl_points: int = 0,
                       tp_points: int = 0, entry_off_points: int = 0, place_volume: float | None = None,
-                      place: bool = True) -> str:
+                      place_direction: Direction | None = None, place: bool = True) -> str:
         """Approve a signal, place it (unless ``place`` is False) and publish the expectation.
 
         ``entry_off_points``: how much better than the market the approved entry was (slippage);
-        ``place_volume``: the volume actually placed, when it differs (volume mismatch).
+        ``place_volume``: the volume actually placed, when it differs (volume mismatch);
+        ``place_direction``: the side actually placed, when it differs (direction mismatch; give
+        such a signal no SL/TP, which would sit on the wrong side of the placed price).
         """
         gateway = self.gateways[user_id]
         info, tick = gateway.symbol_info(symbol), gateway.symbol_info_tick(symbol)
@@ -51,7 +53,9 @@ class DemoPlatform:
         entry = round(market - sign * entry_off_points * info.point, info.digits)
         sl = round(market - sign * sl_points * info.point, info.digits) if sl_points else None
         tp = round(market + sign * tp_points * info.point, info.digits) if tp_points else None
-        ticket = self._place(gateway, signal_id, symbol, direction, place_volume or volume, market, sl, tp,
+        side = place_direction or direction
+        price = tick.ask if side is Direction.BUY else tick.bid
+        ticket = self._place(gateway, signal_id, symbol, side, place_volume or volume, price, sl, tp,
                              filling_mode(info.filling_mode)) if place else None
         await self.publish(TradeApproved(
             signal_id=signal_id, approval_id=f"apr-{signal_id.removeprefix('sig-')}", user_id=user_id,
@@ -156,6 +160,8 @@ def default_script() -> list[Step]:
              lambda p: p.approve("sig-bob-2", "u-bob", "EURUSD", BUY, 0.2, sl_points=300, tp_points=40)),
         Step(20, "carol: GBPUSD sell with a tight stop",
              lambda p: p.approve("sig-carol-3", "u-carol", "GBPUSD", SELL, 0.3, sl_points=50, tp_points=600)),
+        Step(22, "carol: XAUUSD buy approved, placed as a sell (direction mismatch)",
+             lambda p: p.approve("sig-carol-4", "u-carol", "XAUUSD", BUY, 0.1, place_direction=SELL)),
         Step(24, "alice: closes 0.4 of her GBPUSD by hand (partial close)",
              lambda p: p.partial_close("u-alice", "sig-alice-2", 0.4)),
         Step(28, "dave: moves his EURUSD SL and TP by hand (SL/TP change)",
@@ -164,6 +170,8 @@ def default_script() -> list[Step]:
              lambda p: p.move_to_stop("u-bob", "sig-bob-2", "tp")),
         Step(36, "market reaches carol's GBPUSD stop (broker SL close)",
              lambda p: p.move_to_stop("u-carol", "sig-carol-3", "sl")),
+        Step(38, "bob: closes his GBPUSD sell by hand (closed outside the platform)",
+             lambda p: p.broker.manual_close(p.login("u-bob"), p.tickets["sig-bob-1"])),
         Step(40, "alice: USDJPY buy with a stop 10 pips away",
              lambda p: p.approve("sig-alice-3", "u-alice", "USDJPY", BUY, 0.3, sl_points=100,
                                  tp_points=1000)),

@@ -80,6 +80,8 @@ def story(marks: Marks) -> list[Step]:
         Step(2, "carol: USDJPY buy approved, never placed",
              lambda p: p.approve("sig-e2e-carol-miss", CAROL, "USDJPY", BUY, 0.1, sl_points=300, tp_points=600,
                                  place=False)),
+        Step(2, "carol: XAUUSD buy approved, placed as a sell",
+             lambda p: p.approve("sig-e2e-carol-dir", CAROL, "XAUUSD", BUY, 0.1, place_direction=SELL)),
         Step(3, "carol: GBPUSD sell with a stop 5 pips away",
              lambda p: p.approve("sig-e2e-carol-sl", CAROL, "GBPUSD", SELL, 0.3, sl_points=50, tp_points=600)),
         Step(8, "carol's terminal loses its trade server",

@@ -62,6 +62,8 @@ DIVERGENCES = [
     divergence(BOB, "XAUUSD", None, "unexpected", None, why="bob's XAUUSD bought by hand matches no approval"),
     divergence(CAROL, "USDJPY", "sig-e2e-carol-vol", "volume_mismatch", None,
                why="carol's USDJPY approved for 0.5 lots, placed with 0.3"),
+    divergence(CAROL, "XAUUSD", "sig-e2e-carol-dir", "direction_mismatch", None,
+               why="carol's XAUUSD approved as a buy was placed as a sell"),
     divergence(CAROL, "EURUSD", "sig-e2e-carol-slip", "slippage", None,
                why="carol's EURUSD filled 10 pips from the approved entry"),
     divergence(DAVE, "EURUSD", "sig-e2e-dave-stops", "sl_tp_drift", None,

@@ -44,7 +44,7 @@ async def test_every_divergence_kind_happens_within_two_minutes() -> None:
     broker, platform, approved, worst = await play_through()
     assert max(s.at for s in default_script()) <= 120
     by_signal = {t.signal_id: t for t in approved}
-    assert len(by_signal) == 12 and all(t.mt5_position_id for s, t in by_signal.items() if s != "sig-dave-1")
+    assert len(by_signal) == 13 and all(t.mt5_position_id for s, t in by_signal.items() if s != "sig-dave-1")
     assert by_signal["sig-dave-1"].mt5_position_id is None, "missed fill: approved, never placed"
 
     carol_eurusd = [p for p in broker.account(USERS["u-carol"].login).positions.values() if p.comment == "sig-carol-1"]
@@ -61,6 +61,11 @@ async def test_every_divergence_kind_happens_within_two_minutes() -> None:
 
     dave_modified = broker.account(USERS["u-dave"].login).positions[platform.tickets["sig-dave-2"]]
     assert dave_modified.sl != by_signal["sig-dave-2"].stop_loss, "SL/TP change"
+    carol_xauusd = broker.account(USERS["u-carol"].login).positions[platform.tickets["sig-carol-4"]]
+    assert (by_signal["sig-carol-4"].direction.value, carol_xauusd.type) == ("buy", c.POSITION_TYPE_SELL), \
+        "direction mismatch"
+    assert any(d.reason == c.DEAL_REASON_CLIENT and d.position_id == platform.tickets["sig-bob-1"]
+               for d in closing_deals(broker, "u-bob")), "closed by hand, outside the platform"
     assert any(d.reason == c.DEAL_REASON_TP for d in closing_deals(broker, "u-bob")), "broker TP close"
     assert any(d.reason == c.DEAL_REASON_SL for d in closing_deals(broker, "u-carol")), "broker SL close"
     assert any(d.reason == c.DEAL_REASON_SO for d in closing_deals(broker, "u-bob")), "broker stop-out"
