@@ -135,7 +135,8 @@ BUY, SELL = Direction.BUY, Direction.SELL
 
 
 def default_script() -> list[Step]:
-    """Every divergence kind within two minutes; dave's account is driven through its critical level."""
+    """Every divergence kind within two minutes; dave's account is driven through its critical level,
+    and a spread blow-out on XAUUSD trips the market guard."""
     steps = [
         Step(2, "alice: EURUSD buy approved and placed as approved (matched)",
              lambda p: p.approve("sig-alice-1", "u-alice", "EURUSD", BUY, 0.5, sl_points=300, tp_points=600)),
@@ -181,6 +182,8 @@ def default_script() -> list[Step]:
              lambda p: p.broker.gap("USDJPY", -0.5)),
         Step(60, "dave: EURGBP buy of 5 lots",
              lambda p: p.approve("sig-dave-3", "u-dave", "EURGBP", BUY, 5.0)),
+        Step(85, "XAUUSD's spread widens tenfold: the market guard closes carol's XAUUSD (spread)",
+             lambda p: p.broker.widen_spread("XAUUSD", 10.0, 30)),
         Step(75, "US30 gaps 1.2 % down: bob's margin level falls below stop-out (broker stop-out)",
              lambda p: p.broker.gap("US30", -1.2)),
     ]

@@ -136,7 +136,7 @@ def handle(state: ReconciliationState, event: Envelope[Any], config: GuardConfig
     if isinstance(payload, ClosePosition):
         return Decision(on_close_command(state, payload))
     if isinstance(payload, CloseOutcome):
-        return Decision(state, close_records(event))
+        return Decision(state, close_records(state, event))
     return Decision(state)
 
 
@@ -201,17 +201,20 @@ def on_close_command(state: ReconciliationState, command: ClosePosition) -> Reco
     return replace(state, guard_closing={**state.guard_closing, **added}) if added else state
 
 
-def close_records(event: Envelope[CloseOutcome]) -> tuple[Envelope[Any], ...]:
-    """A guard close as executed (success) or not (failed): one reconciliation_logs row per ticket."""
+def close_records(state: ReconciliationState, event: Envelope[CloseOutcome]) -> tuple[Envelope[Any], ...]:
+    """A guard close as executed (success) or not (failed): one reconciliation_logs row per ticket,
+    naming the approved trade the ticket was bound to, if any."""
     r = event.payload
     if r.reason not in _GUARD_REASONS:
         return ()
+    trade = next((t for t in state.expected.values() if t.ticket == r.ticket), None)
     closed = isinstance(r, PositionClosed)
     pnl_percent = _pnl_percent(r.direction, r.entry_price, r.price) if closed else None
     record = PositionCloseRecorded(
         user_id=r.user_id, matched=Matched.MATCHED if closed else Matched.DIVERGENCE,
         status=ReconciliationStatus.SUCCESS if closed else ReconciliationStatus.FAILED,
-        mt5_position_id=r.ticket, symbol=r.symbol, direction=r.direction, volume=r.volume,
+        mt5_position_id=r.ticket, signal_id=trade.signal_id if trade else None,
+        approval_id=trade.approval_id if trade else None, symbol=r.symbol, direction=r.direction, volume=r.volume,
         entry_price=r.entry_price, close_reason=r.reason, closed_price=r.price if closed else None,
         pnl_gbp=r.pnl_gbp, pnl_percent=pnl_percent, error_message=r.error_message,
         details={"command_id": str(r.command_id), "retcode": r.retcode, "attempts": r.attempts})

@@ -84,6 +84,8 @@ def story(marks: Marks) -> list[Step]:
              lambda p: p.approve("sig-e2e-carol-dir", CAROL, "XAUUSD", BUY, 0.1, place_direction=SELL)),
         Step(3, "carol: GBPUSD sell with a stop 5 pips away",
              lambda p: p.approve("sig-e2e-carol-sl", CAROL, "GBPUSD", SELL, 0.3, sl_points=50, tp_points=600)),
+        Step(24, "XAUUSD's spread widens tenfold, beyond its maximum",
+             lambda p: p.broker.widen_spread("XAUUSD", 10.0, 30)),
         Step(8, "carol's terminal loses its trade server",
              marked(marks, "carol down", lambda p: p.broker.disconnect(p.login(CAROL), kind="server"))),
         Step(10, "the market reaches carol's GBPUSD stop while her terminal cannot see",

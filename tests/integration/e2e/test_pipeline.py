@@ -215,6 +215,24 @@ async def test_a_critical_breach_warns_then_closes_every_position_after_the_grac
     )
 
 
+# --- 3. the market guard ---------------------------------------------------------------------------
+
+
+async def test_a_spread_beyond_its_maximum_closes_the_positions_on_that_symbol(pipeline: Pipeline) -> None:
+    (alert,) = await pipeline.wait_for_rows(
+        "SELECT * FROM drawdown_alerts WHERE user_id = $1 AND alert_type = 'spread'", CAROL,
+        what="carol's spread alert")
+    assert (alert["action_taken"], alert["status"], alert["positions_closed_count"]) == ("positions_closed",
+                                                                                         "executed", 1)
+    (record,) = await pipeline.wait_for_rows(
+        "SELECT * FROM reconciliation_logs WHERE user_id = $1 AND event_type = 'PositionCloseRecorded' "
+        "AND close_reason = 'spread'", CAROL, what="the close row of carol's XAUUSD")
+    assert (record["symbol"], record["signal_id"], record["status"]) == ("XAUUSD", "sig-e2e-carol-dir", "success")
+    await pipeline.wait_for(lambda: pipeline.open_tickets(LOGIN[CAROL]),
+                            until=lambda tickets: record["mt5_position_id"] not in tickets,
+                            what="carol's XAUUSD closed on the trade server", timeout=10)
+
+
 # --- 4. a terminal that loses its server, or dies ----------------------------------------------------
 
 OUTAGES = [

@@ -180,6 +180,14 @@ def test_a_guard_close_result_becomes_a_close_record(ok, status, matched):
                                                                                CloseReason.DRAWDOWN_GUARD)
 
 
+def test_a_guard_close_row_names_the_approved_trade_of_its_ticket():
+    _, outputs = run(approved(ticket=1001), close_result(ticket=1001))
+    record = outputs[-1].payload
+    assert (record.signal_id, record.approval_id, record.mt5_position_id) == ("sig-apr-1", "apr-1", 1001)
+    _, outputs = run(approved(ticket=1001), close_result(ticket=2002))
+    assert outputs[-1].payload.signal_id is None, "a ticket no approval was bound to: no signal"
+
+
 def test_a_close_result_of_no_guard_is_not_recorded_here():
     _, outputs = run(close_result(reason=CloseReason.PLATFORM))
     assert outputs == []
