@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
-from reconguard.kafka import publish
+from reconguard.kafka import fetched_end_offsets, make_consumer, publish
 from reconguard.settings import Settings
 from schemas import utcnow
 from schemas.common import DealReason
 from schemas.topics import ACCOUNT_REPORTS, EXPECTED_TRADES, POSITION_REPORTS
+from streams.app import app_id
 from tests.support.streams_worker import (
     Outputs,
     WorkerProcess,
@@ -28,6 +30,7 @@ from tests.support.streams_worker import (
     opened_now,
     wait_until_working,
 )
+from tests.support.waiting import eventually
 from tests.unit.streams import builders as b
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -164,3 +167,25 @@ async def test_a_malformed_message_is_dead_lettered_and_the_worker_keeps_going(s
     await publish(producer, ACCOUNT_REPORTS, settings.topic_prefix, for_account(b.account(10_000, t=0), after))
     assessed = await outputs.wait_for(after, "AccountAssessed")
     assert assessed[0].payload.equity_gbp == 10_000
+
+
+async def test_processed_inputs_are_committed(settings, producer, outputs, accounts):
+    """Offsets follow the work: once a report's outputs are out, the group's offset passes it."""
+    account = account_id("committed")
+    await publish(producer, ACCOUNT_REPORTS, settings.topic_prefix, for_account(b.account(10_000, t=0), account))
+    await outputs.wait_for(account, "AccountAssessed")
+    topic = ACCOUNT_REPORTS.name(settings.topic_prefix)
+    ends = await fetched_end_offsets(settings.kafka_bootstrap_servers,
+                                     [TopicPartition(topic, p) for p in range(settings.topic_partitions)])
+
+    async def committed() -> dict[TopicPartition, int]:
+        # The group's consumer, not subscribed: it reads the group's offsets without joining it.
+        reader = make_consumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=app_id(settings))
+        await reader.start()
+        try:
+            return {tp: await reader.committed(tp) or 0 for tp in ends}
+        finally:
+            await reader.stop()
+
+    await eventually(committed, until=lambda found: all(found.get(tp, 0) >= end for tp, end in ends.items()),
+                     timeout=15, what="the worker's committed offsets to reach the end of the account reports")
