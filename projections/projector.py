@@ -64,17 +64,6 @@ class Projector:
         self.prefix = prefix
         self.since = since  # replay from a point in time: older events are read but not projected
 
-    async def handle(self, records: Records) -> BatchOutcome:
-        """Decode a fetched batch and write it: rows and progress committed, dead letters sent."""
-        return await self.write(self.prepare(records))
-
-    def prepare(self, records: Records) -> Prepared:
-        """Decode a fetched batch into rows (pure CPU work, no I/O)."""
-        prepared = Prepared()
-        for tp, messages in records.items():
-            self.prepare_into(prepared, tp, messages)
-        return prepared
-
     def prepare_into(self, prepared: Prepared, tp: TopicPartition, messages: list[Any]) -> None:
         """Decode consecutive messages of one partition into ``prepared``."""
         topic = topic_by_name(tp.topic, self.prefix)

@@ -135,10 +135,6 @@ class StreamsRuntime:
 
     # ------------------------------------------------------------------------------------- batches
 
-    async def process(self, runs: Sequence[Run]) -> None:
-        """Apply a batch and wait until its outputs and changelog records are acknowledged."""
-        await self.settle(runs, await self.apply(runs))
-
     async def settle(self, runs: Sequence[Run], sent: list[Any], after: Awaitable[None] | None = None) -> None:
         """Wait for a batch's sends (and for the batch before it, ``after``); then ack its inputs."""
         if sent:
