@@ -6,13 +6,13 @@ import asyncio
 import os
 from logging.config import fileConfig
 
-from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from projections.models import Base
-from reconguard.dburl import sqlalchemy_url
+from alembic import context
+from infra.dburl import sqlalchemy_url
+from infra.tables import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -9,7 +9,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from reconguard.service import tune_garbage_collector
+from infra.service import tune_garbage_collector
 
 BENCHMARKS = [
     ("projection", "bench.projection", "projection_per_s vs copy_per_s: target ratio_to_copy >= 0.3"),

@@ -19,15 +19,15 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from producers.executor import Executor, ExecutorConfig
+from infra.db import make_engine, migrate
+from infra.dburl import plain_url
+from infra.embedded import infrastructure
+from infra.kafka import ensure_topics, make_consumer, make_producer
 from producers.executor.ledger import Ledger
+from producers.executor.loop import Executor, ExecutorConfig
 from producers.mt5 import constants as c
 from producers.mt5.gateway import SimulatorGateway
-from producers.mt5.simulator import SimulatedBroker
-from reconguard.db import make_engine, migrate
-from reconguard.dburl import plain_url
-from reconguard.embedded import infrastructure
-from reconguard.kafka import ensure_topics, make_consumer, make_producer
+from producers.mt5.simulator import SimulatedBroker, SimulatedTerminal
 from schemas import decode, encode, encode_key, observed, utcnow
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason
@@ -61,7 +61,7 @@ def _accounts() -> tuple[SimulatedBroker, dict[str, SimulatorGateway], dict[str,
         user_id, login = f"u-close-{i}", 80_000 + i
         broker.add_account(login, "pw", currency="GBP")
         tickets[user_id] = broker.manual_open(login, "EURUSD", c.ORDER_TYPE_BUY, 0.1)
-        gateways[user_id] = SimulatorGateway(broker.terminal(login, "pw"))
+        gateways[user_id] = SimulatorGateway(SimulatedTerminal(broker, login=login, password="pw"))
         assert gateways[user_id].initialize(login=login, password="pw", server=broker.server)
     return broker, gateways, tickets
 

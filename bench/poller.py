@@ -14,14 +14,14 @@ import statistics
 import time
 from pathlib import Path
 
+from infra.embedded import infrastructure
+from infra.kafka import ensure_topics, make_producer
 from producers.accounts import AccountRef
 from producers.mt5 import constants as c
 from producers.mt5.gateway import SimulatorGateway
-from producers.mt5.simulator import SimulatedBroker
-from producers.poller import Poller
+from producers.mt5.simulator import SimulatedBroker, SimulatedTerminal
 from producers.poller.client import SymbolCache, read_account
-from reconguard.embedded import infrastructure
-from reconguard.kafka import ensure_topics, make_producer
+from producers.poller.loop import Poller
 
 ACCOUNTS = 1_000
 ROUNDS = 30
@@ -38,7 +38,7 @@ def simulated_accounts(count: int) -> tuple[SimulatedBroker, list[tuple[AccountR
         for k in range(1 + i % 3):
             broker.manual_open(login, SYMBOLS[(i + k) % len(SYMBOLS)], c.ORDER_TYPE_BUY if k % 2 == 0
                                else c.ORDER_TYPE_SELL, 0.1)
-        gateway = SimulatorGateway(broker.terminal(login, "pw"))
+        gateway = SimulatorGateway(SimulatedTerminal(broker, login=login, password="pw"))
         assert gateway.initialize(login=login, password="pw", server=broker.server)
         accounts.append((AccountRef(f"u-bench-{i}", login, broker.server, currency), gateway))
     return broker, accounts

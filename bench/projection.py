@@ -14,14 +14,14 @@ from pathlib import Path
 
 import asyncpg
 
+from infra.db import migrate
+from infra.dburl import plain_url
+from infra.embedded import infrastructure
+from infra.kafka import ensure_topics, make_producer, publish_many
+from infra.settings import Settings
 from projections.replay import prepare_target, replay
-from projections.rows import TABLE_OF_TOPIC, row_for
-from reconguard.db import migrate
-from reconguard.dburl import plain_url
-from reconguard.embedded import infrastructure
-from reconguard.kafka import ensure_topics, make_producer, publish_many
-from reconguard.settings import Settings
-from schemas.topics import ACCOUNT_STATE, ALERTS, RECONCILIATION
+from projections.rows import PROJECTED_TOPICS, TABLE_OF_TOPIC, row_for
+from schemas.topics import TOPIC_OF_EVENT
 from tests.support.events import add_users, mixed_events
 
 EVENTS = 200_000
@@ -29,12 +29,11 @@ USERS = [f"u-bench-{i}" for i in range(50)]
 
 
 async def _publish(settings: Settings, events) -> float:
-    topic_of = {"AccountAssessed": ACCOUNT_STATE, "GuardAlertRaised": ALERTS}
     producer = make_producer(settings.kafka_bootstrap_servers, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     started = time.perf_counter()
-    for topic in (ACCOUNT_STATE, ALERTS, RECONCILIATION):
-        chosen = [e for e in events if topic_of.get(e.event_type, RECONCILIATION) is topic]
+    for topic in PROJECTED_TOPICS:
+        chosen = [e for e in events if TOPIC_OF_EVENT[e.event_type] is topic]
         for i in range(0, len(chosen), 10_000):
             await publish_many(producer, topic, settings.topic_prefix, chosen[i:i + 10_000])
     elapsed = time.perf_counter() - started

@@ -40,11 +40,11 @@ from typing import Any
 
 import asyncpg
 
-from reconguard.db import migrate
-from reconguard.dburl import plain_url
-from reconguard.embedded import infrastructure
-from reconguard.kafka import ensure_topics, make_consumer, make_producer
-from reconguard.settings import Settings
+from infra.db import migrate
+from infra.dburl import plain_url
+from infra.embedded import infrastructure
+from infra.kafka import ensure_topics, make_consumer, make_producer
+from infra.settings import Settings
 from schemas import Envelope, encode, observed, utcnow
 from schemas.common import Direction
 from schemas.platform import TradeApproved
@@ -193,9 +193,7 @@ def stock_app(name: str, settings: Settings) -> Any:
     """A stock ``faust.App``: only what tansu requires, nothing tuned for speed."""
     import faust
 
-    from streams.config import WorkerConfig
-
-    session = WorkerConfig().session_timeout_seconds
+    session = settings.worker.session_timeout_seconds
     return faust.App(
         name, broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
         broker_session_timeout=session, broker_heartbeat_interval=session / 3,  # tansu: a short session
@@ -212,9 +210,8 @@ def count_plain_agent(settings: Settings, total: int, results: Any, name: str) -
 def count_tuned_agent(settings: Settings, total: int, results: Any, name: str) -> None:
     """Child process: the same agent on the worker's tuned app settings and transport (for reference)."""
     from streams.app import tuned_app
-    from streams.config import WorkerConfig
 
-    _count_agent(tuned_app(name, settings, WorkerConfig()), settings, total, results)
+    _count_agent(tuned_app(name, settings), settings, total, results)
 
 
 def _count_agent(app: Any, settings: Settings, total: int, results: Any) -> None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import select
 
+from infra.db import make_engine
+from infra.settings import GatewaySettings
+from infra.tables import User
 from producers.mt5.gateway import Gateway, GatewayUnavailable, Mt5LinuxGateway, NativeGateway
-from projections.models import User
-from reconguard.db import make_engine
 
 log = logging.getLogger(__name__)
 
@@ -46,33 +45,6 @@ async def load_accounts(*, database_url: str) -> list[AccountRef]:
             return account_refs(result.all())
     finally:
         await engine.dispose()
-
-
-class GatewaySettings(BaseSettings):
-    """How the production services reach real terminals (``RECONGUARD_MT5_*``).
-
-    - ``gateway=mt5linux``: one terminal per account, each behind an mt5linux RPyC server;
-      ``endpoints`` maps logins to them: ``"51000101=10.0.0.5:18812,51000102=10.0.0.6:18812"``.
-    - ``gateway=native``: the MetaTrader5 package (Windows); it holds one terminal per process, so the
-      process serves the one account whose login is ``login``.
-    The terminals are expected to be logged in already (their saved credentials); the poller checks
-    every read against the account's login, so a terminal logged into the wrong account is reported.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="RECONGUARD_MT5_", extra="ignore", frozen=True)
-
-    gateway: Literal["mt5linux", "native"] = "mt5linux"
-    endpoints: str = ""
-    login: int | None = None
-
-    def endpoint_map(self) -> dict[int, tuple[str, int]]:
-        pairs = (item.split("=", 1) for item in self.endpoints.replace(" ", "").split(",") if item)
-        return {int(login): _host_port(address) for login, address in pairs}
-
-
-def _host_port(address: str) -> tuple[str, int]:
-    host, port = address.rsplit(":", 1)
-    return host, int(port)
 
 
 def connect_gateways(accounts: Iterable[AccountRef],

@@ -11,8 +11,8 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 
-from reconguard.kafka import ensure_topics, make_producer, publish
-from reconguard.settings import Settings
+from infra.kafka import ensure_topics, make_producer, publish
+from infra.settings import Settings
 from schemas import Envelope, observed, utcnow
 from schemas.envelope import DERIVED_ID_NAMESPACE
 from schemas.platform import TradeApproved, TradeClosedByPlatform

@@ -21,12 +21,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from infra import metrics
+from infra.dburl import plain_url
+from infra.kafka import dead_letter, group_consumer, make_producer, send_dead_letter
+from infra.settings import Settings
 from projections.rows import TABLE_OF_TOPIC, row_for, user_of
 from projections.writer import PendingRow, ProjectionWriter, Rejected, projected_topic_names
-from reconguard import metrics
-from reconguard.dburl import plain_url
-from reconguard.kafka import dead_letter, group_consumer, make_producer, send_dead_letter
-from reconguard.settings import Settings
 from schemas import DecodeError, decode
 from schemas.topics import topic_by_name
 

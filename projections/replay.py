@@ -16,13 +16,14 @@ from datetime import datetime
 import asyncpg
 from aiokafka import TopicPartition
 
+from infra.db import migrate
+from infra.dburl import plain_url, with_database
+from infra.internals import refresh_metadata
+from infra.kafka import caught_up, make_consumer, make_producer
+from infra.settings import Settings
 from projections.projector import BatchOutcome, Projector, Records, WritePipeline
 from projections.rows import TABLE_OF_TOPIC
 from projections.writer import ProjectionWriter, projected_topic_names
-from reconguard.db import migrate
-from reconguard.dburl import plain_url, with_database
-from reconguard.kafka import caught_up, make_consumer, make_producer
-from reconguard.settings import Settings
 
 Progress = Callable[[int, int | None], None]
 """Called with (events read so far, events in the log or None while unknown)."""
@@ -142,7 +143,7 @@ async def _assign_all(consumer, topics: list[str]) -> list[TopicPartition]:
     for topic in topics:
         ids = consumer.partitions_for_topic(topic)
         if ids is None:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+            await refresh_metadata(consumer)
             ids = consumer.partitions_for_topic(topic) or set()
         partitions += [TopicPartition(topic, p) for p in sorted(ids)]
     consumer.assign(partitions)

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import datetime
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from infra.settings import Settings
 from reconguard.console import console
-from reconguard.runner import (
-    EndpointsUnknown,
-    ServiceSpec,
-    embedded_or_given,
-    install_stop_signals,
-    prepare,
-    resolve_endpoints,
-    run_services,
-)
-from reconguard.service import tune_garbage_collector
-from reconguard.settings import Settings
+from reconguard.runner import ServiceSpec, embedded_or_given, install_stop_signals, prepare, run_services
+from reconguard.startup import connected, loaded_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
                   help="reconguard: reconcile MT5 accounts against the platform and guard them.")
@@ -42,23 +32,6 @@ EMBEDDED_RUN = [SERVICES["projector"], SERVICES["worker"], ServiceSpec("demo", "
                 SERVICES["api"], SERVICES["telegram"]]
 
 
-def _settings() -> Settings:
-    tune_garbage_collector()  # every command starts here
-    settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(name)s: %(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)])
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    return settings
-
-
-def _connected(settings: Settings) -> Settings:
-    try:
-        return resolve_endpoints(settings)
-    except EndpointsUnknown as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
-
-
 async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: bool | None = None) -> None:
     """``live_view``: None for a single service; False or True for `run` (with or without the view)."""
     stop = asyncio.Event()
@@ -73,7 +46,7 @@ async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: boo
 
 async def _announce(settings: Settings) -> None:
     """Print where the API and dashboard are, with a fresh admin token for this run."""
-    from reconguard.db import make_engine, make_sessionmaker
+    from infra.db import make_engine, make_sessionmaker
     from reconguard.users import add_user, issue_token
 
     assert settings.database_url
@@ -98,7 +71,7 @@ def run(
     a live view of accounts, equity, drawdown, divergences and alerts.
     Example: `reconguard run` (Ctrl-C stops everything, servers included).
     """
-    settings = _settings()
+    settings = loaded_settings()
     _share_metrics_between_processes(settings)
     with embedded_or_given(settings) as resolved:
         console.print(f"broker {resolved.kafka_bootstrap_servers}, database ready; Ctrl-C stops everything")
@@ -120,7 +93,7 @@ def _share_metrics_between_processes(settings: Settings) -> None:
 
 
 def _one_service(name: str) -> None:
-    settings = _connected(_settings())
+    settings = connected(loaded_settings())
     asyncio.run(_serve(settings, [SERVICES[name]]))
 
 
@@ -161,7 +134,7 @@ def worker() -> None:
     """
     from streams.worker import run_worker
 
-    settings = _connected(_settings())
+    settings = connected(loaded_settings())
     asyncio.run(prepare(settings))
     run_worker(settings)
 
@@ -195,7 +168,7 @@ def publish_trade(
     """
     from producers.platform import expectation_from_json, publish_expected_trade
 
-    settings = _connected(_settings())
+    settings = connected(loaded_settings())
     try:
         trade = expectation_from_json(source.read())
     except ValueError as error:
@@ -211,9 +184,9 @@ def migrate() -> None:
 
     Example: `DATABASE_URL=postgresql://user:pass@db:5432/reconguard reconguard migrate`
     """
-    from reconguard.db import migrate as upgrade
+    from infra.db import migrate as upgrade
 
-    settings = _connected(_settings())
+    settings = connected(loaded_settings())
     assert settings.database_url
     upgrade(settings.database_url)
     console.print("schema at head")
@@ -243,9 +216,10 @@ def replay(
 
     Example: `reconguard replay --schema audit_2026_11 --since 2026-11-01T00:00:00Z`
     """
-    from projections.replay import ReplayError, prepare_target, replay as run_replay, table_checksums
+    from projections.replay import ReplayError, prepare_target, table_checksums
+    from projections.replay import replay as run_replay
 
-    settings = _connected(_settings())
+    settings = connected(loaded_settings())
     if since is not None and since.tzinfo is None:
         from datetime import UTC
 
@@ -283,7 +257,7 @@ def tail(
     """
     from reconguard.tail import follow
 
-    settings = _connected(_settings())
+    settings = connected(loaded_settings())
     try:
         asyncio.run(follow(settings, topic, from_beginning=from_beginning, raw=raw, console=Console()))
     except KeyError as error:

@@ -1,59 +1,53 @@
-"""docs/configuration.md, rendered from the settings classes themselves so it cannot drift."""
+"""docs/configuration.md, rendered from the one settings tree so it cannot drift."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
-from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
+
+from infra.settings import Settings
+from infra.settings.naming import env_name, leaf_fields, sections
 
 CONFIG_DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
-#: Every settings class, by area. Each reads its own environment variables.
-SETTINGS_CLASSES = [
-    ("Core (broker, database, embedded runtime)", "reconguard.settings:Settings"),
-    ("Guards and reconciliation tolerances (streams)", "streams.config:GuardConfig"),
-    ("Streams worker", "streams.config:WorkerConfig"),
-    ("MT5 terminals (poller and executor in production)", "producers.accounts:GatewaySettings"),
-    ("REST API and dashboard", "reconguard.api.settings:ApiSettings"),
-    ("Telegram alerts", "reconguard.telegram.settings:TelegramSettings"),
-]
+TITLES = {
+    None: "Core (broker, database, embedded runtime)",
+    "guard": "Guards and reconciliation tolerances (streams)",
+    "worker": "Streams worker",
+    "mt5": "MT5 terminals (poller and executor in production)",
+    "api": "REST API and dashboard",
+    "telegram": "Telegram alerts",
+}
 
 
-def _load(target: str) -> type[BaseSettings] | None:
-    module, _, name = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
-
-
-def _env_name(cls: type[BaseSettings], field: str) -> str:
-    alias = cls.model_fields[field].validation_alias
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[0])
-    if isinstance(alias, str):
-        return alias
-    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+def documented_names() -> list[str]:
+    """Every environment variable the settings read, in the order of the reference."""
+    return [env_name(section, field) for _, section in sections(Settings) for field in leaf_fields(section)]
 
 
 def render() -> str:
     lines = ["# Configuration reference", "",
-             "Every setting is an environment variable. This page is generated from the settings classes",
-             "(`reconguard docs`); a test fails when it is stale.", ""]
-    for title, target in SETTINGS_CLASSES:
-        cls = _load(target)
-        if cls is None:
-            continue
-        lines += [f"## {title}", "", f"`{target}`", "", "| variable | default | meaning |", "|---|---|---|"]
-        for name, field in cls.model_fields.items():
-            default = "(none)" if field.default is None else f"`{field.default}`"
-            if field.default_factory is not None:
-                default = "(computed)"
-            lines.append(f"| `{_env_name(cls, name)}` | {default} | {field.description or ''} |")
-        lines.append("")
+             "Every setting is an environment variable, read once at start into one settings object",
+             "(`infra.settings.Settings`, a section per part of the system). This page is generated from",
+             "it (`reconguard docs`); a test fails when it is stale. A value outside its range stops the",
+             "process at start with a message naming the variable.", ""]
+    for attribute, section in sections(Settings):
+        lines += _section(attribute, section)
     return "\n".join(lines)
+
+
+def _section(attribute: str | None, section: type[BaseSettings]) -> list[str]:
+    where = "settings" if attribute is None else f"settings.{attribute}"
+    lines = [f"## {TITLES.get(attribute, attribute)}", "", f"`{where}` (`{section.__module__}.{section.__name__}`)",
+             "", "| variable | default | meaning |", "|---|---|---|"]
+    for name in leaf_fields(section):
+        field = section.model_fields[name]
+        default = "(none)" if field.default is None else f"`{field.default}`"
+        if field.default_factory is not None:
+            default = "(computed)"
+        lines.append(f"| `{env_name(section, name)}` | {default} | {field.description or ''} |")
+    return lines + [""]
 
 
 def write() -> Path:

@@ -15,10 +15,11 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from infra.db import make_engine, make_sessionmaker
+from infra.settings import Settings
+from infra.tables import DrawdownAlert
 from reconguard.api import queries
 from reconguard.console import console
-from reconguard.db import make_engine, make_sessionmaker
-from reconguard.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,7 @@ async def _gather(session: AsyncSession) -> tuple[list[AccountLine], list[AlertL
             snap.drawdown_percent if snap else None, user.critical_drawdown_percent,
             snap.open_positions_count if snap else None,
             await queries.open_divergence_count(session, user_id=user.id), snap.sync_error if snap else None))
-        for alert in await queries.alerts(session, user_id=user.id, window=queries.TimeRange(), cursor=None,
-                                          limit=3):
+        for alert in await queries.page(session, DrawdownAlert, user_id=user.id, limit=3):
             alerts.append(AlertLine(user.id, alert.created_at.strftime("%H:%M:%S"), alert.alert_type,
                                     alert.action_taken, alert.drawdown_percent))
     alerts.sort(key=lambda a: a.created_at, reverse=True)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import psutil
 
-from reconguard.db import migrate
-from reconguard.dburl import redacted
-from reconguard.embedded import Endpoints, infrastructure
-from reconguard.kafka import ensure_topics
-from reconguard.service import Service
-from reconguard.settings import Settings
+from infra.db import migrate
+from infra.dburl import redacted
+from infra.embedded import Endpoints, infrastructure
+from infra.kafka import ensure_topics
+from infra.service import Service
+from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import json
 
 from rich.console import Console
 
-from reconguard.kafka import make_consumer
-from reconguard.settings import Settings
+from infra.kafka import make_consumer
+from infra.settings import Settings
 from schemas import DecodeError, Topic, decode
 from schemas.topics import ALL_TOPICS
 

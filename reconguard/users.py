@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from projections.models import ApiToken, User
+from infra.tables import ApiToken, User
 from schemas.envelope import utcnow
 
 Role = Literal["trader", "admin"]

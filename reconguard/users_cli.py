@@ -13,21 +13,16 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from infra.db import make_engine, make_sessionmaker
 from reconguard import users
-from reconguard.db import make_engine, make_sessionmaker
-from reconguard.runner import EndpointsUnknown, resolve_endpoints
-from reconguard.settings import Settings
+from reconguard.startup import connected, loaded_settings
 
 app = typer.Typer(no_args_is_help=True, help="Users, roles, Telegram chats and API tokens.")
 console = Console()
 
 
 def _with_sessions(work: Callable[[async_sessionmaker], Awaitable[Any]]) -> Any:
-    try:
-        settings = resolve_endpoints(Settings())
-    except EndpointsUnknown as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
+    settings = connected(loaded_settings())
 
     async def go() -> Any:
         assert settings.database_url

@@ -28,6 +28,7 @@ def rendered() -> dict[str, str]:
             events.append({"event_type": payload.event_type, "schema_version": payload.schema_version,
                            "schema": f"{folder}/{payload.event_type}.json"})
         index.append({"topic": f"<prefix>.{topic.base}.v{topic.version}", "key": topic.key,
+                      "written_by": topic.written_by,
                       "description": topic.description, "events": events})
     files["index.json"] = _dump({"topics": index})
     return files

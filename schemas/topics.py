@@ -24,7 +24,7 @@ from schemas.decisions import (
 from schemas.envelope import Payload
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
-from schemas.results import PositionCloseFailed, PositionClosed
+from schemas.results import PositionClosed, PositionCloseFailed
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Topic:
     version: int
     payloads: tuple[type[Payload], ...]
     description: str
+    written_by: str  # the service that appends to it ("any" for the dead letters)
     key: str = "account_id"
 
     def name(self, prefix: str) -> str:
@@ -47,30 +48,40 @@ class Topic:
 
 
 ACCOUNT_REPORTS = Topic("account-reports", 1, (AccountReport, AccountSyncFailed),
-                        "Poller: account_info() of each poll, or why the poll failed.")
+                        "Poller: account_info() of each poll, or why the poll failed.", "poller")
 POSITION_REPORTS = Topic("position-reports", 1, (PositionReport,),
-                         "Poller: the full open-position list of each poll, with closing deals.")
-TICKS = Topic("ticks", 1, (TickReport,), "Poller: last quotes of the symbols each account holds.")
+                         "Poller: the full open-position list of each poll, with closing deals.", "poller")
+TICKS = Topic("ticks", 1, (TickReport,), "Poller: last quotes of the symbols each account holds.", "poller")
 EXPECTED_TRADES = Topic("expected-trades", 1, (TradeApproved, TradeClosedByPlatform),
-                        "Platform: approved trades and the platform's own closes.")
+                        "Platform: approved trades and the platform's own closes.", "platform")
 RECONCILIATION = Topic("reconciliation", 1,
                        (PositionMatched, DivergenceDetected, DivergenceResolved, ReconciliationIndeterminate,
                         PositionCloseRecorded),
-                       "Streams: reconciliation outcomes (one reconciliation_logs row each).")
+                       "Streams: reconciliation outcomes (one reconciliation_logs row each).", "streams")
 ACCOUNT_STATE = Topic("drawdown-state", 1, (AccountAssessed,),
-                      "Streams: drawdown guard's assessment per report (position_snapshots).")
-ALERTS = Topic("alerts", 1, (GuardAlertRaised,), "Streams: guard warnings and triggers (drawdown_alerts).")
-CLOSE_COMMANDS = Topic("close-commands", 1, (ClosePosition,), "Streams: positions to close, and why.")
+                      "Streams: drawdown guard's assessment per report (position_snapshots).", "streams")
+ALERTS = Topic("alerts", 1, (GuardAlertRaised,), "Streams: guard warnings and triggers (drawdown_alerts).",
+               "streams")
+CLOSE_COMMANDS = Topic("close-commands", 1, (ClosePosition,), "Streams: positions to close, and why.", "streams")
 CLOSE_RESULTS = Topic("close-results", 1, (PositionClosed, PositionCloseFailed),
-                      "Executor: what each close command did, per ticket.")
-SYNC_COMMANDS = Topic("sync-commands", 1, (SyncAccount,), "API/ops: manual sync requests.")
+                      "Executor: what each close command did, per ticket.", "executor")
+SYNC_COMMANDS = Topic("sync-commands", 1, (SyncAccount,), "API/ops: manual sync requests.", "api")
 DEAD_LETTERS = Topic("dead-letters", 1, (MessageDeadLettered,),
-                     "Any consumer: messages it could not use, with the reason.")
+                     "Any consumer: messages it could not use, with the reason.", "any")
 
 ALL_TOPICS: tuple[Topic, ...] = (
     ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, RECONCILIATION, ACCOUNT_STATE, ALERTS,
     CLOSE_COMMANDS, CLOSE_RESULTS, SYNC_COMMANDS, DEAD_LETTERS,
 )
+
+
+#: The topic each event type travels on (every event type belongs to exactly one topic).
+TOPIC_OF_EVENT: dict[str, Topic] = {payload.event_type: topic for topic in ALL_TOPICS for payload in topic.payloads}
+
+
+def written_by(service: str) -> tuple[Topic, ...]:
+    """The topics ``service`` appends to (its outputs)."""
+    return tuple(topic for topic in ALL_TOPICS if topic.written_by == service)
 
 
 def topic_by_name(name: str, prefix: str) -> Topic:

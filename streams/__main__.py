@@ -2,9 +2,9 @@
 
 import sys
 
-from reconguard.settings import Settings
+from infra.settings import load
 from streams.worker import run_worker
 
 if __name__ == "__main__":
     sys.argv = sys.argv[:1] + ["worker"]  # mode's Worker reads the command line
-    run_worker(Settings())
+    run_worker(load())

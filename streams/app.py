@@ -1,7 +1,7 @@
 """The Faust app: one thin batch task over the account topics, three state tables, a deadline sweep.
 
 The task takes events in batches straight from the topic's queue, where the fetch loop puts
-each partition's fetched records as one run (``streams/transport.py``, ``streams/batching.py``:
+each partition's fetched records as one run (``infra/internals.py``, ``streams/batching.py``:
 no per-event stream machinery), decodes each once with ``schemas.codec`` (bad ones go to the
 dead-letter topic with the reason), hands it to every processor that reads its type, publishes
 what the rules decided, writes the state tables once per batch, only for accounts whose state
@@ -28,10 +28,11 @@ from typing import Any
 
 import faust
 
-from reconguard import metrics
-from reconguard.kafka import dead_letter
-from reconguard.service import tune_garbage_collector
-from reconguard.settings import Settings
+from infra import metrics
+from infra.internals import Run, StreamsApp, assigned_partitions, direct_delivery, settled
+from infra.kafka import dead_letter
+from infra.service import tune_garbage_collector
+from infra.settings import Settings
 from schemas import DecodeError, Envelope, decode, encode, encode_key, utcnow
 from schemas.commands import ClosePosition
 from schemas.decisions import (
@@ -47,36 +48,31 @@ from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, Ti
 from schemas.results import PositionClosed, PositionCloseFailed
 from schemas.topics import (
     ACCOUNT_REPORTS,
-    ACCOUNT_STATE,
-    ALERTS,
     CLOSE_COMMANDS,
     CLOSE_RESULTS,
     DEAD_LETTERS,
     EXPECTED_TRADES,
     POSITION_REPORTS,
-    RECONCILIATION,
     TICKS,
     Topic,
+    written_by,
 )
 from streams.batching import batches
-from streams.config import GuardConfig, WorkerConfig
 from streams.decisions import Decision
+from streams.drawdown import liquidation
 from streams.drawdown import rules as drawdown
+from streams.drawdown.state import DrawdownState
 from streams.levels import AccountLevelsBook
 from streams.market import rules as market
 from streams.reconciliation import rules as reconciliation
+from streams.reconciliation.state import ReconciliationState
 from streams.store import StateStore
-from streams.transport import Run, StreamsApp, direct_delivery
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "streams"
 RUNS_BUFFERED = 256
 INPUTS = (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, CLOSE_COMMANDS, CLOSE_RESULTS)
-OUTPUT_TOPIC = {"PositionMatched": RECONCILIATION, "DivergenceDetected": RECONCILIATION,
-                "DivergenceResolved": RECONCILIATION, "ReconciliationIndeterminate": RECONCILIATION,
-                "PositionCloseRecorded": RECONCILIATION, "AccountAssessed": ACCOUNT_STATE,
-                "GuardAlertRaised": ALERTS, "ClosePosition": CLOSE_COMMANDS}
 
 
 @dataclass
@@ -92,19 +88,20 @@ class Processor:
 class StreamsRuntime:
     """The I/O around the rules: routing, publishing, state writes, metrics. No decisions here."""
 
-    def __init__(self, app: faust.App, settings: Settings, guard: GuardConfig, worker: WorkerConfig) -> None:
+    def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.guard = guard
+        self.guard = guard = settings.guard
+        worker = settings.worker
         self.levels = AccountLevelsBook(settings.database_url)
         prefix, partitions = settings.topic_prefix, settings.topic_partitions
 
-        # The queue holds runs of records (a partition's share of a fetch, see transport.py), a few
+        # The queue holds runs of records (a partition's share of a fetch, see infra/internals.py), a few
         # fetches' worth; when it fills, the fetch loop pauses the partitions that filled it.
         self.inputs = app.topic(*(t.name(prefix) for t in INPUTS), key_serializer="raw", value_serializer="raw",
                                 partitions=partitions, maxsize=RUNS_BUFFERED)
         self.topic_of = {t.name(prefix): t for t in INPUTS}
-        self.output_of = {event_type: t.name(prefix) for event_type, t in OUTPUT_TOPIC.items()}
+        self.output_of = {p.event_type: t.name(prefix) for t in written_by("streams") for p in t.payloads}
         self.dead_letters = DEAD_LETTERS.name(prefix)
 
         def table(name: str) -> Any:
@@ -115,11 +112,11 @@ class StreamsRuntime:
             "reconciliation",
             (PositionReport, AccountSyncFailed, TradeApproved, TradeClosedByPlatform, ClosePosition,
              PositionClosed, PositionCloseFailed),
-            StateStore(table("reconciliation"), reconciliation.ReconciliationState, flush_seconds=flush),
+            StateStore(table("reconciliation"), ReconciliationState, flush_seconds=flush),
             lambda state, event, now: reconciliation.handle(state, event, guard))
         self.drawdown = Processor(
             "drawdown", (AccountReport, AccountSyncFailed, PositionReport, PositionCloseFailed),
-            StateStore(table("drawdown"), drawdown.DrawdownState, flush_seconds=flush),
+            StateStore(table("drawdown"), DrawdownState, flush_seconds=flush),
             lambda state, event, now: drawdown.handle(state, event, self.levels.get(event.account_id), guard, now))
         self.market = Processor(
             "market", (TickReport, PositionReport),
@@ -202,7 +199,7 @@ class StreamsRuntime:
             state = store.get(account)
             if state.pending is None or state.pending.deadline > now:
                 continue
-            decision = drawdown.fire_due(state, now)
+            decision = liquidation.fire_due(state, now)
             store.put(account, decision.state)
             sent += [await self._publish(output) for output in decision.outputs]
         for processor in self.processors:
@@ -259,23 +256,17 @@ class StreamsRuntime:
     # ------------------------------------------------------------------------------------ plumbing
 
     def _ready(self) -> bool:
-        recovery = self.app.tables.recovery
-        return recovery.completed.is_set() and not recovery.in_recovery and not self.app.rebalancing
+        return settled(self.app)
 
     def _active_partitions(self) -> set[int] | None:
-        try:
-            actives = self.app.assignor.assigned_actives()
-        except Exception:  # noqa: BLE001 - no assignment yet
-            return None
-        name = ACCOUNT_REPORTS.name(self.settings.topic_prefix)
-        return {tp.partition for tp in actives if tp.topic == name}
+        return assigned_partitions(self.app, ACCOUNT_REPORTS.name(self.settings.topic_prefix))
 
 
 def app_id(settings: Settings) -> str:
     return f"{settings.topic_prefix}-streams"
 
 
-def tuned_app(name: str, settings: Settings, worker: WorkerConfig) -> StreamsApp:
+def tuned_app(name: str, settings: Settings) -> StreamsApp:
     """A Faust app tuned for tansu (short session and fetch wait, raw bytes), with no agents yet.
 
     A stream's buffer holds 16k events (Faust's default 4k paused the partitions, and a paused
@@ -283,6 +274,7 @@ def tuned_app(name: str, settings: Settings, worker: WorkerConfig) -> StreamsApp
     own inputs are queued in runs instead (``RUNS_BUFFERED``, see ``create_app``)."""
     if settings.kafka_bootstrap_servers is None:
         raise ValueError("the streams worker needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker's address)")
+    worker = settings.worker
     app = StreamsApp(
         name,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
@@ -300,17 +292,16 @@ def tuned_app(name: str, settings: Settings, worker: WorkerConfig) -> StreamsApp
     return app
 
 
-def create_app(settings: Settings, *, guard: GuardConfig | None = None, worker: WorkerConfig | None = None,
-               name: str | None = None) -> faust.App:
+def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
     """The worker's app: topics and app id from ``settings.topic_prefix`` (or ``name``), tuned for tansu."""
-    guard, worker = guard or GuardConfig(), worker or WorkerConfig()
-    app = tuned_app(name or app_id(settings), settings, worker)
-    runtime = StreamsRuntime(app, settings, guard, worker)
+    worker = settings.worker
+    app = tuned_app(name or app_id(settings), settings)
+    runtime = StreamsRuntime(app, settings)
     app.streams_runtime = runtime  # type: ignore[attr-defined] - for tests and the bench
 
     # Iterating a topic registers it with the conductor, as an agent's stream would (see batching.py).
     channel = runtime.inputs.__aiter__()
-    # The fetch loop hands these topics' messages straight to the channel's queue (see transport.py).
+    # The fetch loop hands these topics' messages straight to the channel's queue (see infra/internals.py).
     deliver = direct_delivery(app, channel.queue)
     app.direct_topics.update({name: deliver for name in runtime.topic_of})
 

@@ -12,8 +12,8 @@ import logging
 
 import asyncpg
 
-from reconguard.dburl import plain_url
-from streams.config import DEFAULT_LEVELS, AccountLevels
+from infra.dburl import plain_url
+from infra.settings import DEFAULT_LEVELS, AccountLevels
 
 log = logging.getLogger(__name__)
 

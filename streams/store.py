@@ -6,13 +6,9 @@ value it was written as (recovery or another worker's write replaces it). A stat
 when its durable part changed (dataclass equality ignores ``compare=False`` fields), or when
 only its volatile part changed and the last write is older than ``flush_seconds``.
 
-Changelog records are sent straight to the app's producer, encoded with the table's own
-serializers (as Faust's recovery reads them), not through Faust's ``send_changelog`` buffer:
-that buffer holds fetching whenever more than 100 records wait and logs a warning for each,
-and its ``Topic.send`` layers cost more than the send; at a few thousand accounts per batch
-both cost more than the rules. (The sent-callback it skips records offsets for RocksDB
-stores; the worker's tables are in memory, restored from the changelog.) ``flush`` returns the
-sends' futures, so the caller acks its inputs only once they are durable.
+Changelog records are sent straight to the app's producer (``infra.internals.send_changelog``),
+not through Faust's buffer; ``flush`` returns the sends' futures, so the caller acks its inputs
+only once they are durable.
 """
 
 from __future__ import annotations
@@ -21,9 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from faust.serializers import codecs
 from faust.tables.table import Table
 
+from infra.internals import send_changelog, table_rows
 from streams.state import dump_state, load_state
 
 S = TypeVar("S")
@@ -81,19 +77,13 @@ class StateStore(Generic[S]):
         """Accounts (and partitions) present in the table, for sweeps."""
         accounts = [(a, e.partition) for a, e in self._cache.items()]
         known = set(self._cache)
-        for account_id, raw in list(self.table.data.items()):
+        for account_id, raw in list(table_rows(self.table).items()):
             if account_id not in known and isinstance(raw, dict):
                 accounts.append((account_id, int(raw.get("partition", 0))))
         return accounts
 
-    def _rows(self) -> Any:
-        """The table's rows: the memory store's own dict (no Mapping layers per lookup) if it has one."""
-        store = self.table.data
-        rows = getattr(store, "data", None)
-        return rows if isinstance(rows, dict) else store
-
     def _entry(self, account_id: str, partition: int | None) -> _Entry[S]:
-        raw = self._rows().get(account_id)
+        raw = table_rows(self.table).get(account_id)
         entry = self._cache.get(account_id)
         if entry is not None and entry.raw is raw:
             if partition is not None:
@@ -107,9 +97,6 @@ class StateStore(Generic[S]):
 
     async def _write(self, account_id: str, entry: _Entry[S], now: float) -> Any:
         raw = {"partition": entry.partition, "state": dump_state(entry.state)}
-        self.table.data[account_id] = raw
+        table_rows(self.table)[account_id] = raw
         entry.raw, entry.written, entry.written_at, entry.dirty = raw, entry.state, now, False
-        table = self.table
-        return await table.app.producer.send(
-            table.changelog_topic.get_topic_name(), codecs.dumps(table.key_serializer, account_id),
-            codecs.dumps(table.value_serializer, raw), partition=entry.partition, timestamp=None, headers=None)
+        return await send_changelog(self.table, account_id, raw, partition=entry.partition)

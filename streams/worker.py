@@ -2,7 +2,7 @@
 
 Faust owns its event loop (mode's Worker runs it to completion and installs signal handlers),
 so it does not run inside another loop. ``run_worker`` is the blocking entry point
-(``python -m streams``); ``serve`` keeps the service contract of ``reconguard.service`` by running
+(``python -m streams``); ``serve`` keeps the service contract of ``infra.service`` by running
 that entry point as a child process until ``stop`` is set, then stopping it with SIGTERM.
 """
 
@@ -17,25 +17,22 @@ import sys
 from pathlib import Path
 
 import faust
-from pydantic import AliasChoices
 
-from reconguard.embedded import _die_with_parent
-from reconguard.settings import Settings
-from streams.config import GuardConfig, WorkerConfig
+from infra.embedded import die_with_parent
+from infra.settings import Settings, environment
 
 log = logging.getLogger(__name__)
 
 
-def run_worker(settings: Settings, *, guard: GuardConfig | None = None, worker: WorkerConfig | None = None) -> None:
+def run_worker(settings: Settings) -> None:
     """Run the Faust worker until SIGTERM or SIGINT (blocking; creates its own event loop)."""
     from streams.app import create_app
 
-    worker = worker or WorkerConfig()
-    if worker.metrics_port is not None:
+    if settings.worker.metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(worker.metrics_port, addr=settings.http_host)
-    app = create_app(settings, guard=guard, worker=worker)
+        start_http_server(settings.worker.metrics_port, addr=settings.http_host)
+    app = create_app(settings)
     faust_worker(app, loglevel=settings.log_level).execute_from_commandline()
 
 
@@ -51,28 +48,15 @@ def faust_worker(app: faust.App, *, loglevel: str) -> faust.Worker:
     return worker
 
 
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """The environment variables that recreate ``settings`` in a child process."""
-    env: dict[str, str] = {}
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        alias = field.validation_alias
-        key = str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"RECONGUARD_{name.upper()}"
-        env[key] = str(value)
-    return env
-
-
 async def serve(settings: Settings, *, stop: asyncio.Event, extra_env: dict[str, str] | None = None) -> None:
     """Run the worker as a child process until ``stop`` is set; raise if it dies on its own."""
     log_path = Path(settings.data_dir) / "logs" / f"streams-{settings.topic_prefix}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = os.environ | settings_environment(settings) | (extra_env or {})
+    env = os.environ | environment(settings) | (extra_env or {})
     with log_path.open("ab") as log_file:
         child = subprocess.Popen([sys.executable, "-m", "streams"], env=env, stdout=log_file,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                 preexec_fn=_die_with_parent(signal.SIGTERM))
+                                 preexec_fn=die_with_parent(signal.SIGTERM))
     log.info("streams worker started (pid %s, log %s)", child.pid, log_path)
     try:
         while not stop.is_set():

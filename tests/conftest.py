@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconguard.db import migrate
-from reconguard.embedded import Endpoints
-from reconguard.kafka import ensure_topics
-from reconguard.settings import Settings
+from infra.db import migrate
+from infra.embedded import Endpoints
+from infra.kafka import ensure_topics
+from infra.settings import Settings
 from tests.support.servers import create_database, drop_database, test_servers, unique_name
 
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 
+from infra.db import make_engine
+from infra.tables import User
 from producers.accounts import AccountRef
 from producers.mt5.gateway import SimulatorGateway
-from producers.mt5.simulator import SimulatedBroker
-from projections.models import User
-from reconguard.db import make_engine
+from producers.mt5.simulator import SimulatedBroker, SimulatedTerminal
 
 DEMO_PASSWORD = "demo"  # a simulated terminal's password: not a secret
 
@@ -47,7 +47,7 @@ def open_accounts(broker: SimulatedBroker, users: Sequence[DemoUser] = DEMO_USER
 
 def attach(broker: SimulatedBroker, user: DemoUser) -> SimulatorGateway:
     """A terminal logged into the user's account (each service gets its own, as in production)."""
-    gateway = SimulatorGateway(broker.terminal(user.login, DEMO_PASSWORD))
+    gateway = SimulatorGateway(SimulatedTerminal(broker, login=user.login, password=DEMO_PASSWORD))
     if not gateway.initialize(login=user.login, password=DEMO_PASSWORD, server=broker.server):
         raise RuntimeError(f"demo terminal for {user.user_id} did not start: {gateway.last_error()}")
     return gateway

@@ -10,14 +10,16 @@ import asyncio
 import logging
 import time
 
+from infra.kafka import ensure_topics, make_producer
+from infra.settings import Settings
 from producers.demo.accounts import DEMO_USERS, attach, open_accounts, ref, upsert_users
 from producers.demo.script import DemoPlatform, Step, default_script, play
-from producers.executor import ExecutorConfig, run_executor
+from producers.executor.loop import ExecutorConfig
+from producers.executor.service import run_executor
 from producers.mt5.simulator import SimulatedBroker
 from producers.platform import publish_expected
-from producers.poller import PollerConfig, run_poller
-from reconguard.kafka import ensure_topics, make_producer
-from reconguard.settings import Settings
+from producers.poller.loop import PollerConfig
+from producers.poller.service import run_poller
 from schemas.platform import TradeApproved
 
 log = logging.getLogger(__name__)

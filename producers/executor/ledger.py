@@ -17,7 +17,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from projections.models import CloseExecution
+from infra.tables import CloseExecution
 
 executions = CloseExecution.__table__
 RATE_LIMITED = "rate_limited"

@@ -27,14 +27,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy.exc import IntegrityError
 
+from infra.kafka import dead_letter, publish_many, send_dead_letter
+from infra.metrics import dead_letters_total, positions_autoclosed_total
 from producers.executor.client import close_ticket, gbp_rate, resolve_unknown
 from producers.executor.ledger import RATE_LIMITED, Ledger, LedgerRow
 from producers.executor.parsing import Attempted, CloseSettings, close_comment, outcome
 from producers.mt5.gateway import Gateway
 from producers.poller.client import ReadFailed, SymbolCache
 from producers.ratelimit import within_window
-from reconguard.kafka import dead_letter, publish_many, send_dead_letter
-from reconguard.metrics import dead_letters_total, positions_autoclosed_total
 from schemas import DecodeError, Envelope, decode, derived, utcnow
 from schemas.commands import ClosePosition
 from schemas.topics import CLOSE_COMMANDS, CLOSE_RESULTS

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from producers.accounts import GatewaySettings, connect_gateways, load_accounts
+from infra.db import make_engine
+from infra.kafka import ensure_topics, group_consumer, make_producer
+from infra.settings import Settings
+from producers.accounts import connect_gateways, load_accounts
 from producers.executor.ledger import Ledger
 from producers.executor.loop import CONSUMER, Executor, ExecutorConfig
 from producers.mt5.gateway import Gateway
-from reconguard.db import make_engine
-from reconguard.kafka import ensure_topics, group_consumer, make_producer
-from reconguard.settings import Settings
 from schemas.topics import CLOSE_COMMANDS
 
 
@@ -45,6 +45,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
     """The production executor: every user with an MT5 login, through real terminals (RECONGUARD_MT5_*)."""
     if settings.database_url is None:
         raise RuntimeError("the executor reads its accounts from DATABASE_URL")
-    accounts = connect_gateways(await load_accounts(database_url=settings.database_url), GatewaySettings())
+    accounts = connect_gateways(await load_accounts(database_url=settings.database_url), settings.mt5)
     await run_executor(settings, stop=stop, gateways={ref.user_id: gateway for ref, gateway in accounts},
                        config=ExecutorConfig(threads=max(1, min(16, len(accounts)))))

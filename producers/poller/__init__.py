@@ -2,8 +2,3 @@
 
 client (terminal I/O) / parsing (pure) / loop (rounds and batches) / service (Kafka wiring).
 """
-
-from producers.poller.loop import Poller, PollerConfig
-from producers.poller.service import run_poller, serve
-
-__all__ = ["Poller", "PollerConfig", "run_poller", "serve"]

@@ -19,19 +19,19 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
+from infra.kafka import publish_many
+from infra.metrics import (
+    mt5_last_sync_timestamp_seconds,
+    mt5_poller_last_round_timestamp_seconds,
+    mt5_position_sync_total,
+    mt5_positions_total,
+)
 from producers.accounts import AccountRef
 from producers.mt5 import constants as c
 from producers.mt5.gateway import Gateway
 from producers.poller.client import IPC_FAILURES, AccountRead, ReadFailed, SymbolCache, read_account
 from producers.poller.parsing import PollState, conclude_poll, sync_failed
 from producers.ratelimit import KeyedRateLimiter, MonotonicClock
-from reconguard.kafka import publish_many
-from reconguard.metrics import (
-    mt5_last_sync_timestamp_seconds,
-    mt5_poller_last_round_timestamp_seconds,
-    mt5_position_sync_total,
-    mt5_positions_total,
-)
 from schemas import Envelope, observed, utcnow
 from schemas.topics import ACCOUNT_REPORTS, POSITION_REPORTS, TICKS
 

@@ -9,12 +9,12 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from producers.accounts import AccountRef, GatewaySettings, connect_gateways, load_accounts
+from infra.kafka import dead_letter, ensure_topics, group_consumer, make_producer, send_dead_letter
+from infra.metrics import dead_letters_total
+from infra.settings import Settings
+from producers.accounts import AccountRef, connect_gateways, load_accounts
 from producers.mt5.gateway import Gateway
 from producers.poller.loop import Poller, PollerConfig
-from reconguard.kafka import dead_letter, ensure_topics, group_consumer, make_producer, send_dead_letter
-from reconguard.metrics import dead_letters_total
-from reconguard.settings import Settings
 from schemas import DecodeError, decode
 from schemas.topics import SYNC_COMMANDS
 
@@ -94,7 +94,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
     """The production poller: every user with an MT5 login, through real terminals (RECONGUARD_MT5_*)."""
     if settings.database_url is None:
         raise RuntimeError("the poller reads its accounts from DATABASE_URL")
-    accounts = connect_gateways(await load_accounts(database_url=settings.database_url), GatewaySettings())
+    accounts = connect_gateways(await load_accounts(database_url=settings.database_url), settings.mt5)
     log.info("polling %d accounts", len(accounts))
     # Real terminals block for milliseconds per call: read them from a pool, one thread per few accounts.
     await run_poller(settings, stop=stop, accounts=accounts,

@@ -18,15 +18,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from infra.db import make_engine, make_sessionmaker
+from infra.metrics import api_request_duration_seconds, api_requests_total
+from infra.settings import Settings
 from reconguard.api.broker import BrokerLink
 from reconguard.api.deps import Resources
-from reconguard.api.metrics import api_request_duration_seconds, api_requests_total
 from reconguard.api.ratelimit import SyncLimiter
 from reconguard.api.routes_ops import router as ops_router
 from reconguard.api.routes_users import router as users_router
-from reconguard.api.settings import ApiSettings
-from reconguard.db import make_engine, make_sessionmaker
-from reconguard.settings import Settings
 
 log = logging.getLogger("reconguard.api")
 
@@ -45,10 +44,10 @@ def _endpoints(settings: Settings) -> tuple[str, str]:
     return settings.kafka_bootstrap_servers, settings.database_url
 
 
-def create_app(settings: Settings, *, api_settings: ApiSettings | None = None) -> FastAPI:
+def create_app(settings: Settings) -> FastAPI:
     """The app; its database engine and producer open at start-up and close at shutdown."""
     bootstrap_servers, database_url = _endpoints(settings)
-    api_settings = api_settings or ApiSettings()
+    api_settings = settings.api
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,14 +55,13 @@ def create_app(settings: Settings, *, api_settings: ApiSettings | None = None) -
         broker = BrokerLink(
             bootstrap_servers=bootstrap_servers,
             prefix=settings.topic_prefix,
-            timeout=api_settings.api_health_timeout_seconds * 2,
+            timeout=api_settings.health_timeout_seconds * 2,
         )
         app.state.resources = Resources(
             settings=settings,
-            api_settings=api_settings,
             sessions=make_sessionmaker(engine),
             broker=broker,
-            sync_limiter=SyncLimiter(interval=api_settings.api_sync_interval_seconds),
+            sync_limiter=SyncLimiter(interval=api_settings.sync_interval_seconds),
         )
         try:
             yield
@@ -111,11 +109,11 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event, api_settings: ApiSettings | None = None) -> None:
+async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
     """The `api` service: serve HTTP on settings.http_host:http_port until ``stop`` is set."""
     logging.getLogger("uvicorn.access").disabled = True  # query strings may hold tokens; see _observe
     config = uvicorn.Config(
-        create_app(settings, api_settings=api_settings),
+        create_app(settings),
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from projections.models import ApiToken, User
+from infra.tables import ApiToken, User
 from reconguard.api.deps import Session
 from reconguard.users import USER_ID_PATTERN, hash_token
 from schemas.envelope import utcnow

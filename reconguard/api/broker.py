@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from reconguard.kafka import make_producer, publish
+from infra.kafka import make_producer, publish
 from schemas import Envelope, Topic
 
 log = logging.getLogger(__name__)

@@ -9,16 +9,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from infra.settings import Settings
 from reconguard.api.broker import BrokerLink
 from reconguard.api.ratelimit import SyncLimiter
-from reconguard.api.settings import ApiSettings
-from reconguard.settings import Settings
 
 
 @dataclass
 class Resources:
     settings: Settings
-    api_settings: ApiSettings
     sessions: async_sessionmaker
     broker: BrokerLink
     sync_limiter: SyncLimiter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -149,7 +149,3 @@ class OverviewPublic(BaseModel):
     generated_at: datetime
     refresh_seconds: int
     accounts: list[AccountOverviewPublic]
-
-
-class ErrorPublic(BaseModel):
-    detail: Any

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Select, String, and_, cast, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from projections.models import DrawdownAlert, PositionSnapshot, ReconciliationLog, User
+from infra.tables import PositionSnapshot, ReconciliationLog, User
 from reconguard.api.pagination import Cursor
 
 CLOSE_EVENT = "PositionCloseRecorded"
@@ -42,60 +42,23 @@ async def list_users(session: AsyncSession, *, limit: int) -> list[User]:
     return list((await session.scalars(select(User).order_by(User.id).limit(limit))).all())
 
 
-async def logs(
+async def page(
     session: AsyncSession,
+    table: type[Any],
     *,
     user_id: str,
-    window: TimeRange,
-    cursor: Cursor | None,
+    window: TimeRange = TimeRange(),
+    cursor: Cursor | None = None,
     limit: int,
-    symbol: str | None = None,
-    reason: str | None = None,
-    status: str | None = None,
-    event_type: str | None = None,
-) -> list[ReconciliationLog]:
-    query = select(ReconciliationLog).where(ReconciliationLog.user_id == user_id)
-    for column, value in (
-        (ReconciliationLog.symbol, symbol),
-        (ReconciliationLog.divergence_reason, reason),
-        (ReconciliationLog.status, status),
-        (ReconciliationLog.event_type, event_type),
-    ):
+    **equal_to: str | None,
+) -> list[Any]:
+    """One page of a projection table's rows of ``user_id``, newest first; each ``column=value``
+    given (not None) must match."""
+    query = select(table).where(table.user_id == user_id)
+    for column, value in equal_to.items():
         if value is not None:
-            query = query.where(column == value)
-    query = _page(query, ReconciliationLog, window=window, cursor=cursor, limit=limit)
-    return list((await session.scalars(query)).all())
-
-
-async def snapshots(
-    session: AsyncSession,
-    *,
-    user_id: str,
-    window: TimeRange,
-    cursor: Cursor | None,
-    limit: int,
-) -> list[PositionSnapshot]:
-    query = select(PositionSnapshot).where(PositionSnapshot.user_id == user_id)
-    query = _page(query, PositionSnapshot, window=window, cursor=cursor, limit=limit)
-    return list((await session.scalars(query)).all())
-
-
-async def alerts(
-    session: AsyncSession,
-    *,
-    user_id: str,
-    window: TimeRange,
-    cursor: Cursor | None,
-    limit: int,
-    alert_type: str | None = None,
-    status: str | None = None,
-) -> list[DrawdownAlert]:
-    query = select(DrawdownAlert).where(DrawdownAlert.user_id == user_id)
-    if alert_type is not None:
-        query = query.where(DrawdownAlert.alert_type == alert_type)
-    if status is not None:
-        query = query.where(DrawdownAlert.status == status)
-    query = _page(query, DrawdownAlert, window=window, cursor=cursor, limit=limit)
+            query = query.where(getattr(table, column) == value)
+    query = _page(query, table, window=window, cursor=cursor, limit=limit)
     return list((await session.scalars(query)).all())
 
 
@@ -144,14 +107,12 @@ async def open_divergence_count(session: AsyncSession, *, user_id: str) -> int:
 
 async def series(session: AsyncSession, *, user_id: str, points: int) -> list[PositionSnapshot]:
     """The last ``points`` snapshots, oldest first (for a chart)."""
-    rows = await snapshots(session, user_id=user_id, window=TimeRange(), cursor=None, limit=points)
+    rows = await page(session, PositionSnapshot, user_id=user_id, limit=points)
     return rows[::-1]
 
 
 async def recent_closes(session: AsyncSession, *, user_id: str, limit: int) -> list[ReconciliationLog]:
-    return await logs(
-        session, user_id=user_id, window=TimeRange(), cursor=None, limit=limit, event_type=CLOSE_EVENT
-    )
+    return await page(session, ReconciliationLog, user_id=user_id, limit=limit, event_type=CLOSE_EVENT)
 
 
 async def user_for_chat(session: AsyncSession, *, chat_id: int) -> User | None:

@@ -13,11 +13,11 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from projections.models import User
+from infra.metrics import exposition
+from infra.tables import DrawdownAlert, User
 from reconguard.api import queries
 from reconguard.api.auth import CurrentCaller
 from reconguard.api.deps import App, Session
-from reconguard.metrics import exposition
 from reconguard.api.models import (
     AccountOverviewPublic,
     CheckPublic,
@@ -62,7 +62,7 @@ async def health(app: App, response: Response) -> HealthPublic:
         async with app.sessions() as session:
             await session.execute(text("SELECT 1"))
 
-    timeout = app.api_settings.api_health_timeout_seconds
+    timeout = app.settings.api.health_timeout_seconds
     broker, db = await asyncio.gather(
         _timed(app.broker.check, timeout=timeout), _timed(database, timeout=timeout)
     )
@@ -82,7 +82,7 @@ async def metrics() -> Response:
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard(app: App) -> HTMLResponse:
     page = _dashboard_file("index.html").replace(
-        "{{refresh_seconds}}", str(app.api_settings.api_dashboard_refresh_seconds)
+        "{{refresh_seconds}}", str(app.settings.api.dashboard_refresh_seconds)
     )
     return HTMLResponse(
         page, headers={"Content-Security-Policy": _DASHBOARD_POLICY, "Cache-Control": "no-store"}
@@ -115,11 +115,11 @@ async def overview(
         users = [u for u in await queries.list_users(session, limit=limit) if u.role != "admin" or u.mt5_login]
     else:
         users = [u for u in [await queries.get_user(session, user_id=caller.user_id)] if u is not None]
-    points = app.api_settings.api_dashboard_points
+    points = app.settings.api.dashboard_points
     accounts = [await _account(session, user=u, points=points) for u in users]
     return OverviewPublic(
         generated_at=utcnow(),
-        refresh_seconds=app.api_settings.api_dashboard_refresh_seconds,
+        refresh_seconds=app.settings.api.dashboard_refresh_seconds,
         accounts=accounts,
     )
 
@@ -127,9 +127,7 @@ async def overview(
 async def _account(session: AsyncSession, *, user: User, points: int) -> AccountOverviewPublic:
     rows = await queries.series(session, user_id=user.id, points=points)
     divergences = await queries.latest_outcomes(session, user_id=user.id, limit=50, only_divergences=True)
-    alerts = await queries.alerts(
-        session, user_id=user.id, window=queries.TimeRange(), cursor=None, limit=_RECENT
-    )
+    alerts = await queries.page(session, DrawdownAlert, user_id=user.id, limit=_RECENT)
     closes = await queries.recent_closes(session, user_id=user.id, limit=_RECENT)
     return AccountOverviewPublic(
         user_id=user.id,

@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import AwareDatetime
 
-from projections.models import User
+from infra.metrics import api_sync_requests_total
+from infra.tables import DrawdownAlert, PositionSnapshot, ReconciliationLog, User
 from reconguard.api import queries
 from reconguard.api.auth import Admin, CurrentCaller, ReadableUser, UserIdPath
 from reconguard.api.deps import App, Session
-from reconguard.api.metrics import api_sync_requests_total
 from reconguard.api.models import (
     CallerPublic,
     DrawdownAlertPublic,
@@ -37,6 +37,8 @@ from schemas import observed, utcnow
 from schemas.commands import SyncAccount
 from schemas.decisions import AlertType, DivergenceReason, ReconciliationStatus
 from schemas.topics import RECONCILIATION, SYNC_COMMANDS
+
+PublicT = TypeVar("PublicT", ReconciliationLogPublic, PositionSnapshotPublic, DrawdownAlertPublic)
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["accounts"])
@@ -153,21 +155,10 @@ async def reconciliation_logs(
     event_type: ReconciliationEvent | None = None,
 ) -> PagePublic[ReconciliationLogPublic]:
     """reconciliation_logs rows, newest first, filtered by time, symbol, divergence reason, status, type."""
-    rows = await queries.logs(
-        session,
-        user_id=user.id,
-        window=window,
-        cursor=cursor,
-        limit=limit,
-        symbol=symbol,
-        reason=reason,
-        status=status_,
-        event_type=event_type,
-    )
-    return PagePublic[ReconciliationLogPublic](
-        items=[ReconciliationLogPublic.model_validate(r) for r in rows],
-        next_cursor=next_cursor(rows, limit=limit),
-    )
+    rows = await queries.page(
+        session, ReconciliationLog, user_id=user.id, window=window, cursor=cursor, limit=limit, symbol=symbol,
+        divergence_reason=reason, status=status_, event_type=event_type)
+    return _page_of(ReconciliationLogPublic, rows, limit=limit)
 
 
 @router.get("/users/{user_id}/snapshots", response_model=PagePublic[PositionSnapshotPublic], responses=_READ)
@@ -179,11 +170,9 @@ async def position_snapshots(
     limit: Limit = DEFAULT_LIMIT,
 ) -> PagePublic[PositionSnapshotPublic]:
     """position_snapshots rows (equity, drawdown, exposure), newest first."""
-    rows = await queries.snapshots(session, user_id=user.id, window=window, cursor=cursor, limit=limit)
-    return PagePublic[PositionSnapshotPublic](
-        items=[PositionSnapshotPublic.model_validate(r) for r in rows],
-        next_cursor=next_cursor(rows, limit=limit),
-    )
+    rows = await queries.page(session, PositionSnapshot, user_id=user.id, window=window, cursor=cursor,
+                              limit=limit)
+    return _page_of(PositionSnapshotPublic, rows, limit=limit)
 
 
 @router.get("/users/{user_id}/alerts", response_model=PagePublic[DrawdownAlertPublic], responses=_READ)
@@ -197,19 +186,15 @@ async def drawdown_alerts(
     status_: Annotated[AlertStatus, Query(alias="status")] = None,
 ) -> PagePublic[DrawdownAlertPublic]:
     """drawdown_alerts rows (guard warnings and triggers), newest first."""
-    rows = await queries.alerts(
-        session,
-        user_id=user.id,
-        window=window,
-        cursor=cursor,
-        limit=limit,
-        alert_type=alert_type,
-        status=status_,
-    )
-    return PagePublic[DrawdownAlertPublic](
-        items=[DrawdownAlertPublic.model_validate(r) for r in rows],
-        next_cursor=next_cursor(rows, limit=limit),
-    )
+    rows = await queries.page(
+        session, DrawdownAlert, user_id=user.id, window=window, cursor=cursor, limit=limit,
+        alert_type=alert_type, status=status_)
+    return _page_of(DrawdownAlertPublic, rows, limit=limit)
+
+
+def _page_of(model: type[PublicT], rows: list[Any], *, limit: int) -> PagePublic[PublicT]:
+    items = [model.model_validate(r) for r in rows]
+    return PagePublic[model](items=items, next_cursor=next_cursor(rows, limit=limit))
 
 
 @router.post(
@@ -237,7 +222,7 @@ async def request_sync(user_id: UserIdPath, caller: Admin, session: Session, app
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             headers={"Retry-After": str(wait)},
-            detail=f"this account was synced less than {app.api_settings.api_sync_interval_seconds:g} s "
+            detail=f"this account was synced less than {app.settings.api.sync_interval_seconds:g} s "
             f"ago; retry in {wait} s",
         )
     command = observed(

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from producers.mt5 import constants as mt5
-from projections.models import PositionSnapshot
+from infra.tables import PositionSnapshot
 from schemas import Envelope
 from schemas.decisions import GuardAlertRaised
 from schemas.results import CloseOutcome, PositionClosed
+from schemas.retcodes import retcode_name
 
 MAX_LENGTH = 4096  # Telegram's limit for one message
 
@@ -24,11 +24,6 @@ _ALERT_TITLES = {
     "market_gap": "⚡ Market gap",
     "spread": "⚡ Spread too wide",
     "stale_feed": "⚡ Stale price feed",
-}
-_RETCODES = {
-    value: name.removeprefix("TRADE_RETCODE_")
-    for name, value in vars(mt5).items()
-    if name.startswith("TRADE_RETCODE_") and isinstance(value, int)
 }
 
 
@@ -46,7 +41,7 @@ def percent(value: float | None) -> str:
 def retcode(value: int | None) -> str:
     if value is None:
         return "not sent"
-    return f"{value} ({_RETCODES.get(value, 'unknown')})"
+    return f"{value} ({retcode_name(value)})"
 
 
 def _when(moment: datetime) -> str:

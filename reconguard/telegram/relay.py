@@ -25,11 +25,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from projections.models import TelegramDelivery, User
-from reconguard.kafka import dead_letter, send_dead_letter
-from reconguard.metrics import dead_letters_total
+from infra.kafka import dead_letter, send_dead_letter
+from infra.metrics import dead_letters_total, telegram_delivery_latency_seconds, telegram_messages_total
+from infra.tables import TelegramDelivery, User
 from reconguard.telegram.messages import render
-from reconguard.telegram.metrics import telegram_delivery_latency_seconds, telegram_messages_total
 from reconguard.telegram.sending import Backoff, Interrupted, Refused, Sent, send
 from schemas import DecodeError, Envelope, Topic, decode, utcnow
 from schemas.topics import ALERTS, CLOSE_RESULTS

@@ -31,7 +31,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 
-from reconguard.telegram.metrics import telegram_send_retries_total
+from infra.metrics import telegram_send_retries_total
 
 log = logging.getLogger(__name__)
 

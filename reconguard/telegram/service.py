@@ -16,27 +16,26 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from reconguard.db import make_engine, make_sessionmaker
-from reconguard.kafka import group_consumer, make_producer
-from reconguard.settings import Settings
+from infra.db import make_engine, make_sessionmaker
+from infra.kafka import group_consumer, make_producer
+from infra.settings import Settings, TelegramSettings
 from reconguard.telegram.relay import TOPICS, AlertRelay
 from reconguard.telegram.sending import Backoff
-from reconguard.telegram.settings import TelegramSettings
 from reconguard.telegram.status import answer_status
 
 log = logging.getLogger(__name__)
 
 
 def make_bot(telegram: TelegramSettings) -> Bot:
-    """A bot talking to ``telegram_api_base`` (Telegram itself unless configured otherwise)."""
-    if telegram.telegram_bot_token is None:
+    """A bot talking to ``api_base`` (Telegram itself unless configured otherwise)."""
+    if telegram.bot_token is None:
         raise ValueError("RECONGUARD_TELEGRAM_BOT_TOKEN is not set")
     session = AiohttpSession(
-        api=TelegramAPIServer.from_base(telegram.telegram_api_base),
-        timeout=telegram.telegram_request_timeout_seconds,
+        api=TelegramAPIServer.from_base(telegram.api_base),
+        timeout=telegram.request_timeout_seconds,
     )
     return Bot(
-        telegram.telegram_bot_token.get_secret_value(),
+        telegram.bot_token.get_secret_value(),
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
@@ -44,17 +43,15 @@ def make_bot(telegram: TelegramSettings) -> Bot:
 
 def backoff_of(telegram: TelegramSettings) -> Backoff:
     return Backoff(
-        initial=telegram.telegram_backoff_initial_seconds,
-        maximum=telegram.telegram_backoff_max_seconds,
-        retry_after_maximum=telegram.telegram_retry_after_max_seconds,
+        initial=telegram.backoff_initial_seconds,
+        maximum=telegram.backoff_max_seconds,
+        retry_after_maximum=telegram.retry_after_max_seconds,
     )
 
 
-async def serve(
-    settings: Settings, *, stop: asyncio.Event, telegram_settings: TelegramSettings | None = None
-) -> None:
-    telegram = telegram_settings or TelegramSettings()
-    if telegram.telegram_bot_token is None:
+async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
+    telegram = settings.telegram
+    if telegram.bot_token is None:
         # `reconguard run` starts every service; without a bot there is nothing to send with.
         log.warning("telegram: RECONGUARD_TELEGRAM_BOT_TOKEN is not set; alerts will not go to Telegram")
         await stop.wait()
@@ -65,7 +62,7 @@ async def serve(
     engine = make_engine(settings.database_url, pool_size=3, max_overflow=2)
     bot = make_bot(telegram)
     producer = make_producer(settings.kafka_bootstrap_servers)
-    consumer = group_consumer(settings, *TOPICS, name="telegram", group_id=telegram.telegram_consumer_group)
+    consumer = group_consumer(settings, *TOPICS, name="telegram", group_id=telegram.consumer_group)
     try:
         await producer.start()
         await consumer.start()
@@ -87,9 +84,9 @@ async def serve(
 
 
 def _serve_metrics(settings: Settings, telegram: TelegramSettings) -> WSGIServer | None:
-    if telegram.telegram_metrics_port is None:
+    if telegram.metrics_port is None:
         return None
-    server, _ = start_http_server(telegram.telegram_metrics_port, addr=settings.http_host)
+    server, _ = start_http_server(telegram.metrics_port, addr=settings.http_host)
     return server
 
 
@@ -113,13 +110,13 @@ async def _relay_and_answer(
         stop=stop,
     )
     tasks = [asyncio.create_task(relay.run(consumer), name="telegram-relay")]
-    if telegram.telegram_status_enabled:
+    if telegram.status_enabled:
         tasks.append(
             asyncio.create_task(
                 answer_status(
                     bot,
                     sessions=sessions,
-                    polling_timeout=telegram.telegram_polling_timeout_seconds,
+                    polling_timeout=telegram.polling_timeout_seconds,
                     backoff=backoff,
                     stop=stop,
                 ),

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from infra.settings import GuardSettings, SymbolRules
 from schemas import Envelope, derived
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason
 from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
 from schemas.reports import PositionReport, TickReport
-from streams.config import GuardConfig, SymbolRules
 from streams.decisions import Decision, percent_off, replace
 
 
@@ -51,21 +51,13 @@ class Breach:
     inputs: dict[str, Any]
 
 
-def handle(state: MarketState, event: Envelope[Any], config: GuardConfig) -> Decision[MarketState]:
+def handle(state: MarketState, event: Envelope[Any], config: GuardSettings) -> Decision[MarketState]:
     payload = event.payload
     if isinstance(payload, TickReport):
         return on_tick(state, event, config)
     if isinstance(payload, PositionReport):
         return Decision(on_positions(state, event))
     return Decision(state)
-
-
-def evolve(state: MarketState, event: Envelope[Any], config: GuardConfig) -> MarketState:
-    return handle(state, event, config).state
-
-
-def decide(state: MarketState, event: Envelope[Any], config: GuardConfig) -> list[Envelope[Any]]:
-    return list(handle(state, event, config).outputs)
 
 
 def on_positions(state: MarketState, event: Envelope[PositionReport]) -> MarketState:
@@ -78,7 +70,7 @@ def on_positions(state: MarketState, event: Envelope[PositionReport]) -> MarketS
     return replace(state, held=tickets if tickets != state.held else state.held, positions_at=event.occurred_at)
 
 
-def on_tick(state: MarketState, event: Envelope[TickReport], config: GuardConfig) -> Decision[MarketState]:
+def on_tick(state: MarketState, event: Envelope[TickReport], config: GuardSettings) -> Decision[MarketState]:
     tick = event.payload
     previous = state.quotes.get(tick.symbol)
     if previous is not None and tick.quoted_at < previous.quoted_at:
@@ -119,13 +111,13 @@ def assess(tick: TickReport, previous: Quote | None, polled_at: datetime, rules:
     return None
 
 
-def _recently_closed(state: MarketState, symbol: str, at: datetime, config: GuardConfig) -> bool:
+def _recently_closed(state: MarketState, symbol: str, at: datetime, config: GuardSettings) -> bool:
     last = state.closed_at.get(symbol)
     return last is not None and (at - last).total_seconds() < config.reclose_after_seconds
 
 
 def _close(state: MarketState, event: Envelope[TickReport], tickets: tuple[int, ...], breach: Breach,
-           config: GuardConfig) -> Decision[MarketState]:
+           config: GuardSettings) -> Decision[MarketState]:
     tick = event.payload
     inputs = breach.inputs | {"symbol": tick.symbol, "bid": tick.bid, "ask": tick.ask, "point": tick.point,
                               "quoted_at": tick.quoted_at.isoformat(), "market_open": tick.market_open,

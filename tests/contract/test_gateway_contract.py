@@ -26,7 +26,7 @@ from producers.mt5.gateway import (
     NativeGateway,
     SimulatorGateway,
 )
-from producers.mt5.simulator import SimulatedBroker
+from producers.mt5.simulator import SimulatedBroker, SimulatedTerminal
 
 SIM_LOGIN, SIM_PASSWORD = 5001, "contract"
 NO_TICKET = 2**63 - 7  # no server hands out tickets this high
@@ -50,7 +50,7 @@ def _real_credentials() -> tuple[int, str, str]:
 def _simulator() -> tuple[Gateway, int, str, str]:
     broker = SimulatedBroker(seed=2024)
     broker.add_account(SIM_LOGIN, SIM_PASSWORD, currency="GBP")
-    return SimulatorGateway(broker.terminal()), SIM_LOGIN, SIM_PASSWORD, broker.server
+    return SimulatorGateway(SimulatedTerminal(broker)), SIM_LOGIN, SIM_PASSWORD, broker.server
 
 
 def _native() -> tuple[Gateway, int, str, str]:

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from reconguard.kafka import make_producer
-from reconguard.settings import Settings
+from infra.kafka import make_producer
+from infra.settings import Settings
 
 
 @pytest.fixture

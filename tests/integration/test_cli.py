@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 from typer.testing import CliRunner
 
+from infra.dburl import plain_url
+from infra.kafka import make_consumer
 from reconguard.cli import app
-from reconguard.dburl import plain_url
-from reconguard.kafka import make_consumer
 from schemas import decode
 from schemas.topics import EXPECTED_TRADES
 from tests.support.events import add_users

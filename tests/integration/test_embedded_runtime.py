@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from reconguard.embedded import wait_until
+from infra.embedded import wait_until
 
 
 def _servers_of(process: psutil.Process) -> list[psutil.Process]:
@@ -64,8 +64,9 @@ def test_no_server_outlives_reconguard_run(tmp_path, sig, clean_exit):
 
 
 def test_given_servers_are_used_and_nothing_is_started(tmp_path, servers):
-    from tests.support.servers import create_database, drop_database, unique_name
     import asyncio
+
+    from tests.support.servers import create_database, drop_database, unique_name
 
     name = unique_name("given")
     url = asyncio.run(create_database(servers.database_url, name))
@@ -89,7 +90,7 @@ def test_given_servers_are_used_and_nothing_is_started(tmp_path, servers):
 async def _has_table(url: str, table: str) -> bool:
     import asyncpg
 
-    from reconguard.dburl import plain_url
+    from infra.dburl import plain_url
 
     connection = await asyncpg.connect(plain_url(url))
     try:
@@ -106,7 +107,7 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
 
     import httpx
 
-    from reconguard.embedded import free_port
+    from infra.embedded import free_port
     from tests.support.browser import ARTIFACTS, CHROMIUM, chromium, series
 
     port = free_port()
@@ -154,9 +155,9 @@ def test_each_embedded_run_starts_with_empty_projections(tmp_path):
 
     import asyncpg
 
-    from reconguard.dburl import plain_url
+    from infra.dburl import plain_url
+    from infra.settings import Settings
     from reconguard.runner import embedded_or_given, prepare
-    from reconguard.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "data", KAFKA_BOOTSTRAP_SERVERS=None, DATABASE_URL=None)
     assert settings.embedded_broker and settings.embedded_database

@@ -12,8 +12,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from reconguard.kafka import fetched_end_offsets
-from reconguard.settings import Settings
+from infra.kafka import fetched_end_offsets
+from infra.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from reconguard.dburl import plain_url
+from infra.dburl import plain_url
 from schemas import Envelope, observed
 from schemas.common import Direction
 from schemas.decisions import (

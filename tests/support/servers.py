@@ -15,8 +15,8 @@ from pathlib import Path
 
 import asyncpg
 
-from reconguard.dburl import plain_url, with_database
-from reconguard.embedded import Endpoints, infrastructure
+from infra.dburl import plain_url, with_database
+from infra.embedded import Endpoints, infrastructure
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

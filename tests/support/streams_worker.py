@@ -19,24 +19,15 @@ from typing import Any
 
 import asyncpg
 
-from reconguard.dburl import plain_url
-from reconguard.kafka import make_consumer, publish
-from reconguard.settings import Settings
+from infra.dburl import plain_url
+from infra.kafka import make_consumer, publish
+from infra.settings import Settings, environment
 from schemas import Envelope, decode, utcnow
-from schemas.topics import (
-    ACCOUNT_REPORTS,
-    ACCOUNT_STATE,
-    ALERTS,
-    CLOSE_COMMANDS,
-    DEAD_LETTERS,
-    RECONCILIATION,
-    Topic,
-)
-from streams.worker import settings_environment
+from schemas.topics import ACCOUNT_REPORTS, DEAD_LETTERS, Topic, written_by
 from tests.support.waiting import eventually
 from tests.unit.streams import builders as b
 
-OUTPUTS = (RECONCILIATION, ACCOUNT_STATE, ALERTS, CLOSE_COMMANDS, DEAD_LETTERS)
+OUTPUTS = (*written_by("streams"), DEAD_LETTERS)
 
 
 class WorkerProcess:
@@ -49,7 +40,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = os.environ | settings_environment(self.settings) | {"RECONGUARD_WORKER_STATE_FLUSH_SECONDS": "1"}
+        env = os.environ | environment(self.settings) | {"RECONGUARD_WORKER_STATE_FLUSH_SECONDS": "1"}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "streams"], env=env, stdout=out,
                                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -16,15 +16,15 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 
-from producers import demo
+from infra.dburl import plain_url
+from infra.kafka import make_consumer, make_producer, publish
+from infra.settings import Settings
+from producers.demo import service as demo
 from producers.demo.accounts import upsert_users
 from producers.demo.script import Step
 from producers.mt5.simulator import SimulatedBroker
 from producers.poller.parsing import sync_failed
 from projections import projector
-from reconguard.dburl import plain_url
-from reconguard.kafka import make_consumer, make_producer, publish
-from reconguard.settings import Settings
 from schemas import Envelope, decode, observed, utcnow
 from schemas.topics import ACCOUNT_REPORTS, Topic
 from streams import worker

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from producers.demo import demo_broker
+from infra.settings import Settings
 from producers.demo.accounts import DEMO_USERS
-from reconguard.settings import Settings
+from producers.demo.service import demo_broker
 from schemas.topics import CLOSE_COMMANDS
 from tests.integration.e2e.pipeline import Pipeline
 from tests.integration.e2e.scenario import ALICE, BOB, CAROL, DAVE, Marks, story

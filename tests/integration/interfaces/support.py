@@ -13,12 +13,11 @@ from datetime import datetime, timedelta
 import httpx
 from sqlalchemy import insert
 
-from projections.models import DrawdownAlert, PositionSnapshot, ReconciliationLog
-from reconguard.api import serve
-from reconguard.api.settings import ApiSettings
-from reconguard.db import make_engine, make_sessionmaker
-from reconguard.embedded import free_port, wait_until
-from reconguard.settings import Settings
+from infra.db import make_engine, make_sessionmaker
+from infra.embedded import free_port, wait_until
+from infra.settings import Settings
+from infra.tables import DrawdownAlert, PositionSnapshot, ReconciliationLog
+from reconguard.api.app import serve
 from reconguard.users import add_user, issue_token
 from schemas import utcnow
 
@@ -133,8 +132,16 @@ async def insert_rows(
         await engine.dispose()
 
 
+def people_with_data(database_url: str, *, tag: str, snapshots: int, at: datetime) -> People:
+    """The four callers, and the owner's snapshots, one reconciliation row and one alert (at ``at``)."""
+    people = asyncio.run(seed_people(database_url, tag=tag))
+    asyncio.run(insert_rows(database_url, snapshots=snapshot_rows(people.owner, count=snapshots),
+                            logs=[log_row(people.owner, at=at)], alerts=[alert_row(people.owner, at=at)]))
+    return people
+
+
 @contextlib.contextmanager
-def served_api(settings: Settings, *, api_settings: ApiSettings | None = None) -> Iterator[str]:
+def served_api(settings: Settings) -> Iterator[str]:
     """The `api` service on a free port in a thread of its own; yields its base URL."""
     settings = settings.model_copy(update={"http_port": free_port(), "http_host": "127.0.0.1"})
     loop = asyncio.new_event_loop()
@@ -143,7 +150,7 @@ def served_api(settings: Settings, *, api_settings: ApiSettings | None = None) -
 
     def run() -> None:
         try:
-            loop.run_until_complete(serve(settings, stop=stop, api_settings=api_settings))
+            loop.run_until_complete(serve(settings, stop=stop))
         except BaseException as error:  # noqa: BLE001 - reported to the test below
             failure.append(error)
         finally:

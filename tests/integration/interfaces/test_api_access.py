@@ -12,17 +12,10 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from reconguard.db import make_engine, make_sessionmaker
+from infra.db import make_engine, make_sessionmaker
 from reconguard.users import issue_token, list_tokens, revoke_token
 from schemas import utcnow
-from tests.integration.interfaces.support import (
-    alert_row,
-    insert_rows,
-    log_row,
-    seed_people,
-    served_api,
-    snapshot_rows,
-)
+from tests.integration.interfaces.support import people_with_data, served_api
 
 pytestmark = pytest.mark.integration
 
@@ -31,17 +24,7 @@ CALLERS = ("anonymous", "owner", "other", "admin")
 
 @pytest.fixture(scope="module")
 def people(database_url):
-    people = asyncio.run(seed_people(database_url, tag="acc"))
-    now = utcnow()
-    asyncio.run(
-        insert_rows(
-            database_url,
-            snapshots=snapshot_rows(people.owner, count=5),
-            logs=[log_row(people.owner, at=now - timedelta(minutes=1))],
-            alerts=[alert_row(people.owner, at=now - timedelta(minutes=1))],
-        )
-    )
-    return people
+    return people_with_data(database_url, tag="acc", snapshots=5, at=utcnow() - timedelta(minutes=1))
 
 
 @pytest.fixture(scope="module")

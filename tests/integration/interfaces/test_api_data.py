@@ -10,7 +10,7 @@ import httpx
 import pytest
 from aiokafka import TopicPartition
 
-from reconguard.kafka import make_consumer
+from infra.kafka import make_consumer
 from schemas import decode, utcnow
 from schemas.topics import SYNC_COMMANDS
 from tests.integration.interfaces.support import (

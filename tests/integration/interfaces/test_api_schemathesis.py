@@ -3,7 +3,6 @@ get a 5xx, and every answer matches the documented responses."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import httpx
@@ -14,17 +13,10 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from reconguard.api import create_app
-from reconguard.settings import Settings
+from infra.settings import Settings
+from reconguard.api.app import create_app
 from schemas import utcnow
-from tests.integration.interfaces.support import (
-    alert_row,
-    insert_rows,
-    log_row,
-    seed_people,
-    served_api,
-    snapshot_rows,
-)
+from tests.integration.interfaces.support import people_with_data, served_api
 
 pytestmark = pytest.mark.integration
 
@@ -51,17 +43,7 @@ VALID_INPUT_ANSWERS = {200, 202, 400, 404, 429}
 
 @pytest.fixture(scope="module")
 def people(database_url):
-    people = asyncio.run(seed_people(database_url, tag="fuzz"))
-    at = utcnow() - timedelta(minutes=5)
-    asyncio.run(
-        insert_rows(
-            database_url,
-            snapshots=snapshot_rows(people.owner, count=10),
-            logs=[log_row(people.owner, at=at)],
-            alerts=[alert_row(people.owner, at=at)],
-        )
-    )
-    return people
+    return people_with_data(database_url, tag="fuzz", snapshots=10, at=utcnow() - timedelta(minutes=5))
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import subprocess
 import httpx
 import pytest
 
-from reconguard import metrics
-from reconguard.telegram import metrics as telegram_metrics
+from infra import metrics
+from infra import metrics as telegram_metrics
 from tests.integration.interfaces.support import served_api
 
 pytestmark = pytest.mark.integration

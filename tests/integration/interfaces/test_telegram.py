@@ -13,10 +13,10 @@ from datetime import timedelta
 import pytest
 from aiokafka import TopicPartition
 
-from reconguard.kafka import ensure_topics, make_consumer, make_producer, publish_many
-from reconguard.telegram import serve
+from infra.kafka import ensure_topics, make_consumer, make_producer, publish_many
+from infra.settings import TelegramSettings
 from reconguard.telegram.messages import NOT_LINKED
-from reconguard.telegram.settings import TelegramSettings
+from reconguard.telegram.service import serve
 from schemas import Envelope, decode, observed, utcnow
 from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
 from schemas.results import PositionClosed, PositionCloseFailed
@@ -75,11 +75,11 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
 def _telegram_settings(fake: FakeTelegram, *, group: str) -> TelegramSettings:
     return TelegramSettings(
         TELEGRAM_BOT_TOKEN="123456:TEST-token",
-        telegram_api_base=fake.base_url,
-        telegram_backoff_initial_seconds=0.05,
-        telegram_backoff_max_seconds=0.4,
-        telegram_polling_timeout_seconds=1,
-        telegram_consumer_group=group,
+        api_base=fake.base_url,
+        backoff_initial_seconds=0.05,
+        backoff_max_seconds=0.4,
+        polling_timeout_seconds=1,
+        consumer_group=group,
     )
 
 
@@ -87,7 +87,7 @@ def _telegram_settings(fake: FakeTelegram, *, group: str) -> TelegramSettings:
 async def running(settings, fake: FakeTelegram, *, group: str) -> AsyncIterator[asyncio.Task]:
     stop = asyncio.Event()
     task = asyncio.create_task(
-        serve(settings, stop=stop, telegram_settings=_telegram_settings(fake, group=group))
+        serve(settings.model_copy(update={"telegram": _telegram_settings(fake, group=group)}), stop=stop)
     )
     try:
         yield task

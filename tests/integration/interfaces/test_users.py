@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from projections.models import ApiToken, User
-from reconguard.db import make_engine, make_sessionmaker
+from infra.db import make_engine, make_sessionmaker
+from infra.tables import ApiToken, User
 from reconguard.users import (
     UserError,
     add_user,

@@ -7,11 +7,11 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from infra.kafka import make_consumer
+from infra.settings import Settings
 from producers.accounts import AccountRef
 from producers.mt5.gateway import SimulatorGateway
-from producers.mt5.simulator import SimulatedBroker
-from reconguard.kafka import make_consumer
-from reconguard.settings import Settings
+from producers.mt5.simulator import SimulatedBroker, SimulatedTerminal
 from schemas import Envelope, decode
 from schemas.topics import Topic
 from tests.support.waiting import eventually
@@ -63,7 +63,7 @@ def demo_accounts(broker: SimulatedBroker, user_ids: list[str], *, first_login: 
     for i, user_id in enumerate(user_ids):
         login, currency = first_login + i, currencies[i % len(currencies)]
         broker.add_account(login, "secret", currency=currency)
-        terminal = SimulatorGateway(broker.terminal(login, "secret"))
+        terminal = SimulatorGateway(SimulatedTerminal(broker, login=login, password="secret"))
         assert terminal.initialize(login=login, password="secret", server=broker.server), terminal.last_error()
         accounts.append((AccountRef(user_id, login, broker.server, currency), terminal))
     return accounts
@@ -73,7 +73,7 @@ async def insert_users(database_url: str, user_ids: list[str]) -> None:
     """The users the ledger's foreign key needs."""
     import asyncpg
 
-    from reconguard.dburl import plain_url
+    from infra.dburl import plain_url
 
     connection = await asyncpg.connect(plain_url(database_url))
     try:

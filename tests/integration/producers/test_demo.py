@@ -7,11 +7,11 @@ import asyncio
 import asyncpg
 import pytest
 
-from producers.demo import demo_broker, serve
+from infra.dburl import plain_url
+from infra.kafka import make_producer, publish
+from infra.settings import Settings
 from producers.demo.script import BUY, Step
-from reconguard.dburl import plain_url
-from reconguard.kafka import make_producer, publish
-from reconguard.settings import Settings
+from producers.demo.service import demo_broker, serve
 from schemas import observed, utcnow
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason, DealReason

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from producers.executor import Executor, ExecutorConfig
+from infra.db import make_engine
+from infra.kafka import make_consumer, publish
+from infra.settings import Settings
 from producers.executor.ledger import Ledger
+from producers.executor.loop import Executor, ExecutorConfig
 from producers.executor.parsing import close_comment, close_request, filling_mode
 from producers.mt5 import constants as c
 from producers.mt5.gateway import SimulatorGateway
-from producers.mt5.simulator import SimulatedBroker
-from reconguard.db import make_engine
-from reconguard.kafka import make_consumer, publish
-from reconguard.settings import Settings
+from producers.mt5.simulator import SimulatedBroker, SimulatedTerminal
 from schemas import Envelope, observed
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason
@@ -59,7 +59,7 @@ class Desk:
         self.broker = SimulatedBroker(5)
         self.login = 9000
         self.broker.add_account(self.login, "pw", currency="USD", balance=100_000.0)
-        self.gateway = CountingGateway(self.broker.terminal(self.login, "pw"))
+        self.gateway = CountingGateway(SimulatedTerminal(self.broker, login=self.login, password="pw"))
         assert self.gateway.initialize(login=self.login, password="pw", server=self.broker.server)
         self.clock = Clock()
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from infra.kafka import make_consumer, publish
+from infra.settings import Settings
 from producers.mt5 import constants as c
 from producers.mt5.simulator import SimulatedBroker
-from producers.poller import Poller, PollerConfig
+from producers.poller.loop import Poller, PollerConfig
 from producers.poller.service import honour_sync_commands
-from reconguard.kafka import make_consumer, publish
-from reconguard.settings import Settings
 from schemas import observed, utcnow
 from schemas.commands import SyncAccount
 from schemas.common import DealReason

@@ -10,9 +10,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from infra.dburl import plain_url
+from infra.kafka import ensure_topics, make_consumer, make_producer, publish_many
 from projections.projector import BatchOutcome, serve
-from reconguard.dburl import plain_url
-from reconguard.kafka import ensure_topics, make_consumer, make_producer, publish_many
 from schemas import decode, encode_key
 from schemas.topics import ACCOUNT_STATE, ALERTS, DEAD_LETTERS, RECONCILIATION
 from tests.support.events import add_users, mixed_events

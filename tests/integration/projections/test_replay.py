@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
+from infra.kafka import make_producer, publish_many
 from projections.replay import ReplayError, prepare_target, replay, table_checksums
-from reconguard.kafka import make_producer, publish_many
 from schemas.topics import ACCOUNT_STATE, ALERTS, RECONCILIATION
 from tests.integration.projections.test_projector import running_projector
 from tests.support.events import EPOCH, add_users, mixed_events

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from reconguard.kafka import publish
-from reconguard.settings import Settings
+from infra.kafka import publish
+from infra.settings import Settings
 from schemas import utcnow
 from schemas.topics import ACCOUNT_REPORTS, POSITION_REPORTS
 from streams.app import app_id

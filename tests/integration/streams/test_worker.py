@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from reconguard.kafka import fetched_end_offsets, make_consumer, publish
-from reconguard.settings import Settings
+from infra.kafka import fetched_end_offsets, make_consumer, publish
+from infra.settings import Settings
 from schemas import utcnow
 from schemas.common import DealReason
 from schemas.topics import ACCOUNT_REPORTS, EXPECTED_TRADES, POSITION_REPORTS

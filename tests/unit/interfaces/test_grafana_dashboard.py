@@ -12,9 +12,9 @@ from prometheus_client.metrics import MetricWrapperBase
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "reconguard-dashboard.json"
-#: Where metrics are declared: reconguard.metrics, plus the interface modules until the lead moves
+#: Where metrics are declared: infra.metrics, plus the interface modules until the lead moves
 #: their metrics there (then these modules only re-export and the check still holds).
-METRIC_MODULES = ("reconguard.metrics", "reconguard.api.metrics", "reconguard.telegram.metrics")
+METRIC_MODULES = ("infra.metrics", "infra.metrics", "infra.metrics")
 SPEC_METRICS = {
     "mt5_position_sync_total",
     "reconciliation_divergences_total",

@@ -25,7 +25,7 @@ def broker() -> SimulatedBroker:
 
 @pytest.fixture
 def mt5(broker: SimulatedBroker) -> SimulatedTerminal:
-    terminal = broker.terminal(LOGIN, PASSWORD)
+    terminal = SimulatedTerminal(broker, login=LOGIN, password=PASSWORD)
     assert terminal.initialize(), terminal.last_error()
     return terminal
 

@@ -18,7 +18,7 @@ from producers.executor.parsing import (
 )
 from producers.mt5 import constants as c
 from producers.mt5.gateway import SimulatorGateway
-from producers.mt5.simulator import SimulatedBroker
+from producers.mt5.simulator import SimulatedBroker, SimulatedTerminal
 from producers.mt5.types import Tick, TradePosition
 
 T0 = 1_704_700_800
@@ -86,7 +86,7 @@ def simulated(**faults: float) -> tuple[SimulatedBroker, Counting]:
     broker = SimulatedBroker(11)
     broker.add_account(77, "pw", currency="GBP")
     broker.set_faults(**faults)
-    gateway = Counting(broker.terminal(77, "pw"))
+    gateway = Counting(SimulatedTerminal(broker, login=77, password="pw"))
     assert gateway.initialize(login=77, password="pw", server=broker.server)
     return broker, gateway
 

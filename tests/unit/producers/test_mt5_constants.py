@@ -142,7 +142,7 @@ def test_terminal_has_every_package_function(name: str) -> None:
 def _terminal() -> SimulatedTerminal:
     broker = SimulatedBroker(seed=1)
     broker.add_account(1, "pw")
-    terminal = broker.terminal(1, "pw")
+    terminal = SimulatedTerminal(broker, login=1, password="pw")
     assert terminal.initialize()
     return terminal
 
@@ -179,3 +179,11 @@ def test_keyword_functions_answer_bad_arguments_with_code_minus_2(name: str) -> 
 def test_conventions_cover_all_32_functions() -> None:
     assert sorted(_NOARGS + _POSITIONAL + _KEYWORDS) == sorted(FUNCTIONS)
     assert SimulatedTerminal.__version__ == re.search(r"`MetaTrader5` (\S+)\*\*", TEXT or "").group(1)
+
+
+def test_retcode_names_in_the_contracts_agree_with_the_package():
+    from schemas.retcodes import RETCODE_NAMES
+
+    package = {value: name.removeprefix("TRADE_RETCODE_") for name, value in vars(constants).items()
+               if name.startswith("TRADE_RETCODE_")}
+    assert RETCODE_NAMES == package

@@ -10,7 +10,7 @@ import pytest
 
 from producers.mt5 import constants as c
 from producers.mt5.simulator import SimulatedBroker, SimulatedTerminal
-from producers.mt5.simulator_market import RATE_DTYPE, TICK_DTYPE
+from producers.mt5.simulator.market import RATE_DTYPE, TICK_DTYPE
 from tests.unit.producers.conftest import LOGIN, PASSWORD, DealBuilder
 
 SUCCESS = (1, "Success")
@@ -74,7 +74,7 @@ def test_request_as_keywords_and_request_echo(mt5: SimulatedTerminal, deal: Deal
 
 
 def test_calls_before_initialize_have_no_ipc_connection(broker: SimulatedBroker) -> None:
-    terminal = broker.terminal(LOGIN, PASSWORD)
+    terminal = SimulatedTerminal(broker, login=LOGIN, password=PASSWORD)
     assert terminal.account_info() is None and terminal.last_error() == NO_IPC
     assert terminal.positions_get() is None and terminal.last_error() == NO_IPC
     assert terminal.symbol_select("EURUSD") is False and terminal.last_error() == NO_IPC
@@ -96,7 +96,7 @@ def test_shutdown_detaches(mt5: SimulatedTerminal) -> None:
     pytest.param({"timeout": 1.5}, (-2, 'Invalid "timeout" argument'), id="float timeout"),
 ])
 def test_initialize_refused(broker: SimulatedBroker, kwargs: dict[str, Any], error: tuple[int, str]) -> None:
-    terminal = broker.terminal()
+    terminal = SimulatedTerminal(broker)
     assert terminal.initialize(**kwargs) is False
     assert terminal.last_error() == error
     assert terminal.account_info() is None
@@ -104,7 +104,7 @@ def test_initialize_refused(broker: SimulatedBroker, kwargs: dict[str, Any], err
 
 def test_initialize_with_credentials_and_login_switch(broker: SimulatedBroker) -> None:
     broker.add_account(2002, "other", currency="USD")
-    terminal = broker.terminal()
+    terminal = SimulatedTerminal(broker)
     assert terminal.initialize(login=LOGIN, password=PASSWORD, server=broker.server)
     assert terminal.account_info().currency == "GBP"
     assert terminal.login(2002, "other")

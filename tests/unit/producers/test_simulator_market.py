@@ -10,7 +10,7 @@ import pytest
 
 from producers.mt5 import constants as c
 from producers.mt5.simulator import DEFAULT_START, FaultConfig, SimulatedBroker, SimulatedTerminal
-from producers.mt5.simulator_market import DEFAULT_SYMBOLS, FILLING_FOK, FILLING_IOC
+from producers.mt5.simulator.market import DEFAULT_SYMBOLS, FILLING_FOK, FILLING_IOC
 
 ALL_TIME = (0, 2**31 - 1)
 FRIDAY_2058 = DEFAULT_START + 4 * 86400 + 12 * 3600 + 58 * 60
@@ -21,7 +21,7 @@ NOISY = FaultConfig(requote_probability=0.3, slippage_probability=0.5, slippage_
 
 def _attached(broker: SimulatedBroker, login: int) -> SimulatedTerminal:
     broker.add_account(login, "pw", currency="GBP", balance=50_000.0)
-    terminal = broker.terminal(login, "pw")
+    terminal = SimulatedTerminal(broker, login=login, password="pw")
     assert terminal.initialize()
     return terminal
 
@@ -145,7 +145,7 @@ def test_a_thousand_accounts_read_quickly() -> None:
         broker.add_account(login, "pw", currency="GBP")
         broker.manual_open(login, "EURUSD", c.ORDER_TYPE_BUY, 0.1)
         broker.manual_open(login, "USDJPY", c.ORDER_TYPE_SELL, 0.1)
-        terminal = broker.terminal(login, "pw")
+        terminal = SimulatedTerminal(broker, login=login, password="pw")
         terminal.initialize()
         terminals.append(terminal)
     started = time.perf_counter()

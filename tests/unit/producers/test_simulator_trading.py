@@ -58,7 +58,7 @@ def test_rejected_open(mt5: SimulatedTerminal, deal: DealBuilder, symbol: str, c
 def test_market_closed_at_the_weekend() -> None:
     broker = SimulatedBroker(seed=1, start_time=SATURDAY_NOON)
     broker.add_account(LOGIN, PASSWORD)
-    mt5 = broker.terminal(LOGIN, PASSWORD)
+    mt5 = SimulatedTerminal(broker, login=LOGIN, password=PASSWORD)
     assert mt5.initialize()
     tick = mt5.symbol_info_tick("EURUSD")
     request = {"action": c.TRADE_ACTION_DEAL, "symbol": "EURUSD", "volume": 0.1, "type": c.ORDER_TYPE_BUY,
@@ -182,7 +182,7 @@ def test_gap_through_the_stop_fills_worse_than_the_stop(broker: SimulatedBroker,
 
 def test_stop_out_closes_the_biggest_loser_first(broker: SimulatedBroker) -> None:
     broker.add_account(3003, "so", currency="GBP", balance=1_000.0, leverage=100)
-    mt5 = broker.terminal(3003, "so")
+    mt5 = SimulatedTerminal(broker, login=3003, password="so")
     assert mt5.initialize()
     eur = broker.manual_open(3003, "EURUSD", c.ORDER_TYPE_BUY, 1.0)
     gbp = broker.manual_open(3003, "GBPUSD", c.ORDER_TYPE_BUY, 0.1)
@@ -329,7 +329,7 @@ def test_per_call_disconnect_probability(broker: SimulatedBroker, mt5: Simulated
 def test_manual_trades_reach_the_server_while_the_terminal_is_cut_off(broker: SimulatedBroker) -> None:
     broker.disconnect(LOGIN)
     ticket = broker.manual_open(LOGIN, "EURUSD", c.ORDER_TYPE_BUY, 0.1)
-    mt5 = broker.terminal(LOGIN, PASSWORD)
+    mt5 = SimulatedTerminal(broker, login=LOGIN, password=PASSWORD)
     assert mt5.initialize()
     assert mt5.positions_get() == ()
     broker.reconnect(LOGIN)

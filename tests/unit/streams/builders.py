@@ -8,8 +8,15 @@ from typing import Any
 from schemas import Envelope, observed
 from schemas.common import CloseReason, DealEntry, DealReason, Direction
 from schemas.platform import TradeApproved, TradeClosedByPlatform
-from schemas.reports import AccountReport, AccountSyncFailed, ObservedDeal, ObservedPosition, PositionReport, TickReport
-from schemas.results import PositionCloseFailed, PositionClosed
+from schemas.reports import (
+    AccountReport,
+    AccountSyncFailed,
+    ObservedDeal,
+    ObservedPosition,
+    PositionReport,
+    TickReport,
+)
+from schemas.results import PositionClosed, PositionCloseFailed
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 USER = "trader-1"

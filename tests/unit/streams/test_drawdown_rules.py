@@ -9,14 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from infra.settings import AccountLevels, GuardSettings
 from schemas import Envelope
 from schemas.common import CloseReason
 from schemas.decisions import ActionTaken
-from streams.config import AccountLevels, GuardConfig
-from streams.drawdown.rules import DrawdownState, day_of, fire_due, handle
+from streams.drawdown.liquidation import fire_due
+from streams.drawdown.readings import day_of
+from streams.drawdown.rules import handle
+from streams.drawdown.state import DrawdownState
 from tests.unit.streams.builders import account, at, close_result, position, positions, sync_failed
 
-CONFIG = GuardConfig(max_reading_age_seconds=None)
+CONFIG = GuardSettings(max_reading_age_seconds=None)
 LEVELS = AccountLevels(warning_drawdown_percent=5, critical_drawdown_percent=10, daily_loss_limit_percent=50,
                        close_grace_seconds=10)
 HELD = positions(position(1001, profit_gbp=-400), position(1002, profit_gbp=-300),
@@ -24,7 +27,7 @@ HELD = positions(position(1001, profit_gbp=-400), position(1002, profit_gbp=-300
 
 
 def run(*events: Envelope[Any], state: DrawdownState | None = None, levels: AccountLevels = LEVELS,
-        config: GuardConfig = CONFIG) -> tuple[DrawdownState, list[Envelope[Any]]]:
+        config: GuardSettings = CONFIG) -> tuple[DrawdownState, list[Envelope[Any]]]:
     state = state or DrawdownState()
     outputs: list[Envelope[Any]] = []
     for event in events:
@@ -112,7 +115,7 @@ def test_one_bad_reading_never_triggers(description, bad):
 
 
 def test_a_stale_reading_by_age_never_counts():
-    config = GuardConfig(max_reading_age_seconds=30)
+    config = GuardSettings(max_reading_age_seconds=30)
     state = DrawdownState()
     for event, now in [(account(10_000, t=1), at(1)), (account(8_000, t=2), at(100)), (account(8_000, t=3), at(101))]:
         decision = handle(state, event, LEVELS, config, now)
@@ -170,7 +173,7 @@ def test_the_day_starts_at_broker_server_midnight_by_default():
 
 
 def test_the_reset_time_and_zone_are_configurable():
-    config = GuardConfig(daily_reset_time="22:00", daily_reset_timezone="Europe/London")
+    config = GuardSettings(daily_reset_time="22:00", daily_reset_timezone="Europe/London")
     before = account(10_000, t=0, server_time=datetime(2026, 11, 2, 21, 59, tzinfo=timezone.utc))
     after = account(10_000, t=0, server_time=datetime(2026, 11, 2, 22, 1, tzinfo=timezone.utc))
     assert [day_of(r.payload, r.occurred_at, config) for r in (before, after)] == ["2026-11-01", "2026-11-02"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-from streams.config import GuardConfig
+from infra.settings import GuardSettings
 from streams.decisions import replace
-from streams.drawdown.rules import DrawdownState, Held, Reading
+from streams.drawdown.state import DrawdownState, Held, Reading
 from streams.market.rules import MarketState, Quote
-from streams.reconciliation.rules import ReconciliationState, _same_or
+from streams.reconciliation.rules import _same_or
+from streams.reconciliation.state import ReconciliationState
 
 AT = datetime(2026, 1, 5, 12, tzinfo=UTC)
 
@@ -41,12 +42,12 @@ def test_same_or_keeps_the_old_mapping_only_when_equal() -> None:
 
 
 def test_symbol_rules_are_merged_once_and_follow_the_config() -> None:
-    config = GuardConfig()
+    config = GuardSettings()
     gold = config.symbol("XAUUSD")
     assert gold is config.symbol("XAUUSD")
     assert gold.quote_gap_percent == 1.5 and gold.max_spread_points == 125
     assert config.symbol("NOPE") is config.default_symbol
     plain = config.model_copy(update={"symbols": {}})
     assert plain.symbol("XAUUSD") is plain.default_symbol
-    custom = GuardConfig(symbols={"XAUUSD": {"max_spread_points": 90}})
+    custom = GuardSettings(symbols={"XAUUSD": {"max_spread_points": 90}})
     assert custom.symbol("XAUUSD").max_spread_points == 90 and custom.symbol("XAUUSD").quote_gap_percent == 1.0

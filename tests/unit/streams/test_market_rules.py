@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
+from infra.settings import GuardSettings
 from schemas import Envelope
 from schemas.common import CloseReason
-from streams.config import GuardConfig
 from streams.market.rules import MarketState, handle
 from tests.unit.streams.builders import position, positions, tick
 
-CONFIG = GuardConfig()
+CONFIG = GuardSettings()
 HELD = positions(position(1001), position(1002), position(1003, symbol="XAUUSD"), t=0)
 
 

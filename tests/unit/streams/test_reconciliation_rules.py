@@ -8,12 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from infra.settings import GuardSettings
 from schemas import Envelope
-from schemas.common import CloseReason, DealReason, Direction
 from schemas.commands import ClosePosition
+from schemas.common import CloseReason, DealReason, Direction
 from schemas.decisions import Matched, ReconciliationStatus
-from streams.config import GuardConfig
-from streams.reconciliation.rules import ReconciliationState, handle
+from streams.reconciliation.rules import handle
+from streams.reconciliation.state import ReconciliationState
 from tests.unit.streams.builders import (
     USER,
     approved,
@@ -25,7 +26,7 @@ from tests.unit.streams.builders import (
     sync_failed,
 )
 
-CONFIG = GuardConfig()
+CONFIG = GuardSettings()
 
 
 def run(*events: Envelope[Any], state: ReconciliationState | None = None

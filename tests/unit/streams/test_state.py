@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 
-from streams.config import AccountLevels, GuardConfig
-from streams.drawdown.rules import DrawdownState
+from infra.settings import AccountLevels, GuardSettings
 from streams.drawdown.rules import handle as drawdown
+from streams.drawdown.state import DrawdownState
 from streams.market.rules import MarketState
 from streams.market.rules import handle as market
-from streams.reconciliation.rules import ReconciliationState
 from streams.reconciliation.rules import handle as reconcile
+from streams.reconciliation.state import ReconciliationState
 from streams.state import dump_state, load_state
 from tests.unit.streams.builders import account, approved, position, positions, sync_failed, tick
 
-CONFIG = GuardConfig(max_reading_age_seconds=None)
+CONFIG = GuardSettings(max_reading_age_seconds=None)
 
 
 def round_trip(state):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from producers.mt5 import constants as c
-from producers.mt5.simulator_faults import FaultConfig
+from producers.mt5.simulator.faults import FaultConfig
 from producers.mt5.types import Tick
 
 # The packed 60-byte records copy_ticks_* / copy_rates_* return (reference section 7).

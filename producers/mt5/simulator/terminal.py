@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from producers.mt5 import constants as c
-from producers.mt5.simulator_accounts import Account, raw_margin, raw_profit
-from producers.mt5.simulator_args import (
+from producers.mt5.simulator.accounts import Account, raw_margin, raw_profit
+from producers.mt5.simulator.args import (
     ApiError,
     arity,
     c_number,
@@ -29,8 +29,9 @@ from producers.mt5.simulator_args import (
     symbol_arg,
     to_epoch,
 )
-from producers.mt5.simulator_market import TIMEFRAMES, SymbolMarket
-from producers.mt5.simulator_views import (
+from producers.mt5.simulator.broker import Link, SimulatedBroker
+from producers.mt5.simulator.market import TIMEFRAMES, SymbolMarket
+from producers.mt5.simulator.views import (
     PACKAGE_VERSION,
     VERSION,
     build_book,
@@ -49,9 +50,6 @@ from producers.mt5.types import (
     TradeOrder,
     TradePosition,
 )
-
-if TYPE_CHECKING:
-    from producers.mt5.simulator import Link, SimulatedBroker
 
 SUCCESS = (c.RES_S_OK, "Success")
 _F = TypeVar("_F", bound=Callable[..., Any])

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from producers.mt5 import constants as c
-from producers.mt5.simulator_accounts import (
+from producers.mt5.simulator.accounts import (
     VOLUME_EPSILON,
     Account,
     Position,
@@ -21,8 +21,8 @@ from producers.mt5.simulator_accounts import (
     position_price,
     profit_in,
 )
-from producers.mt5.simulator_faults import FaultConfig
-from producers.mt5.simulator_market import FILLING_FOK, FILLING_IOC, MarketModel, SymbolMarket, SymbolSpec
+from producers.mt5.simulator.faults import FaultConfig
+from producers.mt5.simulator.market import FILLING_FOK, FILLING_IOC, MarketModel, SymbolMarket, SymbolSpec
 from producers.mt5.types import OrderCheckResult, OrderSendResult, TradeDeal, TradeOrder, TradeRequest
 
 RETCODE_COMMENTS: dict[int, str] = {

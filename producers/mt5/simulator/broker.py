@@ -25,15 +25,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from producers.mt5 import constants as c
-from producers.mt5.simulator_accounts import Account
-from producers.mt5.simulator_faults import FaultConfig
-from producers.mt5.simulator_market import DEFAULT_SYMBOLS, FILLING_FOK, MarketModel, SymbolSpec
-from producers.mt5.simulator_terminal import SimulatedTerminal
-from producers.mt5.simulator_trading import TradeServer
+from producers.mt5.simulator.accounts import Account
+from producers.mt5.simulator.faults import FaultConfig
+from producers.mt5.simulator.market import DEFAULT_SYMBOLS, FILLING_FOK, MarketModel, SymbolSpec
+from producers.mt5.simulator.trading import TradeServer
 from producers.mt5.types import AccountInfo, OrderSendResult, Tick, TradeDeal, TradePosition, TradeRequest
-
-__all__ = ["DEFAULT_START", "FaultConfig", "SimulatedBroker", "SimulatedTerminal", "SimulationError",
-           "SymbolSpec", "follow_wall_clock"]
 
 DEFAULT_START = 1_704_700_800  # Monday 2024-01-08 08:00 UTC: every default symbol is trading
 
@@ -254,10 +250,6 @@ class SimulatedBroker:
         """The terminal's Algo-Trading button: off makes order_send fail with -8."""
         with self.lock:
             self.links[login].algo_trading = enabled
-
-    def terminal(self, login: int | None = None, password: str | None = None) -> SimulatedTerminal:
-        """A terminal with these saved credentials (call initialize() on it, as with the real package)."""
-        return SimulatedTerminal(self, login=login, password=password)
 
 
 def follow_wall_clock(broker: SimulatedBroker, *, stop: threading.Event, speed: float = 1.0,

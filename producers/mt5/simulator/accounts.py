@@ -12,7 +12,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from producers.mt5 import constants as c
-from producers.mt5.simulator_market import MarketModel, SymbolSpec
+from producers.mt5.simulator.market import MarketModel, SymbolSpec
 from producers.mt5.types import AccountInfo, TradeDeal, TradeOrder, TradePosition
 
 VOLUME_EPSILON = 1e-8

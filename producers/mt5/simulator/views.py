@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from producers.mt5 import constants as c
-from producers.mt5.simulator_market import SymbolMarket
+from producers.mt5.simulator.market import SymbolMarket
 from producers.mt5.types import BookInfo, SymbolInfo, TerminalInfo, Tick
 
 BUILD = 5120

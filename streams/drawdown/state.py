@@ -1,0 +1,61 @@
+"""What the drawdown guard keeps per account: peak, day, confirmation streaks, a pending liquidation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from schemas.common import CloseReason
+from schemas.decisions import AlertType
+from streams.decisions import CauseRef
+
+
+@dataclass(frozen=True)
+class Held:
+    ticket: int
+    symbol: str
+    volume: float
+    profit_gbp: float = field(default=0.0, compare=False)
+
+
+@dataclass(frozen=True)
+class Reading:
+    at: datetime
+    equity_gbp: float
+    balance_gbp: float
+    tickets: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PendingClose:
+    """A triggered liquidation: fixed at the trigger, fired at ``deadline``."""
+
+    cause: CauseRef
+    alert_type: AlertType
+    reason: CloseReason
+    deadline: datetime
+    inputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DrawdownState:
+    peak_equity_gbp: float | None = None
+    day: str | None = None
+    day_start_equity_gbp: float | None = None
+    streaks: dict[str, int] = field(default_factory=dict)
+    warning_active: bool = False
+    pending: PendingClose | None = None
+    ordered: dict[int, datetime] = field(default_factory=dict)  # ticket -> when a close was ordered
+    positions: tuple[Held, ...] = ()
+    sync_error: str | None = None
+    # Volatile: refreshed by every report; changing them alone does not need a table write.
+    positions_at: datetime | None = field(default=None, compare=False)
+    last: Reading | None = field(default=None, compare=False)
+    suspect: Reading | None = field(default=None, compare=False)
+    last_account: dict[str, float] = field(default_factory=dict, compare=False)
+    last_snapshot_at: datetime | None = field(default=None, compare=False)
+
+
+DRAWDOWN, DAILY, WARNING = "drawdown", "daily", "warning"
+
