@@ -1,7 +1,11 @@
 """The embedded runtime: a tansu broker and a PostgreSQL server as child processes.
 
 Both listen on free loopback ports, keep their data under the settings' ``data_dir`` and are
-watched by readiness checks that connect (never by sleeping a fixed time). They stop when the
+watched by readiness checks that connect (never by sleeping a fixed time). PostgreSQL listens on
+loopback only, with no Unix socket, and asks for a password (scram-sha-256): a generated one, kept
+in ``data_dir/postgres.password`` (mode 0600), so no other local user can connect as superuser.
+It can be started again after its postmaster is killed (``revive``): the dead postmaster is
+reaped, its leftover backends are killed, and a stale ``postmaster.pid`` is removed. They stop when the
 owner stops them, on normal exit, on Ctrl-C and SIGTERM (the owner's shutdown path), and when
 the parent dies (Linux ``PR_SET_PDEATHSIG``), so no orphan is left behind.
 """
@@ -12,6 +16,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -19,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.internals import postgres_bin_path
@@ -107,7 +112,17 @@ class _ChildProcess:
         log.info("started %s (pid %s)", self.name, self.process.pid)
 
     def running(self) -> bool:
+        """Alive; ``poll`` also reaps a child that died (so no zombie keeps its pid "in use")."""
         return self.process is not None and self.process.poll() is None
+
+    def kill_leftovers(self, timeout: float = 10.0) -> None:
+        """Kill what the dead child left in its session (a postmaster's backends) and wait for it to go."""
+        if self.process is None or self.running():
+            return
+        group = self.process.pid  # start_new_session: the child led its own process group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+        wait_until(lambda: not _live_members(group), timeout=timeout, what=f"{self.name}'s leftover processes")
 
     def ensure_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
@@ -127,6 +142,18 @@ class _ChildProcess:
             self.process.kill()
             self.process.wait(5)
         log.info("stopped %s", self.name)
+
+
+def _live_members(group: int) -> list[int]:
+    """Processes of ``group`` that still run (zombies hold nothing and are not counted)."""
+    import psutil
+
+    members = []
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) == group and process.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+    return members
 
 
 def tansu_binary(explicit: str | None = None) -> str:
@@ -182,26 +209,78 @@ class EmbeddedPostgres:
         self.port = port or free_port()
         self.database = database
         self.pgdata = (data_dir / "postgres").resolve()
+        self.password_file = (data_dir / "postgres.password").resolve()
         self._child = _ChildProcess("postgres", data_dir / "logs" / f"postgres-{self.port}.log", signal.SIGINT)
         self._uid: int | None = None
         self._gid: int | None = None
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{self.database}"
+        return f"postgresql://postgres:{self._password()}@{self.host}:{self.port}/{self.database}"
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (for tests that kill it)."""
+        return self._child.process.pid if self._child.process is not None else None
 
     def start(self, timeout: float = 60.0) -> None:
-
         self._prepare_user()
         self._initdb(postgres_bin_path())
+        self._spawn(timeout)
+        self._create_database()
+
+    def _spawn(self, timeout: float) -> None:
+        self._remove_stale_lock()
         argv = [str(postgres_bin_path() / "postgres"), "-D", str(self.pgdata), "-p", str(self.port),
                 "-h", self.host, "-k", "", "-c", "max_connections=200", "-c", "shared_buffers=256MB"]
         self._child.spawn(argv, preexec=die_with_parent(signal.SIGINT, uid=self._uid, gid=self._gid))
         wait_until(self._accepts_queries, timeout=timeout, what=f"postgres on port {self.port}")
-        self._create_database()
+
+    def running(self) -> bool:
+        return self._child.running()
+
+    def revive(self, timeout: float = 60.0) -> bool:
+        """Start the server again if its postmaster died (kill -9 included); True if it had to.
+
+        The dead postmaster is reaped (a zombie would keep ``postmaster.pid`` "in use"), backends it
+        left behind are killed (they would keep its shared memory attached), then it starts on the
+        same port and data directory, where crash recovery replays the WAL."""
+        if self._child.process is None or self._child.running():
+            return False
+        log.warning("postgres (pid %s) died with code %s; starting it again", self._child.process.pid,
+                    self._child.process.returncode)
+        self._child.kill_leftovers()
+        self._spawn(timeout)
+        return True
 
     def stop(self) -> None:
         self._child.stop()
+
+    def _remove_stale_lock(self) -> None:
+        """Remove ``postmaster.pid`` when the pid it names is not a running postgres."""
+        import psutil
+
+        lock = self.pgdata / "postmaster.pid"
+        if not lock.exists():
+            return
+        with contextlib.suppress(ValueError, IndexError, OSError):
+            pid = int(lock.read_text().split()[0])
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                if process.status() != psutil.STATUS_ZOMBIE and process.name() == "postgres":
+                    return  # a live server owns it: starting would fail loudly, as it should
+            log.warning("removing stale %s (pid %d is not running)", lock, pid)
+            lock.unlink()
+
+    def _password(self) -> str:
+        """The superuser's password: generated once, kept readable by its owner only."""
+        if not self.password_file.exists():
+            self.password_file.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(32))
+        os.chmod(self.password_file, 0o600)
+        return self.password_file.read_text().strip()
 
     def _prepare_user(self) -> None:
         if os.geteuid() != 0:
@@ -226,12 +305,27 @@ class EmbeddedPostgres:
         os.chown(self.pgdata, self._uid, self._gid)
 
     def _initdb(self, bin_path: Path) -> None:
-        if (self.pgdata / "PG_VERSION").exists():
+        if (self.pgdata / "PG_VERSION").exists() and self.password_file.exists():
             return
+        if (self.pgdata / "PG_VERSION").exists():  # made by an older version, with trust: start it again
+            log.warning("%s has no password file: initialising it again with password authentication", self.pgdata)
+            shutil.rmtree(self.pgdata)
         self.pgdata.mkdir(parents=True, exist_ok=True)
-        argv = [str(bin_path / "initdb"), "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8",
-                "-U", "postgres", "--no-instructions"]
-        result = subprocess.run(argv, capture_output=True, text=True, user=self._uid, group=self._gid)
+        if self._uid is not None:
+            os.chown(self.pgdata, self._uid, self._gid or -1)
+        password = self._password()
+        pwfile = self.pgdata.parent / f".initdb-pw-{os.getpid()}"
+        descriptor = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(password)
+        if self._uid is not None:
+            os.chown(pwfile, self._uid, self._gid or -1)  # initdb runs as that user and reads it
+        argv = [str(bin_path / "initdb"), "-D", str(self.pgdata), "--auth=scram-sha-256", f"--pwfile={pwfile}",
+                "--encoding=UTF8", "-U", "postgres", "--no-instructions"]
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, user=self._uid, group=self._gid)
+        finally:
+            pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise EmbeddedStartError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
 
@@ -248,7 +342,8 @@ class EmbeddedPostgres:
 
         argv = [str(postgres_bin_path() / "psql"), "-X", "-A", "-t", "-h", self.host, "-p", str(self.port),
                 "-U", "postgres", "-d", database, "-c", sql]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        env = os.environ | {"PGPASSWORD": self._password(), "PGCONNECT_TIMEOUT": "5"}
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=10, env=env)
         return result.stdout.strip() if result.returncode == 0 else None
 
 
@@ -256,6 +351,9 @@ class EmbeddedPostgres:
 class Endpoints:
     kafka_bootstrap_servers: str
     database_url: str
+    #: The embedded servers started for these endpoints (None: given ones), for watchdogs and tests.
+    broker: EmbeddedBroker | None = field(default=None, compare=False)
+    postgres: EmbeddedPostgres | None = field(default=None, compare=False)
 
 
 @contextlib.contextmanager
@@ -268,6 +366,8 @@ def infrastructure(
     ``fresh`` wipes the embedded Postgres data first (an empty log wants empty projections).
     """
     started: list[EmbeddedBroker | EmbeddedPostgres] = []
+    broker: EmbeddedBroker | None = None
+    postgres: EmbeddedPostgres | None = None
     try:
         if kafka_bootstrap_servers is None:
             broker = EmbeddedBroker(data_dir, binary=tansu_bin)
@@ -281,7 +381,7 @@ def infrastructure(
             started.append(postgres)
             postgres.start()
             database_url = postgres.url
-        yield Endpoints(kafka_bootstrap_servers, database_url)
+        yield Endpoints(kafka_bootstrap_servers, database_url, broker, postgres)
     finally:
         for server in reversed(started):
             server.stop()

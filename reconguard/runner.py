@@ -63,8 +63,11 @@ def embedded_or_given(settings: Settings) -> Iterator[Settings]:
         resolved = _with(settings, endpoints)
         path = _run_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"pid": os.getpid(), "kafka_bootstrap_servers": endpoints.kafka_bootstrap_servers,
-                                    "database_url": endpoints.database_url}))
+        path.unlink(missing_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds the database password
+        with os.fdopen(descriptor, "w") as file:
+            json.dump({"pid": os.getpid(), "kafka_bootstrap_servers": endpoints.kafka_bootstrap_servers,
+                       "database_url": endpoints.database_url}, file)
         try:
             yield resolved
         finally:
