@@ -100,6 +100,18 @@ telegram_delivery_latency_seconds = Histogram(
     "From the event's time to its message reaching Telegram.",
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+service_restarts_total = Counter(
+    "service_restarts_total", "Restarts of a supervised service after it crashed or exited, by service.", ["service"])
+service_up = Gauge("service_up", "1 while a supervised service runs, 0 while it waits to restart.", ["service"],
+                   multiprocess_mode="mostrecent")
+service_crash_loop = Gauge("service_crash_loop", "1 while a supervised service is in a crash loop.", ["service"],
+                           multiprocess_mode="mostrecent")
+embedded_server_restarts_total = Counter(
+    "embedded_server_restarts_total", "Embedded servers (postgres, tansu) started again after they died.", ["server"])
+warning_publish_delay_seconds = Histogram(
+    "warning_publish_delay_seconds", "From a critical breach's report to its warning's publication.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+
 
 def exposition() -> tuple[bytes, str]:
     """Every metric of this process — and, under `reconguard run`, of every process of the run."""

@@ -41,7 +41,7 @@ async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: boo
         await _announce(settings)
     if live_view:
         specs = [*specs, ServiceSpec("view", "reconguard.liveview:show")]
-    await run_services(settings, specs, stop=stop)
+    await run_services(settings, specs, stop=stop, supervise=live_view is not None)  # `run` supervises
 
 
 async def _announce(settings: Settings) -> None:

@@ -1,4 +1,12 @@
-"""Starting services: endpoints, migrations, topics, and running several services until stopped."""
+"""Starting services: endpoints, migrations, topics, and running several services until stopped.
+
+`reconguard run` supervises what it runs: a service that crashes (or returns before the stop) is
+started again after a backoff while the others go on; its restarts are counted in
+``infra.service.SUPERVISION`` (read by /health and the live view) and in ``service_restarts_total``.
+A crash loop degrades health and publishes an ``OperatorAlertRaised`` on the operator-alerts topic,
+but never stops the guard. The embedded PostgreSQL is watched the same way and started again if its
+postmaster dies.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +17,24 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from infra import metrics
 from infra.db import migrate
 from infra.dburl import redacted
 from infra.embedded import Endpoints, infrastructure
-from infra.kafka import ensure_topics
-from infra.service import Service
+from infra.kafka import ensure_topics, make_producer, publish_many
+from infra.service import SUPERVISION, Service, ServiceStatus, Supervision, in_crash_loop, restart_delay
 from infra.settings import Settings
+from schemas import observed, utcnow
+from schemas.operations import OperatorAlertRaised
+from schemas.topics import OPERATOR_ALERTS
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +74,9 @@ def embedded_or_given(settings: Settings) -> Iterator[Settings]:
     with infrastructure(kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
                         database_url=settings.database_url, data_dir=settings.data_dir,
                         tansu_bin=settings.tansu_bin, fresh=settings.embedded_broker) as endpoints:
+        global _running_endpoints
         resolved = _with(settings, endpoints)
+        _running_endpoints = endpoints
         path = _run_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
@@ -71,6 +87,7 @@ def embedded_or_given(settings: Settings) -> Iterator[Settings]:
         try:
             yield resolved
         finally:
+            _running_endpoints = None
             path.unlink(missing_ok=True)
 
 
@@ -98,8 +115,21 @@ class ServiceSpec:
         return getattr(importlib.import_module(module), function)
 
 
-async def run_services(settings: Settings, specs: list[ServiceSpec], *, stop: asyncio.Event) -> None:
-    """Run services until ``stop`` is set or one of them fails; then stop them all."""
+async def run_services(settings: Settings, specs: list[ServiceSpec], *, stop: asyncio.Event,
+                       supervise: bool = False) -> None:
+    """Run services until ``stop`` is set.
+
+    Unsupervised (one service on its own, under an orchestrator that restarts processes): the first
+    failure stops them all and is raised. Supervised (`reconguard run`): a failed service starts again
+    with backoff while the others go on, and the embedded PostgreSQL is kept alive."""
+    if supervise:
+        supervisor = Supervisor(settings)
+        watched = [_watch_embedded_postgres(settings, _running_endpoints, stop=stop)] if _running_endpoints else []
+        try:
+            await asyncio.gather(*(supervisor.keep_running(spec, stop=stop) for spec in specs), *watched)
+        finally:
+            await supervisor.close()
+        return
     tasks = {asyncio.create_task(spec.load()(settings, stop=stop), name=spec.name): spec for spec in specs}
     stopper = asyncio.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -111,6 +141,135 @@ async def run_services(settings: Settings, specs: list[ServiceSpec], *, stop: as
     stopper.cancel()
     if failed:
         raise failed[0].exception()  # type: ignore[misc]
+
+
+class OperatorAlerts:
+    """Publishes operator alerts; a broker that cannot take one is logged, never fatal."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: Any = None
+
+    async def raise_alert(self, alert: OperatorAlertRaised, *, account_id: str) -> None:
+        envelope = observed(alert, account_id=account_id, occurred_at=utcnow())
+        log.log(logging.ERROR if alert.severity == "critical" else logging.WARNING, "operator alert: %s",
+                alert.message)
+        try:
+            if self._producer is None:
+                assert self.settings.kafka_bootstrap_servers
+                self._producer = make_producer(self.settings.kafka_bootstrap_servers)
+                await asyncio.wait_for(self._producer.start(), 10)
+            await asyncio.wait_for(publish_many(self._producer, OPERATOR_ALERTS, self.settings.topic_prefix,
+                                                [envelope]), 10)
+        except Exception as error:  # noqa: BLE001 - the alert is in the log; the guard goes on
+            log.error("could not publish the operator alert (%r); it is in this log only", error)
+            await self.close()
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+
+class Supervisor:
+    """Keeps each service running: restart with backoff after a crash, count it, alert on a crash loop."""
+
+    def __init__(self, settings: Settings, *, supervision: Supervision = SUPERVISION,
+                 alerts: OperatorAlerts | None = None) -> None:
+        self.settings = settings
+        self.policy = settings.supervisor
+        self.supervision = supervision
+        self.alerts = alerts or OperatorAlerts(settings)
+
+    async def keep_running(self, spec: ServiceSpec, *, stop: asyncio.Event) -> None:
+        status = self.supervision.status(spec.name)
+        while not stop.is_set():
+            error = await self._run_once(spec, status, stop)
+            if stop.is_set():
+                break
+            await self._crashed(spec.name, status, error)
+            status.state = "restarting"
+            delay = restart_delay(status.consecutive_crashes, initial=self.policy.backoff_initial_seconds,
+                                  maximum=self.policy.backoff_max_seconds)
+            log.warning("restarting %s in %.1f s (restart %d)", spec.name, delay, status.restarts)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        status.state = "stopped"
+        metrics.service_up.labels(spec.name).set(0)
+
+    async def _run_once(self, spec: ServiceSpec, status: ServiceStatus, stop: asyncio.Event) -> BaseException | None:
+        """Run the service until it returns or fails; clear a crash loop once it has been up long enough."""
+        status.state, status.started_at = "running", time.time()
+        metrics.service_up.labels(spec.name).set(1)
+        task = asyncio.create_task(spec.load()(self.settings, stop=stop), name=spec.name)
+        while not task.done():
+            done, _ = await asyncio.wait({task}, timeout=self.policy.stable_after_seconds)
+            if not done and status.consecutive_crashes:
+                status.consecutive_crashes = 0  # stable: the next crash restarts quickly again
+                if status.crash_loop:
+                    status.crash_loop = False
+                    metrics.service_crash_loop.labels(spec.name).set(0)
+                    await self.alerts.raise_alert(OperatorAlertRaised(
+                        kind="service_recovered", severity="warning", service=spec.name,
+                        message=f"{spec.name} has run for {self.policy.stable_after_seconds:g} s since its last "
+                                f"restart ({status.restarts} restarts in all)"), account_id=spec.name)
+        metrics.service_up.labels(spec.name).set(0)
+        if task.cancelled():
+            return asyncio.CancelledError()
+        return task.exception()
+
+    async def _crashed(self, name: str, status: ServiceStatus, error: BaseException | None) -> None:
+        now = time.monotonic()
+        status.restarts += 1
+        status.consecutive_crashes += 1
+        status.crash_times.append(now)
+        status.last_error = repr(error)[:500] if error is not None else "stopped on its own before the stop"
+        metrics.service_restarts_total.labels(name).inc()
+        log.error("service %s stopped unexpectedly: %s", name, status.last_error,
+                  exc_info=error if isinstance(error, Exception) else None)
+        looping = in_crash_loop(status.crash_times, now, restarts=self.policy.crash_loop_restarts,
+                                window=self.policy.crash_loop_window_seconds)
+        if looping and not status.crash_loop:
+            status.crash_loop = True
+            metrics.service_crash_loop.labels(name).set(1)
+            await self.alerts.raise_alert(OperatorAlertRaised(
+                kind="crash_loop", severity="critical", service=name,
+                message=f"{name} crashed {self.policy.crash_loop_restarts} times within "
+                        f"{self.policy.crash_loop_window_seconds:g} s; it keeps being restarted with backoff. "
+                        f"Last error: {status.last_error}", details={"restarts": status.restarts}),
+                account_id=name)
+
+    async def close(self) -> None:
+        await self.alerts.close()
+
+
+#: The embedded servers of the running `reconguard run` (None: given servers, nothing to watch).
+_running_endpoints: Endpoints | None = None
+
+
+async def _watch_embedded_postgres(settings: Settings, endpoints: Endpoints, *, stop: asyncio.Event) -> None:
+    """Start the embedded PostgreSQL again whenever its postmaster dies (a kill -9 included)."""
+    postgres = endpoints.postgres
+    if postgres is None:
+        return
+    status = SUPERVISION.status("postgres")
+    status.state = "running"
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.supervisor.watch_interval_seconds)
+        if stop.is_set() or postgres.running():
+            continue
+        status.state, status.last_error = "restarting", "postmaster died"
+        try:
+            await asyncio.to_thread(postgres.revive)
+        except Exception as error:  # noqa: BLE001 - try again at the next look
+            log.error("could not start the embedded postgres again: %s", error)
+            continue
+        status.restarts += 1
+        status.state = "running"
+        metrics.embedded_server_restarts_total.labels("postgres").inc()
+    status.state = "stopped"
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -22,6 +22,7 @@ from schemas.decisions import (
     ReconciliationIndeterminate,
 )
 from schemas.envelope import Payload
+from schemas.operations import OperatorAlertRaised
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
 from schemas.results import PositionClosed, PositionCloseFailed
@@ -68,10 +69,13 @@ CLOSE_RESULTS = Topic("close-results", 1, (PositionClosed, PositionCloseFailed),
 SYNC_COMMANDS = Topic("sync-commands", 1, (SyncAccount,), "API/ops: manual sync requests.", "api")
 DEAD_LETTERS = Topic("dead-letters", 1, (MessageDeadLettered,),
                      "Any consumer: messages it could not use, with the reason.", "any")
+OPERATOR_ALERTS = Topic("operator-alerts", 1, (OperatorAlertRaised,),
+                        "Supervisor and worker: what an operator must look at (crash loops, late warnings).",
+                        "operations")
 
 ALL_TOPICS: tuple[Topic, ...] = (
     ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, RECONCILIATION, ACCOUNT_STATE, ALERTS,
-    CLOSE_COMMANDS, CLOSE_RESULTS, SYNC_COMMANDS, DEAD_LETTERS,
+    CLOSE_COMMANDS, CLOSE_RESULTS, SYNC_COMMANDS, DEAD_LETTERS, OPERATOR_ALERTS,
 )
 
 

@@ -9,9 +9,15 @@ this tree and a test keeps it in step. Unsafe values are refused at start (``loa
 from infra.settings.core import ConfigurationError, Settings, load
 from infra.settings.guard import DEFAULT_LEVELS, AccountLevels, GuardSettings, SymbolRules
 from infra.settings.naming import env_name, environment, explain
-from infra.settings.services import ApiSettings, GatewaySettings, TelegramSettings, WorkerSettings
+from infra.settings.services import (
+    ApiSettings,
+    GatewaySettings,
+    SupervisorSettings,
+    TelegramSettings,
+    WorkerSettings,
+)
 
 __all__ = [
     "DEFAULT_LEVELS", "AccountLevels", "ApiSettings", "ConfigurationError", "GatewaySettings", "GuardSettings", "Settings",
-    "SymbolRules", "TelegramSettings", "WorkerSettings", "env_name", "environment", "explain", "load",
+    "SupervisorSettings", "SymbolRules", "TelegramSettings", "WorkerSettings", "env_name", "environment", "explain", "load",
 ]

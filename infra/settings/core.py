@@ -12,7 +12,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.settings.guard import GuardSettings
 from infra.settings.naming import explain, sections
-from infra.settings.services import ApiSettings, GatewaySettings, TelegramSettings, WorkerSettings
+from infra.settings.services import (
+    ApiSettings,
+    GatewaySettings,
+    SupervisorSettings,
+    TelegramSettings,
+    WorkerSettings,
+)
 
 _LOG_LEVELS = frozenset(logging.getLevelNamesMapping())
 
@@ -55,6 +61,7 @@ class Settings(BaseSettings):
     mt5: GatewaySettings = Field(default_factory=GatewaySettings, description="RECONGUARD_MT5_*")
     api: ApiSettings = Field(default_factory=ApiSettings, description="RECONGUARD_API_*")
     telegram: TelegramSettings = Field(default_factory=TelegramSettings, description="RECONGUARD_TELEGRAM_*")
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings, description="RECONGUARD_SUPERVISOR_*")
 
     @field_validator("database_url")
     @classmethod

@@ -112,3 +112,21 @@ class TelegramSettings(BaseSettings):
         "None: do not (the API's /metrics covers it under `reconguard run`).")
     consumer_group: str | None = Field(
         default=None, description="Kafka group of the alerts consumer; default '<topic_prefix>.telegram'.")
+
+
+class SupervisorSettings(BaseSettings):
+    """How `reconguard run` restarts a service that stopped on its own (crashed or exited)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECONGUARD_SUPERVISOR_", extra="ignore", frozen=True)
+
+    backoff_initial_seconds: float = Field(default=0.5, gt=0, le=60,
+                                           description="Wait before the first restart; doubles per crash")
+    backoff_max_seconds: float = Field(default=30.0, gt=0, le=3600, description="Longest wait between restarts")
+    stable_after_seconds: float = Field(default=30.0, gt=0,
+                                        description="A service up this long is stable: its backoff starts again")
+    crash_loop_restarts: int = Field(default=5, ge=2,
+                                     description="This many crashes within the window is a crash loop: "
+                                                 "health degrades and an operator alert is published")
+    crash_loop_window_seconds: float = Field(default=120.0, gt=0, description="The crash loop's window")
+    watch_interval_seconds: float = Field(default=0.5, gt=0,
+                                          description="How often the embedded servers are checked (and revived)")

@@ -117,9 +117,19 @@ class CheckPublic(BaseModel):
     error: str | None = Field(default=None, description="The kind of failure (never connection secrets)")
 
 
+class ServicePublic(BaseModel):
+    """A service supervised by `reconguard run` (absent when the API runs on its own)."""
+
+    state: Literal["starting", "running", "restarting", "stopped"]
+    restarts: int
+    crash_loop: bool
+    last_error: str | None = None
+
+
 class HealthPublic(BaseModel):
     status: Literal["ok", "degraded"]
     checks: dict[str, CheckPublic]
+    services: dict[str, ServicePublic] = Field(default_factory=dict)
 
 
 class CallerPublic(BaseModel):

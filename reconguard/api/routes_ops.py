@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.metrics import exposition
+from infra.service import SUPERVISION
 from infra.tables import DrawdownAlert, User
 from reconguard.api import queries
 from reconguard.api.auth import CurrentCaller
@@ -66,10 +67,17 @@ async def health(app: App, response: Response) -> HealthPublic:
     broker, db = await asyncio.gather(
         _timed(app.broker.check, timeout=timeout), _timed(database, timeout=timeout)
     )
-    healthy = broker.ok and db.ok
+    healthy = broker.ok and db.ok and not SUPERVISION.degraded()  # a crash loop degrades health too
     if not healthy:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return HealthPublic(status="ok" if healthy else "degraded", checks={"broker": broker, "database": db})
+    return HealthPublic(status="ok" if healthy else "degraded", checks={"broker": broker, "database": db},
+                        services=SUPERVISION.public())
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    """Liveness: this process answers (for an orchestrator's liveness probe; /health is readiness)."""
+    return {"status": "alive"}
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
