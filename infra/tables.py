@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     SmallInteger,
@@ -232,3 +233,37 @@ class TelegramDelivery(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     delivered_at: Mapped[datetime] = _now()
+
+
+class ArchivedEvent(Base):
+    """The event archive: every event of every topic, as published (``value`` is the exact bytes).
+
+    Append-only (a trigger refuses UPDATE and DELETE), idempotent by (occurred_at, event_id),
+    partitioned by month of ``occurred_at``; the archiver creates each month's partition
+    (``event_archive_yYYYYmMM``) as it arrives. ``topic``/``partition``/``offset`` say where the event
+    was first archived from, the order it is restored in.
+    """
+
+    __tablename__ = "event_archive"
+    __table_args__ = (
+        Index("ix_event_archive_topic_partition_seq", "topic", "partition", "seq"),
+        Index("ix_event_archive_account_id_occurred_at", "account_id", "occurred_at"),
+        {"postgresql_partition_by": "RANGE (occurred_at)"},
+    )
+
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp, primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(249), nullable=False)
+    partition: Mapped[int] = mapped_column(Integer, nullable=False)
+    offset: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    event_type: Mapped[str] = mapped_column(String(128), nullable=False)
+    account_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    value: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False,
+                                     server_default=text("nextval('event_archive_seq'::regclass)"))
+    archived_at: Mapped[datetime] = _now()
+
+
+#: Monthly partitions of ``event_archive`` are made at run time, not by Alembic.
+ARCHIVE_PARTITION_PREFIX = "event_archive_y"

@@ -1,9 +1,11 @@
-"""Rebuild the projections from the log into a fresh database or schema.
+"""Rebuild the projections from the log (or from the event archive) into a fresh database or schema.
 
 The identities (``users``) are copied from the source database first, as the rows refer to
 them; then every projected topic is read from its beginning, without a consumer group, until
 each partition reaches its high watermark (as fetch responses report it: tansu's ListOffsets
 answer is not reliable). Rows carry only event data, so two replays give identical tables.
+``replay_archive`` reads the same events from ``event_archive`` instead, so history older than the
+broker's retention (or than the embedded broker's run) can be replayed too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from infra.dburl import plain_url, with_database
 from infra.internals import refresh_metadata
 from infra.kafka import caught_up, make_consumer, make_producer
 from infra.settings import Settings
+from projections.history import archived, as_records
 from projections.projector import BatchOutcome, Projector, Records, WritePipeline
 from projections.rows import TABLE_OF_TOPIC
 from projections.writer import ProjectionWriter, projected_topic_names
@@ -136,6 +139,36 @@ async def replay(
         await consumer.stop()
         await producer.stop()
         await writer.close()
+
+
+async def replay_archive(
+    settings: Settings, target: ReplayTarget, *, since: datetime | None = None, progress: Progress | None = None,
+) -> ReplayResult:
+    """Project every archived event of the projected topics (occurred at or after ``since``) into ``target``."""
+    assert settings.kafka_bootstrap_servers and settings.database_url
+    await copy_identities(settings.database_url, target)
+    writer = await ProjectionWriter.connect(plain_url(target.database_url), consumer="replay", schema=target.schema)
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    counts = {"read": 0, "inserted": 0, "dead": 0}
+
+    async def written(outcome: BatchOutcome) -> None:
+        counts["read"] += outcome.received
+        counts["inserted"] += outcome.inserted
+        counts["dead"] += outcome.dead_lettered
+        if progress is not None:
+            progress(counts["read"], None)
+
+    try:
+        projector = Projector(writer=writer, producer=producer, prefix=settings.topic_prefix, since=since)
+        pipeline = WritePipeline(projector, written=written)
+        async for batch in archived(settings.database_url, projected_topic_names(settings.topic_prefix), since=since):
+            await pipeline.put(as_records(batch))
+        await pipeline.drain()
+    finally:
+        await producer.stop()
+        await writer.close()
+    return ReplayResult(counts["read"], counts["inserted"], counts["dead"], target)
 
 
 async def _assign_all(consumer, topics: list[str]) -> list[TopicPartition]:

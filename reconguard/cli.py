@@ -25,11 +25,12 @@ SERVICES = {
     "executor": ServiceSpec("executor", "producers.executor.service:serve"),
     "api": ServiceSpec("api", "reconguard.api.app:serve"),
     "telegram": ServiceSpec("telegram", "reconguard.telegram.service:serve"),
+    "archiver": ServiceSpec("archiver", "projections.archive:serve"),
 }
 #: `reconguard run`: the demo platform runs the simulated terminals, the poller and the executor
 #: in one process, because they must share the in-memory simulator.
 EMBEDDED_RUN = [SERVICES["projector"], SERVICES["worker"], ServiceSpec("demo", "producers.demo.service:serve"),
-                SERVICES["api"], SERVICES["telegram"]]
+                SERVICES["api"], SERVICES["telegram"], SERVICES["archiver"]]
 
 
 async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: bool | None = None) -> None:
@@ -38,6 +39,9 @@ async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: boo
     install_stop_signals(stop)
     await prepare(settings)
     if live_view is not None:
+        from reconguard.runner import restore_history
+
+        await restore_history(settings)
         await _announce(settings)
     if live_view:
         specs = [*specs, ServiceSpec("view", "reconguard.liveview:show")]
@@ -157,6 +161,15 @@ def telegram() -> None:
     _one_service("telegram")
 
 
+@app.command()
+def archiver() -> None:
+    """Archive every event of every topic into event_archive (append-only, partitioned by month).
+
+    Example: `DATABASE_URL=postgresql://… KAFKA_BOOTSTRAP_SERVERS=kafka:9092 reconguard archiver`
+    """
+    _one_service("archiver")
+
+
 @app.command("publish-trade")
 def publish_trade(
     source: Annotated[typer.FileText, typer.Argument(help="JSON of one TradeApproved payload ('-' for stdin).")],
@@ -211,13 +224,20 @@ def replay(
     since: Annotated[Optional[datetime], typer.Option(help="Only events that occurred at or after this time "
                                                            "(ISO 8601, UTC if no zone).")] = None,
     replace: Annotated[bool, typer.Option(help="Drop the target first if it exists.")] = False,
+    source: Annotated[str, typer.Option(help="Where the events come from: `log` (the topics) or `archive` "
+                                             "(event_archive, beyond the broker's retention).")] = "log",
 ) -> None:
-    """Rebuild the projections from the log into a fresh database or schema.
+    """Rebuild the projections from the log (or the event archive) into a fresh database or schema.
 
-    Example: `reconguard replay --schema audit_2026_11 --since 2026-11-01T00:00:00Z`
+    Example: `reconguard replay --schema audit_2026_11 --since 2026-11-01T00:00:00Z --source archive`
     """
-    from projections.replay import ReplayError, prepare_target, table_checksums
+    from projections.replay import ReplayError, prepare_target, replay_archive, table_checksums
     from projections.replay import replay as run_replay
+
+    if source not in ("log", "archive"):
+        console.print(f"[red]--source must be log or archive, not {source!r}[/red]")
+        raise typer.Exit(2)
+    run_replay = replay_archive if source == "archive" else run_replay  # noqa: F811 - chosen by --source
 
     settings = connected(loaded_settings())
     if since is not None and since.tzinfo is None:

@@ -67,13 +67,13 @@ def resolve_endpoints(settings: Settings) -> Settings:
 def embedded_or_given(settings: Settings) -> Iterator[Settings]:
     """Start what the settings do not point at, record it for other commands, and yield full settings.
 
-    The embedded broker keeps its log in memory, so each run starts with an empty log; an embedded
-    database then starts empty too, because its tables (and the progress recorded with them) are
-    projections of that log: keeping them would make the projector skip the new log's first events.
+    The embedded broker keeps its log in memory, so each run starts with empty topics; the embedded
+    database is kept (users, tokens, projections, the event archive), and `run` restores the topics
+    from the archive before any service starts (``restore_history``).
     """
     with infrastructure(kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
                         database_url=settings.database_url, data_dir=settings.data_dir,
-                        tansu_bin=settings.tansu_bin, fresh=settings.embedded_broker) as endpoints:
+                        tansu_bin=settings.tansu_bin) as endpoints:
         global _running_endpoints
         resolved = _with(settings, endpoints)
         _running_endpoints = endpoints
@@ -103,6 +103,16 @@ async def prepare(settings: Settings) -> None:
     await asyncio.to_thread(migrate, settings.database_url)
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix,
                         partitions=settings.topic_partitions)
+
+
+async def restore_history(settings: Settings) -> None:
+    """Fill every empty topic from the event archive (the embedded broker starts empty at each run)."""
+    from projections.history import restore_empty_topics
+
+    restored = await restore_empty_topics(settings)
+    if restored:
+        log.info("history restored from the archive: %s",
+                 ", ".join(f"{topic} {count}" for topic, count in sorted(restored.items())))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ import psutil
 import pytest
 
 from infra.embedded import wait_until
+from tests.support.servers import REPO_ROOT, unique_name as unique
+
+REPO_ROOT_DATA = REPO_ROOT / ".reconguard"  # not pytest's tmp: the server may run as another user
 
 
 def _servers_of(process: psutil.Process) -> list[psutil.Process]:
@@ -148,10 +151,11 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
         assert run.wait(60) == 0
 
 
-def test_each_embedded_run_starts_with_empty_projections(tmp_path):
-    """The embedded broker's log lives in memory: rows and progress from an earlier run would
-    describe a log that no longer exists (and make the projector skip the new log's first events)."""
+def test_an_embedded_run_keeps_the_database_of_the_last_one(tmp_path):
+    """Users, tokens, projections and the archive outlive a run (the topics come back from the archive),
+    and each run's database asks for the password kept beside it, which only its owner can read."""
     import asyncio
+    import stat
 
     import asyncpg
 
@@ -159,21 +163,28 @@ def test_each_embedded_run_starts_with_empty_projections(tmp_path):
     from infra.settings import Settings
     from reconguard.runner import embedded_or_given, prepare
 
-    settings = Settings(data_dir=tmp_path / "data", KAFKA_BOOTSTRAP_SERVERS=None, DATABASE_URL=None)
+    settings = Settings(data_dir=REPO_ROOT_DATA / unique("keep"), KAFKA_BOOTSTRAP_SERVERS=None, DATABASE_URL=None)
     assert settings.embedded_broker and settings.embedded_database
 
-    async def progress_rows(url: str, *, add: bool) -> int:
+    async def users(url: str, *, add: str | None = None) -> list[str]:
         connection = await asyncpg.connect(plain_url(url))
         try:
             if add:
-                await connection.execute("INSERT INTO projection_progress (consumer, topic, partition, next_offset) "
-                                         "VALUES ('projector', 'reconguard.alerts.v1', 0, 500)")
-            return await connection.fetchval("SELECT count(*) FROM projection_progress")
+                await connection.execute("INSERT INTO users (id, role, display_name) VALUES ($1, 'trader', $1)", add)
+            return [r["id"] for r in await connection.fetch("SELECT id FROM users ORDER BY id")]
         finally:
             await connection.close()
 
-    for expected_before in (0, 0):
-        with embedded_or_given(settings) as resolved:
-            asyncio.run(prepare(resolved))
-            assert asyncio.run(progress_rows(resolved.database_url, add=False)) == expected_before
-            assert asyncio.run(progress_rows(resolved.database_url, add=True)) == 1
+    try:
+        for run, expected_before in enumerate(([], ["u-kept"])):
+            with embedded_or_given(settings) as resolved:
+                run_file = settings.data_dir / "run.json"
+                assert stat.S_IMODE(run_file.stat().st_mode) == 0o600, "run.json names the database password"
+                asyncio.run(prepare(resolved))
+                assert asyncio.run(users(resolved.database_url)) == expected_before, f"run {run}"
+                if run == 0:
+                    asyncio.run(users(resolved.database_url, add="u-kept"))
+    finally:
+        import shutil
+
+        shutil.rmtree(settings.data_dir, ignore_errors=True)

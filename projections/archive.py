@@ -1,0 +1,201 @@
+"""The archiver: every topic in, ``event_archive`` rows out, like a projection.
+
+Each batch's rows and the progress past them are committed in one transaction (consumer
+``archive`` in ``projection_progress``), then the Kafka offsets. A redelivered or restored event
+is refused by the primary key (occurred_at, event_id). ``value`` keeps the exact bytes published,
+so restoring a topic republishes what consumers saw. A message that is not an envelope is not
+archived (its consumers dead-letter it, and the dead letter is archived).
+
+The database may go away: the archiver then waits with backoff and carries on from its stored
+progress, never taking a neighbour down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from infra.dburl import plain_url
+from infra.kafka import group_consumer
+from infra.settings import Settings
+from infra.tables import ARCHIVE_PARTITION_PREFIX
+from schemas.topics import ALL_TOPICS
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "archive"
+_COLUMNS = ("occurred_at", "event_id", "topic", "partition", "offset", "event_type", "account_id", "key", "value")
+
+
+@dataclass(frozen=True)
+class ArchiveRow:
+    occurred_at: datetime
+    event_id: uuid.UUID
+    topic: str
+    partition: int
+    offset: int
+    event_type: str
+    account_id: str
+    key: bytes | None
+    value: bytes
+
+    def values(self) -> tuple[Any, ...]:
+        return (self.occurred_at, self.event_id, self.topic, self.partition, self.offset, self.event_type,
+                self.account_id, self.key, self.value)
+
+
+def archive_row(record: Any) -> ArchiveRow | None:
+    """The row of one consumed record; None for a message that is not an envelope (pure)."""
+    try:
+        envelope = json.loads(record.value)
+        occurred_at = datetime.fromisoformat(envelope["occurred_at"])
+        if occurred_at.tzinfo is None:
+            return None
+        return ArchiveRow(occurred_at.astimezone(UTC), uuid.UUID(envelope["event_id"]), record.topic,
+                          record.partition, record.offset, str(envelope["event_type"])[:128],
+                          str(envelope["account_id"])[:64], record.key, record.value)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def month_partition(at: datetime) -> tuple[str, datetime, datetime]:
+    """The monthly partition holding ``at``: its name and bounds [start, end)."""
+    start = datetime(at.year, at.month, 1, tzinfo=UTC)
+    end = datetime(at.year + (at.month == 12), at.month % 12 + 1, 1, tzinfo=UTC)
+    return f"{ARCHIVE_PARTITION_PREFIX}{at.year:04d}m{at.month:02d}", start, end
+
+
+class ArchiveWriter:
+    """Writes archive rows and progress in one transaction, on one connection."""
+
+    def __init__(self, connection: asyncpg.Connection, *, consumer: str = CONSUMER) -> None:
+        self.connection = connection
+        self.consumer = consumer
+        self._months: set[str] = set()
+        self.lock = asyncio.Lock()  # one connection: a rebalance's progress read waits for the write
+
+    @classmethod
+    async def connect(cls, database_url: str, *, consumer: str = CONSUMER) -> "ArchiveWriter":
+        return cls(await asyncpg.connect(plain_url(database_url), timeout=10), consumer=consumer)
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    async def ensure_months(self, times: Iterable[datetime]) -> None:
+        for name, start, end in {month_partition(at) for at in times}:
+            if name in self._months:
+                continue
+            try:
+                await self.connection.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF event_archive "
+                    f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
+            except asyncpg.DuplicateTableError:
+                pass  # another archiver made it at the same moment
+            self._months.add(name)
+
+    async def write(self, rows: list[ArchiveRow], progress: dict[tuple[str, int], int]) -> int:
+        """Insert the rows new to the archive and save the progress; returns how many were new."""
+        async with self.lock:
+            return await self._write(rows, progress)
+
+    async def _write(self, rows: list[ArchiveRow], progress: dict[tuple[str, int], int]) -> int:
+        await self.ensure_months(r.occurred_at for r in rows)
+        async with self.connection.transaction():
+            inserted = 0
+            if rows:
+                await self.connection.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS stage_event_archive (LIKE event_archive INCLUDING DEFAULTS) "
+                    "ON COMMIT DELETE ROWS")
+                await self.connection.copy_records_to_table("stage_event_archive", records=[r.values() for r in rows],
+                                                            columns=list(_COLUMNS))
+                columns = ", ".join(f'"{c}"' for c in _COLUMNS)
+                status = await self.connection.execute(
+                    f"INSERT INTO event_archive ({columns}) SELECT {columns} FROM (SELECT DISTINCT ON "
+                    f"(occurred_at, event_id) * FROM stage_event_archive ORDER BY occurred_at, event_id, "
+                    f"topic, partition, \"offset\") AS s ORDER BY topic, partition, \"offset\" "
+                    f"ON CONFLICT DO NOTHING")  # in offset order, so ``seq`` follows it
+                inserted = int(status.rsplit(" ", 1)[-1])
+            if progress:
+                await self.connection.executemany(
+                    "INSERT INTO projection_progress (consumer, topic, partition, next_offset) "
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, topic, partition) DO UPDATE SET "
+                    "next_offset = GREATEST(projection_progress.next_offset, EXCLUDED.next_offset), "
+                    "updated_at = now()",
+                    [(self.consumer, t, p, o) for (t, p), o in progress.items()])
+        return inserted
+
+    async def stored_progress(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        async with self.lock:
+            rows = await self.connection.fetch(
+                "SELECT topic, partition, next_offset FROM projection_progress WHERE consumer = $1 "
+                "AND topic = ANY($2::text[])", self.consumer, list(topics))
+        return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+
+class _SeekToStoredProgress(ConsumerRebalanceListener):
+    def __init__(self, consumer: Any, writer: ArchiveWriter) -> None:
+        self.consumer, self.writer = consumer, writer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        pass  # every batch is committed before the next fetch
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        stored = await self.writer.stored_progress({tp.topic for tp in assigned})
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+
+
+async def archive_batch(writer: ArchiveWriter, records: dict[TopicPartition, list[Any]]) -> tuple[int, dict]:
+    """Archive one fetched batch; returns (rows new to the archive, next offsets)."""
+    rows = [row for messages in records.values() for m in messages if (row := archive_row(m)) is not None]
+    next_offsets = {tp: messages[-1].offset + 1 for tp, messages in records.items()}
+    inserted = await writer.write(rows, {(tp.topic, tp.partition): o for tp, o in next_offsets.items()})
+    return inserted, next_offsets
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
+    """Archive every topic until ``stop``; a lost database is waited for with backoff."""
+    assert settings.database_url and settings.kafka_bootstrap_servers, "resolve endpoints before serving"
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await _archive(settings, stop=stop)
+            return
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
+            log.warning("archiver: database unavailable (%r); again in %.1f s", error, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(30.0, delay * 2)
+
+
+async def _archive(settings: Settings, *, stop: asyncio.Event) -> None:
+    assert settings.database_url
+    writer = await ArchiveWriter.connect(settings.database_url)
+    consumer = group_consumer(settings, name=CONSUMER)
+    consumer.subscribe([t.name(settings.topic_prefix) for t in ALL_TOPICS],
+                       listener=_SeekToStoredProgress(consumer, writer))
+    await consumer.start()
+    log.info("archiver: every topic into event_archive")
+    try:
+        while not stop.is_set():
+            records = await consumer.getmany(timeout_ms=200, max_records=settings.projection_batch_size)
+            if records:
+                _, next_offsets = await archive_batch(writer, records)
+                await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in next_offsets.items()})
+    finally:
+        await consumer.stop()
+        await writer.close()
