@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import faust
@@ -33,7 +33,7 @@ from infra.internals import Run, StreamsApp, assigned_partitions, direct_deliver
 from infra.kafka import dead_letter
 from infra.service import tune_garbage_collector
 from infra.settings import Settings
-from schemas import DecodeError, Envelope, decode, encode, encode_key, utcnow
+from schemas import DecodeError, Envelope, decode, derived, encode, encode_key, utcnow
 from schemas.commands import ClosePosition
 from schemas.decisions import (
     AccountAssessed,
@@ -43,6 +43,7 @@ from schemas.decisions import (
     DivergenceResolved,
     GuardAlertRaised,
 )
+from schemas.operations import OperatorAlertRaised
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
 from schemas.results import PositionClosed, PositionCloseFailed
@@ -52,13 +53,14 @@ from schemas.topics import (
     CLOSE_RESULTS,
     DEAD_LETTERS,
     EXPECTED_TRADES,
+    OPERATOR_ALERTS,
     POSITION_REPORTS,
     TICKS,
     Topic,
     written_by,
 )
 from streams.batching import batches
-from streams.decisions import Decision
+from streams.decisions import Decision, replace
 from streams.drawdown import liquidation
 from streams.drawdown import rules as drawdown
 from streams.drawdown.state import DrawdownState
@@ -170,7 +172,7 @@ class StreamsRuntime:
                 log.exception("%s rule failed on %s %s", processor.name, envelope.event_type, envelope.event_id)
                 sent.append(await self._dead_letter_envelope(envelope, f"{processor.name} rule failed: {error!r}"))
                 continue
-            sent += [await self._publish(output) for output in outputs]
+            sent += [self._on_warning_published(output, await self._publish(output)) for output in outputs]
         if isinstance(envelope.payload, PositionReport):
             metrics.reconciliation_latency_seconds.observe(max(0.0, time.time() - envelope.occurred_at.timestamp()))
         return sent
@@ -208,6 +210,39 @@ class StreamsRuntime:
             await asyncio.gather(*sent)
 
     # ------------------------------------------------------------------------------------- output
+
+    def _on_warning_published(self, envelope: Envelope[Any], sent: Any) -> Any:
+        """When a liquidation's warning is acknowledged: the owner's notice runs from then at the latest."""
+        payload = envelope.payload
+        if isinstance(payload, GuardAlertRaised) and payload.action_taken is ActionTaken.WARNING_SENT and \
+                "deadline" in payload.details:
+            sent.add_done_callback(lambda future: future.cancelled() or future.exception() is not None or
+                                   self._warning_published(envelope, utcnow()))
+        return sent
+
+    def _warning_published(self, envelope: Envelope[Any], published_at: datetime) -> None:
+        delay = (published_at - envelope.occurred_at).total_seconds()
+        metrics.warning_publish_delay_seconds.observe(max(0.0, delay))
+        store = self.drawdown.store
+        state = store.get(envelope.account_id)
+        pending = state.pending
+        if pending is not None and pending.cause.event_id == envelope.causation_id:
+            earliest = published_at + timedelta(seconds=float(pending.inputs.get("close_grace_seconds", 0)))
+            inputs = pending.inputs | {"warning_published_at": published_at.isoformat()}
+            deadline = max(pending.deadline, earliest)
+            store.put(envelope.account_id, replace(state, pending=replace(
+                pending, deadline=deadline, inputs=inputs | {"deadline": deadline.isoformat()})))
+        bound = self.settings.worker.warning_delay_alert_seconds
+        if delay > bound:
+            alert = OperatorAlertRaised(
+                kind="warning_delayed", severity="critical", service="worker",
+                message=f"the liquidation warning for {envelope.account_id} went out {delay:.1f} s after its report "
+                        f"(bound {bound:g} s); the owner's notice runs from the warning",
+                details={"alert_event_id": str(envelope.event_id), "reading_at": envelope.occurred_at.isoformat(),
+                         "published_at": published_at.isoformat(), "delay_seconds": round(delay, 3)})
+            log.error("operator alert: %s", alert.message)
+            asyncio.ensure_future(self._send(OPERATOR_ALERTS.name(self.settings.topic_prefix),
+                                             derived(alert, cause=envelope, rule="operations/warning-delayed")))
 
     async def _publish(self, envelope: Envelope[Any]) -> Any:
         """Send an output; return the future of its acknowledgement (not awaited here).

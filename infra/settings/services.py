@@ -28,6 +28,9 @@ class WorkerSettings(BaseSettings):
     levels_refresh_seconds: float = Field(default=30.0, gt=0, description="Reload per-account levels from users")
     metrics_port: int | None = Field(default=None, ge=0, le=65535,
                                      description="Serve this worker's Prometheus metrics here; None: do not")
+    warning_delay_alert_seconds: float = Field(
+        default=5.0, gt=0, description="A liquidation warning published this long after its report raises an "
+        "operator alert (the owner's notice still runs from the warning)")
 
 
 class GatewaySettings(BaseSettings):

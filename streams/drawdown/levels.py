@@ -17,7 +17,7 @@ from streams.drawdown.state import DAILY, DRAWDOWN, WARNING, DrawdownState, Held
 
 
 def assess_levels(state: DrawdownState, event: Envelope[AccountReport], reading: Reading, levels: AccountLevels,
-                   config: GuardSettings) -> tuple[DrawdownState, list[Envelope[Any]]]:
+                   config: GuardSettings, now: datetime | None = None) -> tuple[DrawdownState, list[Envelope[Any]]]:
     drawdown = drawdown_percent(state, reading)
     loss_gbp, loss_percent = daily_loss(state, reading)
     streaks = {
@@ -33,7 +33,7 @@ def assess_levels(state: DrawdownState, event: Envelope[AccountReport], reading:
     inputs = _inputs(state, reading, drawdown, loss_gbp, loss_percent, levels, config)
     outputs: list[Envelope[Any]] = []
     if state.pending is None and _unordered(state, reading.at, config):
-        trigger = _trigger(state, event, confirmed, drawdown, loss_percent, levels, inputs)
+        trigger = _trigger(state, event, confirmed, drawdown, loss_percent, levels, inputs, now or event.occurred_at)
         if trigger is not None:
             state, alert = trigger
             outputs.append(alert)
@@ -68,7 +68,7 @@ def _unordered(state: DrawdownState, at: datetime, config: GuardSettings) -> lis
 
 
 def _trigger(state: DrawdownState, event: Envelope[AccountReport], confirmed: set[str], drawdown: float,
-             loss_percent: float, levels: AccountLevels, inputs: dict[str, Any]
+             loss_percent: float, levels: AccountLevels, inputs: dict[str, Any], now: datetime
              ) -> tuple[DrawdownState, Envelope[Any]] | None:
     if DRAWDOWN in confirmed:
         kind, reason, value, threshold, what = (AlertType.DRAWDOWN_CRITICAL, CloseReason.DRAWDOWN_GUARD, drawdown,
@@ -79,9 +79,12 @@ def _trigger(state: DrawdownState, event: Envelope[AccountReport], confirmed: se
     else:
         return None
     grace = levels.close_grace_seconds
-    deadline = event.occurred_at + timedelta(seconds=grace)
+    # The owner's notice runs from the warning, sent now, not from the report (a late worker would cut it).
+    warned_at = max(event.occurred_at, now)
+    deadline = warned_at + timedelta(seconds=grace)
     inputs = inputs | {"threshold_percent": threshold, "close_grace_seconds": grace,
-                       "deadline": deadline.isoformat(), "trigger_event_id": str(event.event_id)}
+                       "deadline": deadline.isoformat(), "warning_at": warned_at.isoformat(),
+                       "trigger_event_id": str(event.event_id)}
     pending = PendingClose(CauseRef.of(event), kind, reason, deadline, inputs)
     alert = guard_alert(event, f"{reason.value}/warning", kind, ActionTaken.WARNING_SENT, status="open",
                    message=f"{what} {value:.2f}% reached the critical level {threshold:g}%: "

@@ -13,7 +13,8 @@ Rules, in `docs/guard-rules.md`:
   count towards nor break a confirmation streak;
 - a level is breached when ``confirmations`` consecutive good readings are at or beyond it;
 - a critical breach (drawdown or daily loss) with open positions raises ``warning_sent`` at once
-  and sets a deadline ``close_grace_seconds`` later, fixed then: nothing the owner does, and no
+  and sets a deadline ``close_grace_seconds`` after the warning (not after the report: a worker that
+  was down must not cut the owner's notice), fixed then: nothing the owner does, and no
   recovery of equity, moves or cancels it; at the deadline every open position is closed."""
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def on_account(state: DrawdownState, event: Envelope[AccountReport], levels: Acc
         return Decision(state)
     state = accept(state, reading, report, config)
     outputs: list[Envelope[Any]] = []
-    state, alerts = assess_levels(state, event, reading, levels, config)
+    state, alerts = assess_levels(state, event, reading, levels, config, now)
     outputs += alerts
     if state.pending is not None and state.pending.deadline <= now:
         fired = fire_due(state, now)

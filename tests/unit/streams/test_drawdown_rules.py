@@ -213,3 +213,22 @@ def test_drawdown_is_never_negative_and_the_peak_never_falls(values):
         peak = state.peak_equity_gbp or 0.0
         for out in decision.outputs:
             assert getattr(out.payload, "drawdown_percent", 0) is None or out.payload.drawdown_percent >= 0
+
+
+def test_a_late_worker_gives_the_full_notice_from_its_warning_and_records_both_times():
+    """The worker read the breaching report 6 s late: the deadline is the grace after the warning it
+    sends now, not after the report (which would leave the owner 4 s)."""
+    state, _ = run(HELD, *readings(10_000, 8_900))
+    late = account(8_800, t=3)
+    warned_at = late.occurred_at + timedelta(seconds=6)
+    decision = handle(state, late, LEVELS, CONFIG, warned_at)
+    pending = decision.state.pending
+    assert pending.deadline == warned_at + timedelta(seconds=10)
+    (warning,) = [o for o in decision.outputs if o.event_type == "GuardAlertRaised"]
+    assert warning.payload.details["warning_at"] == warned_at.isoformat()
+    assert warning.payload.details["reading_at"] == late.occurred_at.isoformat()
+    assert warning.payload.details["deadline"] == pending.deadline.isoformat()
+    assert fire_due(decision.state, late.occurred_at + timedelta(seconds=10)).outputs == (), "not from the report"
+    fired = fire_due(decision.state, pending.deadline)
+    (done,) = [o.payload for o in fired.outputs if o.event_type == "GuardAlertRaised"]
+    assert done.details["warning_at"] == warned_at.isoformat() and done.executed_at == pending.deadline
