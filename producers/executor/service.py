@@ -1,18 +1,22 @@
-"""The close executor as a service: settle what a crash left open, then consume close commands."""
+"""The close executor as a service: learn from the log what is done, settle what a crash left open, then
+consume close commands. PostgreSQL being down delays only the ledger's projection, never a close."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 
 from infra.db import make_engine
 from infra.kafka import ensure_topics, group_consumer, make_producer
 from infra.settings import Settings
 from producers.accounts import connect_gateways, load_accounts
-from producers.executor.ledger import Ledger
+from producers.executor.ledger import Ledger, LogLedger
 from producers.executor.loop import CONSUMER, Executor, ExecutorConfig
 from producers.mt5.gateway import Gateway
-from schemas.topics import CLOSE_COMMANDS
+from schemas.topics import CLOSE_COMMANDS, CLOSE_RESULTS
+
+log = logging.getLogger(__name__)
 
 
 async def run_executor(settings: Settings, *, stop: asyncio.Event, gateways: Mapping[str, Gateway],
@@ -24,18 +28,26 @@ async def run_executor(settings: Settings, *, stop: asyncio.Event, gateways: Map
                            "sets both before services start)")
     bootstrap = settings.kafka_bootstrap_servers
     await ensure_topics(bootstrap, settings.topic_prefix, partitions=settings.topic_partitions)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, connect_args={"timeout": 5})
+    ledger = LogLedger(Ledger(engine))
+    known = await ledger.load(bootstrap_servers=bootstrap, topic=CLOSE_RESULTS.name(settings.topic_prefix),
+                              fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
+    log.info("executor: %d close results on the log; those commands are done", known)
     producer = make_producer(bootstrap)
     consumer = group_consumer(settings, CLOSE_COMMANDS, name=CONSUMER)
     await producer.start()
     await consumer.start()
-    executor = Executor(gateways=gateways, ledger=Ledger(engine), producer=producer,
+    executor = Executor(gateways=gateways, ledger=ledger, producer=producer,  # type: ignore[arg-type]
                         prefix=settings.topic_prefix,
                         config=config or ExecutorConfig())
+    stopped = asyncio.Event()
+    writing = asyncio.create_task(ledger.write_behind(stopped), name="executor-ledger")
     try:
         await executor.run(consumer, stop=stop)
     finally:
         executor.close()
+        stopped.set()
+        await asyncio.wait_for(writing, 30)
         await consumer.stop()
         await producer.stop()
         await engine.dispose()
