@@ -1,6 +1,8 @@
-"""The live terminal view of `reconguard run`: accounts, equity, drawdown, divergences, alerts.
+"""The live terminal view of `reconguard run`: accounts, equity, drawdown, divergences, alerts, and
+the supervised services (restarts, crash loops).
 
-It reads the projections (the same queries as the API), so what it shows is what ops see.
+It reads the projections (the same queries as the API), so what it shows is what ops see. While the
+database is down it says so and keeps the last numbers; the services' health needs no database.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.db import make_engine, make_sessionmaker
+from infra.service import SUPERVISION, ServiceStatus
 from infra.settings import Settings
 from infra.tables import DrawdownAlert
 from reconguard.api import queries
@@ -65,9 +68,12 @@ def _money(value: Decimal | None) -> str:
     return "—" if value is None else f"£{value:,.2f}"
 
 
-def render(accounts: list[AccountLine], alerts: list[AlertLine]) -> Group:
+def render(accounts: list[AccountLine], alerts: list[AlertLine], services: list[ServiceStatus] | None = None,
+           database_error: str | None = None) -> Group:
+    title = "reconguard — accounts" + (f" [red](database unavailable: {database_error}; last known)[/red]"
+                                       if database_error else "")
     table = Table("account", "equity", "peak", "drawdown", "critical at", "positions", "divergences", "sync",
-                  title="reconguard — accounts", expand=True)
+                  title=title, expand=True)
     for a in accounts:
         near = a.drawdown_percent is not None and a.drawdown_percent >= a.critical_percent * Decimal("0.8")
         drawdown = "—" if a.drawdown_percent is None else f"{a.drawdown_percent:.2f}%"
@@ -80,7 +86,18 @@ def render(accounts: list[AccountLine], alerts: list[AlertLine]) -> Group:
     for alert in alerts:
         recent.add_row(alert.created_at, alert.user_id, alert.alert_type, alert.action_taken,
                        f"{alert.drawdown_percent:.2f}%")
-    return Group(table, recent)
+    return Group(table, recent, *([_services(services)] if services else []))
+
+
+def _services(services: list[ServiceStatus]) -> Table:
+    """One line per supervised service: its state and restarts (a crash loop in red)."""
+    table = Table("service", "state", "restarts", "last error", title="services", expand=True)
+    for s in services:
+        state = f"[red]{s.state}, crash loop[/red]" if s.crash_loop else \
+            (s.state if s.state == "running" else f"[yellow]{s.state}[/yellow]")
+        table.add_row(s.name, state, f"[yellow]{s.restarts}[/yellow]" if s.restarts else "0",
+                      (s.last_error or "")[:80] if s.restarts else "")
+    return table
 
 
 async def show(settings: Settings, *, stop: asyncio.Event, console: Console = console) -> None:
@@ -90,9 +107,15 @@ async def show(settings: Settings, *, stop: asyncio.Event, console: Console = co
     sessions = make_sessionmaker(engine)
     try:
         with Live(render([], []), console=console, refresh_per_second=2, transient=False) as live:
+            shown: tuple[list[AccountLine], list[AlertLine]] = ([], [])
             while not stop.is_set():
-                async with sessions() as session:
-                    live.update(render(*await _gather(session)))
+                error = None
+                try:
+                    async with sessions() as session:
+                        shown = await asyncio.wait_for(_gather(session), 5)
+                except Exception as failure:  # noqa: BLE001 - the database is down: say so, keep the last numbers
+                    error = type(failure).__name__
+                live.update(render(*shown, list(SUPERVISION.services.values()), error))
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
     finally:

@@ -29,3 +29,17 @@ def test_an_account_without_snapshots_shows_dashes_not_zeros():
     text = _text([AccountLine("u-new", None, None, None, Decimal("10"), None, 0, None)], [])
     row = next(line for line in text.splitlines() if "u-new" in line)
     assert "£0" not in row and "—" in row
+
+
+def test_supervised_services_show_their_restarts_and_a_crash_loop():
+    from infra.service import ServiceStatus
+
+    console = Console(width=160, record=True, color_system=None)
+    console.print(render([], [], [ServiceStatus("worker", "running", restarts=2, last_error="exited with code -9"),
+                                  ServiceStatus("telegram", "restarting", restarts=7, crash_loop=True),
+                                  ServiceStatus("api", "running")], "ConnectionRefusedError"))
+    text = console.export_text()
+    worker = next(line for line in text.splitlines() if "worker" in line)
+    assert "2" in worker and "exited with code -9" in worker
+    assert "crash loop" in next(line for line in text.splitlines() if "telegram" in line)
+    assert "database unavailable: ConnectionRefusedError" in text

@@ -11,7 +11,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = REPO_ROOT / "deploy"
-SERVICES = {"api", "poller", "worker", "executor", "projector", "telegram"}
+SERVICES = {"api", "poller", "worker", "executor", "projector", "telegram", "archiver"}
 PROMTOOL = shutil.which("promtool")
 
 
@@ -78,3 +78,18 @@ def test_prometheus_scrapes_the_api():
         t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]
     }
     assert "api:8000" in targets
+
+
+def test_every_deployment_restarts_its_process_and_probes_liveness_where_it_listens():
+    deployments = {d["metadata"]["name"]: d for d in _kubernetes() if d["kind"] == "Deployment"}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["restartPolicy"] == "Always", name
+        (container,) = pod["containers"]
+        if container.get("ports"):
+            assert "livenessProbe" in container, f"{name} listens but has no liveness probe"
+    api = deployments["reconguard-api"]["spec"]["template"]["spec"]["containers"][0]
+    assert api["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/health"
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    assert all(compose[name].get("restart") == "unless-stopped" for name in SERVICES)
