@@ -25,7 +25,6 @@ from typing import Any
 
 import psutil
 
-from infra import metrics
 from infra.db import migrate
 from infra.dburl import redacted
 from infra.embedded import Endpoints, infrastructure
@@ -153,6 +152,12 @@ async def run_services(settings: Settings, specs: list[ServiceSpec], *, stop: as
         raise failed[0].exception()  # type: ignore[misc]
 
 
+def _metrics():  # noqa: ANN202 - `run` sets prometheus's multiprocess directory before metrics are imported
+    from infra import metrics
+
+    return metrics
+
+
 class OperatorAlerts:
     """Publishes operator alerts; a broker that cannot take one is logged, never fatal."""
 
@@ -206,12 +211,12 @@ class Supervisor:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
         status.state = "stopped"
-        metrics.service_up.labels(spec.name).set(0)
+        _metrics().service_up.labels(spec.name).set(0)
 
     async def _run_once(self, spec: ServiceSpec, status: ServiceStatus, stop: asyncio.Event) -> BaseException | None:
         """Run the service until it returns or fails; clear a crash loop once it has been up long enough."""
         status.state, status.started_at = "running", time.time()
-        metrics.service_up.labels(spec.name).set(1)
+        _metrics().service_up.labels(spec.name).set(1)
         task = asyncio.create_task(spec.load()(self.settings, stop=stop), name=spec.name)
         while not task.done():
             done, _ = await asyncio.wait({task}, timeout=self.policy.stable_after_seconds)
@@ -219,12 +224,12 @@ class Supervisor:
                 status.consecutive_crashes = 0  # stable: the next crash restarts quickly again
                 if status.crash_loop:
                     status.crash_loop = False
-                    metrics.service_crash_loop.labels(spec.name).set(0)
+                    _metrics().service_crash_loop.labels(spec.name).set(0)
                     await self.alerts.raise_alert(OperatorAlertRaised(
                         kind="service_recovered", severity="warning", service=spec.name,
                         message=f"{spec.name} has run for {self.policy.stable_after_seconds:g} s since its last "
                                 f"restart ({status.restarts} restarts in all)"), account_id=spec.name)
-        metrics.service_up.labels(spec.name).set(0)
+        _metrics().service_up.labels(spec.name).set(0)
         if task.cancelled():
             return asyncio.CancelledError()
         return task.exception()
@@ -235,14 +240,14 @@ class Supervisor:
         status.consecutive_crashes += 1
         status.crash_times.append(now)
         status.last_error = repr(error)[:500] if error is not None else "stopped on its own before the stop"
-        metrics.service_restarts_total.labels(name).inc()
+        _metrics().service_restarts_total.labels(name).inc()
         log.error("service %s stopped unexpectedly: %s", name, status.last_error,
                   exc_info=error if isinstance(error, Exception) else None)
         looping = in_crash_loop(status.crash_times, now, restarts=self.policy.crash_loop_restarts,
                                 window=self.policy.crash_loop_window_seconds)
         if looping and not status.crash_loop:
             status.crash_loop = True
-            metrics.service_crash_loop.labels(name).set(1)
+            _metrics().service_crash_loop.labels(name).set(1)
             await self.alerts.raise_alert(OperatorAlertRaised(
                 kind="crash_loop", severity="critical", service=name,
                 message=f"{name} crashed {self.policy.crash_loop_restarts} times within "
@@ -278,7 +283,7 @@ async def _watch_embedded_postgres(settings: Settings, endpoints: Endpoints, *, 
             continue
         status.restarts += 1
         status.state = "running"
-        metrics.embedded_server_restarts_total.labels("postgres").inc()
+        _metrics().embedded_server_restarts_total.labels("postgres").inc()
     status.state = "stopped"
 
 
