@@ -267,6 +267,52 @@ def tail(
         pass
 
 
+@app.command()
+def simulator(
+    accounts: Annotated[int, typer.Option(help="Flat load accounts beside the demo's four (logins 52000001...).",
+                                          min=0)] = 0,
+    host: Annotated[str, typer.Option(help="Address to bind (RPyC classic runs any code: keep it private).")]
+    = "127.0.0.1",
+    base_port: Annotated[int, typer.Option(help="Control port; account i (login order) gets base+1+i.")] = 18900,
+    advertise: Annotated[Optional[str], typer.Option(help="Host named in the endpoints (default: --host).")] = None,
+    state_dir: Annotated[Optional[str], typer.Option(help="Where the world is saved (default: DATA_DIR/simulator); "
+                                                          "'-' keeps it in memory only.")] = None,
+    fresh: Annotated[bool, typer.Option(help="Discard a saved world and start a new one.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the market and of the fault dice.")] = 20_240_108,
+    endpoints_file: Annotated[Optional[str], typer.Option(help="Also write login=host:port,... here.")] = None,
+) -> None:
+    """Serve simulated MT5 terminals over RPyC classic (mt5linux's protocol), one port per account.
+
+    The poller and executor reach them as real terminals: `RECONGUARD_MT5_GATEWAY=mt5linux` with the
+    printed RECONGUARD_MT5_ENDPOINTS, or `RECONGUARD_MT5_GATEWAY=simulator` (asks the control port).
+    The world is saved after every change, so a restarted simulator resumes it.
+    Example: `reconguard simulator --accounts 200 --endpoints-file /tmp/endpoints`
+    """
+    import shutil
+    import signal
+    import threading
+    from pathlib import Path
+
+    from producers.mt5.simulator.server import SimulatorServer, open_world
+
+    settings = loaded_settings()
+    directory = None if state_dir == "-" else Path(state_dir) if state_dir else settings.data_dir / "simulator"
+    if fresh and directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+    world, journal, resumed = open_world(directory, seed=seed, load_accounts=accounts)
+    server = SimulatorServer(world, journal, host=host, base_port=base_port, advertised_host=advertise)
+    if endpoints_file:
+        Path(endpoints_file).write_text(server.endpoints + "\n")
+    state = "resumed from " + str(journal.path) if resumed and journal else "new world"
+    console.print(f"simulator: {len(server.ports)} terminals on {host}:{base_port + 1}..{base_port + len(server.ports)}"
+                  f", control port {base_port}; {state}")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.serve(stop=stop)
+    console.print("simulator stopped; world saved" if journal else "simulator stopped")
+
+
 def _add_groups() -> None:
     from reconguard import users_cli
 
