@@ -167,9 +167,12 @@ class Mt5LinuxGateway(ModuleGateway):
     """
 
     def __init__(self, host: str = "localhost", port: int = MT5LINUX_DEFAULT_PORT, *, timeout: float = 10.0,
-                 retry_seconds: float = 1.0) -> None:
+                 retry_seconds: float = 1.0, connect: bool = True) -> None:
+        """``connect=False``: do not refuse a bridge that is down now; the first call connects."""
         super().__init__(_Bridge(host, port, timeout=timeout, retry_seconds=retry_seconds))
         self.host, self.port = host, port
+        if not connect:
+            return
         try:
             self.module.connect()
         except _BRIDGE_ERRORS as error:
@@ -180,6 +183,23 @@ class Mt5LinuxGateway(ModuleGateway):
 
     def close(self) -> None:
         self.module.disconnect()
+
+
+def simulator_endpoints(address: str, *, timeout: float = 10.0) -> str:
+    """``login=host:port,...`` of every terminal `reconguard simulator` serves, asked at its control port."""
+    import rpyc
+    from rpyc.core.service import ClassicClient
+
+    host, _, port = address.rpartition(":")
+    try:
+        connection = rpyc.connect(host, int(port), service=ClassicClient, config={"sync_request_timeout": timeout})
+    except _BRIDGE_ERRORS as error:
+        raise GatewayUnavailable(f"no simulator control port at {address}: {error}") from error
+    try:
+        return str(connection.eval("endpoints"))
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 class SimulatorGateway(ModuleGateway):
