@@ -26,6 +26,7 @@ from schemas.platform import TradeApproved
 log = logging.getLogger(__name__)
 
 LOAD_CHAT_BASE = 700_200_000
+_GONE = (EOFError, OSError, TimeoutError)
 
 
 def users_of(endpoints: dict[int, tuple[str, int]]) -> list[DemoUser]:
@@ -62,15 +63,23 @@ class RemoteBroker:
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
                 try:
-                    return rpyc.classic.obtain(getattr(self._remote(), name)(*args, **kwargs))
-                except (EOFError, OSError, TimeoutError):
-                    connection, self._connection = self._connection, None
-                    if connection is not None:
-                        with contextlib.suppress(Exception):
-                            connection.close()
+                    remote = self._remote()
+                except _GONE:  # a connection from before a restart: one fresh try, nothing was sent yet
+                    self._drop()
+                    remote = self._remote()
+                try:
+                    return rpyc.classic.obtain(getattr(remote, name)(*args, **kwargs))
+                except _GONE:
+                    self._drop()
                     raise
 
         return call
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event, simulator: str,

@@ -204,7 +204,7 @@ class SimulatorServer:
         behind = time.time() - self.world.broker.now()
         offset = 0.0 if 0 <= behind < CATCH_UP_LIMIT_SECONDS else -behind
         last_save = time.monotonic()
-        while not stop.wait(0.25):
+        while not stop.wait(0.05):  # a deal's time is at most this much behind the wall clock
             self.world.broker.advance_to(time.time() + offset)
             if time.monotonic() - last_save >= self.persist_interval:
                 self.save()
