@@ -65,6 +65,8 @@ class Liquidation:
     nothing_to_close: bool = False
     closed_at: dict[int, float] = field(default_factory=dict)  # ticket -> executor's closing deal time
     still_open: set[int] = field(default_factory=set)
+    command_ids: set[str] = field(default_factory=set)
+    outcomes: list[str] = field(default_factory=list)  # what the executor answered, for the report
 
     @property
     def executed(self) -> bool:
@@ -86,8 +88,9 @@ class LiquidationVerdict:
     min_notice: float | None
 
 
-def liquidations(alerts: Iterable[Record], commands: Iterable[Record]) -> dict[str, Liquidation]:
-    """Every critical warning and the close commands it led to, by its trigger event id."""
+def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
+                 results: Iterable[Record] = ()) -> dict[str, Liquidation]:
+    """Every critical warning, the close commands it led to and their results, by its trigger event id."""
     found: dict[str, Liquidation] = {}
     for record in alerts:
         alert = record.envelope.payload
@@ -106,6 +109,14 @@ def liquidations(alerts: Iterable[Record], commands: Iterable[Record]) -> dict[s
         if liquidation is not None:
             liquidation.commands += 1
             liquidation.tickets.update(record.envelope.payload.tickets)
+            liquidation.command_ids.add(str(record.envelope.event_id))
+    by_command = {i: f for f in found.values() for i in f.command_ids}
+    for record in results:
+        result = record.envelope.payload
+        liquidation = by_command.get(str(result.command_id))
+        if liquidation is not None:
+            liquidation.outcomes.append(f"{record.envelope.event_type} {result.ticket} retcode {result.retcode} "
+                                        f"{result.error_message or ''}".strip())
     return found
 
 

@@ -50,6 +50,7 @@ class RoundResult:
     faults: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     liquidations: str = ""
+    due: int = 0
     min_notice: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -59,6 +60,12 @@ COUNTED = ("rows lost", "rows extra", "rows changed", "closed twice", "opened by
 
 
 def main(options: Options) -> int:
+    results = run_chaos(options)
+    _print(results)
+    return 0 if all(sum(r.counts.values()) == 0 for r in results) else 1
+
+
+def run_chaos(options: Options) -> list[RoundResult]:
     directory = options.directory or Path(".reconguard") / f"chaos-{options.seed}"
     shutil.rmtree(directory, ignore_errors=True)
     delays = restart_delays(options.seed)
@@ -72,11 +79,9 @@ def main(options: Options) -> int:
             topology.prepare()
             topology.start_services()
             broker = RemoteBroker(f"127.0.0.1:{topology.simulator_port}")
-            results = [run_round(topology, broker, options, n) for n in range(1, options.rounds + 1)]
+            return [run_round(topology, broker, options, n) for n in range(1, options.rounds + 1)]
         finally:
             topology.stop()
-    _print(results)
-    return 0 if all(sum(r.counts.values()) == 0 for r in results) else 1
 
 
 def run_round(topology: Topology, broker: RemoteBroker, options: Options, number: int) -> RoundResult:
@@ -155,7 +160,7 @@ def _check(topology: Topology, broker: RemoteBroker, options: Options, result: R
     deals = read_deals(broker, _logins(options))
     twice, opened = closes_per_position(deals)
     result.counts["closed twice"], result.counts["opened by a close"] = twice, opened
-    found = liquidations(log["alerts"], log["close-commands"])
+    found = liquidations(log["alerts"], log["close-commands"], log["close-results"])
     attach_closes(found, deals, open_positions(deals))
     simulator = topology.services["simulator"]
     verdict = judge(found, now=time.time(), bound=options.bound, terminal_down=simulator.down)
@@ -163,6 +168,7 @@ def _check(topology: Topology, broker: RemoteBroker, options: Options, result: R
     result.counts["notice < grace"] = len(verdict.short_notice)
     result.counts["late"] = len(verdict.late)
     result.counts["service crashes"] = sum(s.crashed for s in topology.services.values())
+    result.due = verdict.due
     result.liquidations = f"{verdict.due} due of {verdict.total}; {len(verdict.excused)} late with the terminal down"
     result.min_notice = verdict.min_notice
     for kind, triggers in (("not executed", verdict.not_executed), ("notice < grace", verdict.short_notice),
@@ -170,7 +176,8 @@ def _check(topology: Topology, broker: RemoteBroker, options: Options, result: R
         for trigger in triggers[:5]:
             f = found[trigger]
             result.notes.append(f"  {kind}: {f.user_id} warned {_clock(f.warned_at)} deadline {_clock(f.deadline)} "
-                                f"closed {_clock(f.last_close)} tickets {sorted(f.tickets)} open {sorted(f.still_open)}")
+                                f"closed {_clock(f.last_close)} tickets {sorted(f.tickets)} open {sorted(f.still_open)}"
+                                f"; {f.commands} command(s), results: {'; '.join(f.outcomes[:3]) or 'none'}")
     crashed = [f"{s.name} x{s.crashed}" for s in topology.services.values() if s.crashed]
     if crashed:
         result.notes.append("  exited by themselves and were restarted: " + ", ".join(crashed))
