@@ -14,7 +14,13 @@ from sqlalchemy import select
 from infra.db import make_engine
 from infra.settings import GatewaySettings
 from infra.tables import User
-from producers.mt5.gateway import Gateway, GatewayUnavailable, Mt5LinuxGateway, NativeGateway
+from producers.mt5.gateway import (
+    Gateway,
+    GatewayUnavailable,
+    Mt5LinuxGateway,
+    NativeGateway,
+    simulator_endpoints,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,8 @@ def connect_gateways(accounts: Iterable[AccountRef],
     """A started gateway per account this process can reach; the others are logged and skipped."""
     connected: list[tuple[AccountRef, Gateway]] = []
     endpoints = config.endpoint_map()
+    if config.gateway == "simulator" and not endpoints:
+        endpoints = config.model_copy(update={"endpoints": simulator_endpoints(config.simulator)}).endpoint_map()
     for account in accounts:
         gateway = _gateway_for(account, config, endpoints)
         if gateway is None:
@@ -74,7 +82,9 @@ def _gateway_for(account: AccountRef, config: GatewaySettings, endpoints: dict[i
             log.warning("no mt5linux endpoint for %s (login %d): not served", account.user_id, account.login)
             return None
         host, port = endpoints[account.login]
-        return Mt5LinuxGateway(host, port)
+        # A bridge that is down now (a restarting terminal or simulator) is served all the same: its
+        # calls fail as IPC failures, which the poller reports and both services mend by reconnecting.
+        return Mt5LinuxGateway(host, port, connect=False)
     except GatewayUnavailable as error:
         log.error("cannot reach the terminal of %s: %s", account.user_id, error)
         return None

@@ -31,6 +31,14 @@ SERVICES = {
 #: in one process, because they must share the in-memory simulator.
 EMBEDDED_RUN = [SERVICES["projector"], SERVICES["worker"], ServiceSpec("demo", "producers.demo.service:serve"),
                 SERVICES["api"], SERVICES["telegram"], SERVICES["archiver"]]
+#: `reconguard run --no-demo`: every service against the real terminals (RECONGUARD_MT5_*).
+PRODUCTION_RUN = [SERVICES[name] for name in
+                  ("projector", "worker", "poller", "executor", "api", "telegram", "archiver")]
+
+
+def demo_wanted(settings: Settings, demo: bool | None) -> bool:
+    """The demo writes four demo users: by default only into the embedded database, never into a real one."""
+    return settings.embedded_broker and settings.embedded_database if demo is None else demo
 
 
 async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: bool | None = None) -> None:
@@ -68,6 +76,10 @@ async def _announce(settings: Settings) -> None:
 @app.command()
 def run(
     view: Annotated[bool, typer.Option(help="Show the live terminal view (default: when on a terminal).")] = True,
+    demo: Annotated[Optional[bool], typer.Option(
+        "--demo/--no-demo", show_default=False,
+        help="Run the demo platform on simulated terminals instead of the poller and executor on real ones "
+             "(default: on with the embedded broker and database, off when pointed at real servers).")] = None,
 ) -> None:
     """Run the whole pipeline; embedded broker and Postgres unless KAFKA_BOOTSTRAP_SERVERS/DATABASE_URL are set.
 
@@ -76,10 +88,11 @@ def run(
     Example: `reconguard run` (Ctrl-C stops everything, servers included).
     """
     settings = loaded_settings()
+    specs = EMBEDDED_RUN if demo_wanted(settings, demo) else PRODUCTION_RUN
     _share_metrics_between_processes(settings)
     with embedded_or_given(settings) as resolved:
         console.print(f"broker {resolved.kafka_bootstrap_servers}, database ready; Ctrl-C stops everything")
-        asyncio.run(_serve(resolved, EMBEDDED_RUN, live_view=view and console.is_terminal))
+        asyncio.run(_serve(resolved, specs, live_view=view and console.is_terminal))
     console.print("stopped")
 
 
@@ -285,6 +298,97 @@ def tail(
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def simulator(
+    accounts: Annotated[int, typer.Option(help="Flat load accounts beside the demo's four (logins 52000001...).",
+                                          min=0)] = 0,
+    host: Annotated[str, typer.Option(help="Address to bind (RPyC classic runs any code: keep it private).")]
+    = "127.0.0.1",
+    base_port: Annotated[int, typer.Option(help="Control port; account i (login order) gets base+1+i.")] = 18900,
+    advertise: Annotated[Optional[str], typer.Option(help="Host named in the endpoints (default: --host).")] = None,
+    state_dir: Annotated[Optional[str], typer.Option(help="Where the world is saved (default: DATA_DIR/simulator); "
+                                                          "'-' keeps it in memory only.")] = None,
+    fresh: Annotated[bool, typer.Option(help="Discard a saved world and start a new one.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the market and of the fault dice.")] = 20_240_108,
+    endpoints_file: Annotated[Optional[str], typer.Option(help="Also write login=host:port,... here.")] = None,
+) -> None:
+    """Serve simulated MT5 terminals over RPyC classic (mt5linux's protocol), one port per account.
+
+    The poller and executor reach them as real terminals: `RECONGUARD_MT5_GATEWAY=mt5linux` with the
+    printed RECONGUARD_MT5_ENDPOINTS, or `RECONGUARD_MT5_GATEWAY=simulator` (asks the control port).
+    The world is saved after every change, so a restarted simulator resumes it.
+    Example: `reconguard simulator --accounts 200 --endpoints-file /tmp/endpoints`
+    """
+    import shutil
+    import signal
+    import threading
+    from pathlib import Path
+
+    from producers.mt5.simulator.server import SimulatorServer, open_world
+
+    settings = loaded_settings()
+    directory = None if state_dir == "-" else Path(state_dir) if state_dir else settings.data_dir / "simulator"
+    if fresh and directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+    world, journal, resumed = open_world(directory, seed=seed, load_accounts=accounts)
+    server = SimulatorServer(world, journal, host=host, base_port=base_port, advertised_host=advertise)
+    if endpoints_file:
+        Path(endpoints_file).write_text(server.endpoints + "\n")
+    state = "resumed from " + str(journal.path) if resumed and journal else "new world"
+    console.print(f"simulator: {len(server.ports)} terminals on {host}:{base_port + 1}..{base_port + len(server.ports)}"
+                  f", control port {base_port}; {state}")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.serve(stop=stop)
+    console.print("simulator stopped; world saved" if journal else "simulator stopped")
+
+
+@app.command("demo-platform")
+def demo_platform() -> None:
+    """The demo platform against `reconguard simulator` (at RECONGUARD_MT5_SIMULATOR): makes each simulated
+    account a user, then plays the demo's script (divergences, drawdowns, liquidations) over RPyC.
+
+    With the poller and executor on RECONGUARD_MT5_GATEWAY=simulator, this is the demo as separate processes.
+    Example: `RECONGUARD_MT5_SIMULATOR=127.0.0.1:18900 reconguard demo-platform`
+    """
+    from producers.demo.remote import serve
+
+    settings = connected(loaded_settings())
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        await prepare(settings)
+        await serve(settings, stop=stop, simulator=settings.mt5.simulator)
+
+    asyncio.run(go())
+
+
+@app.command()
+def verify(
+    keep: Annotated[bool, typer.Option(help="Keep the replayed schema for inspection.")] = False,
+    show: Annotated[int, typer.Option(help="Row ids shown per kind of difference.")] = 5,
+) -> None:
+    """Compare the live projections with a replay of the same events: rows lost, extra, changed.
+
+    Works on a running system (the replay reads exactly as far as the live progress it compares).
+    Exit code 0 when they are identical, 1 when any count is not 0.
+    Example: `reconguard verify` (while `reconguard run` runs, or with KAFKA_BOOTSTRAP_SERVERS/DATABASE_URL)
+    """
+    from projections.verify import report_lines
+    from projections.verify import verify as run_verify
+
+    settings = connected(loaded_settings())
+    result = asyncio.run(run_verify(settings, keep=keep))
+    for line in report_lines(result, show=show):
+        console.print(line, highlight=False)
+    verdict = "identical" if result.differences == 0 else f"[red]{result.differences} differences[/red]"
+    console.print(f"{result.events_read} events replayed into {result.schema}"
+                  f"{' (kept)' if keep else ' (dropped)'}: live tables and replay are {verdict}")
+    raise typer.Exit(0 if result.differences == 0 else 1)
 
 
 def _add_groups() -> None:

@@ -40,15 +40,20 @@ class GatewaySettings(BaseSettings):
       ``endpoints`` maps logins to them: ``"51000101=10.0.0.5:18812,51000102=10.0.0.6:18812"``.
     - ``gateway=native``: the MetaTrader5 package (Windows); it holds one terminal per process, so the
       process serves the one account whose login is ``login``.
+    - ``gateway=simulator``: the mt5linux gateway against `reconguard simulator`, which tells its
+      endpoints itself (asked at ``simulator``, its control port) unless ``endpoints`` are given.
     The terminals are expected to be logged in already (their saved credentials); the poller checks
     every read against the account's login, so a terminal logged into the wrong account is reported.
     """
 
     model_config = SettingsConfigDict(env_prefix="RECONGUARD_MT5_", extra="ignore", frozen=True)
 
-    gateway: Literal["mt5linux", "native"] = Field(default="mt5linux", description="How terminals are reached")
+    gateway: Literal["mt5linux", "native", "simulator"] = Field(default="mt5linux",
+                                                               description="How terminals are reached")
     endpoints: str = Field(default="", description="login=host:port,... of the mt5linux servers")
     login: int | None = Field(default=None, description="The one login a native gateway serves")
+    simulator: str = Field(default="127.0.0.1:18900", pattern=r"^[^:\s]+:\d{1,5}$",
+                           description="host:port of `reconguard simulator`'s control port (gateway=simulator)")
 
     @field_validator("endpoints")
     @classmethod

@@ -13,11 +13,15 @@ terminal said, never a conclusion drawn here.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from producers.mt5 import constants as c
 from producers.mt5.types import (
     AccountInfo,
     OrderCheckResult,
@@ -27,6 +31,7 @@ from producers.mt5.types import (
     Tick,
     TradeDeal,
     TradePosition,
+    TradeRequest,
 )
 
 MT5LINUX_DEFAULT_PORT = 18812
@@ -147,35 +152,179 @@ class NativeGateway(ModuleGateway):
 
 
 class Mt5LinuxGateway(ModuleGateway):
-    """A terminal under Wine or in a container, reached through mt5linux's RPyC bridge."""
+    """A terminal under Wine or in a container, reached through mt5linux's RPyC bridge.
 
-    def __init__(self, host: str = "localhost", port: int = MT5LINUX_DEFAULT_PORT) -> None:
-        try:
-            from mt5linux import MetaTrader5  # type: ignore[import-not-found]
-        except ImportError as error:
-            raise GatewayUnavailable("mt5linux is not installed (pip install mt5linux)") from error
-        try:
-            client = MetaTrader5(host=host, port=port)
-        except (OSError, RuntimeError, EOFError) as error:  # refused, unreachable, no container runtime
-            raise GatewayUnavailable(f"no mt5linux RPyC server at {host}:{port}: {error}") from error
-        super().__init__(client)
+    Speaks the bridge's protocol itself (RPyC classic: ``import MetaTrader5 as mt5`` in the server's
+    namespace, then calls), so it needs ``rpyc`` but not the ``mt5linux`` client package, whose
+    newer releases insist on starting a container of their own. Differences from a bare client:
+    - results come back by value: the server converts records (named tuples, struct sequences,
+      numpy scalars and records) into plain tuples in the same round trip, and they are rebuilt here
+      as the types of ``producers.mt5.types``; no netref outlives a call;
+    - a broken bridge is a terminal without IPC: the call returns None/False and ``last_error()``
+      says (-10004, ...), as the package does when its terminal is gone. The next call reconnects
+      (at most once per ``retry_seconds``) and repeats the last successful ``initialize`` first.
+    One gateway serialises its calls (an RPyC connection serves one request at a time).
+    """
+
+    def __init__(self, host: str = "localhost", port: int = MT5LINUX_DEFAULT_PORT, *, timeout: float = 10.0,
+                 retry_seconds: float = 1.0, connect: bool = True) -> None:
+        """``connect=False``: do not refuse a bridge that is down now; the first call connects."""
+        super().__init__(_Bridge(host, port, timeout=timeout, retry_seconds=retry_seconds))
         self.host, self.port = host, port
+        if not connect:
+            return
+        try:
+            self.module.connect()
+        except _BRIDGE_ERRORS as error:
+            raise GatewayUnavailable(f"no mt5linux RPyC server at {host}:{port}: {error}") from error
 
-    def order_send(self, request: Mapping[str, Any]) -> OrderSendResult | None:
-        # mt5linux embeds str(request) in a remote expression: plain ints/floats/strs only.
-        return self.module.order_send({k: _plain(v) for k, v in request.items()})
+    def last_error(self) -> tuple[int, str]:
+        return self.module.last_error()
+
+    def close(self) -> None:
+        self.module.disconnect()
+
+
+def simulator_endpoints(address: str, *, timeout: float = 10.0) -> str:
+    """``login=host:port,...`` of every terminal `reconguard simulator` serves, asked at its control port."""
+    import rpyc
+    from rpyc.core.service import ClassicClient
+
+    host, _, port = address.rpartition(":")
+    try:
+        connection = rpyc.connect(host, int(port), service=ClassicClient, config={"sync_request_timeout": timeout})
+    except _BRIDGE_ERRORS as error:
+        raise GatewayUnavailable(f"no simulator control port at {address}: {error}") from error
+    try:
+        return str(connection.eval("endpoints"))
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 class SimulatorGateway(ModuleGateway):
     """A SimulatedTerminal behind the same interface (the embedded default and the test double)."""
 
 
+_BRIDGE_ERRORS = (OSError, EOFError, TimeoutError)
+# Evaluated once per connection in the server's namespace (any Python 3 the bridge runs under).
+_REMOTE_HELPERS = """
+import MetaTrader5 as mt5
+
+def _reconguard_plain(value):
+    if hasattr(value, '_asdict'):
+        return ('__record__', type(value).__name__,
+                tuple((k, _reconguard_plain(v)) for k, v in value._asdict().items()))
+    if isinstance(value, (tuple, list)):
+        return tuple(_reconguard_plain(v) for v in value)
+    if hasattr(value, 'tolist') and not isinstance(value, (str, bytes)):
+        return _reconguard_plain(value.tolist())
+    return value
+
+def _reconguard_arg(value):
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == '__dict__':
+        return dict(value[1])
+    return value
+
+def _reconguard_call(name, args, kwargs):
+    args = [_reconguard_arg(a) for a in args]
+    return _reconguard_plain(getattr(mt5, name)(*args, **dict((k, _reconguard_arg(v)) for k, v in kwargs)))
+"""
+_RECORDS: dict[str, type] = {t.__name__: t for t in (AccountInfo, OrderCheckResult, OrderSendResult, SymbolInfo,
+                                                     TerminalInfo, Tick, TradeDeal, TradePosition, TradeRequest)}
+
+
+class _Bridge:
+    """The remote ``MetaTrader5`` module behind one RPyC connection, called by value (see Mt5LinuxGateway)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, retry_seconds: float) -> None:
+        self.host, self.port, self.timeout, self.retry_seconds = host, port, timeout, retry_seconds
+        self._lock = threading.Lock()
+        self._connection: Any = None
+        self._call: Any = None
+        self._attached: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # last good initialize
+        self._failed_at = float("-inf")
+        self._bridge_error: tuple[int, str] | None = None
+
+    def connect(self) -> None:
+        import rpyc
+        from rpyc.core.service import ClassicClient
+
+        connection = rpyc.connect(self.host, self.port, service=ClassicClient,
+                                  config={"sync_request_timeout": self.timeout})
+        try:
+            connection.execute(_REMOTE_HELPERS)
+            self._call = connection.namespace["_reconguard_call"]
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        if self._attached is not None:  # a restarted bridge or terminal: log in again as before
+            self._call("initialize", *self._attached)
+
+    def disconnect(self) -> None:
+        connection, self._connection, self._call = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def last_error(self) -> tuple[int, str]:
+        with self._lock:
+            if self._bridge_error is not None:
+                return self._bridge_error
+            value = self._invoke("last_error", (), ())
+            return self._bridge_error or (int(value[0]), str(value[1]))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                plain_args = tuple(_plain(a) for a in args)
+                plain_kwargs = tuple((k, _plain(v)) for k, v in kwargs.items())
+                result = self._invoke(name, plain_args, plain_kwargs)
+                if name == "initialize" and result:
+                    self._attached = (plain_args, plain_kwargs)
+                elif name == "shutdown":
+                    self._attached = None
+                return result
+
+        return call
+
+    def _invoke(self, name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]) -> Any:
+        try:
+            if self._connection is None:
+                if time.monotonic() - self._failed_at < self.retry_seconds:
+                    return None
+                self.connect()
+            value = self._call(name, args, kwargs)
+        except _BRIDGE_ERRORS as error:
+            self.disconnect()
+            self._failed_at = time.monotonic()
+            self._bridge_error = (c.RES_E_INTERNAL_FAIL_CONNECT, f"No IPC connection (mt5linux bridge "
+                                                                 f"{self.host}:{self.port}: {error!r})")
+            return None
+        self._bridge_error = None
+        return _rebuilt(value)
+
+
+def _rebuilt(value: Any) -> Any:
+    """Records as this package's types; everything else was already plain."""
+    if isinstance(value, tuple):
+        if len(value) == 3 and value[0] == "__record__":
+            kind, fields = _RECORDS.get(value[1]), {k: _rebuilt(v) for k, v in value[2]}
+            if kind is None:
+                return fields
+            return kind(**{name: fields[name] for name in kind._fields})
+        return tuple(_rebuilt(v) for v in value)
+    return value
+
+
 def _plain(value: Any) -> Any:
-    """numpy scalars repr as np.float64(...) and would not evaluate on the remote side."""
-    if isinstance(value, bool | str):
+    """Arguments by value: numpy scalars as Python numbers, datetimes as epoch seconds, a dict (a trade
+    request) as tagged pairs that the server turns back into a dict (RPyC would pass it by reference)."""
+    if isinstance(value, bool | str | int | float) or value is None:
         return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
+    if isinstance(value, datetime):
+        return int(value.timestamp())
+    if isinstance(value, Mapping):
+        return ("__dict__", tuple((k, _plain(v)) for k, v in value.items()))
     return value.item() if hasattr(value, "item") else value

@@ -2,7 +2,8 @@
 
 - simulator: always runs;
 - native: the MetaTrader5 package, Windows only; needs RECONGUARD_MT5_LOGIN/PASSWORD/SERVER;
-- mt5linux: an RPyC server at RECONGUARD_MT5LINUX_HOST[:RECONGUARD_MT5LINUX_PORT], same credentials.
+- mt5linux: an RPyC server at RECONGUARD_MT5LINUX_HOST[:RECONGUARD_MT5LINUX_PORT], same credentials;
+- simulator-over-mt5linux: always runs; the mt5linux gateway against `reconguard simulator`'s server.
 Tests that trade run on demo accounts only (trade_mode DEMO) and only while the market is open.
 RECONGUARD_MT5_SYMBOL names the symbol to use on a real terminal (default EURUSD).
 """
@@ -10,7 +11,10 @@ RECONGUARD_MT5_SYMBOL names the symbol to use on a real terminal (default EURUSD
 from __future__ import annotations
 
 import os
+import random
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +31,8 @@ from producers.mt5.gateway import (
     SimulatorGateway,
 )
 from producers.mt5.simulator import SimulatedBroker, SimulatedTerminal
+from producers.mt5.simulator.journal import World
+from producers.mt5.simulator.server import SimulatorServer
 
 SIM_LOGIN, SIM_PASSWORD = 5001, "contract"
 NO_TICKET = 2**63 - 7  # no server hands out tickets this high
@@ -53,6 +59,35 @@ def _simulator() -> tuple[Gateway, int, str, str]:
     return SimulatorGateway(SimulatedTerminal(broker)), SIM_LOGIN, SIM_PASSWORD, broker.server
 
 
+_SERVED: list[tuple[threading.Event, threading.Thread]] = []
+
+
+def _simulator_over_mt5linux() -> tuple[Gateway, int, str, str]:
+    broker = SimulatedBroker(seed=2024, start_time=time.time(), sessions=False)
+    broker.add_account(SIM_LOGIN, SIM_PASSWORD, currency="GBP")
+    world = World(broker)
+    world.terminal(SIM_LOGIN, SIM_PASSWORD)
+    for _ in range(20):
+        try:
+            server = SimulatorServer(world, None, base_port=random.randrange(20_000, 60_000))
+            break
+        except OSError:  # that port was taken: try another
+            continue
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    _SERVED.append((stop, thread))
+    return Mt5LinuxGateway("127.0.0.1", server.ports[SIM_LOGIN]), SIM_LOGIN, SIM_PASSWORD, broker.server
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_servers() -> Iterator[None]:
+    yield
+    for stop, thread in _SERVED:
+        stop.set()
+        thread.join(timeout=10)
+
+
 def _native() -> tuple[Gateway, int, str, str]:
     if sys.platform != "win32":
         pytest.skip("MetaTrader5 only exists for Windows")
@@ -76,7 +111,9 @@ def _mt5linux() -> tuple[Gateway, int, str, str]:
     return (gateway, *_real_credentials())
 
 
-@pytest.fixture(params=[pytest.param(_simulator, id="simulator"), pytest.param(_native, id="native"),
+@pytest.fixture(params=[pytest.param(_simulator, id="simulator"),
+                        pytest.param(_simulator_over_mt5linux, id="simulator-over-mt5linux"),
+                        pytest.param(_native, id="native"),
                         pytest.param(_mt5linux, id="mt5linux")])
 def terminal(request: pytest.FixtureRequest) -> Iterator[Terminal]:
     gateway, login, password, server = request.param()

@@ -1,0 +1,206 @@
+"""What a chaos round checks, from the log and from the simulated terminals' own history.
+
+Pure functions (``liquidations``, ``closes_per_position``) judge plain records; ``read_log`` and
+``read_deals`` fetch them. A liquidation is a critical-level warning (``positions close in N s``):
+- executed: every position its close commands named is closed on the terminal, and a liquidation
+  that found nothing to close said so (its "executed" alert with 0 positions);
+- notice: from the moment the warning was published (its record's timestamp) to the executor's
+  closing deal (the terminal's clock) is at least the grace;
+- on time: that deal is at most ``bound`` seconds after the deadline, unless the terminal (the
+  simulator) was down at some point between the deadline and the close.
+The simulator's clock moves in steps of at most 50 ms, so a deal's time may read up to 50 ms early.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from infra.internals import refresh_metadata
+from infra.kafka import caught_up, make_consumer
+from infra.settings import Settings
+from producers.mt5 import constants as c
+from producers.executor.parsing import CloseSettings
+from schemas import DecodeError, decode
+from schemas.decisions import ActionTaken, AlertType
+from schemas.topics import ALERTS, CLOSE_COMMANDS, CLOSE_RESULTS
+
+EXECUTOR_MAGIC = CloseSettings().magic
+CRITICAL = (AlertType.DRAWDOWN_CRITICAL, AlertType.DAILY_LOSS_CRITICAL)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One decoded message and the time its record was appended (CreateTime, seconds)."""
+
+    envelope: Any
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class Deal:
+    login: int
+    ticket: int
+    position_id: int
+    entry: int
+    magic: int
+    volume: float
+    time: float
+
+
+@dataclass
+class Liquidation:
+    trigger: str
+    user_id: str
+    warned_at: float
+    deadline: float
+    grace: float
+    tickets: set[int] = field(default_factory=set)
+    commands: int = 0
+    nothing_to_close: bool = False
+    closed_at: dict[int, float] = field(default_factory=dict)  # ticket -> executor's closing deal time
+    still_open: set[int] = field(default_factory=set)
+    command_ids: set[str] = field(default_factory=set)
+    outcomes: list[str] = field(default_factory=list)  # what the executor answered, for the report
+
+    @property
+    def executed(self) -> bool:
+        return (self.nothing_to_close or bool(self.tickets)) and not self.still_open
+
+    @property
+    def last_close(self) -> float | None:
+        return max(self.closed_at.values()) if self.closed_at else None
+
+
+@dataclass(frozen=True)
+class LiquidationVerdict:
+    total: int
+    due: int
+    not_executed: list[str]
+    short_notice: list[str]
+    late: list[str]
+    excused: list[str]  # late, but the terminal was down in the way
+    min_notice: float | None
+
+
+def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
+                 results: Iterable[Record] = ()) -> dict[str, Liquidation]:
+    """Every critical warning, the close commands it led to and their results, by its trigger event id."""
+    found: dict[str, Liquidation] = {}
+    for record in alerts:
+        alert = record.envelope.payload
+        if alert.alert_type not in CRITICAL:
+            continue
+        trigger = str(record.envelope.causation_id)
+        if alert.action_taken is ActionTaken.WARNING_SENT and "deadline" in alert.details:
+            found.setdefault(trigger, Liquidation(
+                trigger, alert.user_id, record.timestamp, datetime.fromisoformat(alert.details["deadline"]).timestamp(),
+                float(alert.details["close_grace_seconds"])))
+        elif alert.action_taken is ActionTaken.POSITIONS_CLOSED and alert.positions_closed_count == 0:
+            if trigger in found:
+                found[trigger].nothing_to_close = True
+    for record in commands:
+        liquidation = found.get(str(record.envelope.causation_id))
+        if liquidation is not None:
+            liquidation.commands += 1
+            liquidation.tickets.update(record.envelope.payload.tickets)
+            liquidation.command_ids.add(str(record.envelope.event_id))
+    by_command = {i: f for f in found.values() for i in f.command_ids}
+    for record in results:
+        result = record.envelope.payload
+        liquidation = by_command.get(str(result.command_id))
+        if liquidation is not None:
+            liquidation.outcomes.append(f"{record.envelope.event_type} {result.ticket} retcode {result.retcode} "
+                                        f"{result.error_message or ''}".strip())
+    return found
+
+
+def attach_closes(found: dict[str, Liquidation], deals: Sequence[Deal], open_tickets: set[int]) -> None:
+    """Each liquidation's closing deals by the executor, and which of its positions are still open."""
+    closing = {d.position_id: d.time for d in sorted(deals, key=lambda d: d.time)
+               if d.magic == EXECUTOR_MAGIC and d.entry in (c.DEAL_ENTRY_OUT, c.DEAL_ENTRY_OUT_BY)}
+    for liquidation in found.values():
+        liquidation.closed_at = {t: closing[t] for t in liquidation.tickets if t in closing}
+        liquidation.still_open = liquidation.tickets & open_tickets
+
+
+def judge(found: dict[str, Liquidation], *, now: float, bound: float,
+          terminal_down: Sequence[tuple[float, float | None]]) -> LiquidationVerdict:
+    """The liquidations whose deadline is ``bound`` seconds past, judged (see the module docstring)."""
+    due = [f for f in found.values() if f.deadline + bound < now]
+    not_executed = [f.trigger for f in due if not f.executed]
+    notices = [(f, f.last_close - f.warned_at) for f in due if f.last_close is not None]
+    short = [f.trigger for f, notice in notices if notice < f.grace]
+    late, excused = [], []
+    for f in due:
+        if f.last_close is not None and f.last_close - f.deadline > bound:
+            was_down = any(start <= f.last_close and (end is None or end >= f.deadline) for start, end in terminal_down)
+            (excused if was_down else late).append(f.trigger)
+    return LiquidationVerdict(len(found), len(due), not_executed, short, late, excused,
+                              min((n for _, n in notices), default=None))
+
+
+def open_positions(deals: Iterable[Deal]) -> set[int]:
+    """Positions whose deals in exceed their deals out (hedging accounts: by position id)."""
+    held: dict[int, float] = defaultdict(float)
+    for deal in deals:
+        if deal.entry == c.DEAL_ENTRY_IN:
+            held[deal.position_id] += deal.volume
+        elif deal.entry in (c.DEAL_ENTRY_OUT, c.DEAL_ENTRY_OUT_BY):
+            held[deal.position_id] -= deal.volume
+    return {position for position, volume in held.items() if volume > 1e-9}
+
+
+def closes_per_position(deals: Iterable[Deal]) -> tuple[int, int]:
+    """(positions the executor closed more than once, positions a close opened): both must be 0."""
+    closes: dict[int, int] = defaultdict(int)
+    opened = 0
+    for deal in deals:
+        if deal.magic != EXECUTOR_MAGIC:
+            continue
+        if deal.entry in (c.DEAL_ENTRY_OUT, c.DEAL_ENTRY_OUT_BY):
+            closes[deal.position_id] += 1
+        elif deal.entry in (c.DEAL_ENTRY_IN, c.DEAL_ENTRY_INOUT):
+            opened += 1
+    return sum(1 for n in closes.values() if n > 1), opened
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+
+async def read_log(settings: Settings) -> dict[str, list[Record]]:
+    """Every alert, close command and close result, from the beginning to the end as fetched now."""
+    assert settings.kafka_bootstrap_servers
+    topics = {t.name(settings.topic_prefix): t for t in (ALERTS, CLOSE_COMMANDS, CLOSE_RESULTS)}
+    consumer = make_consumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None)
+    await consumer.start()
+    found: dict[str, list[Record]] = {t.base: [] for t in topics.values()}
+    try:
+        await refresh_metadata(consumer)
+        partitions = [TopicPartition(name, p) for name in topics
+                      for p in sorted(consumer.partitions_for_topic(name) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for tp, messages in batches.items():
+                topic = topics[tp.topic]
+                for message in messages:
+                    try:
+                        found[topic.base].append(Record(decode(topic, message.value), message.timestamp / 1000))
+                    except DecodeError:
+                        continue  # the dead-letter topic has those; not ours to judge
+            if not batches and await caught_up(consumer, partitions):
+                return found
+    finally:
+        await consumer.stop()
+
+
+def read_deals(broker: Any, logins: Iterable[int]) -> list[Deal]:
+    """Every deal of these accounts, from the simulator (by value)."""
+    return [Deal(login, d.ticket, d.position_id, d.entry, d.magic, d.volume, d.time_msc / 1000)
+            for login in logins for d in broker.deals(login)]

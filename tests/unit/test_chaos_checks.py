@@ -1,0 +1,82 @@
+"""The chaos harness's plan and judgements, without processes: seeded, and every count can fail."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+from chaos.checks import (
+    EXECUTOR_MAGIC,
+    Deal,
+    Record,
+    attach_closes,
+    closes_per_position,
+    judge,
+    liquidations,
+    open_positions,
+)
+from chaos.schedule import FAULTS, plan_round
+from producers.mt5 import constants as c
+from schemas.decisions import ActionTaken, AlertType
+
+T0 = 1_800_000_000.0
+
+
+def test_a_round_does_every_fault_once_and_the_same_seed_gives_the_same_plan():
+    plan = plan_round(4, 2, seconds=90, load_accounts=200)
+    assert sorted(f.kind for f in plan.faults) == sorted(FAULTS)
+    assert plan == plan_round(4, 2, seconds=90, load_accounts=200)
+    assert plan != plan_round(5, 2, seconds=90, load_accounts=200)
+    assert all(0 < f.at < 90 for f in plan.faults) and [f.at for f in plan.faults] == sorted(f.at for f in plan.faults)
+    driven = [plan_round(4, n, seconds=90, load_accounts=200).liquidated for n in (1, 2, 3)]
+    assert len({a for accounts in driven for a in accounts}) == 9, "each round drives accounts of its own"
+
+
+def _warning(trigger: uuid.UUID, *, at: float, deadline: float) -> Record:
+    payload = SimpleNamespace(alert_type=AlertType.DRAWDOWN_CRITICAL, action_taken=ActionTaken.WARNING_SENT,
+                              user_id="u-x", positions_closed_count=0,
+                              details={"deadline": datetime.fromtimestamp(deadline, UTC).isoformat(),
+                                       "close_grace_seconds": 10.0})
+    return Record(SimpleNamespace(causation_id=trigger, payload=payload), at)
+
+
+def _command(trigger: uuid.UUID, *tickets: int) -> Record:
+    return Record(SimpleNamespace(causation_id=trigger, event_id=uuid.uuid4(), payload=SimpleNamespace(tickets=tickets)),
+                  0.0)
+
+
+def _deal(position: int, entry: int, at: float, magic: int = EXECUTOR_MAGIC, volume: float = 1.0) -> Deal:
+    return Deal(1, position * 10 + entry, position, entry, magic, volume, at)
+
+
+def _judged(close_at: float | None, *, down=()):
+    trigger = uuid.uuid4()
+    found = liquidations([_warning(trigger, at=T0, deadline=T0 + 9.5)], [_command(trigger, 7)])
+    deals = [_deal(7, c.DEAL_ENTRY_IN, T0 - 60, magic=0)]
+    if close_at is not None:
+        deals.append(_deal(7, c.DEAL_ENTRY_OUT, close_at))
+    attach_closes(found, deals, open_positions(deals))
+    return judge(found, now=T0 + 100, bound=15, terminal_down=list(down))
+
+
+def test_a_liquidation_closed_in_time_after_the_full_notice_passes():
+    verdict = _judged(T0 + 10.5)
+    assert (verdict.due, verdict.not_executed, verdict.short_notice, verdict.late) == (1, [], [], [])
+    assert verdict.min_notice == 10.5
+
+
+def test_each_broken_promise_is_counted():
+    assert len(_judged(None).not_executed) == 1, "its position is still open"
+    assert len(_judged(T0 + 9.8).short_notice) == 1, "closed 9.8 s after the warning went out"
+    assert len(_judged(T0 + 40).late) == 1
+    excused = _judged(T0 + 40, down=[(T0 + 5, T0 + 35)])
+    assert (excused.late, len(excused.excused)) == ([], 1), "the terminal itself was down"
+
+
+def test_a_position_closed_twice_or_opened_by_a_close_is_counted():
+    deals = [_deal(1, c.DEAL_ENTRY_IN, T0, magic=0), _deal(1, c.DEAL_ENTRY_OUT, T0 + 1, volume=0.5),
+             _deal(1, c.DEAL_ENTRY_OUT, T0 + 2, volume=0.5), _deal(2, c.DEAL_ENTRY_IN, T0 + 3)]
+    assert closes_per_position(deals) == (1, 1)
+    assert closes_per_position(deals[:2]) == (0, 0)
+    assert open_positions(deals) == {2}
