@@ -16,7 +16,6 @@ from producers.mt5 import constants as c
 from producers.mt5.gateway import Gateway
 from producers.poller.parsing import FLOW_TYPES, Route, conversion_route, route_rate, tickets_to_explain
 
-
 #: Symbols a flat account with no conversion to do reads anyway, so its terminal's clock is still seen.
 PROBE_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD")
 #: How far back the first poll looks for money flows (later polls read from the last one's time).

@@ -27,11 +27,11 @@ from infra.metrics import (
     mt5_position_sync_total,
     mt5_positions_total,
 )
+from infra.settings.markets import MarketSettings
 from producers.accounts import AccountRef
 from producers.mt5 import constants as c
 from producers.mt5.gateway import Gateway
 from producers.poller.client import IPC_FAILURES, AccountRead, ReadFailed, SymbolCache, read_account
-from infra.settings.markets import MarketSettings
 from producers.poller.parsing import PollState, conclude_poll, latest_tick_msc, sync_failed
 from producers.ratelimit import KeyedRateLimiter, MonotonicClock
 from schemas import Envelope, observed, utcnow

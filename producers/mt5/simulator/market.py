@@ -17,9 +17,8 @@ import bisect
 import calendar
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
