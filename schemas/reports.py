@@ -60,6 +60,8 @@ class AccountReport(Payload):
     margin_free: Money
     margin_level: float = Field(ge=0, allow_inf_nan=False, description="equity / margin * 100; 0 if no margin")
     gbp_rate: float = Field(gt=0, allow_inf_nan=False, description="GBP per unit of account currency")
+    gbp_rate_inverse: float | None = Field(default=None, gt=0, allow_inf_nan=False,
+                                           description="The same rate through the opposite pairs, where quoted")
     server_time: AwareDatetime | None = Field(
         default=None, description="The broker's server clock at the poll, written as UTC as MT5 writes it")
     server_offset_minutes: int | None = Field(default=None, ge=-1440, le=1440,

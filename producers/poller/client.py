@@ -14,7 +14,14 @@ from typing import Any
 
 from producers.mt5 import constants as c
 from producers.mt5.gateway import Gateway
-from producers.poller.parsing import FLOW_TYPES, Route, conversion_route, route_rate, tickets_to_explain
+from producers.poller.parsing import (
+    FLOW_TYPES,
+    Route,
+    conversion_route,
+    inverse_route,
+    route_rate,
+    tickets_to_explain,
+)
 
 #: Symbols a flat account with no conversion to do reads anyway, so its terminal's clock is still seen.
 PROBE_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD")
@@ -65,6 +72,7 @@ class SymbolCache:
     digits: dict[str, int] = field(default_factory=dict)
     trade_modes: dict[str, int] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
+    inverses: dict[str, Route | None] = field(default_factory=dict)
     probe: str | None = None  # a symbol whose quotes show the server clock when nothing else is read
 
     def point(self, terminal: Gateway, symbol: str) -> float:
@@ -86,6 +94,7 @@ class SymbolCache:
             if route is None:
                 raise ReadFailed("gbp_rate", c.RES_E_NOT_FOUND, f"no symbol converts {currency} into GBP")
             self.routes[currency] = route
+            self.inverses[currency] = inverse_route(route, lambda s: _selectable(terminal, s))
         return self.routes[currency]
 
 
@@ -107,6 +116,7 @@ class AccountRead:
     deals: dict[int, tuple[Any, ...]]
     flows: tuple[Any, ...] = ()  # balance and credit deals since the last poll (server-clock window)
     digits: dict[str, int] = field(default_factory=dict)
+    gbp_rate_inverse: float | None = None  # the rate through the opposite pairs, where both are quoted
 
 
 def read_account(terminal: Gateway, *, login: int, cache: SymbolCache, previous: Mapping[int, float] | None,
@@ -122,7 +132,8 @@ def read_account(terminal: Gateway, *, login: int, cache: SymbolCache, previous:
         raise ReadFailed("account_info", WRONG_ACCOUNT, f"terminal is logged into {info.login}, not {login}")
     positions = tuple(called(terminal, "positions_get", terminal.positions_get()))
     route = cache.route(terminal, info.currency)
-    symbols = sorted({p.symbol for p in positions} | {leg.symbol for leg in route})
+    inverse = cache.inverses.get(info.currency) or ()
+    symbols = sorted({p.symbol for p in positions} | {leg.symbol for leg in route + inverse})
     if not symbols and (probe := cache.clock_probe(terminal)) is not None:
         symbols = [probe]
     ticks = {s: called(terminal, "symbol_info_tick", terminal.symbol_info_tick(s)) for s in symbols}
@@ -132,7 +143,8 @@ def read_account(terminal: Gateway, *, login: int, cache: SymbolCache, previous:
         raise ReadFailed("gbp_rate", c.RES_E_FAIL, f"no usable quote to convert {info.currency} into GBP")
     return AccountRead(info, positions, ticks, points, dict(cache.trade_modes), rate,
                        read_history(terminal, tickets_to_explain(previous, positions, pending)),
-                       read_flows(terminal, flows_since, server_now), dict(cache.digits))
+                       read_flows(terminal, flows_since, server_now), dict(cache.digits),
+                       route_rate(inverse, ticks) if inverse else None)
 
 
 def read_flows(terminal: Gateway, since: int | None, server_now: int | None) -> tuple[Any, ...]:

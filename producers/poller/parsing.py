@@ -109,6 +109,15 @@ def _one_leg(from_ccy: str, to_ccy: str, exists: Callable[[str], bool]) -> Leg |
     return None
 
 
+def inverse_route(route: Route, exists: Callable[[str], bool]) -> Route | None:
+    """The same conversion through the opposite pairs (GBPUSD for USDGBP), when the terminal quotes
+    every one of them: a second opinion on the rate."""
+    if not route:
+        return None
+    legs = tuple(Leg(leg.symbol[3:6] + leg.symbol[:3], not leg.inverted) for leg in route if len(leg.symbol) == 6)
+    return legs if len(legs) == len(route) and all(exists(leg.symbol) for leg in legs) else None
+
+
 def route_rate(route: Route, quotes: Mapping[str, Any]) -> float | None:
     """The rate along ``route`` at the given ticks (a direct pair at bid, an inverse one at 1/ask)."""
     rate = 1.0
@@ -200,13 +209,13 @@ def latest_tick_msc(ticks: Iterable[Any]) -> int | None:
 
 def account_report(info: Any, *, user_id: str, poll_seq: int, gbp_rate: float, server_time: datetime | None,
                    offset: int | None = None, positions_profit: float | None = None,
-                   flows: tuple[MoneyFlow, ...] = ()) -> AccountReport:
+                   flows: tuple[MoneyFlow, ...] = (), gbp_rate_inverse: float | None = None) -> AccountReport:
     return AccountReport(
         user_id=user_id, login=info.login, server=info.server, currency=info.currency, poll_seq=poll_seq,
         balance=info.balance, equity=info.equity, profit=info.profit, margin=max(0.0, info.margin),
         margin_free=info.margin_free, margin_level=max(0.0, info.margin_level), gbp_rate=gbp_rate,
         server_time=server_time, server_offset_minutes=offset, credit=getattr(info, "credit", 0.0),
-        positions_profit=positions_profit, money_flows=flows,
+        positions_profit=positions_profit, money_flows=flows, gbp_rate_inverse=gbp_rate_inverse,
     )
 
 
@@ -280,7 +289,8 @@ def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int, o
     profit = round(sum(p.profit + getattr(p, "swap", 0.0) for p in read.positions), 2)
     return PollOutcome(
         account=account_report(read.info, user_id=user_id, poll_seq=poll_seq, gbp_rate=read.gbp_rate,
-                               server_time=server_now, offset=offset, positions_profit=profit, flows=flows),
+                               server_time=server_now, offset=offset, positions_profit=profit, flows=flows,
+                               gbp_rate_inverse=getattr(read, "gbp_rate_inverse", None)),
         positions=position_report(read.positions, deals, user_id=user_id, login=read.info.login,
                                   poll_seq=poll_seq, gbp_rate=read.gbp_rate, offset=offset),
         ticks=ticks,

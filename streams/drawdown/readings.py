@@ -14,15 +14,16 @@ from streams.decisions import percent_off, replace
 from streams.drawdown.state import DAILY, FLOWS_KEPT, AppliedFlow, DrawdownState, Reading
 
 #: Verdicts of ``judge``; every one but TRUSTED is a reason the reading was not trusted.
-TRUSTED, ABSURD, STALE, INCONSISTENT, SUSPECT = "trusted", "absurd", "stale", "inconsistent", "suspect"
+TRUSTED, ABSURD, STALE, INCONSISTENT, SUSPECT, RATE = "trusted", "absurd", "stale", "inconsistent", "suspect", "rate"
 #: A flow up to this much older than the last reading is still applied (clock rounding, read order).
 FLOW_TIME_SLACK = timedelta(seconds=5)
 
 
 def judge(state: DrawdownState, reading: Reading, report: AccountReport, config: GuardSettings,
           now: datetime) -> str:
-    """``trusted``, or why not: ``absurd``, ``stale``, ``inconsistent`` or ``suspect`` (a jump of
-    equity or of the GBP rate, trusted once the next reading agrees with it)."""
+    """``trusted``, or why not: ``absurd``, ``stale``, ``inconsistent``, ``rate`` (the rate and its
+    inverse pair's disagree) or ``suspect`` (a jump of equity or of the GBP rate, trusted once the
+    next reading agrees with it)."""
     if not (math.isfinite(reading.equity_gbp) and math.isfinite(reading.balance_gbp)):
         return ABSURD
     if reading.equity_gbp <= 0 < reading.balance_gbp:
@@ -35,6 +36,9 @@ def judge(state: DrawdownState, reading: Reading, report: AccountReport, config:
         return STALE
     if not consistent(report, config):
         return INCONSISTENT
+    inverse = report.gbp_rate_inverse
+    if inverse is not None and percent_off(report.gbp_rate, inverse) > config.max_rate_move_percent:
+        return RATE  # the pair and its inverse disagree: one of the quotes is bad
     if last is None or not jumped(last, reading, config):
         return TRUSTED
     suspect = state.suspect

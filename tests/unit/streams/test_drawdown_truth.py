@@ -143,6 +143,13 @@ def test_a_bad_conversion_quote_does_not_double_the_peak_of_a_usd_account():
     assert state.peak_equity_gbp == 8_000 and alerts(outputs) == [] and state.untrusted == 1
 
 
+def test_a_rate_that_disagrees_with_its_inverse_pair_is_untrusted():
+    bad = reading(10_000, t=3, rate=1.6).payload.model_copy(update={"gbp_rate_inverse": 0.8})
+    state, _ = run(reading(10_000, t=1, rate=0.8), reading(10_000, t=2, rate=0.8),
+                   observed(bad, account_id=USER, occurred_at=at(3)))
+    assert state.untrusted == 1 and state.peak_equity_gbp == 10_000 * 0.8
+
+
 def test_a_real_move_of_the_rate_is_trusted_once_confirmed():
     state, _ = run(reading(10_000, t=1, rate=0.8), reading(10_000, t=2, rate=0.8), reading(10_000, t=3, rate=0.9),
                    reading(10_000, t=4, rate=0.9), reading(10_000, t=5, rate=0.9))
