@@ -29,6 +29,8 @@ reconciliation_divergences_total = Counter(
     "reconciliation_divergences_total", "Divergences detected, by reason.", ["reason"])
 drawdown_guard_triggers_total = Counter(
     "drawdown_guard_triggers_total", "Critical drawdown or daily-loss breaches that started a liquidation.")
+guard_untrusted_readings_total = Counter(
+    "guard_untrusted_readings_total", "Account readings the drawdown guard did not trust, by reason.", ["reason"])
 positions_autoclosed_total = Counter(
     "positions_autoclosed_total", "Positions closed by the guards, by reason.", ["reason"])
 # Gauges say which value wins when several processes report one (only under multiprocess mode).

@@ -14,11 +14,12 @@ from typing import Annotated, Any, Union
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from schemas.envelope import Envelope, Payload, envelope_of
+from schemas.reports import UPCASTS as REPORT_UPCASTS
 from schemas.topics import Topic
 
 #: (event_type, from_version) -> function turning that version's payload dict into the next version's.
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+UPCASTERS: dict[tuple[str, int], Upcaster] = {**REPORT_UPCASTS}
 
 
 class DecodeError(ValueError):

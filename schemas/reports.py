@@ -1,8 +1,16 @@
-"""Observations the poller publishes: what the terminal said, never a conclusion."""
+"""Observations the poller publishes: what the terminal said, never a conclusion.
+
+Version 2 of the three reports: every time is true UTC (the poller has taken the broker's server
+clock offset off), and the times as the terminal wrote them (its server clock, labelled UTC as MT5
+does) stay beside them for the audit. Version 1 is still read: its times were server times taken
+as UTC, and are upcast unchanged (``UPCASTS``), with the new fields unknown.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from enum import StrEnum
+from typing import Any, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -10,10 +18,35 @@ from schemas.common import DealEntry, DealReason, Direction, Money, Price, Symbo
 from schemas.envelope import Payload
 
 
+class MoneyFlowKind(StrEnum):
+    """Balance operations in the deal history that are not trading results (MT5's DEAL_TYPE_*)."""
+
+    BALANCE = "balance"  # deposits and withdrawals
+    CREDIT = "credit"
+    CHARGE = "charge"
+    CORRECTION = "correction"
+    BONUS = "bonus"
+
+
+class MoneyFlow(BaseModel):
+    """A deposit, withdrawal, credit or bonus deal: money in or out that no trade made."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ticket: Ticket
+    kind: MoneyFlowKind
+    amount: Money = Field(description="In the account currency; negative for a withdrawal")
+    amount_gbp: Money
+    time: AwareDatetime = Field(description="True UTC")
+    server_time: AwareDatetime = Field(description="As the terminal wrote it (server clock)")
+    comment: str = Field(default="", max_length=64)
+
+
 class AccountReport(Payload):
     """``account_info()`` of one poll, with the rate that turns account money into GBP."""
 
     event_type: ClassVar[str] = "AccountReport"
+    schema_version: ClassVar[int] = 2
 
     user_id: UserId
     login: int = Field(ge=1)
@@ -27,7 +60,16 @@ class AccountReport(Payload):
     margin_free: Money
     margin_level: float = Field(ge=0, allow_inf_nan=False, description="equity / margin * 100; 0 if no margin")
     gbp_rate: float = Field(gt=0, allow_inf_nan=False, description="GBP per unit of account currency")
-    server_time: AwareDatetime | None = Field(default=None, description="Broker server clock, for day resets")
+    gbp_rate_inverse: float | None = Field(default=None, gt=0, allow_inf_nan=False,
+                                           description="The same rate through the opposite pairs, where quoted")
+    server_time: AwareDatetime | None = Field(
+        default=None, description="The broker's server clock at the poll, written as UTC as MT5 writes it")
+    server_offset_minutes: int | None = Field(default=None, ge=-1440, le=1440,
+                                              description="Server clock minus true UTC; None: unknown (v1)")
+    credit: Money = 0.0
+    positions_profit: Money | None = Field(
+        default=None, description="Sum of the open positions' profit and swap read in the same poll")
+    money_flows: tuple[MoneyFlow, ...] = Field(default=(), description="Balance and credit deals since the last poll")
 
 
 class AccountSyncFailed(Payload):
@@ -59,6 +101,7 @@ class ObservedPosition(BaseModel):
     magic: int = 0
     comment: str = Field(default="", max_length=64)
     opened_at: AwareDatetime
+    opened_server_at: AwareDatetime | None = Field(default=None, description="As the terminal wrote it")
 
 
 class ObservedDeal(BaseModel):
@@ -77,12 +120,14 @@ class ObservedDeal(BaseModel):
     profit: Money
     profit_gbp: Money
     time: AwareDatetime
+    server_time: AwareDatetime | None = Field(default=None, description="As the terminal wrote it")
 
 
 class PositionReport(Payload):
     """``positions_get()`` of one poll: the full list, plus closing deals since the last poll."""
 
     event_type: ClassVar[str] = "PositionReport"
+    schema_version: ClassVar[int] = 2
 
     user_id: UserId
     login: int = Field(ge=1)
@@ -95,10 +140,26 @@ class TickReport(Payload):
     """The last quote of a symbol the account holds."""
 
     event_type: ClassVar[str] = "TickReport"
+    schema_version: ClassVar[int] = 2
 
     symbol: Symbol
     bid: Price
     ask: Price
     point: float = Field(gt=0, allow_inf_nan=False)
-    quoted_at: AwareDatetime
-    market_open: bool = True
+    digits: int | None = Field(default=None, ge=0, le=10, description="Price digits; None: from point (v1)")
+    quoted_at: AwareDatetime = Field(description="True UTC")
+    server_quoted_at: AwareDatetime | None = Field(default=None, description="As the terminal wrote it")
+    market_open: bool = Field(default=True, description="The symbol's trade mode allows trading (not its session)")
+
+    @property
+    def price_digits(self) -> int:
+        return self.digits if self.digits is not None else max(0, round(-math.log10(self.point)))
+
+
+def _unchanged(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 -> v2: the times stay as they were written; what v1 did not carry is unknown."""
+    return payload
+
+
+#: Upcasters of this module's payloads, by (event type, from version); ``schemas.codec`` applies them.
+UPCASTS = {("AccountReport", 1): _unchanged, ("PositionReport", 1): _unchanged, ("TickReport", 1): _unchanged}

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra.settings.markets import MarketSettings
+
 
 class SymbolRules(BaseModel):
     """Tolerances of one symbol; any field left out takes the default symbol's value."""
@@ -28,6 +30,10 @@ class SymbolRules(BaseModel):
     quote_gap_percent: float = Field(default=1.0, gt=0, description="Mid move between consecutive quotes")
     max_spread_points: float | None = Field(default=None, gt=0, description="None: no spread check")
     stale_quote_seconds: float = Field(default=30.0, gt=0, description="Quote age while the market is open")
+    gap_window_seconds: float = Field(default=120.0, gt=0,
+                                      description="Quotes further apart are not consecutive: no market_gap")
+    session_gap_percent: float | None = Field(default=None, gt=0,
+                                              description="Mid move across a closed session; None: no check")
 
 
 class AccountLevels(BaseModel):
@@ -77,6 +83,14 @@ class GuardSettings(BaseSettings):
                                              description="IANA zone; None: the broker server's own clock")
     snapshot_interval_seconds: float = Field(default=5.0, ge=0,
                                              description="At most one AccountAssessed per account per interval")
+    consistency_tolerance_percent: float = Field(
+        default=0.5, ge=0, description="|equity - (balance + credit + positions' profit)| allowed, % of equity")
+    max_rate_move_percent: float = Field(default=5.0, gt=0,
+                                         description="GBP rate move from the last trusted one that is suspect")
+
+    # markets and broker clocks (sessions, holidays, symbol suffixes): infra/settings/markets.py
+    markets: MarketSettings = Field(default_factory=MarketSettings,
+                                    description="Sessions per asset class, holidays, suffixes, broker clocks")
 
     # both guards
     reclose_after_seconds: float = Field(default=30.0, gt=0,
@@ -102,7 +116,11 @@ class GuardSettings(BaseSettings):
         return value
 
     def symbol(self, name: str) -> SymbolRules:
+        """The rules of a symbol, by its base name (``EURUSD.r`` takes ``EURUSD``'s)."""
         overrides = self.symbols.get(name)
+        if overrides is None:
+            name = self.markets.base_symbol(name)
+            overrides = self.symbols.get(name)
         memo = self.__pydantic_private__["_symbol_rules"]  # type: ignore[index] - not via __getattr__
         cached = memo.get(name)  # asked per event: merged once per symbol
         if cached is not None and cached[0] is overrides and cached[1] is self.default_symbol:

@@ -45,6 +45,12 @@ def open_accounts(broker: SimulatedBroker, users: Sequence[DemoUser] = DEMO_USER
                            leverage=user.leverage, name=user.display_name)
 
 
+def deposit(broker: SimulatedBroker, user_id: str, amount: float, users: Sequence[DemoUser] = DEMO_USERS) -> int:
+    """Money in (or out, negative) of a demo account: a balance deal, as the broker's back office books it."""
+    user = next(u for u in users if u.user_id == user_id)
+    return broker.deposit(user.login, amount, "Deposit" if amount > 0 else "Withdrawal")
+
+
 def attach(broker: SimulatedBroker, user: DemoUser) -> SimulatorGateway:
     """A terminal logged into the user's account (each service gets its own, as in production)."""
     gateway = SimulatorGateway(SimulatedTerminal(broker, login=user.login, password=DEMO_PASSWORD))

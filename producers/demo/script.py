@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from producers.demo.accounts import DemoUser
+from producers.demo.accounts import DemoUser, deposit
 from producers.executor.parsing import filling_mode
 from producers.mt5 import constants as c
 from producers.mt5.gateway import Gateway
@@ -186,6 +186,11 @@ def default_script() -> list[Step]:
              lambda p: p.broker.widen_spread("XAUUSD", 10.0, 30)),
         Step(75, "US30 gaps 1.2 % down: bob's margin level falls below stop-out (broker stop-out)",
              lambda p: p.broker.gap("US30", -1.2)),
+    ]
+    steps += [  # money flows are not trading results: neither moves a guard (a broker on UTC+2/UTC+3)
+        Step(48, "alice deposits 2 000 GBP (no gain for the guard)", lambda p: deposit(p.broker, "u-alice", 2_000.0)),
+        Step(66, "alice withdraws 1 800 GBP, 15 % of her equity, positions open (no alert)",
+             lambda p: deposit(p.broker, "u-alice", -1_800.0)),
     ]
     steps += [Step(70 + 3 * i, f"EURGBP falls 3 pips ({i + 1}/10): dave's drawdown passes warning, "
                                 f"then critical",

@@ -9,11 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from producers.mt5 import constants as c
 from producers.mt5.gateway import Gateway
-from producers.poller.parsing import Route, conversion_route, route_rate, tickets_to_explain
+from producers.poller.parsing import (
+    FLOW_TYPES,
+    Route,
+    conversion_route,
+    inverse_route,
+    route_rate,
+    tickets_to_explain,
+)
+
+#: Symbols a flat account with no conversion to do reads anyway, so its terminal's clock is still seen.
+PROBE_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD")
+#: How far back the first poll looks for money flows (later polls read from the last one's time).
+FLOW_LOOKBACK_SECONDS = 86_400
+#: Overlap of consecutive flow reads: a deal written at the edge of a poll is read twice, not missed.
+FLOW_OVERLAP_SECONDS = 60
 
 
 class ReadFailed(Exception):
@@ -54,14 +69,24 @@ class SymbolCache:
     """Per terminal: symbol properties that do not change while it runs, and conversion routes."""
 
     points: dict[str, float] = field(default_factory=dict)
+    digits: dict[str, int] = field(default_factory=dict)
     trade_modes: dict[str, int] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
+    inverses: dict[str, Route | None] = field(default_factory=dict)
+    probe: str | None = None  # a symbol whose quotes show the server clock when nothing else is read
 
     def point(self, terminal: Gateway, symbol: str) -> float:
         if symbol not in self.points:
             info = called(terminal, "symbol_info", terminal.symbol_info(symbol))
             self.points[symbol], self.trade_modes[symbol] = info.point, info.trade_mode
+            self.digits[symbol] = info.digits
         return self.points[symbol]
+
+    def clock_probe(self, terminal: Gateway) -> str | None:
+        """A quoted symbol to read the server clock from: the first of ``PROBE_SYMBOLS`` it knows."""
+        if self.probe is None:
+            self.probe = next((s for s in PROBE_SYMBOLS if _selectable(terminal, s)), "")
+        return self.probe or None
 
     def route(self, terminal: Gateway, currency: str) -> Route:
         if currency not in self.routes:
@@ -69,6 +94,7 @@ class SymbolCache:
             if route is None:
                 raise ReadFailed("gbp_rate", c.RES_E_NOT_FOUND, f"no symbol converts {currency} into GBP")
             self.routes[currency] = route
+            self.inverses[currency] = inverse_route(route, lambda s: _selectable(terminal, s))
         return self.routes[currency]
 
 
@@ -88,10 +114,14 @@ class AccountRead:
     trade_modes: dict[str, int]
     gbp_rate: float
     deals: dict[int, tuple[Any, ...]]
+    flows: tuple[Any, ...] = ()  # balance and credit deals since the last poll (server-clock window)
+    digits: dict[str, int] = field(default_factory=dict)
+    gbp_rate_inverse: float | None = None  # the rate through the opposite pairs, where both are quoted
 
 
 def read_account(terminal: Gateway, *, login: int, cache: SymbolCache, previous: Mapping[int, float] | None,
-                 pending: Iterable[int] = ()) -> AccountRead:
+                 pending: Iterable[int] = (), flows_since: int | None = None, server_now: int | None = None
+                 ) -> AccountRead:
     """One poll of one terminal. ``previous``: ticket -> volume at the last good poll (None: no such
     poll), so the deals of tickets that vanished or shrank since can be read in the same pass."""
     status = called(terminal, "terminal_info", terminal.terminal_info())
@@ -102,14 +132,29 @@ def read_account(terminal: Gateway, *, login: int, cache: SymbolCache, previous:
         raise ReadFailed("account_info", WRONG_ACCOUNT, f"terminal is logged into {info.login}, not {login}")
     positions = tuple(called(terminal, "positions_get", terminal.positions_get()))
     route = cache.route(terminal, info.currency)
-    symbols = sorted({p.symbol for p in positions} | {leg.symbol for leg in route})
+    inverse = cache.inverses.get(info.currency) or ()
+    symbols = sorted({p.symbol for p in positions} | {leg.symbol for leg in route + inverse})
+    if not symbols and (probe := cache.clock_probe(terminal)) is not None:
+        symbols = [probe]
     ticks = {s: called(terminal, "symbol_info_tick", terminal.symbol_info_tick(s)) for s in symbols}
     points = {s: cache.point(terminal, s) for s in symbols}
     rate = route_rate(route, ticks)
     if rate is None:
         raise ReadFailed("gbp_rate", c.RES_E_FAIL, f"no usable quote to convert {info.currency} into GBP")
     return AccountRead(info, positions, ticks, points, dict(cache.trade_modes), rate,
-                       read_history(terminal, tickets_to_explain(previous, positions, pending)))
+                       read_history(terminal, tickets_to_explain(previous, positions, pending)),
+                       read_flows(terminal, flows_since, server_now), dict(cache.digits),
+                       route_rate(inverse, ticks) if inverse else None)
+
+
+def read_flows(terminal: Gateway, since: int | None, server_now: int | None) -> tuple[Any, ...]:
+    """Deposits, withdrawals, credit and bonus deals written since ``since`` (server clock seconds)."""
+    if server_now is None:
+        return ()
+    start = server_now - FLOW_LOOKBACK_SECONDS if since is None else since - FLOW_OVERLAP_SECONDS
+    window = {"date_from": datetime.fromtimestamp(start, UTC), "date_to": datetime.fromtimestamp(server_now + 3600, UTC)}
+    deals = called(terminal, "history_deals_get", terminal.history_deals_get(**window))
+    return tuple(d for d in deals if d.type in FLOW_TYPES)
 
 
 def read_history(terminal: Gateway, tickets: Sequence[int]) -> dict[int, tuple[Any, ...]]:

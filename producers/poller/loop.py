@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
+from infra.brokerclock import BrokerClock, server_clock_at
 from infra.kafka import publish_many
 from infra.metrics import (
     mt5_last_sync_timestamp_seconds,
@@ -26,11 +27,12 @@ from infra.metrics import (
     mt5_position_sync_total,
     mt5_positions_total,
 )
+from infra.settings.markets import MarketSettings
 from producers.accounts import AccountRef
 from producers.mt5 import constants as c
 from producers.mt5.gateway import Gateway
 from producers.poller.client import IPC_FAILURES, AccountRead, ReadFailed, SymbolCache, read_account
-from producers.poller.parsing import PollState, conclude_poll, sync_failed
+from producers.poller.parsing import PollState, conclude_poll, latest_tick_msc, sync_failed
 from producers.ratelimit import KeyedRateLimiter, MonotonicClock
 from schemas import Envelope, observed, utcnow
 from schemas.topics import ACCOUNT_REPORTS, POSITION_REPORTS, TICKS
@@ -54,6 +56,7 @@ class PolledAccount:
     state: PollState = field(default_factory=PollState)
     cache: SymbolCache = field(default_factory=SymbolCache)
     reattached_at: float = float("-inf")
+    clock: BrokerClock = field(default_factory=BrokerClock)
 
 
 
@@ -75,9 +78,12 @@ def first_poll_seq() -> int:
 class Poller:
     def __init__(self, *, accounts: Iterable[tuple[AccountRef, Gateway]], producer: AIOKafkaProducer,
                  prefix: str, config: PollerConfig = PollerConfig(), clock: MonotonicClock = time.monotonic,
-                 first_seq: int | None = None) -> None:
+                 first_seq: int | None = None, markets: MarketSettings | None = None) -> None:
         seq = first_poll_seq() if first_seq is None else first_seq
-        self.accounts = {ref.user_id: PolledAccount(ref, terminal, seq) for ref, terminal in accounts}
+        markets = markets or MarketSettings()
+        self.accounts = {ref.user_id: PolledAccount(ref, terminal, seq, clock=BrokerClock(
+            markets.clock_rule(ref.user_id, str(ref.login)), markets.server_clock_assumed))
+            for ref, terminal in accounts}
         self.producer, self.prefix, self.config = producer, prefix, config
         self.sync_limiter = KeyedRateLimiter(config.sync_window, clock)
         self._requested: dict[str, list[asyncio.Future[None]]] = {}
@@ -151,8 +157,11 @@ class Poller:
                                   error_code=read.code, error_message=read.message)
             batch.accounts.append(observed(payload, account_id=ref.user_id, occurred_at=observed_at))
             return
+        account.clock.observe(latest_tick_msc(read.ticks.values()), observed_at)
+        offset = account.clock.offset_minutes(observed_at)
         try:
-            outcome = conclude_poll(read, account.state, user_id=ref.user_id, poll_seq=seq)
+            outcome = conclude_poll(read, account.state, user_id=ref.user_id, poll_seq=seq, offset=offset,
+                                    server_now=server_clock_at(observed_at, offset))
         except ValidationError as error:  # an absurd value from the terminal: unknown, not reported as fact
             read = ReadFailed("parse", c.RES_E_FAIL, f"terminal data failed validation: {error}")
             account.seq -= 1
@@ -193,8 +202,11 @@ def _read(account: PolledAccount, reattach_every: float) -> AccountRead | ReadFa
 
 def _read_once(account: PolledAccount) -> AccountRead | ReadFailed:
     try:
+        now = utcnow()
+        server_now = int(server_clock_at(now, account.clock.offset_minutes(now)).timestamp())
         return read_account(account.terminal, login=account.ref.login, cache=account.cache,
-                            previous=account.state.volumes, pending=account.state.waiting)
+                            previous=account.state.volumes, pending=account.state.waiting,
+                            flows_since=account.state.flows_since, server_now=server_now)
     except ReadFailed as failed:
         return failed
     except Exception as error:  # noqa: BLE001 - an RPyC or IPC error is a failed read, not a crash

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from producers.mt5 import constants as c
@@ -17,6 +17,8 @@ from schemas.common import DealEntry, DealReason, Direction
 from schemas.reports import (
     AccountReport,
     AccountSyncFailed,
+    MoneyFlow,
+    MoneyFlowKind,
     ObservedDeal,
     ObservedPosition,
     PositionReport,
@@ -34,6 +36,12 @@ DEAL_ENTRIES: Mapping[int, DealEntry] = {
     c.DEAL_ENTRY_IN: DealEntry.IN, c.DEAL_ENTRY_OUT: DealEntry.OUT, c.DEAL_ENTRY_INOUT: DealEntry.INOUT,
     c.DEAL_ENTRY_OUT_BY: DealEntry.OUT_BY,
 }
+#: Balance operations that are money in or out, not trading results (MT5's DEAL_TYPE_*).
+FLOW_TYPES: Mapping[int, MoneyFlowKind] = {
+    c.DEAL_TYPE_BALANCE: MoneyFlowKind.BALANCE, c.DEAL_TYPE_CREDIT: MoneyFlowKind.CREDIT,
+    c.DEAL_TYPE_CHARGE: MoneyFlowKind.CHARGE, c.DEAL_TYPE_CORRECTION: MoneyFlowKind.CORRECTION,
+    c.DEAL_TYPE_BONUS: MoneyFlowKind.BONUS,
+}
 #: Deals that take volume out of a position (a close, or a close-by against an opposite position).
 CLOSING_ENTRIES = frozenset({c.DEAL_ENTRY_OUT, c.DEAL_ENTRY_OUT_BY})
 BASE_CURRENCY = "GBP"
@@ -44,6 +52,11 @@ DEAL_WAIT_POLLS = 5
 def utc_from_epoch(seconds: int, msc: int | None = None) -> datetime:
     """MT5 times are epoch seconds (and milliseconds) of the server clock, labelled UTC as MT5 does."""
     return datetime.fromtimestamp(msc / 1000 if msc else seconds, tz=UTC)
+
+
+def true_utc(server: datetime, offset_minutes: int) -> datetime:
+    """A server-clock time as true UTC (``infra.brokerclock`` finds the offset)."""
+    return server - timedelta(minutes=offset_minutes) if offset_minutes else server
 
 
 def price_or_none(value: float) -> float | None:
@@ -96,6 +109,15 @@ def _one_leg(from_ccy: str, to_ccy: str, exists: Callable[[str], bool]) -> Leg |
     return None
 
 
+def inverse_route(route: Route, exists: Callable[[str], bool]) -> Route | None:
+    """The same conversion through the opposite pairs (GBPUSD for USDGBP), when the terminal quotes
+    every one of them: a second opinion on the rate."""
+    if not route:
+        return None
+    legs = tuple(Leg(leg.symbol[3:6] + leg.symbol[:3], not leg.inverted) for leg in route if len(leg.symbol) == 6)
+    return legs if len(legs) == len(route) and all(exists(leg.symbol) for leg in legs) else None
+
+
 def route_rate(route: Route, quotes: Mapping[str, Any]) -> float | None:
     """The rate along ``route`` at the given ticks (a direct pair at bid, an inverse one at 1/ask)."""
     rate = 1.0
@@ -111,17 +133,18 @@ def route_rate(route: Route, quotes: Mapping[str, Any]) -> float | None:
 # --- positions, deals, ticks ------------------------------------------------------------------------
 
 
-def observed_position(position: Any, gbp_rate: float) -> ObservedPosition:
+def observed_position(position: Any, gbp_rate: float, offset: int = 0) -> ObservedPosition:
+    opened = utc_from_epoch(position.time, position.time_msc)
     return ObservedPosition(
         ticket=position.ticket, symbol=position.symbol, direction=position_direction(position.type),
         volume=position.volume, price_open=position.price_open, price_current=position.price_current,
         sl=price_or_none(position.sl), tp=price_or_none(position.tp), profit=position.profit,
         profit_gbp=round(position.profit * gbp_rate, 2), magic=position.magic, comment=position.comment[:64],
-        opened_at=utc_from_epoch(position.time, position.time_msc),
+        opened_at=true_utc(opened, offset), opened_server_at=opened,
     )
 
 
-def observed_deal(deal: Any, gbp_rate: float) -> ObservedDeal | None:
+def observed_deal(deal: Any, gbp_rate: float, offset: int = 0) -> ObservedDeal | None:
     """The deal as a report, if it is a closing buy or sell deal (balance operations and entries are not)."""
     direction = deal_direction(deal.type)
     if direction is None or deal.entry not in CLOSING_ENTRIES or deal.volume <= 0 or deal.price <= 0:
@@ -130,14 +153,24 @@ def observed_deal(deal: Any, gbp_rate: float) -> ObservedDeal | None:
         ticket=deal.ticket, position_id=deal.position_id, symbol=deal.symbol, direction=direction,
         entry=DEAL_ENTRIES[deal.entry], reason=DEAL_REASONS.get(deal.reason, DealReason.CLIENT),
         volume=deal.volume, price=deal.price, profit=deal.profit, profit_gbp=round(deal.profit * gbp_rate, 2),
-        time=utc_from_epoch(deal.time, deal.time_msc),
+        time=true_utc(utc_from_epoch(deal.time, deal.time_msc), offset), server_time=utc_from_epoch(deal.time, deal.time_msc),
     )
 
 
-def closing_deals(deals: Iterable[Any], gbp_rate: float, *, already_reported: set[int] | frozenset[int]
-                  ) -> list[ObservedDeal]:
+def money_flow(deal: Any, gbp_rate: float, offset: int = 0) -> MoneyFlow | None:
+    """A balance or credit deal as a money flow; None for any other deal."""
+    kind = FLOW_TYPES.get(deal.type)
+    if kind is None or not deal.profit:
+        return None
+    server = utc_from_epoch(deal.time, deal.time_msc)
+    return MoneyFlow(ticket=deal.ticket, kind=kind, amount=deal.profit, amount_gbp=round(deal.profit * gbp_rate, 2),
+                     time=true_utc(server, offset), server_time=server, comment=deal.comment[:64])
+
+
+def closing_deals(deals: Iterable[Any], gbp_rate: float, *, already_reported: set[int] | frozenset[int],
+                  offset: int = 0) -> list[ObservedDeal]:
     """The closing deals not reported before, oldest first."""
-    found = (observed_deal(d, gbp_rate) for d in deals if d.ticket not in already_reported)
+    found = (observed_deal(d, gbp_rate, offset) for d in deals if d.ticket not in already_reported)
     return sorted((d for d in found if d is not None), key=lambda d: (d.time, d.ticket))
 
 
@@ -156,36 +189,39 @@ def held_symbols(positions: Iterable[Any]) -> list[str]:
     return sorted({p.symbol for p in positions})
 
 
-def tick_report(symbol: str, tick: Any, *, point: float, market_open: bool) -> TickReport | None:
+def tick_report(symbol: str, tick: Any, *, point: float, market_open: bool, digits: int | None = None,
+                offset: int = 0) -> TickReport | None:
     """The quote as a report; None for a tick without both sides (nothing usable to report)."""
     if tick is None or tick.bid <= 0 or tick.ask <= 0:
         return None
-    return TickReport(symbol=symbol, bid=tick.bid, ask=tick.ask, point=point,
-                      quoted_at=utc_from_epoch(tick.time, tick.time_msc), market_open=market_open)
+    server = utc_from_epoch(tick.time, tick.time_msc)
+    return TickReport(symbol=symbol, bid=tick.bid, ask=tick.ask, point=point, digits=digits,
+                      quoted_at=true_utc(server, offset), server_quoted_at=server, market_open=market_open)
 
 
-def server_time(ticks: Iterable[Any]) -> datetime | None:
-    """The terminal's notion of now (MQL5's TimeCurrent): the time of the latest quote it received."""
-    latest = max((t.time_msc or t.time * 1000 for t in ticks if t is not None), default=None)
-    return None if latest is None else utc_from_epoch(0, latest)
+def latest_tick_msc(ticks: Iterable[Any]) -> int | None:
+    """The terminal's notion of now (MQL5's TimeCurrent): the time of the latest quote it received (ms)."""
+    return max((t.time_msc or t.time * 1000 for t in ticks if t is not None), default=None)
 
 
 # --- the poll's reports -----------------------------------------------------------------------------
 
 
-def account_report(info: Any, *, user_id: str, poll_seq: int, gbp_rate: float,
-                   server_time: datetime | None) -> AccountReport:
+def account_report(info: Any, *, user_id: str, poll_seq: int, gbp_rate: float, server_time: datetime | None,
+                   offset: int | None = None, positions_profit: float | None = None,
+                   flows: tuple[MoneyFlow, ...] = (), gbp_rate_inverse: float | None = None) -> AccountReport:
     return AccountReport(
         user_id=user_id, login=info.login, server=info.server, currency=info.currency, poll_seq=poll_seq,
         balance=info.balance, equity=info.equity, profit=info.profit, margin=max(0.0, info.margin),
         margin_free=info.margin_free, margin_level=max(0.0, info.margin_level), gbp_rate=gbp_rate,
-        server_time=server_time,
+        server_time=server_time, server_offset_minutes=offset, credit=getattr(info, "credit", 0.0),
+        positions_profit=positions_profit, money_flows=flows, gbp_rate_inverse=gbp_rate_inverse,
     )
 
 
 def position_report(positions: Sequence[Any], deals: Sequence[ObservedDeal], *, user_id: str, login: int,
-                    poll_seq: int, gbp_rate: float) -> PositionReport:
-    observed = tuple(sorted((observed_position(p, gbp_rate) for p in positions), key=lambda p: p.ticket))
+                    poll_seq: int, gbp_rate: float, offset: int = 0) -> PositionReport:
+    observed = tuple(sorted((observed_position(p, gbp_rate, offset) for p in positions), key=lambda p: p.ticket))
     return PositionReport(user_id=user_id, login=login, poll_seq=poll_seq, positions=observed,
                           closed_deals=tuple(deals))
 
@@ -211,6 +247,8 @@ class PollState:
     volumes: Mapping[int, float] | None = None
     waiting: Mapping[int, int] = field(default_factory=dict)
     reported: Mapping[int, frozenset[int]] = field(default_factory=dict)
+    flows_since: int | None = None  # server-clock second the next read of money flows starts from
+    flows_reported: frozenset[int] = frozenset()  # flow deals already reported (the reads overlap)
 
 
 @dataclass(frozen=True)
@@ -221,15 +259,17 @@ class PollOutcome:
     state: PollState
 
 
-def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int) -> PollOutcome:
-    """The reports of one good read, and the state the next poll starts from."""
+def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int, offset: int = 0,
+                  server_now: datetime | None = None) -> PollOutcome:
+    """The reports of one good read, and the state the next poll starts from. ``offset``: the broker's
+    server clock minus true UTC, in minutes; ``server_now``: the server clock at the poll."""
     open_now = {p.ticket: p.volume for p in read.positions}
     deals: list[ObservedDeal] = []
     waiting: dict[int, int] = {}
     reported = {t: ds for t, ds in state.reported.items() if t in open_now}
     for ticket, history in read.deals.items():
         seen = state.reported.get(ticket, frozenset())
-        found = closing_deals(history, read.gbp_rate, already_reported=seen)
+        found = closing_deals(history, read.gbp_rate, already_reported=seen, offset=offset)
         deals.extend(found)
         if ticket in open_now:
             reported[ticket] = reported.get(ticket, frozenset()) | {d.ticket for d in found}
@@ -238,15 +278,23 @@ def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int) -
             if left > 0:
                 waiting[ticket] = left
     deals.sort(key=lambda d: (d.time, d.ticket))
-    stamp = server_time(read.ticks.values())
+    if server_now is None:  # no clock given: the newest quote's time, as MQL5's TimeCurrent
+        latest = latest_tick_msc(read.ticks.values())
+        server_now = None if latest is None else utc_from_epoch(0, latest)
     ticks = tuple(t for s in held_symbols(read.positions) if (t := tick_report(
-        s, read.ticks[s], point=read.points[s],
+        s, read.ticks[s], point=read.points[s], digits=getattr(read, "digits", {}).get(s), offset=offset,
         market_open=read.trade_modes.get(s, c.SYMBOL_TRADE_MODE_FULL) != c.SYMBOL_TRADE_MODE_DISABLED)))
+    flows = tuple(f for d in getattr(read, "flows", ()) if d.ticket not in state.flows_reported
+                  and (f := money_flow(d, read.gbp_rate, offset)) is not None)
+    profit = round(sum(p.profit + getattr(p, "swap", 0.0) for p in read.positions), 2)
     return PollOutcome(
         account=account_report(read.info, user_id=user_id, poll_seq=poll_seq, gbp_rate=read.gbp_rate,
-                               server_time=stamp),
+                               server_time=server_now, offset=offset, positions_profit=profit, flows=flows,
+                               gbp_rate_inverse=getattr(read, "gbp_rate_inverse", None)),
         positions=position_report(read.positions, deals, user_id=user_id, login=read.info.login,
-                                  poll_seq=poll_seq, gbp_rate=read.gbp_rate),
+                                  poll_seq=poll_seq, gbp_rate=read.gbp_rate, offset=offset),
         ticks=ticks,
-        state=PollState(volumes=open_now, waiting=waiting, reported=reported),
+        state=PollState(volumes=open_now, waiting=waiting, reported=reported,
+                        flows_since=int(server_now.timestamp()) if server_now is not None else state.flows_since,
+                        flows_reported=frozenset(d.ticket for d in getattr(read, "flows", ()))),
     )

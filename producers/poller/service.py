@@ -71,7 +71,7 @@ async def run_poller(settings: Settings, *, stop: asyncio.Event,
     await producer.start()
     await consumer.start()
     poller = Poller(accounts=accounts, producer=producer, prefix=settings.topic_prefix,
-                    config=config or PollerConfig())
+                    config=config or PollerConfig(), markets=settings.guard.markets)
     try:
         async with asyncio.TaskGroup() as tasks:  # either failing stops the other
             tasks.create_task(poller.run(stop=stop))

@@ -58,7 +58,9 @@ def _inputs(state: DrawdownState, reading: Reading, drawdown: float, loss_gbp: f
             "day_start_equity_gbp": round(state.day_start_equity_gbp or 0, 4),
             "daily_loss_gbp": round(loss_gbp, 4), "daily_loss_percent": round(loss_percent, 4),
             "confirmations": config.confirmations, "reading_at": reading.at.isoformat(),
-            "levels": levels.model_dump()}
+            "levels": levels.model_dump(),
+            "money_flows": [{"ticket": f.ticket, "kind": f.kind, "amount_gbp": f.amount_gbp, "at": f.at.isoformat(),
+                             "ratio": f.ratio} for f in state.flows]}
 
 
 def _unordered(state: DrawdownState, at: datetime, config: GuardSettings) -> list[Held]:

@@ -1,4 +1,5 @@
-"""Readings: which ones are good, and what they mean (drawdown from the peak, the day's loss)."""
+"""Readings: which ones are trusted, what they mean (drawdown from the peak, the day's loss), and
+the money flows that move the peak and the day's start without being a gain or a loss."""
 
 from __future__ import annotations
 
@@ -6,55 +7,138 @@ import math
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from infra.sessions import trading_day
 from infra.settings import GuardSettings
-from schemas.reports import AccountReport
+from schemas.reports import AccountReport, MoneyFlow
 from streams.decisions import percent_off, replace
-from streams.drawdown.state import DAILY, DrawdownState, Reading
+from streams.drawdown.state import DAILY, FLOWS_KEPT, AppliedFlow, DrawdownState, Reading
+
+#: Verdicts of ``judge``; every one but TRUSTED is a reason the reading was not trusted.
+TRUSTED, ABSURD, STALE, INCONSISTENT, SUSPECT, RATE = "trusted", "absurd", "stale", "inconsistent", "suspect", "rate"
+#: A flow up to this much older than the last reading is still applied (clock rounding, read order).
+FLOW_TIME_SLACK = timedelta(seconds=5)
 
 
-def judge(state: DrawdownState, reading: Reading, config: GuardSettings, now: datetime) -> str:
-    """``good``, ``stale``, ``absurd`` or ``suspect`` (a jump kept until the next reading confirms it)."""
+def judge(state: DrawdownState, reading: Reading, report: AccountReport, config: GuardSettings,
+          now: datetime) -> str:
+    """``trusted``, or why not: ``absurd``, ``stale``, ``inconsistent``, ``rate`` (the rate and its
+    inverse pair's disagree) or ``suspect`` (a jump of equity or of the GBP rate, trusted once the
+    next reading agrees with it)."""
     if not (math.isfinite(reading.equity_gbp) and math.isfinite(reading.balance_gbp)):
-        return "absurd"
+        return ABSURD
     if reading.equity_gbp <= 0 < reading.balance_gbp:
-        return "absurd"
+        return ABSURD
     last = state.last
     if last is not None and reading.at <= last.at:
-        return "stale"
+        return STALE
     if config.max_reading_age_seconds is not None and \
             (now - reading.at).total_seconds() > config.max_reading_age_seconds:
-        return "stale"
+        return STALE
+    if not consistent(report, config):
+        return INCONSISTENT
+    inverse = report.gbp_rate_inverse
+    if inverse is not None and percent_off(report.gbp_rate, inverse) > config.max_rate_move_percent:
+        return RATE  # the pair and its inverse disagree: one of the quotes is bad
     if last is None or not jumped(last, reading, config):
-        return "good"
+        return TRUSTED
     suspect = state.suspect
     if suspect is not None and suspect.at < reading.at and not jumped(suspect, reading, config):
-        return "good"  # two readings in a row agree on the new level: it is real
-    return "suspect"
+        return TRUSTED  # two readings in a row agree on the new level: it is real
+    return SUSPECT
+
+
+def consistent(report: AccountReport, config: GuardSettings) -> bool:
+    """Equity agrees with balance + credit + the positions' profit and swap read in the same poll."""
+    if report.positions_profit is None:
+        return True  # a v1 report: nothing to check against
+    expected = report.balance + report.credit + report.positions_profit
+    tolerance = max(0.01, abs(report.equity) * config.consistency_tolerance_percent / 100)
+    return abs(report.equity - expected) <= tolerance
 
 
 def jumped(before: Reading, after: Reading, config: GuardSettings) -> bool:
+    """An unexplained equity jump (same positions, same balance), or a GBP rate out of its band."""
+    if percent_off(after.gbp_rate, before.gbp_rate) > config.max_rate_move_percent:
+        return True
     unexplained = after.tickets == before.tickets and abs(after.balance_gbp - before.balance_gbp) < 0.01
     return unexplained and percent_off(after.equity_gbp, before.equity_gbp) > config.max_equity_jump_percent
 
 
 def accept(state: DrawdownState, reading: Reading, report: AccountReport, config: GuardSettings) -> DrawdownState:
-    peak = reading.equity_gbp if state.peak_equity_gbp is None else max(state.peak_equity_gbp, reading.equity_gbp)
+    """A trusted reading: a new peak and a new day's baseline each need ``confirmations`` of them."""
+    n = config.confirmations
+    recent = (*state.recent, reading.equity_gbp)[-n:]
+    peak = state.peak_equity_gbp
+    if len(recent) == n:  # the lowest of n trusted readings in a row is a level the account held
+        peak = min(recent) if peak is None else max(peak, min(recent))
     day = day_of(report, reading.at, config)
-    day_start = state.day_start_equity_gbp if day == state.day else reading.equity_gbp
-    streaks = state.streaks if day == state.day else {k: v for k, v in state.streaks.items() if k != DAILY}
+    new_day = day != state.day
+    day_recent = (reading.equity_gbp,) if new_day else (*state.day_recent, reading.equity_gbp)[:n]
+    day_start = None if new_day else state.day_start_equity_gbp
+    if day_start is None and len(day_recent) == n:
+        day_start = min(day_recent)
+    streaks = state.streaks if not new_day else {k: v for k, v in state.streaks.items() if k != DAILY}
     account = {"margin": report.margin * report.gbp_rate, "equity": reading.equity_gbp}
     return replace(state, peak_equity_gbp=peak, day=day, day_start_equity_gbp=day_start, streaks=streaks,
-                   last=reading, suspect=None, sync_error=None, last_account=account)
+                   last=reading, suspect=None, sync_error=None, last_account=account, recent=recent,
+                   day_recent=day_recent)
+
+
+def apply_flows(state: DrawdownState, report: AccountReport) -> DrawdownState:
+    """Shift the peak and the day's start by the money flows new since the last reading.
+
+    With E0 the last trusted equity before the flows and F their net amount (GBP), the peak P and the
+    day's start D become P * (E0 + F) / E0 and D * (E0 + F) / E0: the drawdown and the day's loss in
+    percent are what they were, so a withdrawal never triggers the guard and a deposit is no gain.
+    When E0 <= 0 or E0 + F <= 0 there is nothing to scale: both restart from max(0, E0 + F).
+    """
+    seen = {f.ticket for f in state.flows}
+    last = state.last
+    new = [f for f in report.money_flows if f.ticket not in seen]
+    if not new:
+        return state
+    if last is None:  # flows before the first reading are already in it
+        return replace(state, flows=_kept(state.flows, [_applied(f, 1.0) for f in new]))
+    new = [f for f in new if f.time > last.at - FLOW_TIME_SLACK]
+    if not new:
+        return state
+    net = sum(f.amount_gbp for f in new)
+    before, after = last.equity_gbp, last.equity_gbp + net
+    ratio = after / before if before > 0 and after > 0 else None
+
+    def moved(value: float | None) -> float | None:
+        if value is None:
+            return None
+        return value * ratio if ratio is not None else max(0.0, after)
+
+    balance_net = sum(f.amount_gbp for f in new if f.kind.value in ("balance", "charge", "correction"))
+    shifted = replace(last, equity_gbp=after, balance_gbp=last.balance_gbp + balance_net)
+    return replace(state, peak_equity_gbp=moved(state.peak_equity_gbp),
+                   day_start_equity_gbp=moved(state.day_start_equity_gbp), last=shifted,
+                   recent=tuple(moved(v) or 0.0 for v in state.recent),
+                   day_recent=tuple(moved(v) or 0.0 for v in state.day_recent),
+                   flows=_kept(state.flows, [_applied(f, ratio if ratio is not None else 0.0) for f in new]))
+
+
+def _applied(flow: MoneyFlow, ratio: float) -> AppliedFlow:
+    return AppliedFlow(flow.ticket, flow.kind.value, round(flow.amount_gbp, 4), flow.time, round(ratio, 8))
+
+
+def _kept(flows: tuple[AppliedFlow, ...], new: list[AppliedFlow]) -> tuple[AppliedFlow, ...]:
+    return (*flows, *new)[-FLOWS_KEPT:]
 
 
 def day_of(report: AccountReport, at: datetime, config: GuardSettings) -> str:
-    """The trading day a reading belongs to: broker-server clock by default, shifted by the reset time."""
-    clock = report.server_time or at
-    if config.daily_reset_timezone is not None:
-        clock = clock.astimezone(ZoneInfo(config.daily_reset_timezone))
+    """The trading day of a reading: the broker server's day by default (its clock at the poll), or the
+    configured zone applied once to the true UTC time; then shifted by the reset time. A report that
+    carries no server clock falls back on the market calendar's trading day (17:00 New York)."""
     reset = config.daily_reset_time
-    shifted = clock - timedelta(hours=reset.hour, minutes=reset.minute, seconds=reset.second)
-    return shifted.date().isoformat()
+    shift = timedelta(hours=reset.hour, minutes=reset.minute, seconds=reset.second)
+    if config.daily_reset_timezone is not None:
+        return (at.astimezone(ZoneInfo(config.daily_reset_timezone)) - shift).date().isoformat()
+    if report.server_time is not None:
+        return (report.server_time - shift).date().isoformat()
+    return trading_day(config.markets, at - shift).isoformat()
 
 
 def drawdown_percent(state: DrawdownState, reading: Reading) -> float:
@@ -66,4 +150,3 @@ def daily_loss(state: DrawdownState, reading: Reading) -> tuple[float, float]:
     start = state.day_start_equity_gbp or 0.0
     loss = max(0.0, start - reading.equity_gbp)
     return loss, (loss / start * 100 if start > 0 else 0.0)
-

@@ -6,12 +6,19 @@ account's state and returns the alerts, snapshots and close commands it calls fo
 run out). The modules beside this one: ``state``, ``readings``, ``levels``, ``liquidation``, ``outputs``.
 Rules, in `docs/guard-rules.md`:
 
-- only *good* readings count: not a sync error, not stale (older than the last good one, or
-  older than ``max_reading_age_seconds``), not absurd (equity <= 0 while balance > 0, or a jump
-  of more than ``max_equity_jump_percent`` from the last good reading with no position or
-  balance change, unless the next reading confirms it); bad readings are ignored: they neither
-  count towards nor break a confirmation streak;
-- a level is breached when ``confirmations`` consecutive good readings are at or beyond it;
+- money flows (deposits, withdrawals, credit, bonus: ``AccountReport.money_flows``) are not
+  trading results: they scale the peak and the day's start (``readings.apply_flows``) before the
+  reading that contains them is judged;
+- only *trusted* readings count: not a sync error, not stale (older than the last trusted one, or
+  older than ``max_reading_age_seconds``), not absurd (equity <= 0 while balance > 0), consistent
+  (equity = balance + credit + the positions' profit within ``consistency_tolerance_percent``),
+  and no unexplained jump (equity beyond ``max_equity_jump_percent`` with no position or balance
+  change, or the GBP rate beyond ``max_rate_move_percent``) unless the next reading confirms it;
+  untrusted readings neither count towards nor break a streak, and are counted (a metric, and
+  the next snapshot);
+- a new peak and a day's baseline each need ``confirmations`` trusted readings (the lowest of
+  them), and a level is breached when ``confirmations`` consecutive trusted readings are at or
+  beyond it;
 - a critical breach (drawdown or daily loss) with open positions raises ``warning_sent`` at once
   and sets a deadline ``close_grace_seconds`` after the warning (not after the report: a worker that
   was down must not cut the owner's notice), fixed then: nothing the owner does, and no
@@ -22,6 +29,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from infra.metrics import guard_untrusted_readings_total
 from infra.settings import AccountLevels, GuardSettings
 from schemas import Envelope
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport
@@ -30,7 +38,7 @@ from streams.decisions import Decision, replace
 from streams.drawdown.levels import assess_levels
 from streams.drawdown.liquidation import close_failed_alerts, fire_due
 from streams.drawdown.outputs import snapshot, snapshot_due
-from streams.drawdown.readings import accept, drawdown_percent, judge
+from streams.drawdown.readings import SUSPECT, TRUSTED, accept, apply_flows, drawdown_percent, judge
 from streams.drawdown.state import DrawdownState, Held, Reading
 
 
@@ -69,16 +77,29 @@ def on_sync_failed(state: DrawdownState, event: Envelope[AccountSyncFailed]) -> 
     return Decision(state, (snapshot(state, event, state.last, drawdown=drawdown_percent(state, state.last)),))
 
 
+def on_untrusted(state: DrawdownState, event: Envelope[AccountReport], reading: Reading, verdict: str,
+                 config: GuardSettings) -> Decision[DrawdownState]:
+    """Counted and shown (a snapshot of the last trusted reading, due ones only), never used."""
+    guard_untrusted_readings_total.labels(reason=verdict).inc()  # the rules' one side effect: a counter
+    state = replace(state, untrusted=state.untrusted + 1, suspect=reading if verdict == SUSPECT else state.suspect)
+    last = state.last
+    if last is None or not snapshot_due(state, reading, config, False):
+        return Decision(state)
+    note = f"untrusted reading at {reading.at.isoformat()} ({verdict}); {state.untrusted} so far"
+    shown = snapshot(replace(state, sync_error=state.sync_error or note), event, last,
+                     drawdown=drawdown_percent(state, last))
+    return Decision(replace(state, last_snapshot_at=reading.at), (shown,))
+
+
 def on_account(state: DrawdownState, event: Envelope[AccountReport], levels: AccountLevels, config: GuardSettings,
                now: datetime) -> Decision[DrawdownState]:
     report = event.payload
     reading = Reading(event.occurred_at, report.equity * report.gbp_rate, report.balance * report.gbp_rate,
-                      tuple(sorted(h.ticket for h in state.positions)))
-    verdict = judge(state, reading, config, now)
-    if verdict == "suspect":
-        return Decision(replace(state, suspect=reading))
-    if verdict != "good":
-        return Decision(state)
+                      tuple(sorted(h.ticket for h in state.positions)), report.gbp_rate)
+    state = apply_flows(state, report)
+    verdict = judge(state, reading, report, config, now)
+    if verdict != TRUSTED:
+        return on_untrusted(state, event, reading, verdict, config)
     state = accept(state, reading, report, config)
     outputs: list[Envelope[Any]] = []
     state, alerts = assess_levels(state, event, reading, levels, config, now)

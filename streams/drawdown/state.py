@@ -25,6 +25,18 @@ class Reading:
     equity_gbp: float
     balance_gbp: float
     tickets: tuple[int, ...]
+    gbp_rate: float = 1.0
+
+
+@dataclass(frozen=True)
+class AppliedFlow:
+    """A money flow the guard has moved its peak and day start by (shown in decision records)."""
+
+    ticket: int
+    kind: str
+    amount_gbp: float
+    at: datetime
+    ratio: float  # what the peak and the day start were multiplied by
 
 
 @dataclass(frozen=True)
@@ -49,13 +61,21 @@ class DrawdownState:
     ordered: dict[int, datetime] = field(default_factory=dict)  # ticket -> when a close was ordered
     positions: tuple[Held, ...] = ()
     sync_error: str | None = None
+    flows: tuple[AppliedFlow, ...] = ()  # the latest money flows applied, newest last
     # Volatile: refreshed by every report; changing them alone does not need a table write.
     positions_at: datetime | None = field(default=None, compare=False)
     last: Reading | None = field(default=None, compare=False)
     suspect: Reading | None = field(default=None, compare=False)
     last_account: dict[str, float] = field(default_factory=dict, compare=False)
     last_snapshot_at: datetime | None = field(default=None, compare=False)
+    # The latest trusted equities (a new peak needs ``confirmations`` of them), and today's first ones
+    # (the day's baseline is set once ``confirmations`` trusted readings of the day agree).
+    recent: tuple[float, ...] = field(default=(), compare=False)
+    day_recent: tuple[float, ...] = field(default=(), compare=False)
+    untrusted: int = field(default=0, compare=False)  # untrusted readings seen (shown in snapshots)
 
 
 DRAWDOWN, DAILY, WARNING = "drawdown", "daily", "warning"
+#: How many applied money flows the state keeps (and decision records show).
+FLOWS_KEPT = 20
 

@@ -1,27 +1,38 @@
 """Market guard: close positions exposed to an abnormal market, per account and held symbol.
 
-Pure functions. On each quote of a symbol the account holds, in this order of precedence:
-- ``market_gap``: the mid moved more than ``quote_gap_percent`` since the previous quote;
+Pure functions. Nothing here fires while the symbol's market is closed (its session calendar,
+``infra/sessions.py``, at the poll's true UTC time, or a trade mode that allows no trading). On
+each quote of a symbol the account holds, while its market is open, in this order of precedence:
+- ``market_gap``: the mid moved more than ``quote_gap_percent`` since the previous quote of the
+  same session, no more than ``gap_window_seconds`` earlier (a quote from before a weekend, a
+  break or days without a position is not a previous quote);
+- ``session_gap`` (off by default): the mid moved more than ``session_gap_percent`` across a
+  closed period; it closes with the reason ``market_gap``;
 - ``spread``: ask - bid is wider than ``max_spread_points`` of the symbol;
-- ``stale_feed``: the market is open and the quote is older than ``stale_quote_seconds`` at the
-  time of the poll that reported it (the terminal is alive but its feed is not moving).
-A breach closes every ticket of that symbol (one ``ClosePosition``) and raises the alert of the
-same type, at most once per account and symbol per ``reclose_after_seconds``.
+- ``stale_feed``: the quote is older than ``stale_quote_seconds`` of open market at the time of
+  the poll that reported it (time the market was closed does not count).
+Prices are compared in whole points of the symbol (its digits), never as float differences, so a
+value exactly at its limit is within it. Rules are looked up by the base symbol (``EURUSD.r`` ->
+``EURUSD``). A breach closes every ticket of that symbol (one ``ClosePosition``) and raises the
+alert of the same type, at most once per account and symbol per ``reclose_after_seconds``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+from infra.sessions import is_open, open_throughout
 from infra.settings import GuardSettings, SymbolRules
+from infra.settings.markets import MarketSettings
 from schemas import Envelope, derived
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason
 from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
 from schemas.reports import PositionReport, TickReport
-from streams.decisions import Decision, percent_off, replace
+from streams.decisions import Decision, replace
 
 
 @dataclass(frozen=True)
@@ -29,10 +40,21 @@ class Quote:
     bid: float
     ask: float
     quoted_at: datetime
+    digits: int = 5
 
     @property
     def mid(self) -> float:
         return (self.bid + self.ask) / 2
+
+    @property
+    def twice_mid_points(self) -> int:
+        """bid + ask in whole points: twice the mid, exact."""
+        return points(self.bid, self.digits) + points(self.ask, self.digits)
+
+
+def points(price: float, digits: int) -> int:
+    """A price in whole points of a symbol quoted with ``digits`` decimals (1.09512 -> 109512)."""
+    return round(price * 10 ** digits)
 
 
 @dataclass(frozen=True)
@@ -75,40 +97,73 @@ def on_tick(state: MarketState, event: Envelope[TickReport], config: GuardSettin
     previous = state.quotes.get(tick.symbol)
     if previous is not None and tick.quoted_at < previous.quoted_at:
         return Decision(state)  # an older quote, delivered late
-    quote = Quote(tick.bid, tick.ask, tick.quoted_at)
+    quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits)
     state = replace(state, quotes={**state.quotes, tick.symbol: quote})
     tickets = state.held.get(tick.symbol)
     if not tickets:
         return Decision(state)
-    breach = assess(tick, previous, event.occurred_at, config.symbol(tick.symbol))
+    breach = assess(tick, previous, event.occurred_at, config.symbol(tick.symbol), config.markets)
     if breach is None or _recently_closed(state, tick.symbol, event.occurred_at, config):
         return Decision(state)
     return _close(state, event, tickets, breach, config)
 
 
-def assess(tick: TickReport, previous: Quote | None, polled_at: datetime, rules: SymbolRules) -> Breach | None:
-    """The abnormality this quote shows, if any (gap, then spread, then staleness)."""
-    quote = Quote(tick.bid, tick.ask, tick.quoted_at)
-    if previous is not None and previous.quoted_at < tick.quoted_at:
-        move = percent_off(quote.mid, previous.mid)
-        if move > rules.quote_gap_percent:
-            return Breach(CloseReason.MARKET_GAP, AlertType.MARKET_GAP,
-                          f"{tick.symbol} gapped {move:.3f}% between quotes (limit {rules.quote_gap_percent:g}%)",
-                          {"previous_mid": previous.mid, "mid": quote.mid, "move_percent": round(move, 6),
-                           "threshold_percent": rules.quote_gap_percent,
-                           "previous_quoted_at": previous.quoted_at.isoformat()})
-    spread = (tick.ask - tick.bid) / tick.point
-    if rules.max_spread_points is not None and spread > rules.max_spread_points:
-        return Breach(CloseReason.SPREAD, AlertType.SPREAD,
-                      f"{tick.symbol} spread {spread:.0f} points beyond its maximum {rules.max_spread_points:g}",
-                      {"spread_points": round(spread, 3), "max_spread_points": rules.max_spread_points})
+def assess(tick: TickReport, previous: Quote | None, polled_at: datetime, rules: SymbolRules,
+           markets: MarketSettings) -> Breach | None:
+    """The abnormality this quote shows, if any (gap, then spread, then staleness); None while closed."""
+    if not (tick.market_open and is_open(markets, tick.symbol, polled_at)):
+        return None
+    quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits)
+    breach = _gap(tick, quote, previous, rules, markets) if previous is not None else None
+    return breach or _spread(tick, quote, rules) or _stale(tick, polled_at, rules, markets)
+
+
+def _gap(tick: TickReport, quote: Quote, previous: Quote, rules: SymbolRules,
+         markets: MarketSettings) -> Breach | None:
+    if not previous.quoted_at < tick.quoted_at:
+        return None
+    same_session = open_throughout(markets, tick.symbol, previous.quoted_at, tick.quoted_at)
+    if same_session:
+        if (tick.quoted_at - previous.quoted_at).total_seconds() > rules.gap_window_seconds:
+            return None  # not consecutive quotes: nothing held in between, or a silent feed
+        limit, kind = rules.quote_gap_percent, "market_gap"
+    elif rules.session_gap_percent is not None:
+        limit, kind = rules.session_gap_percent, "session_gap"
+    else:
+        return None
+    before, now = previous.twice_mid_points, quote.twice_mid_points
+    moved = abs(now - before)
+    if before <= 0 or Decimal(moved) * 100 <= Decimal(str(limit)) * before:
+        return None  # at the limit is within it: exact integer arithmetic
+    move = moved / before * 100
+    what = "between quotes" if kind == "market_gap" else "across a closed session"
+    return Breach(CloseReason.MARKET_GAP, AlertType.MARKET_GAP,
+                  f"{tick.symbol} gapped {move:.3f}% {what} (limit {limit:g}%)",
+                  {"kind": kind, "previous_mid": previous.mid, "mid": quote.mid, "move_percent": round(move, 6),
+                   "move_points": moved / 2, "threshold_percent": limit,
+                   "previous_quoted_at": previous.quoted_at.isoformat()})
+
+
+def _spread(tick: TickReport, quote: Quote, rules: SymbolRules) -> Breach | None:
+    spread = points(tick.ask, quote.digits) - points(tick.bid, quote.digits)
+    if rules.max_spread_points is None or spread <= rules.max_spread_points:
+        return None
+    return Breach(CloseReason.SPREAD, AlertType.SPREAD,
+                  f"{tick.symbol} spread {spread} points beyond its maximum {rules.max_spread_points:g}",
+                  {"spread_points": spread, "max_spread_points": rules.max_spread_points})
+
+
+def _stale(tick: TickReport, polled_at: datetime, rules: SymbolRules, markets: MarketSettings) -> Breach | None:
+    """Older than the limit in open-market time: the market must have been open for the whole last
+    ``stale_quote_seconds`` (a quote from before a break is not stale until the break is that long over)."""
     age = (polled_at - tick.quoted_at).total_seconds()
-    if tick.market_open and age > rules.stale_quote_seconds:
-        return Breach(CloseReason.STALE_FEED, AlertType.STALE_FEED,
-                      f"{tick.symbol} quote is {age:.0f} s old while the market is open "
-                      f"(limit {rules.stale_quote_seconds:g} s)",
-                      {"quote_age_seconds": round(age, 3), "stale_quote_seconds": rules.stale_quote_seconds})
-    return None
+    window_start = polled_at - timedelta(seconds=rules.stale_quote_seconds)
+    if age <= rules.stale_quote_seconds or not open_throughout(markets, tick.symbol, window_start, polled_at):
+        return None
+    return Breach(CloseReason.STALE_FEED, AlertType.STALE_FEED,
+                  f"{tick.symbol} quote is {age:.0f} s old while the market is open "
+                  f"(limit {rules.stale_quote_seconds:g} s)",
+                  {"quote_age_seconds": round(age, 3), "stale_quote_seconds": rules.stale_quote_seconds})
 
 
 def _recently_closed(state: MarketState, symbol: str, at: datetime, config: GuardSettings) -> bool:
@@ -120,10 +175,12 @@ def _close(state: MarketState, event: Envelope[TickReport], tickets: tuple[int, 
            config: GuardSettings) -> Decision[MarketState]:
     tick = event.payload
     inputs = breach.inputs | {"symbol": tick.symbol, "bid": tick.bid, "ask": tick.ask, "point": tick.point,
-                              "quoted_at": tick.quoted_at.isoformat(), "market_open": tick.market_open,
+                              "digits": tick.price_digits, "quoted_at": tick.quoted_at.isoformat(),
+                              "server_quoted_at": tick.server_quoted_at.isoformat() if tick.server_quoted_at
+                              else None, "market_open": tick.market_open,
                               "polled_at": event.occurred_at.isoformat(), "tickets": list(tickets),
                               "reclose_after_seconds": config.reclose_after_seconds}
-    rule = f"market_guard/{breach.reason.value}"
+    rule = f"market_guard/{breach.inputs.get('kind', breach.reason.value)}"
     command = ClosePosition(user_id=event.account_id, symbol=tick.symbol, tickets=tickets, reason=breach.reason,
                             rule=rule, details=inputs)
     alert = GuardAlertRaised(

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from infra.settings.markets import NEW_YORK_CLOSE, MarketSettings
 from producers.mt5 import constants as c
 from producers.mt5.simulator.accounts import Account
 from producers.mt5.simulator.faults import FaultConfig
@@ -72,21 +73,28 @@ class SimulatedBroker:
     def __init__(self, seed: int = 0, *, start_time: float = DEFAULT_START, tick_interval: float = 1.0,
                  symbols: Iterable[SymbolSpec] = DEFAULT_SYMBOLS, faults: FaultConfig = NO_FAULTS,
                  sessions: bool = True, server: str = "ReconGuard-Demo",
-                 company: str = "ReconGuard Simulated Markets Ltd", max_ticks_per_symbol: int = 2_000_000) -> None:
+                 company: str = "ReconGuard Simulated Markets Ltd", max_ticks_per_symbol: int = 2_000_000,
+                 markets: MarketSettings | None = None, server_clock: str = NEW_YORK_CLOSE) -> None:
         self.seed = seed
         self.server = server
         self.company = company
         self.faults = faults
         self.lock = threading.RLock()
         self.market = MarketModel(seed, tuple(symbols), start_msc=round(start_time * 1000),
-                                  tick_interval=tick_interval, sessions=sessions, max_ticks=max_ticks_per_symbol)
+                                  tick_interval=tick_interval, sessions=sessions, max_ticks=max_ticks_per_symbol,
+                                  markets=markets, server_clock=server_clock)
         self.desk = TradeServer(self.market)
         self.links: dict[int, Link] = {}
 
     # -- the clock -----------------------------------------------------------------------------------
 
     def now(self) -> float:
+        """True UTC, epoch seconds (what the terminal writes is ``server_now``)."""
         return self.market.clock_msc / 1000
+
+    def server_now(self) -> float:
+        """The server clock, epoch seconds as MT5 writes it (labelled UTC)."""
+        return self.market.server_msc() / 1000
 
     def advance(self, seconds: float) -> None:
         """Move the market forward; SL/TP and stop-out are evaluated after every tick step."""
@@ -166,6 +174,11 @@ class SimulatedBroker:
         with self.lock:
             return self.desk.balance_operation(self.account(login), amount, comment)
 
+    def credit(self, login: int, amount: float, comment: str = "Credit") -> int:
+        """A credit operation (negative = credit taken back); returns the DEAL_TYPE_CREDIT deal ticket."""
+        with self.lock:
+            return self.desk.balance_operation(self.account(login), amount, comment, c.DEAL_TYPE_CREDIT)
+
     def account(self, login: int) -> Account:
         return self.desk.accounts[login]
 
@@ -236,7 +249,7 @@ class SimulatedBroker:
             link = self.links[login]
             if link.frozen is None:
                 account = self.account(login)
-                link.frozen = Frozen(self.market.clock_msc, account.account_info(self.market),
+                link.frozen = Frozen(self.market.server_msc(), account.account_info(self.market),
                                      account.trade_positions(self.market),
                                      {s: m.tick for s, m in self.market.symbols.items() if m.tick is not None})
             link.state = kind

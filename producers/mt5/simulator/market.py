@@ -3,6 +3,12 @@
 Deterministic by construction: each symbol draws its path from its own ``random.Random`` seeded with
 (seed, symbol) and its market faults from a second one, and the only clock is the simulated one in
 milliseconds. So adding a symbol, an account or a fault knob never shifts another symbol's prices.
+
+Two clocks, as on a real broker: the model runs on true UTC (``clock_msc``), and everything it
+records (ticks, bars, deals, orders, positions) is stamped with the broker's server clock
+(``server_msc``: by default UTC+2, UTC+3 while New York keeps summer time), which MT5 writes as if it
+were UTC. Sessions follow the market calendar of ``infra/sessions.py`` (the guard's own), so a
+closed market has no ticks and refuses trades with 10018.
 """
 
 from __future__ import annotations
@@ -11,12 +17,15 @@ import bisect
 import calendar
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 
+from infra import sessions
+from infra.brokerclock import rule_offset_minutes
+from infra.settings.markets import NEW_YORK_CLOSE, MarketSettings
 from producers.mt5 import constants as c
 from producers.mt5.simulator.faults import FaultConfig
 from producers.mt5.types import Tick
@@ -33,8 +42,6 @@ FILLING_IOC = 2
 
 _HOUR = 3600
 _DAY = 86400
-_FRIDAY_CLOSE = 21 * _HOUR  # the week ends Friday 21:00 UTC ...
-_SUNDAY_OPEN = 22 * _HOUR   # ... and starts again Sunday 22:00 UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +68,11 @@ class SymbolSpec:
     volume_max: float = 100.0
     volume_step: float = 0.01
     session_gap_pct: float = 0.05  # stdev of the jump at each session open, in percent
-    daily_break: tuple[int, int] | None = None  # (start, end) seconds of the UTC day, closed
 
     @property
     def point(self) -> float:
         return round(10.0 ** -self.digits, self.digits)
 
-
-_INDEX_BREAK = (21 * _HOUR, 22 * _HOUR)
 
 DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
     SymbolSpec("EURUSD", "Euro vs US Dollar", "Forex", 5, 100_000.0, "EUR", "USD", "EUR",
@@ -82,31 +86,38 @@ DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
     SymbolSpec("XAUUSD", "Gold vs US Dollar", "Metals", 2, 100.0, "XAU", "USD", "USD",
                2030.00, 25, 0.0030, calc_mode=c.SYMBOL_CALC_MODE_CFDLEVERAGE,
                exemode=c.SYMBOL_TRADE_EXECUTION_MARKET, filling_mode=FILLING_IOC, stops_level=50,
-               volume_max=50.0, session_gap_pct=0.3, daily_break=_INDEX_BREAK),
+               volume_max=50.0, session_gap_pct=0.3),
     SymbolSpec("US30", "Wall Street 30 Index", "Indices", 2, 1.0, "USD", "USD", "USD",
                37500.00, 300, 0.0030, calc_mode=c.SYMBOL_CALC_MODE_CFDLEVERAGE,
                exemode=c.SYMBOL_TRADE_EXECUTION_MARKET, filling_mode=FILLING_FOK, stops_level=500,
-               volume_min=0.1, volume_max=50.0, volume_step=0.1, session_gap_pct=0.5,
-               daily_break=_INDEX_BREAK),
+               volume_min=0.1, volume_max=50.0, volume_step=0.1, session_gap_pct=0.5),
 )
 
 
-def is_open(spec: SymbolSpec, t: int) -> bool:
-    """Whether the symbol trades at epoch second t: closed over the weekend and in its daily break."""
-    weekday, second = (t // _DAY + 3) % 7, t % _DAY  # 1970-01-01 was a Thursday; Monday = 0
-    if weekday == 5 or (weekday == 4 and second >= _FRIDAY_CLOSE) or (weekday == 6 and second < _SUNDAY_OPEN):
-        return False
-    if spec.daily_break is not None:
-        start, end = spec.daily_break
-        return not start <= second < end
-    return True
+class Sessions:
+    """The market calendar, asked once per symbol and minute (sessions change on whole minutes)."""
+
+    def __init__(self, markets: MarketSettings) -> None:
+        self.markets = markets
+        self._minute: dict[str, tuple[int, bool]] = {}
+
+    def is_open(self, symbol: str, t: int) -> bool:
+        """Whether the symbol trades at true epoch second t."""
+        minute = t // 60
+        known = self._minute.get(symbol)
+        if known is None or known[0] != minute:
+            known = self._minute[symbol] = (minute, sessions.is_open(
+                self.markets, symbol, datetime.fromtimestamp(minute * 60, UTC)))
+        return known[1]
 
 
 class SymbolMarket:
     """One symbol's live state and recorded history (ticks and M1 bars, both oldest first)."""
 
-    def __init__(self, spec: SymbolSpec, seed: int | str, *, max_ticks: int) -> None:
+    def __init__(self, spec: SymbolSpec, seed: int | str, *, max_ticks: int,
+                 to_server: Callable[[int], int] = lambda t: t) -> None:
         self.spec = spec
+        self._to_server = to_server
         self.point = spec.point
         self._rng = random.Random(f"{seed}:price:{spec.name}")
         self._fault_rng = random.Random(f"{seed}:market-faults:{spec.name}")
@@ -127,9 +138,9 @@ class SymbolMarket:
 
     # -- moving the price -------------------------------------------------------------------------
 
-    def step(self, t_msc: int, dt: float, faults: FaultConfig, *, sessions: bool) -> bool:
+    def step(self, t_msc: int, dt: float, faults: FaultConfig, *, calendar: Sessions | None) -> bool:
         """Move one tick interval forward; True when a tick (a bid or ask change) was recorded."""
-        if sessions and not is_open(self.spec, t_msc // 1000):
+        if calendar is not None and not calendar.is_open(self.spec.name, t_msc // 1000):
             self._was_open = False
             return False
         if not self._was_open:  # the first quote after a closed period opens with a gap
@@ -170,7 +181,8 @@ class SymbolMarket:
 
     # -- recording --------------------------------------------------------------------------------
 
-    def _record(self, t_msc: int) -> bool:
+    def _record(self, true_msc: int) -> bool:
+        t_msc = self._to_server(true_msc)  # what MT5 writes: the server clock
         digits = self.spec.digits
         bid = round(self._mid, digits)
         ask = round(bid + self.spread * self.point, digits)
@@ -283,11 +295,16 @@ class MarketModel:
     """All symbols, the simulated clock, and currency conversion at the model's own quotes."""
 
     def __init__(self, seed: int | str, specs: tuple[SymbolSpec, ...], *, start_msc: int,
-                 tick_interval: float, sessions: bool, max_ticks: int) -> None:
-        self.symbols = {s.name: SymbolMarket(s, seed, max_ticks=max_ticks) for s in specs}
+                 tick_interval: float, sessions: bool, max_ticks: int, markets: MarketSettings | None = None,
+                 server_clock: str = NEW_YORK_CLOSE) -> None:
+        self.server_clock = server_clock
+        self.symbols = {s.name: SymbolMarket(s, seed, max_ticks=max_ticks, to_server=self.server_msc)
+                        for s in specs}
         self.clock_msc = start_msc
         self.step_msc = max(1, round(tick_interval * 1000))
         self.sessions = sessions
+        self.calendar = Sessions(markets or MarketSettings()) if sessions else None
+        self._offset: tuple[int, int] = (-1, 0)  # (true minute, server offset in ms) last computed
         self.revision = 0
         self._next_tick_msc = start_msc + self.step_msc
         self._pairs = {(s.currency_base, s.currency_profit): self.symbols[s.name]
@@ -306,7 +323,7 @@ class MarketModel:
             self.clock_msc = self._next_tick_msc
             self._next_tick_msc += self.step_msc
             ticked = [m for m in self.symbols.values()
-                      if m.step(self.clock_msc, dt, faults, sessions=self.sessions)]
+                      if m.step(self.clock_msc, dt, faults, calendar=self.calendar)]
             if ticked:
                 self.revision += 1
                 yield ticked
@@ -316,7 +333,8 @@ class MarketModel:
         """With every market shut (weekends), jump to the next minute: sessions change on whole minutes,
         and stepping through a weekend tick by tick would cost seconds of CPU for nothing."""
         t = self._next_tick_msc
-        if not self.sessions or any(is_open(m.spec, t // 1000) for m in self.symbols.values()):
+        calendar = self.calendar
+        if calendar is None or any(calendar.is_open(name, t // 1000) for name in self.symbols):
             return False
         for market in self.symbols.values():
             market.mark_closed()
@@ -326,7 +344,16 @@ class MarketModel:
         return True
 
     def is_open(self, symbol: str) -> bool:
-        return not self.sessions or is_open(self.symbols[symbol].spec, self.clock_msc // 1000)
+        return self.calendar is None or self.calendar.is_open(symbol, self.clock_msc // 1000)
+
+    def server_msc(self, true_msc: int | None = None) -> int:
+        """The server clock (ms, written as UTC) at a true time, by default now."""
+        t = self.clock_msc if true_msc is None else true_msc
+        minute = t // 60_000
+        if self._offset[0] != minute:
+            at = datetime.fromtimestamp(minute * 60, UTC)
+            self._offset = (minute, rule_offset_minutes(self.server_clock, at) * 60_000)
+        return t + self._offset[1]
 
     def touched(self) -> None:
         """A hook changed a quote outside the regular steps."""

@@ -222,7 +222,7 @@ class TradeServer:
 
     def _open(self, account: Account, spec: SymbolSpec, req: TradeRequest, price: float,
               reason: int) -> tuple[int, int]:
-        now = self.market.clock_msc
+        now = self.market.server_msc()
         order = self._order_ticket()
         position = Position(order, spec.name, req.type, req.volume, price, req.sl, req.tp, req.magic,
                             req.comment, reason, now, now)
@@ -253,7 +253,7 @@ class TradeServer:
             self._forget(account, position)
         else:
             position.volume = remaining
-            position.time_update_msc = self.market.clock_msc
+            position.time_update_msc = self.market.server_msc()
         account.revision += 1
         return order, deal
 
@@ -268,7 +268,7 @@ class TradeServer:
         position = plan.position
         assert position is not None
         position.sl, position.tp = req.sl, req.tp
-        position.time_update_msc = self.market.clock_msc
+        position.time_update_msc = self.market.server_msc()
         account.revision += 1
         quote = self.market.symbols[position.symbol]
         return OrderSendResult(c.TRADE_RETCODE_DONE, 0, 0, 0.0, 0.0, quote.bid, quote.ask,
@@ -292,12 +292,17 @@ class TradeServer:
         return OrderSendResult(c.TRADE_RETCODE_DONE, deal, order, volume, second.price_open, quote.bid,
                                quote.ask, RETCODE_COMMENTS[c.TRADE_RETCODE_DONE], request_id, 0, req)
 
-    def balance_operation(self, account: Account, amount: float, comment: str) -> int:
+    def balance_operation(self, account: Account, amount: float, comment: str,
+                          deal_type: int = c.DEAL_TYPE_BALANCE) -> int:
+        """A deposit or withdrawal (DEAL_TYPE_BALANCE: the balance) or a credit (DEAL_TYPE_CREDIT: the credit)."""
         deal = self._deal_ticket()
-        now = self.market.clock_msc
-        account.add_deal(TradeDeal(deal, 0, now // 1000, now, c.DEAL_TYPE_BALANCE, c.DEAL_ENTRY_IN, 0, 0,
+        now = self.market.server_msc()
+        account.add_deal(TradeDeal(deal, 0, now // 1000, now, deal_type, c.DEAL_ENTRY_IN, 0, 0,
                                    c.DEAL_REASON_CLIENT, 0.0, 0.0, 0.0, 0.0, round(amount, 2), 0.0, "", comment, ""))
-        account.balance = round(account.balance + amount, 2)
+        if deal_type == c.DEAL_TYPE_CREDIT:
+            account.credit = round(account.credit + amount, 2)
+        else:
+            account.balance = round(account.balance + amount, 2)
         return deal
 
     # -- history records -----------------------------------------------------------------------------
@@ -313,7 +318,7 @@ class TradeServer:
     def _record_order(self, account: Account, ticket: int, order_type: int, volume: float, price: float,
                       position: Position, reason: int, comment: str, magic: int, filling: int, *,
                       sl: float = 0.0, tp: float = 0.0, position_by: int = 0) -> None:
-        now = self.market.clock_msc
+        now = self.market.server_msc()
         account.add_order(TradeOrder(
             ticket=ticket, time_setup=now // 1000, time_setup_msc=now, time_done=now // 1000, time_done_msc=now,
             time_expiration=0, type=order_type, type_time=c.ORDER_TIME_GTC, type_filling=filling,
@@ -325,7 +330,7 @@ class TradeServer:
     def _record_deal(self, account: Account, order: int, deal_type: int, entry: int, position: Position,
                      volume: float, price: float, profit: float, reason: int, comment: str, magic: int) -> int:
         deal = self._deal_ticket()
-        now = self.market.clock_msc
+        now = self.market.server_msc()
         account.add_deal(TradeDeal(deal, order, now // 1000, now, deal_type, entry, magic, position.ticket,
                                    reason, volume, price, 0.0, 0.0, profit, 0.0, position.symbol, comment, ""))
         return deal

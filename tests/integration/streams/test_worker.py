@@ -65,12 +65,13 @@ async def outputs(settings: Settings, worker: WorkerProcess, accounts: dict[str,
 
 
 async def breach(producer: Any, prefix: str, account: str) -> None:
-    """Three held positions, then a peak and two confirming readings beyond the critical level."""
+    """Three held positions, then a peak (two trusted readings confirm it) and two confirming readings
+    beyond the critical level."""
     held = b.positions(b.position(1001, profit_gbp=-400), b.position(1002, profit_gbp=-300),
                        b.position(1003, symbol="XAUUSD", profit_gbp=-500))
     start = utcnow()
     await publish(producer, POSITION_REPORTS, prefix, for_account(held, account, start))
-    for i, equity in enumerate((10_000, 8_900, 8_800)):
+    for i, equity in enumerate((10_000, 10_000, 8_900, 8_800)):
         reading = for_account(b.account(equity, t=0), account, start + timedelta(milliseconds=50 * (i + 1)))
         await publish(producer, ACCOUNT_REPORTS, prefix, reading)
 

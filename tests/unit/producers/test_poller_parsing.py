@@ -151,3 +151,12 @@ def test_an_absurd_terminal_value_fails_validation_instead_of_being_reported() -
     broken.info.login = 0  # a login MT5 never gives: the schema refuses it
     with pytest.raises(ValidationError):
         conclude_poll(broken, PollState(), user_id="u-1", poll_seq=1)
+
+
+def test_the_inverse_route_is_a_second_opinion_only_where_both_pairs_are_quoted():
+    from producers.poller.parsing import Leg, inverse_route
+
+    both = {"USDGBP", "GBPUSD"}.__contains__
+    assert inverse_route((Leg("USDGBP", inverted=False),), both) == (Leg("GBPUSD", inverted=True),)
+    assert inverse_route((Leg("GBPUSD", inverted=True),), {"GBPUSD"}.__contains__) is None
+    assert inverse_route((), both) is None

@@ -193,22 +193,22 @@ def test_market_book(mt5: SimulatedTerminal) -> None:
 
 
 def test_tick_and_rate_arrays_have_the_packed_dtypes(broker: SimulatedBroker, mt5: SimulatedTerminal) -> None:
-    start = int(broker.now())
+    start = int(broker.server_now())
     broker.advance(600)
-    ticks = mt5.copy_ticks_range("EURUSD", start, int(broker.now()), c.COPY_TICKS_ALL)
+    ticks = mt5.copy_ticks_range("EURUSD", start, int(broker.server_now()), c.COPY_TICKS_ALL)
     rates = mt5.copy_rates_from_pos("EURUSD", c.TIMEFRAME_M1, 0, 5)
     for array, dtype in ((ticks, TICK_DTYPE), (rates, RATE_DTYPE)):
         assert array.dtype == dtype and array.dtype.itemsize == 60
         assert [array.dtype.fields[n][1] for n in array.dtype.names] == [0, 8, 16, 24, 32, 40, 48, 52]
     assert len(ticks) > 300 and (ticks["time_msc"] // 1000 == ticks["time"]).all()
-    assert len(rates) == 5 and rates["time"][-1] == int(broker.now()) // 60 * 60  # position 0 is forming
-    assert mt5.copy_ticks_range("EURUSD", start, int(broker.now()), c.COPY_TICKS_TRADE).size == 0
+    assert len(rates) == 5 and rates["time"][-1] == int(broker.server_now()) // 60 * 60  # position 0 is forming
+    assert mt5.copy_ticks_range("EURUSD", start, int(broker.server_now()), c.COPY_TICKS_TRADE).size == 0
     empty = mt5.copy_ticks_range("EURUSD", 0, 1000, c.COPY_TICKS_ALL)
     assert empty.size == 0 and empty.dtype == TICK_DTYPE and mt5.last_error() == SUCCESS
 
 
 def test_rates_windows(broker: SimulatedBroker, mt5: SimulatedTerminal) -> None:
-    start = int(broker.now())
+    start = int(broker.server_now())
     broker.advance(3 * 3600)
     hours = mt5.copy_rates_range("EURUSD", c.TIMEFRAME_H1, datetime.fromtimestamp(start, UTC),
                                  start + 2 * 3600)

@@ -13,8 +13,10 @@ from producers.mt5.simulator import DEFAULT_START, FaultConfig, SimulatedBroker,
 from producers.mt5.simulator.market import DEFAULT_SYMBOLS, FILLING_FOK, FILLING_IOC
 
 ALL_TIME = (0, 2**31 - 1)
-FRIDAY_2058 = DEFAULT_START + 4 * 86400 + 12 * 3600 + 58 * 60
+# January: New York keeps winter time, so the FX week ends Friday 22:00 UTC and starts Sunday 22:00 UTC.
+FRIDAY_2158 = DEFAULT_START + 4 * 86400 + 13 * 3600 + 58 * 60
 SUNDAY_2158 = DEFAULT_START + 6 * 86400 + 13 * 3600 + 58 * 60
+UTC_CLOCK = "UTC+00:00"  # these tests are about sessions: a broker on UTC keeps their times readable
 NOISY = FaultConfig(requote_probability=0.3, slippage_probability=0.5, slippage_points=3,
                     spread_widen_probability=0.01, gap_probability=0.002, gap_max_pct=0.3)
 
@@ -67,23 +69,25 @@ def test_other_accounts_do_not_shift_the_market() -> None:
 
 def test_no_ticks_over_the_weekend_and_a_gap_at_the_open() -> None:
     gappy = tuple(dataclasses.replace(s, session_gap_pct=2.0) for s in DEFAULT_SYMBOLS)
-    broker = SimulatedBroker(seed=5, start_time=FRIDAY_2058, symbols=gappy)
+    broker = SimulatedBroker(seed=5, start_time=FRIDAY_2158, symbols=gappy, server_clock=UTC_CLOCK)
     mt5 = _attached(broker, 1)
     broker.advance(4 * 60)
     friday_close = mt5.symbol_info_tick("EURUSD")
-    assert friday_close.time < FRIDAY_2058 + 120  # 21:00 UTC: the week is over
+    assert friday_close.time < FRIDAY_2158 + 120  # 22:00 UTC, 17:00 New York: the week is over
     broker.advance_to(SUNDAY_2158 + 3 * 60)
-    ticks = mt5.copy_ticks_range("EURUSD", FRIDAY_2058 + 120, SUNDAY_2158 + 3 * 60, c.COPY_TICKS_ALL)
+    ticks = mt5.copy_ticks_range("EURUSD", FRIDAY_2158 + 120, SUNDAY_2158 + 3 * 60, c.COPY_TICKS_ALL)
     assert ticks["time"].min() >= SUNDAY_2158 + 120  # nothing until Sunday 22:00
     assert abs(ticks["bid"][0] / friday_close.bid - 1) > 0.001
 
 
 def test_xauusd_and_us30_have_a_daily_break() -> None:
-    broker = SimulatedBroker(seed=5, start_time=DEFAULT_START + 12 * 3600 + 59 * 60)  # Monday 20:59
+    broker = SimulatedBroker(seed=5, start_time=DEFAULT_START + 13 * 3600 + 59 * 60,  # Monday 21:59 UTC
+                             server_clock=UTC_CLOCK)
     mt5 = _attached(broker, 1)
-    broker.advance(30 * 60)
-    assert mt5.symbol_info_tick("XAUUSD").time < DEFAULT_START + 13 * 3600
-    assert mt5.symbol_info_tick("EURUSD").time >= DEFAULT_START + 13 * 3600 + 29 * 60
+    broker.advance(30 * 60)  # 17:00-18:00 New York, 22:00-23:00 UTC in winter: metals and indices pause
+    assert mt5.symbol_info_tick("XAUUSD").time < DEFAULT_START + 14 * 3600
+    assert mt5.symbol_info_tick("US30").time < DEFAULT_START + 14 * 3600
+    assert mt5.symbol_info_tick("EURUSD").time >= DEFAULT_START + 14 * 3600 + 29 * 60
 
 
 def test_spread_widening_hook_and_fault() -> None:

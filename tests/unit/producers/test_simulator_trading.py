@@ -241,15 +241,15 @@ def test_manual_helpers_record_client_reason(broker: SimulatedBroker, mt5: Simul
 
 def test_history_by_dates_includes_the_initial_deposit(broker: SimulatedBroker, mt5: SimulatedTerminal,
                                                        deal: DealBuilder) -> None:
-    start = int(broker.now())
+    start = int(broker.server_now())
     _open(mt5, deal())
     broker.advance(60)
-    deals = mt5.history_deals_get(start, int(broker.now()))
+    deals = mt5.history_deals_get(start, int(broker.server_now()))
     assert [d.type for d in deals] == [c.DEAL_TYPE_BALANCE, c.DEAL_TYPE_BUY]
     assert deals[0].profit == 10_000.0
-    assert mt5.history_deals_total(start, int(broker.now())) == 2
-    assert mt5.history_deals_get(start, int(broker.now()), group="GBP*") == ()
-    assert len(mt5.history_orders_get(start, int(broker.now()))) == 1
+    assert mt5.history_deals_total(start, int(broker.server_now())) == 2
+    assert mt5.history_deals_get(start, int(broker.server_now()), group="GBP*") == ()
+    assert len(mt5.history_orders_get(start, int(broker.server_now()))) == 1
     assert mt5.history_deals_get(start + 30, start + 40) == ()
 
 

@@ -80,10 +80,14 @@ def sync_failed(*, t: float, stage: str = "positions_get") -> Envelope[AccountSy
 
 
 def tick(symbol: str = "EURUSD", *, bid: float = 1.1, spread_points: float = 12, t: float = 0,
-         quoted: float | None = None, market_open: bool = True, point: float = 0.00001) -> Envelope[TickReport]:
-    payload = TickReport(symbol=symbol, bid=bid, ask=bid + spread_points * point, point=point,
-                         quoted_at=at(t if quoted is None else quoted), market_open=market_open)
-    return observed(payload, account_id=USER, occurred_at=at(t))
+         quoted: float | None = None, market_open: bool = True, point: float = 0.00001,
+         digits: int | None = None, ask: float | None = None, origin: datetime = T0) -> Envelope[TickReport]:
+    """A quote polled ``t`` seconds after ``origin`` (true UTC), quoted at ``quoted`` (default ``t``)."""
+    payload = TickReport(symbol=symbol, bid=bid, ask=bid + spread_points * point if ask is None else ask,
+                         point=point, digits=digits, quoted_at=origin + timedelta(seconds=t if quoted is None
+                                                                                   else quoted),
+                         market_open=market_open)
+    return observed(payload, account_id=USER, occurred_at=origin + timedelta(seconds=t))
 
 
 def close_result(*, ok: bool = True, ticket: int = 1001, reason: CloseReason = CloseReason.DRAWDOWN_GUARD,

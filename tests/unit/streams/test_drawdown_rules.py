@@ -42,18 +42,21 @@ def alerts(outputs: list[Envelope[Any]]) -> list[tuple[str, str]]:
 
 
 def readings(*equities: float, start: float = 1) -> list[Envelope[Any]]:
-    return [account(e, t=start + i) for i, e in enumerate(equities)]
+    """One reading a second from ``start``, after the first equity held for one more reading just
+    before it: a peak needs two trusted readings (``confirmations``)."""
+    return [account(equities[0], t=start - 0.25)] + [account(e, t=start + i) for i, e in enumerate(equities)]
 
 
 def test_peak_drawdown_and_daily_loss_follow_the_good_readings():
     state, outputs = run(HELD, *readings(10_000, 10_500, 10_200))
-    assert state.peak_equity_gbp == 10_500 and state.day_start_equity_gbp == 10_000
+    assert state.peak_equity_gbp == 10_200 and state.day_start_equity_gbp == 10_000  # 10 500 held once only
     snapshot = outputs[0].payload
     assert outputs[0].event_type == "AccountAssessed" and snapshot.open_positions_count == 3
 
 
 def test_equity_in_another_currency_is_converted_to_gbp():
-    state, outputs = run(account(10_000, t=1, balance=10_000, gbp_rate=0.8))
+    state, outputs = run(account(10_000, t=1, balance=10_000, gbp_rate=0.8),
+                         account(10_000, t=2, balance=10_000, gbp_rate=0.8))
     assert state.peak_equity_gbp == 8000 and outputs[0].payload.equity_gbp == 8000
 
 
@@ -129,8 +132,8 @@ def test_a_single_breaching_reading_needs_confirmation():
 
 
 def test_bad_readings_between_two_breaching_ones_neither_count_nor_break_the_streak():
-    _, outputs = run(HELD, account(10_000, t=1), account(8_900, t=2), sync_failed(t=3), account(0, t=4),
-                     account(8_900, t=5))
+    _, outputs = run(HELD, account(10_000, t=0.75), account(10_000, t=1), account(8_900, t=2), sync_failed(t=3),
+                     account(0, t=4), account(8_900, t=5))
     assert alerts(outputs) == [("drawdown_critical", "warning_sent")]
 
 
@@ -142,8 +145,8 @@ def test_a_real_crash_is_believed_once_a_second_reading_agrees():
 
 
 def test_a_big_move_with_a_balance_change_is_a_deposit_not_absurd():
-    state, _ = run(account(10_000, t=1), account(30_000, t=2, balance=30_000))
-    assert state.peak_equity_gbp == 30_000
+    state, _ = run(account(10_000, t=1), account(30_000, t=2, balance=30_000), account(30_000, t=3, balance=30_000))
+    assert state.peak_equity_gbp == 30_000 and state.untrusted == 0
 
 
 def test_the_warning_level_warns_once_when_crossed_and_again_after_recovery():
@@ -172,10 +175,11 @@ def test_the_day_starts_at_broker_server_midnight_by_default():
         "2026-11-02", "2026-11-03")
 
 
-def test_the_reset_time_and_zone_are_configurable():
+def test_the_reset_time_and_zone_are_configurable_and_the_zone_applies_to_true_utc_once():
     config = GuardSettings(daily_reset_time="22:00", daily_reset_timezone="Europe/London")
-    before = account(10_000, t=0, server_time=datetime(2026, 11, 2, 21, 59, tzinfo=timezone.utc))
-    after = account(10_000, t=0, server_time=datetime(2026, 11, 2, 22, 1, tzinfo=timezone.utc))
+    server = datetime(2026, 11, 3, 1, 0, tzinfo=timezone.utc)  # a UTC+2 broker's clock: ignored by a zone
+    before = account(10_000, t=14 * 3600 - 60, server_time=server)  # 21:59 UTC = 21:59 London in November
+    after = account(10_000, t=14 * 3600 + 60, server_time=server)
     assert [day_of(r.payload, r.occurred_at, config) for r in (before, after)] == ["2026-11-01", "2026-11-02"]
 
 
@@ -185,7 +189,7 @@ def test_a_guard_close_that_failed_raises_a_failed_alert():
 
 
 def test_snapshots_are_throttled_per_account():
-    _, outputs = run(*readings(*([10_000.0] * 12)))
+    _, outputs = run(*[account(10_000.0, t=1 + i) for i in range(12)])
     assert [o.payload.last_sync_at for o in outputs] == [at(1), at(6), at(11)]
 
 

@@ -33,7 +33,8 @@ def test_reconciliation_state_round_trips():
 
 def test_drawdown_state_with_a_pending_close_round_trips():
     state = DrawdownState()
-    for event in (positions(position(), t=0), account(10_000, t=1), account(8_000, t=2), account(8_000, t=3)):
+    for event in (positions(position(), t=0), account(10_000, t=0.5), account(10_000, t=1), account(8_000, t=2),
+                  account(8_000, t=3)):
         state = drawdown(state, event, AccountLevels(), CONFIG, event.occurred_at).state
     assert state.pending is not None
     loaded = round_trip(state)

@@ -1,0 +1,226 @@
+"""The drawdown guard measures trading results only: money flows, trusted readings, confirmed peaks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infra.settings import AccountLevels, GuardSettings
+from schemas import Envelope, observed
+from schemas.reports import AccountReport, MoneyFlow, MoneyFlowKind
+from streams.drawdown.liquidation import fire_due
+from streams.drawdown.rules import handle
+from streams.drawdown.state import DrawdownState
+from tests.unit.streams.builders import USER, at, position, positions
+
+CONFIG = GuardSettings(max_reading_age_seconds=None)
+LEVELS = AccountLevels(warning_drawdown_percent=5, critical_drawdown_percent=10, daily_loss_limit_percent=8,
+                       close_grace_seconds=10)
+HELD = positions(position(1001, profit_gbp=0), t=0.5)
+_tickets = iter(range(70_000_000, 80_000_000))
+
+
+def flow(amount: float, *, t: float, kind: MoneyFlowKind = MoneyFlowKind.BALANCE, rate: float = 1.0) -> MoneyFlow:
+    return MoneyFlow(ticket=next(_tickets), kind=kind, amount=amount, amount_gbp=amount * rate, time=at(t),
+                     server_time=at(t) + timedelta(hours=2))
+
+
+def reading(equity: float, *, t: float, balance: float | None = None, credit: float = 0.0,
+            profit: float | None = None, rate: float = 1.0, flows: tuple[MoneyFlow, ...] = (),
+            currency: str = "GBP") -> Envelope[AccountReport]:
+    """A consistent reading unless ``profit`` says otherwise: equity = balance + credit + profit."""
+    balance = equity - credit if balance is None else balance
+    profit = equity - balance - credit if profit is None else profit
+    payload = AccountReport(user_id=USER, login=5001, server="Demo", currency=currency, poll_seq=int(t * 10),
+                            balance=balance, equity=equity, profit=profit, margin=100.0, margin_free=equity - 100,
+                            margin_level=0.0, gbp_rate=rate, server_time=at(t) + timedelta(hours=2),
+                            server_offset_minutes=120, credit=credit, positions_profit=profit, money_flows=flows)
+    return observed(payload, account_id=USER, occurred_at=at(t))
+
+
+def run(*events: Envelope[Any], levels: AccountLevels = LEVELS, config: GuardSettings = CONFIG,
+        state: DrawdownState | None = None) -> tuple[DrawdownState, list[Envelope[Any]]]:
+    state = state or DrawdownState()
+    outputs: list[Envelope[Any]] = []
+    for event in events:
+        decision = handle(state, event, levels, config, event.occurred_at)
+        state, outputs = decision.state, outputs + list(decision.outputs)
+        if state.pending is not None:  # let every deadline fire, as the sweep would
+            fired = fire_due(state, state.pending.deadline)
+            state, outputs = fired.state, outputs + list(fired.outputs)
+    return state, outputs
+
+
+def alerts(outputs: list[Envelope[Any]]) -> list[str]:
+    return [o.payload.alert_type.value for o in outputs if o.event_type == "GuardAlertRaised"]
+
+
+def closes(outputs: list[Envelope[Any]]) -> list[Envelope[Any]]:
+    return [o for o in outputs if o.event_type == "ClosePosition"]
+
+
+def test_a_withdrawal_of_15_percent_with_a_position_open_and_no_loss_triggers_nothing():
+    w = flow(-1_500, t=3)
+    state, outputs = run(HELD, reading(10_000, t=1), reading(10_000, t=2), reading(8_500, t=3.5, flows=(w,)),
+                         reading(8_500, t=4), reading(8_500, t=5))
+    assert alerts(outputs) == [] and closes(outputs) == []
+    assert state.peak_equity_gbp == 8_500 and state.day_start_equity_gbp == 8_500
+    assert [f.ticket for f in state.flows] == [w.ticket]
+
+
+def test_a_deposit_then_a_withdrawal_of_the_same_amount_triggers_nothing():
+    state, outputs = run(HELD, reading(10_000, t=1), reading(10_000, t=2),
+                         reading(15_000, t=3, flows=(flow(5_000, t=2.5),)), reading(15_000, t=4),
+                         reading(10_000, t=5, flows=(flow(-5_000, t=4.5),)), reading(10_000, t=6),
+                         reading(10_000, t=7))
+    assert alerts(outputs) == [] and state.peak_equity_gbp == 10_000
+
+
+def test_a_deposit_is_not_a_gain_and_a_later_loss_is_measured_on_the_new_money():
+    """Peak 10 000, equity 9 500 (5 %), deposit 9 500: peak 20 000, equity 19 000, still 5 %."""
+    state, outputs = run(HELD, reading(10_000, t=1), reading(10_000, t=2), reading(9_500, t=3),
+                         reading(19_000, t=4, flows=(flow(9_500, t=3.5),)), reading(19_000, t=5))
+    assert state.peak_equity_gbp == 20_000 and closes(outputs) == []
+    _, more = run(reading(17_900, t=6), reading(17_900, t=7), state=state)  # 10.5 % of 20 000: a real loss
+    assert "drawdown_critical" in alerts(more)
+
+
+def test_credit_in_and_out_is_a_flow_not_a_result():
+    _, outputs = run(HELD, reading(10_000, t=1), reading(10_000, t=2),
+                     reading(13_000, t=3, credit=3_000, flows=(flow(3_000, t=2.5, kind=MoneyFlowKind.CREDIT),)),
+                     reading(13_000, t=4, credit=3_000),
+                     reading(10_000, t=5, flows=(flow(-3_000, t=4.5, kind=MoneyFlowKind.CREDIT),)),
+                     reading(10_000, t=6), reading(10_000, t=7))
+    assert alerts(outputs) == []
+
+
+def test_a_redelivered_flow_is_applied_once():
+    w = flow(-1_000, t=3)
+    state, _ = run(HELD, reading(10_000, t=1), reading(10_000, t=2), reading(9_000, t=3.5, flows=(w,)),
+                   reading(9_000, t=4, flows=(w,)))
+    assert state.peak_equity_gbp == 9_000
+
+
+def test_the_decision_record_shows_the_flows_it_used():
+    w = flow(-1_000, t=3)
+    _, outputs = run(HELD, reading(10_000, t=1), reading(10_000, t=2), reading(9_000, t=3.5, flows=(w,)),
+                     reading(8_000, t=4), reading(8_000, t=5))
+    warning = next(o.payload for o in outputs if o.event_type == "GuardAlertRaised")
+    assert [f["ticket"] for f in warning.details["money_flows"]] == [w.ticket]
+    assert warning.details["peak_equity_gbp"] == 9_000
+
+
+def test_one_reading_12_percent_too_high_does_not_raise_the_peak():
+    state, outputs = run(HELD, reading(10_000, t=1), reading(10_000, t=2), reading(11_200, t=3),
+                         reading(10_000, t=4), reading(10_000, t=5))
+    assert state.peak_equity_gbp == 10_000 and alerts(outputs) == []
+
+
+def test_an_inconsistent_reading_is_untrusted_counted_and_shown():
+    bad = reading(11_200, t=7, balance=10_000, profit=0.0)  # equity disagrees with balance + profit
+    state, outputs = run(HELD, reading(10_000, t=1), reading(10_000, t=2), bad, reading(10_000, t=9))
+    assert state.untrusted == 1 and state.peak_equity_gbp == 10_000
+    shown = [o.payload.sync_error for o in outputs if o.event_type == "AccountAssessed" and o.payload.sync_error]
+    assert shown and "inconsistent" in shown[0]
+
+
+def test_a_bad_first_reading_of_the_day_does_not_set_the_baseline():
+    day2 = 16 * 3600  # 00:00 server time (UTC+2) of the next day
+    state, outputs = run(HELD, reading(10_000, t=1), reading(10_000, t=2), reading(10_600, t=day2 + 1),
+                         reading(10_000, t=day2 + 2), reading(10_000, t=day2 + 3), reading(10_000, t=day2 + 4))
+    assert state.day == "2026-11-03" and state.day_start_equity_gbp == 10_000
+    assert "daily_loss_critical" not in alerts(outputs)
+
+
+def test_a_bad_conversion_quote_does_not_double_the_peak_of_a_usd_account():
+    usd = {"currency": "USD"}
+    state, outputs = run(HELD, reading(10_000, t=1, rate=0.8, **usd), reading(10_000, t=2, rate=0.8, **usd),
+                         reading(10_000, t=3, rate=1.6, **usd), reading(10_000, t=4, rate=0.8, **usd),
+                         reading(10_000, t=5, rate=0.8, **usd))
+    assert state.peak_equity_gbp == 8_000 and alerts(outputs) == [] and state.untrusted == 1
+
+
+def test_a_rate_that_disagrees_with_its_inverse_pair_is_untrusted():
+    bad = reading(10_000, t=3, rate=1.6).payload.model_copy(update={"gbp_rate_inverse": 0.8})
+    state, _ = run(reading(10_000, t=1, rate=0.8), reading(10_000, t=2, rate=0.8),
+                   observed(bad, account_id=USER, occurred_at=at(3)))
+    assert state.untrusted == 1 and state.peak_equity_gbp == 10_000 * 0.8
+
+
+def test_a_real_move_of_the_rate_is_trusted_once_confirmed():
+    state, _ = run(reading(10_000, t=1, rate=0.8), reading(10_000, t=2, rate=0.8), reading(10_000, t=3, rate=0.9),
+                   reading(10_000, t=4, rate=0.9), reading(10_000, t=5, rate=0.9))
+    assert state.last.gbp_rate == 0.9
+
+
+def test_a_critical_breach_needs_two_trusted_readings():
+    _, one = run(HELD, reading(10_000, t=1), reading(10_000, t=2), reading(8_800, t=3), reading(10_000, t=4))
+    _, two = run(HELD, reading(10_000, t=1), reading(10_000, t=2), reading(8_800, t=3), reading(8_800, t=4))
+    assert closes(one) == [] and len(closes(two)) == 1
+
+
+def test_a_flat_account_across_the_day_change_keeps_its_day():
+    """No positions, no ticks: the server clock the poller derives still names the day."""
+    times = [16 * 3600 - 2, 16 * 3600 - 1, 16 * 3600 + 1, 16 * 3600 + 2]
+    state, _ = run(*[reading(10_000, t=t) for t in times])
+    assert state.day == "2026-11-03" and state.day_start_equity_gbp == 10_000
+
+
+# --- property: no liquidation without a confirmed trading loss beyond the critical level --------------
+
+step = st.one_of(
+    st.tuples(st.just("trade"), st.floats(min_value=-0.08, max_value=0.08)),  # a trading result, relative
+    st.tuples(st.just("flow"), st.floats(min_value=-0.6, max_value=2.0)),  # a deposit or withdrawal, relative
+    st.tuples(st.just("spike"), st.floats(min_value=-0.5, max_value=0.5)),  # one untrusted reading
+    st.tuples(st.just("credit"), st.floats(min_value=0.0, max_value=0.5)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, min_size=1, max_size=30))
+def test_no_liquidation_without_a_confirmed_trading_loss_beyond_the_critical_level(steps):
+    """Replays random readings, money flows and bad readings; tracks the true trading return (flows
+    taken out, time-weighted) and checks every liquidation against it."""
+    events: list[Envelope[Any]] = [HELD]
+    equity, credit, t = 10_000.0, 0.0, 1.0
+    growth, peak_growth = 1.0, 1.0  # trading-only growth of one unit of money, and its high-water mark
+    loss_after: list[float] = []  # the true drawdown (%) at each event
+    for kind, x in steps:
+        t += 1
+        if kind == "trade":
+            equity *= 1 + x
+            growth *= 1 + x
+        elif kind in ("flow", "credit"):
+            amount = round(equity * x, 2)
+            if equity + amount <= 1:
+                continue
+            flow_kind = MoneyFlowKind.CREDIT if kind == "credit" else MoneyFlowKind.BALANCE
+            credit += amount if kind == "credit" else 0.0
+            equity += amount
+            events.append(reading(equity, t=t, credit=credit, flows=(flow(amount, t=t - 0.5, kind=flow_kind),)))
+            loss_after.append((1 - growth / peak_growth) * 100)
+            continue
+        else:  # a reading whose equity disagrees with its balance: untrusted
+            events.append(reading(equity * (1 + x), t=t, balance=equity - credit, credit=credit, profit=0.0))
+            loss_after.append((1 - growth / peak_growth) * 100)
+            continue
+        peak_growth = max(peak_growth, growth)
+        events.append(reading(equity, t=t, credit=credit))
+        loss_after.append((1 - growth / peak_growth) * 100)
+    state = DrawdownState()
+    for i, event in enumerate(events):
+        decision = handle(state, event, LEVELS, CONFIG, event.occurred_at)
+        state = decision.state
+        for out in decision.outputs:
+            if out.event_type != "GuardAlertRaised":
+                continue
+            # The guard's peak and day start are confirmed levels, so at most the true peak: the loss it
+            # sees is at most the true trading loss from the peak, whichever rule fired.
+            kind = out.payload.alert_type.value
+            limit = {"drawdown_critical": LEVELS.critical_drawdown_percent,
+                     "daily_loss_critical": LEVELS.daily_loss_limit_percent}.get(kind)
+            if limit is not None:
+                assert loss_after[i - 1] >= limit - 1e-6, (steps, out.payload.details)
