@@ -24,10 +24,9 @@ from typing import Any
 from infra.settings import AccountLevels, GuardSettings
 from schemas import Envelope
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport
-from schemas.results import PositionCloseFailed
 from streams.decisions import Decision, replace
 from streams.drawdown.levels import assess_levels
-from streams.drawdown.liquidation import close_failed_alerts, fire_due
+from streams.drawdown.liquidation import fire_due
 from streams.drawdown.outputs import snapshot, snapshot_due
 from streams.drawdown.readings import accept, drawdown_percent, judge
 from streams.drawdown.state import DrawdownState, Held, Reading
@@ -42,8 +41,6 @@ def handle(state: DrawdownState, event: Envelope[Any], levels: AccountLevels, co
         return Decision(on_positions(state, event))
     if isinstance(payload, AccountSyncFailed):
         return on_sync_failed(state, event)
-    if isinstance(payload, PositionCloseFailed):
-        return Decision(state, close_failed_alerts(event))
     return Decision(state)
 
 
