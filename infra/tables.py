@@ -168,6 +168,9 @@ class DrawdownAlert(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[datetime] = _now()
     executed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # One row per alert through its states (0005): the highest revision wins, at updated_at.
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    updated_at: Mapped[datetime] = _now()
 
 
 class ProjectionProgress(Base):

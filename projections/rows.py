@@ -19,6 +19,8 @@ from schemas.topics import ACCOUNT_STATE, ALERTS, RECONCILIATION
 class TableSpec:
     name: str
     columns: tuple[str, ...]
+    #: Columns a later state of the same row updates, when its ``revision`` is higher (empty: insert only).
+    updates: tuple[str, ...] = ()
 
 
 RECONCILIATION_LOGS = TableSpec("reconciliation_logs", (
@@ -35,7 +37,9 @@ POSITION_SNAPSHOTS = TableSpec("position_snapshots", (
 DRAWDOWN_ALERTS = TableSpec("drawdown_alerts", (
     "id", "user_id", "alert_type", "drawdown_percent", "equity_gbp", "threshold_percent",
     "positions_closed_count", "total_loss_gbp", "action_taken", "status", "created_at", "executed_at",
-))
+    "revision", "updated_at",
+), updates=("positions_closed_count", "total_loss_gbp", "action_taken", "status", "executed_at", "revision",
+            "updated_at"))
 
 #: Which table each projected topic feeds.
 TABLE_OF_TOPIC: dict[Topic, TableSpec] = {
@@ -81,12 +85,13 @@ def snapshot_row(envelope: Envelope[AccountAssessed]) -> tuple[Any, ...]:
 
 
 def alert_row(envelope: Envelope[GuardAlertRaised]) -> tuple[Any, ...]:
+    """One row per alert (``alert_id``); each later state of it carries a higher revision and updates it."""
     p = envelope.payload
     return (
-        envelope.event_id, p.user_id, p.alert_type.value, _zero_if_none(_dec(p.drawdown_percent, 4)),
+        p.alert_id or envelope.event_id, p.user_id, p.alert_type.value, _zero_if_none(_dec(p.drawdown_percent, 4)),
         _zero_if_none(_dec(p.equity_gbp, 4)), _zero_if_none(_dec(p.threshold_percent, 4)),
         p.positions_closed_count, _dec(p.total_loss_gbp, 4), p.action_taken.value, p.status,
-        envelope.occurred_at, p.executed_at,
+        envelope.occurred_at, p.executed_at, p.revision, envelope.occurred_at,
     )
 
 

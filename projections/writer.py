@@ -2,7 +2,9 @@
 
 Rows go in with ``COPY`` into a temporary staging table, then one ``INSERT … SELECT … ON
 CONFLICT (id) DO NOTHING`` per table: close to raw COPY speed, and a redelivered event (same
-id) is refused by the primary key. Progress (the next offset per topic partition) is upserted
+id) is refused by the primary key. A table whose rows change state (``TableSpec.updates``:
+``drawdown_alerts``, one row per alert) keeps, per id, the state of the highest ``revision``: a
+redelivered or replayed older state never overwrites a newer one, so a replay ends the same. Progress (the next offset per topic partition) is upserted
 in the same transaction, so rows and progress can never disagree.
 """
 
@@ -96,9 +98,11 @@ class ProjectionWriter:
             await self.connection.copy_records_to_table(f"stage_{table.name}", records=rows,
                                                         columns=list(table.columns))
             columns = ", ".join(table.columns)
+            latest = " DISTINCT ON (id)" if table.updates else ""
+            order = " ORDER BY id, revision DESC" if table.updates else ""
             status = await self.connection.execute(
-                f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM stage_{table.name} "
-                f"ON CONFLICT (id) DO NOTHING")
+                f"INSERT INTO {table.name} ({columns}) SELECT{latest} {columns} FROM stage_{table.name}{order} "
+                f"{_on_conflict(table)}")
             inserted += int(status.rsplit(" ", 1)[-1])
         return inserted
 
@@ -106,7 +110,7 @@ class ProjectionWriter:
         columns = ", ".join(item.table.columns)
         placeholders = ", ".join(f"${i}" for i in range(1, len(item.table.columns) + 1))
         status = await self.connection.execute(
-            f"INSERT INTO {item.table.name} ({columns}) VALUES ({placeholders}) ON CONFLICT (id) DO NOTHING",
+            f"INSERT INTO {item.table.name} ({columns}) VALUES ({placeholders}) {_on_conflict(item.table)}",
             *item.row)
         return int(status.rsplit(" ", 1)[-1])
 
@@ -134,6 +138,14 @@ class ProjectionWriter:
             "ON CONFLICT (consumer, topic, partition) DO UPDATE SET "
             "next_offset = GREATEST(projection_progress.next_offset, EXCLUDED.next_offset), updated_at = now()",
             [(self.consumer, topic, partition, offset) for (topic, partition), offset in progress.items()])
+
+
+def _on_conflict(table: TableSpec) -> str:
+    """A repeated id: refused; or, for a table of states, the newer state (higher revision) wins."""
+    if not table.updates:
+        return "ON CONFLICT (id) DO NOTHING"
+    assignments = ", ".join(f"{column} = EXCLUDED.{column}" for column in table.updates)
+    return f"ON CONFLICT (id) DO UPDATE SET {assignments} WHERE {table.name}.revision < EXCLUDED.revision"
 
 
 def projected_topic_names(prefix: str) -> list[str]:

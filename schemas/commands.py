@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -21,6 +22,10 @@ class ClosePosition(Payload):
     reason: CloseReason
     rule: str = Field(max_length=128, description="The rule that decided it")
     details: dict[str, Any] = Field(default_factory=dict, description="Inputs and thresholds of the decision")
+    alert_id: uuid.UUID | None = Field(default=None, description="The guard alert whose lifecycle this close is")
+    alert_tickets: tuple[Ticket, ...] = Field(
+        default=(), description="Every ticket the alert closes, across its commands (empty: this command's)")
+    attempt: int = Field(default=1, ge=1, description="1 for the guard's order; 2, 3, ... for its retries")
 
 
 class SyncAccount(Payload):

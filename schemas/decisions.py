@@ -6,6 +6,7 @@ topic or of the table can see why.
 
 from __future__ import annotations
 
+import uuid
 from enum import IntEnum, StrEnum
 from typing import Any, ClassVar
 
@@ -125,14 +126,22 @@ class ActionTaken(StrEnum):
 
 
 class GuardAlertRaised(Payload):
-    """A guard warning or trigger: one row of ``drawdown_alerts``."""
+    """A guard warning or trigger, or a later state of the same alert: one row of ``drawdown_alerts``.
+
+    A trigger is one alert (one row, id ``alert_id``) through its states, each a new event with a
+    higher ``revision``: ``open`` (the warning) -> ``ordered`` (close commands sent) -> ``executed``
+    (every close confirmed by the executor: ``action_taken`` positions_closed, the count, realised loss
+    and time of the last confirmation) or ``failed`` (positions remain open; retried) -> ``escalated``
+    (the fast retries failed too; retried at a slower cadence) -> ``executed``; ``waiting`` (the market
+    is closed: retried at its next open); ``superseded`` (every position was closed by something else).
+    """
 
     event_type: ClassVar[str] = "GuardAlertRaised"
 
     user_id: UserId
     alert_type: AlertType
     action_taken: ActionTaken
-    status: str = Field(max_length=32, description="open, executed or failed")
+    status: str = Field(max_length=32, description="open, ordered, waiting, executed, failed, escalated, superseded")
     message: str = Field(max_length=2000)
     drawdown_percent: Percent | None = None
     equity_gbp: Money | None = None
@@ -142,3 +151,5 @@ class GuardAlertRaised(Payload):
     symbol: Symbol | None = None
     executed_at: AwareDatetime | None = None
     details: dict[str, Any] = Field(default_factory=dict, description="Inputs and thresholds of the decision")
+    alert_id: uuid.UUID | None = Field(default=None, description="The alert this state belongs to (None: this event's id)")
+    revision: int = Field(default=0, ge=0, description="The state's number in the alert's lifecycle (0 first)")

@@ -25,7 +25,12 @@ from schemas.envelope import Payload
 from schemas.operations import OperatorAlertRaised
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
-from schemas.results import PositionClosed, PositionCloseFailed
+from schemas.results import (
+    PositionClosed,
+    PositionCloseDeferred,
+    PositionCloseFailed,
+    PositionCloseSuperseded,
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ ACCOUNT_STATE = Topic("drawdown-state", 1, (AccountAssessed,),
 ALERTS = Topic("alerts", 1, (GuardAlertRaised,), "Streams: guard warnings and triggers (drawdown_alerts).",
                "streams")
 CLOSE_COMMANDS = Topic("close-commands", 1, (ClosePosition,), "Streams: positions to close, and why.", "streams")
-CLOSE_RESULTS = Topic("close-results", 1, (PositionClosed, PositionCloseFailed),
+CLOSE_RESULTS = Topic("close-results", 1, (PositionClosed, PositionCloseFailed, PositionCloseSuperseded,
+                                           PositionCloseDeferred),
                       "Executor: what each close command did, per ticket.", "executor")
 SYNC_COMMANDS = Topic("sync-commands", 1, (SyncAccount,), "API/ops: manual sync requests.", "api")
 DEAD_LETTERS = Topic("dead-letters", 1, (MessageDeadLettered,),

@@ -46,7 +46,12 @@ from schemas.decisions import (
 from schemas.operations import OperatorAlertRaised
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
-from schemas.results import PositionClosed, PositionCloseFailed
+from schemas.results import (
+    PositionClosed,
+    PositionCloseDeferred,
+    PositionCloseFailed,
+    PositionCloseSuperseded,
+)
 from schemas.topics import (
     ACCOUNT_REPORTS,
     CLOSE_COMMANDS,
@@ -59,6 +64,8 @@ from schemas.topics import (
     Topic,
     written_by,
 )
+from streams.alerts import lifecycle
+from streams.alerts.state import AlertsState
 from streams.batching import batches
 from streams.decisions import Decision, replace
 from streams.drawdown import liquidation
@@ -117,14 +124,19 @@ class StreamsRuntime:
             StateStore(table("reconciliation"), ReconciliationState, flush_seconds=flush),
             lambda state, event, now: reconciliation.handle(state, event, guard))
         self.drawdown = Processor(
-            "drawdown", (AccountReport, AccountSyncFailed, PositionReport, PositionCloseFailed),
+            "drawdown", (AccountReport, AccountSyncFailed, PositionReport),
             StateStore(table("drawdown"), DrawdownState, flush_seconds=flush),
             lambda state, event, now: drawdown.handle(state, event, self.levels.get(event.account_id), guard, now))
         self.market = Processor(
             "market", (TickReport, PositionReport),
             StateStore(table("market"), market.MarketState, flush_seconds=flush),
             lambda state, event, now: market.handle(state, event, guard))
-        self.processors = (self.reconciliation, self.drawdown, self.market)
+        self.alerts = Processor(
+            "alerts", (ClosePosition, PositionClosed, PositionCloseFailed, PositionCloseSuperseded,
+                       PositionCloseDeferred, PositionReport),
+            StateStore(table("alerts"), AlertsState, flush_seconds=flush),
+            lambda state, event, now: lifecycle.handle(state, event, guard))
+        self.processors = (self.reconciliation, self.drawdown, self.market, self.alerts)
         #: Called with each batch once its inputs are acked (for the bench); None: nothing.
         self.on_settled: Callable[[Sequence[Run]], None] | None = None
         self.routes: dict[type, tuple[Processor, ...]] = {}
@@ -204,10 +216,26 @@ class StreamsRuntime:
             decision = liquidation.fire_due(state, now)
             store.put(account, decision.state)
             sent += [await self._publish(output) for output in decision.outputs]
+        sent += await self._retry_alerts(now, active)
         for processor in self.processors:
             sent += await processor.store.flush()
         if sent:
             await asyncio.gather(*sent)
+
+    async def _retry_alerts(self, now: datetime, active: set[int] | None) -> list[Any]:
+        """Send the retries of guard closes whose time has come (the schedule is in the alerts table)."""
+        sent: list[Any] = []
+        store = self.alerts.store
+        for account, partition in store.pending_accounts():
+            if active is not None and partition not in active:
+                continue
+            state = store.get(account)
+            if not lifecycle.due(state, now):
+                continue
+            decision = lifecycle.fire_due(state, now)
+            store.put(account, decision.state)
+            sent += [await self._publish(output) for output in decision.outputs]
+        return sent
 
     # ------------------------------------------------------------------------------------- output
 
@@ -278,7 +306,8 @@ class StreamsRuntime:
                 payload.divergence_since is not None:
             metrics.divergence_age_seconds.labels(payload.divergence_reason.value).observe(
                 max(0.0, (envelope.occurred_at - payload.divergence_since).total_seconds()))
-        elif isinstance(payload, GuardAlertRaised) and payload.action_taken is ActionTaken.WARNING_SENT and \
+        elif isinstance(payload, GuardAlertRaised) and payload.revision == 0 and \
+                payload.action_taken is ActionTaken.WARNING_SENT and \
                 payload.alert_type in (AlertType.DRAWDOWN_CRITICAL, AlertType.DAILY_LOSS_CRITICAL):
             metrics.drawdown_guard_triggers_total.inc()
         elif isinstance(payload, AccountAssessed):

@@ -96,6 +96,13 @@ class GuardSettings(BaseSettings):
     reclose_after_seconds: float = Field(default=30.0, gt=0,
                                          description="At most one close command per account+symbol per interval")
 
+    # a guard close the executor could not do (see docs/guard-rules.md, "Failed liquidations")
+    liquidation_fast_retries: int = Field(default=3, ge=0,
+                                          description="Retries at retry_seconds, doubling, before escalating")
+    liquidation_retry_seconds: float = Field(default=2.0, gt=0, description="The first fast retry's delay")
+    liquidation_escalated_retry_seconds: float = Field(
+        default=60.0, gt=0, description="After the escalation: retry at this cadence until the positions are flat")
+
     _symbol_rules: dict[str, tuple[object, SymbolRules, SymbolRules]] = PrivateAttr(default_factory=dict)
 
     @field_validator("daily_reset_timezone")

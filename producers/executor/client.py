@@ -7,6 +7,7 @@ the position before every send and after every unanswered send, so it never acts
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from producers.executor.parsing import (
@@ -14,6 +15,7 @@ from producers.executor.parsing import (
     Attempted,
     CloseSettings,
     close_request,
+    closed_by,
     filling_mode,
     is_our_close,
 )
@@ -32,7 +34,9 @@ def close_ticket(gateway: Gateway, *, ticket: int, symbol: str, comment: str,
     try:
         position = _open_position(gateway, ticket)
         if position is None:
-            return Attempted("not_found", error=NOT_FOUND)
+            # Already closed (by another command, a stop, a hand, a stop-out) or never there: its deals say.
+            return resolve_unknown(gateway, ticket=ticket, comment=comment, magic=settings.magic, attempts=0) or \
+                Attempted("not_found", error=NOT_FOUND)
         if position.symbol != symbol:
             return Attempted("failed", error=f"ticket {ticket} is a {position.symbol} position, not {symbol}",
                              entry_price=position.price_open, position_type=position.type)
@@ -66,6 +70,9 @@ def _send_until_done(gateway: Gateway, position: Any, filling: int, comment: str
             return _after_lost_reply(gateway, position, comment, settings, attempt)
         if result.retcode == c.TRADE_RETCODE_DONE:
             return _closed(gateway, position, result, attempt)
+        if result.retcode == c.TRADE_RETCODE_MARKET_CLOSED:  # not a failure: the loop sets when to try again
+            return Attempted("deferred", attempt, result.retcode, entry_price=position.price_open,
+                             position_type=position.type, error=f"{result.retcode}: {result.comment or 'market closed'}")
         if not settings.retry.should_retry(result.retcode, attempt):
             error = f"{result.retcode}: {result.comment or 'rejected'}"
             return Attempted("failed", attempt, result.retcode, entry_price=position.price_open,
@@ -117,8 +124,9 @@ def resolve_unknown(gateway: Gateway, *, ticket: int, comment: str, magic: int,
         return Attempted("closed", attempts, c.TRADE_RETCODE_DONE, price=deal.price, volume=deal.volume,
                          pnl=deal.profit, **known)
     others = [d for d in deals if d.entry in (c.DEAL_ENTRY_OUT, c.DEAL_ENTRY_OUT_BY)]
-    how = f" (closed by deal {others[-1].ticket}, reason {others[-1].reason})" if others else ""
-    return Attempted("not_found", attempts, None, error=NOT_FOUND + how, **known)
+    if others:
+        return replace(closed_by(others[-1], magic=magic), attempts=attempts, **known)
+    return Attempted("not_found", attempts, None, error=NOT_FOUND, **known)
 
 
 def gbp_rate(gateway: Gateway, cache: SymbolCache) -> float | None:

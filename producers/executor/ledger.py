@@ -76,13 +76,17 @@ class Ledger:
                 select(executions).where(executions.c.status == "sending").order_by(executions.c.created_at))
             return [_row(r) for r in result]
 
-    async def last_close_at(self, *, user_id: str, symbol: str, other_than: uuid.UUID) -> datetime | None:
-        """When another command last started closing this account's symbol (refused commands excluded)."""
+    async def last_close_at(self, *, user_id: str, symbol: str, other_than: uuid.UUID,
+                            reason: str | None = None) -> datetime | None:
+        """When another command (for ``reason``, if given) last started closing this account's symbol
+        (refused commands excluded)."""
+        conditions = [executions.c.user_id == user_id, executions.c.symbol == symbol,
+                      executions.c.command_id != other_than,
+                      executions.c.result["status_detail"].astext.is_distinct_from(RATE_LIMITED)]
+        if reason is not None:
+            conditions.append(executions.c.result["command"]["payload"]["reason"].astext == reason)
         async with self.engine.connect() as connection:
-            return await connection.scalar(select(func.max(executions.c.created_at)).where(and_(
-                executions.c.user_id == user_id, executions.c.symbol == symbol,
-                executions.c.command_id != other_than,
-                executions.c.result["status_detail"].astext.is_distinct_from(RATE_LIMITED))))
+            return await connection.scalar(select(func.max(executions.c.created_at)).where(and_(*conditions)))
 
     async def claim(self, *, command_id: uuid.UUID, ticket: int, user_id: str, symbol: str, at: datetime,
                     command: dict[str, Any], status: str = "sending", detail: str | None = None) -> bool:

@@ -4,10 +4,19 @@ Per ticket: the ledger row is claimed (``sending``, committed) before ``order_se
 after it; the result is published; the offset is committed after the results of every command
 before it are on the log. A redelivered command finds its rows and republishes the stored results.
 
-Rate limit: a second command for the same account and symbol within the window (30 s) is not
-executed; each of its tickets gets a PositionCloseFailed (retcode None, error "rate limited: ...")
-and a ledger row, so the refusal is on the record and a redelivery of it is refused the same way.
-The window is measured from the ledger's rows, so it also holds across a restart.
+A ticket another command (or a stop, a hand, a stop-out) already closed is answered
+PositionCloseSuperseded, naming what closed it: never a failure. "Market closed" (10018) is answered
+PositionCloseDeferred with the time to try again, from ``ExecutorConfig.next_open`` (by default every
+``MARKET_CLOSED_RETRY``; the market-session calendar plugs in there); the guard's alert tracker
+orders the retry.
+
+Rate limit: a second *first* command (attempt 1) for the same account, symbol and market-guard
+reason within the window (30 s) is not executed; each of its tickets gets a PositionCloseFailed
+(retcode None, error "rate limited: ...") and a ledger row, so the refusal is on the record and a
+redelivery of it is refused the same way. A liquidation (drawdown or daily loss), a retry, and a
+command for a different reason are never rate limited: they are executed, and whatever another
+command already closed is superseded. The window is measured from the ledger's rows, so it also
+holds across a restart.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -37,6 +46,7 @@ from producers.poller.client import ReadFailed, SymbolCache
 from producers.ratelimit import within_window
 from schemas import DecodeError, Envelope, decode, derived, utcnow
 from schemas.commands import ClosePosition
+from schemas.common import CloseReason
 from schemas.topics import CLOSE_COMMANDS, CLOSE_RESULTS
 
 log = logging.getLogger(__name__)
@@ -44,6 +54,17 @@ log = logging.getLogger(__name__)
 CONSUMER = "executor"
 T = TypeVar("T")
 WallClock = Callable[[], datetime]
+#: When to try a close again that the terminal refused with "market closed": (symbol, refused at) -> time.
+NextOpen = Callable[[str, datetime], datetime]
+#: The default wait after "market closed" when no session calendar is plugged in.
+MARKET_CLOSED_RETRY = timedelta(seconds=60)
+#: Reasons that are liquidations: never rate limited (the executor never drops one).
+LIQUIDATIONS = frozenset({CloseReason.DRAWDOWN_GUARD, CloseReason.DAILY_LOSS_GUARD})
+
+
+def retry_after_a_minute(symbol: str, at: datetime) -> datetime:
+    """The default ``NextOpen``: try again ``MARKET_CLOSED_RETRY`` later, whatever the symbol."""
+    return at + MARKET_CLOSED_RETRY
 
 
 @dataclass(frozen=True)
@@ -52,6 +73,7 @@ class ExecutorConfig:
     window: timedelta = timedelta(seconds=30)  # at most one close command per account and symbol per window
     threads: int = 0  # 0: call terminals inline (the simulator); N: a pool of N threads
     sweep_interval: float = 10.0  # seconds between looks at unresolved ledger rows
+    next_open: NextOpen = retry_after_a_minute  # after 10018; e.g. partial(infra.sessions.next_open, settings)
 
 
 class Invalid(Exception):
@@ -127,8 +149,10 @@ class Executor:
 
     async def _rate_limit(self, envelope: Envelope[ClosePosition]) -> str | None:
         command, now = envelope.payload, self.clock()
+        if command.attempt > 1 or command.reason in LIQUIDATIONS:
+            return None
         last = await self.ledger.last_close_at(user_id=command.user_id, symbol=command.symbol,
-                                               other_than=envelope.event_id)
+                                               other_than=envelope.event_id, reason=command.reason.value)
         if not within_window(last, now, self.config.window):
             return None
         assert last is not None
@@ -170,12 +194,14 @@ class Executor:
             log.error("close of %d for command %s: outcome unknown (%s); left for the next sweep", ticket,
                       envelope.event_id, attempted.error)
             return None
+        if attempted.status == "deferred":
+            attempted = replace(attempted, retry_at=self.config.next_open(command.symbol, self.clock()))
         rate = None if attempted.pnl is None else await self._call(
             gbp_rate, self.gateways[command.user_id], self._caches.setdefault(command.user_id, SymbolCache()))
         result = derived(outcome(command, envelope.event_id, ticket, attempted, rate), cause=envelope,
                          rule=f"close/{ticket}", occurred_at=self.clock())
         await self.ledger.finish(
-            command_id=envelope.event_id, ticket=ticket, status=status or attempted.status,
+            command_id=envelope.event_id, ticket=ticket, status=status or attempted.ledger_status,
             retcode=attempted.retcode, attempts=attempted.attempts, outcome=result.model_dump(mode="json"),
             at=self.clock())
         if attempted.status == "closed":

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from producers.mt5 import constants as c
 from producers.poller.parsing import position_direction
 from schemas.commands import ClosePosition
-from schemas.results import PositionClosed, PositionCloseFailed
+from schemas.results import (
+    CloseOutcome,
+    PositionClosed,
+    PositionCloseDeferred,
+    PositionCloseFailed,
+    PositionCloseSuperseded,
+)
 
 # SymbolInfo.filling_mode bits (MQL5 values; the package defines no constants for them).
 SYMBOL_FILLING_FOK = 1
@@ -76,11 +83,31 @@ def is_our_close(deal: Any, *, comment: str, magic: int) -> bool:
     return closing and deal.magic == magic and deal.comment == comment
 
 
+def closing_command(deal: Any, *, magic: int) -> str | None:
+    """The command (first 16 hex digits of its id) whose close made ``deal``; None if no command of ours did."""
+    if deal.magic != magic or not str(deal.comment).startswith(COMMENT_PREFIX):
+        return None
+    return str(deal.comment)[len(COMMENT_PREFIX):] or None
+
+
+#: DEAL_REASON_* of a closing deal that was not ours, by the CloseReason it means.
+CLOSED_BY_DEAL_REASON = {c.DEAL_REASON_SL: "sl", c.DEAL_REASON_TP: "tp", c.DEAL_REASON_SO: "stop_out"}
+
+
+def closed_by(deal: Any, *, magic: int) -> Attempted:
+    """What closed a position before this command could: another close command of ours, or the terminal."""
+    other = closing_command(deal, magic=magic)
+    reason = "close_command" if other else CLOSED_BY_DEAL_REASON.get(deal.reason, "manual")
+    return Attempted("superseded", price=deal.price or None, volume=deal.volume or None,
+                     closed_by=reason, by_command=other, closing_deal=deal.ticket,
+                     error=f"already closed by {'command ' + other if other else reason} (deal {deal.ticket})")
+
+
 @dataclass(frozen=True)
 class Attempted:
     """What happened to one ticket, before it becomes a result payload."""
 
-    status: str  # the ledger's closed, failed or not_found; or unknown (the row stays "sending")
+    status: str  # closed, failed, not_found, superseded, deferred; or unknown (the row stays "sending")
     attempts: int = 0
     retcode: int | None = None
     price: float | None = None
@@ -89,10 +116,19 @@ class Attempted:
     position_type: int | None = None
     pnl: float | None = None
     error: str | None = None
+    closed_by: str | None = None  # superseded: what closed it (close_command, sl, tp, stop_out, manual)
+    by_command: str | None = None  # superseded by a command of ours: its id's first 16 hex digits
+    closing_deal: int | None = None
+    retry_at: datetime | None = None  # deferred: when to try again (the market's next open)
+
+    @property
+    def ledger_status(self) -> str:
+        """The ledger's own word for it (``close_executions.status``)."""
+        return {"superseded": "not_found", "deferred": "failed"}.get(self.status, self.status)
 
 
 def outcome(command: ClosePosition, command_id: uuid.UUID, ticket: int, attempted: Attempted,
-            gbp_rate: float | None) -> PositionClosed | PositionCloseFailed:
+            gbp_rate: float | None) -> CloseOutcome:
     """The result payload of one ticket of a command."""
     fields: dict[str, Any] = dict(
         command_id=command_id, user_id=command.user_id, ticket=ticket, symbol=command.symbol,
@@ -101,9 +137,16 @@ def outcome(command: ClosePosition, command_id: uuid.UUID, ticket: int, attempte
         volume=_positive(attempted.volume), retcode=attempted.retcode, price=_positive(attempted.price),
         entry_price=_positive(attempted.entry_price), pnl=attempted.pnl, attempts=attempted.attempts,
         pnl_gbp=None if attempted.pnl is None or gbp_rate is None else round(attempted.pnl * gbp_rate, 2),
+        alert_id=command.alert_id,
     )
     if attempted.status == "closed":
         return PositionClosed(**fields)
+    if attempted.status == "superseded":
+        return PositionCloseSuperseded(**fields, error_message=attempted.error, closed_by=attempted.closed_by,
+                                       superseded_by_command=attempted.by_command,
+                                       closing_deal=attempted.closing_deal)
+    if attempted.status == "deferred" and attempted.retry_at is not None:
+        return PositionCloseDeferred(**fields, error_message=attempted.error, retry_at=attempted.retry_at)
     return PositionCloseFailed(**fields, error_message=(attempted.error or "failed")[:2000])
 
 

@@ -12,7 +12,6 @@ from typing import Any
 from infra.tables import PositionSnapshot
 from schemas import Envelope
 from schemas.decisions import GuardAlertRaised
-from schemas.results import CloseOutcome, PositionClosed
 from schemas.retcodes import retcode_name
 
 MAX_LENGTH = 4096  # Telegram's limit for one message
@@ -52,20 +51,31 @@ def _humane(token: str) -> str:
     return token.replace("_", " ")
 
 
+#: Alert states a person is told about, beyond an alert's first word (its warning, or the market
+#: guard's "closing"): what the terminal confirmed, a failure, an escalation. "ordered", "waiting"
+#: and "superseded" change nothing a person must act on (the row and the dashboard show them).
+TOLD_STATES = frozenset({"executed", "failed", "escalated"})
+_STATE_TITLES = {"executed": "✅ Positions closed", "failed": "❌ Close failed", "escalated": "🚨 Liquidation failed"}
+MAX_TICKET_LINES = 20
+
+
+def told(alert: GuardAlertRaised) -> bool:
+    """Whether this state of an alert is one a person needs a message for (exactly one per change)."""
+    return alert.revision == 0 or alert.status in TOLD_STATES
+
+
 def render(envelope: Envelope[Any], *, account: str) -> str | None:
-    """The message for an alert or a close result; None for events nobody is told about."""
+    """The message for an alert state a person needs; None for events nobody is told about."""
     payload = envelope.payload
-    if isinstance(payload, GuardAlertRaised):
-        text = alert_text(payload, account=account, at=envelope.occurred_at)
-    elif isinstance(payload, CloseOutcome):
-        text = close_text(payload, account=account, at=envelope.occurred_at)
-    else:
-        return None
-    return text[:MAX_LENGTH]
+    if isinstance(payload, GuardAlertRaised) and told(payload):
+        return alert_text(payload, account=account, at=envelope.occurred_at)[:MAX_LENGTH]
+    return None
 
 
 def alert_text(alert: GuardAlertRaised, *, account: str, at: datetime) -> str:
     title = _ALERT_TITLES.get(alert.alert_type, _humane(alert.alert_type).capitalize())
+    if alert.revision and alert.status in _STATE_TITLES:
+        title = f"{_STATE_TITLES[alert.status]} · {title.split(' ', 1)[-1]}"
     lines = [f"<b>{escape(title)}</b> — account <b>{escape(account)}</b>"]
     if alert.drawdown_percent is not None:
         threshold = percent(alert.threshold_percent)
@@ -82,33 +92,28 @@ def alert_text(alert: GuardAlertRaised, *, account: str, at: datetime) -> str:
         )
     if alert.message:
         lines.append(escape(alert.message))
+    if alert.revision and alert.status in TOLD_STATES:
+        lines += _ticket_lines(alert.details.get("tickets"))
     lines.append(f"<i>{escape(_humane(alert.action_taken))} · {_when(at)}</i>")
     return "\n".join(lines)
 
 
-def close_text(outcome: CloseOutcome, *, account: str, at: datetime) -> str:
-    closed = isinstance(outcome, PositionClosed)
-    title = "✅ Position closed" if closed else "❌ Close failed"
-    side = f" ({outcome.direction} {outcome.volume:g} lots)" if outcome.direction and outcome.volume else ""
-    lines = [
-        f"<b>{title}</b> — account <b>{escape(account)}</b>",
-        f"{escape(outcome.symbol)} ticket {outcome.ticket}{escape(side)}",
-    ]
-    if outcome.price is not None:
-        lines.append(
-            f"Price: {outcome.price:g}"
-            + (f" (opened {outcome.entry_price:g})" if outcome.entry_price else "")
-        )
-    if outcome.pnl_gbp is not None:
-        lines.append(f"P&amp;L: <b>{money(outcome.pnl_gbp)}</b>")
-    lines.append(
-        f"Reason: {escape(_humane(outcome.reason))} · Retcode {retcode(outcome.retcode)}"
-        + (f" · {outcome.attempts} attempt(s)" if outcome.attempts else "")
-    )
-    if not closed and outcome.error_message:
-        lines.append(f"Error: {escape(outcome.error_message)}")
-    lines.append(f"<i>{_when(at)}</i>")
-    return "\n".join(lines)
+def _ticket_lines(tickets: Any) -> list[str]:
+    """Each ticket of the alert: closed (with its realised P&L), still open (why), or closed by another."""
+    if not isinstance(tickets, dict):
+        return []
+    lines = []
+    for ticket, t in list(tickets.items())[:MAX_TICKET_LINES]:
+        if t.get("status") == "closed":
+            what = f"closed, P&amp;L <b>{money(t.get('pnl_gbp'))}</b>"
+        elif t.get("status") == "superseded":
+            what = f"already closed by {escape(str(t.get('why')))}"
+        else:
+            what = f"still open: {escape(str(t.get('why') or t.get('status')))}"
+        lines.append(f"{escape(str(t.get('symbol') or ''))} ticket {escape(str(ticket))}: {what}")
+    if len(tickets) > MAX_TICKET_LINES:
+        lines.append(f"… and {len(tickets) - MAX_TICKET_LINES} more")
+    return lines
 
 
 def status_text(*, account: str, snapshot: PositionSnapshot | None, open_divergences: int) -> str:

@@ -1,7 +1,12 @@
-"""The alerts relay: guard alerts and close results from Kafka to each owner's Telegram chat.
+"""The alerts relay: each guard alert state a person needs, from Kafka to the owner's Telegram chat.
+
+One message per alert state change a person needs (``messages.told``): the warning (or the market
+guard's "closing"), the confirmation with each close's realised P&L, a failure, an escalation. An
+escalation ("liquidation failed") also goes to every admin with a linked chat.
 
 Exactly once, as far as Telegram allows:
-- before sending, ``telegram_deliveries`` is asked whether this event id already went out
+- before sending, ``telegram_deliveries`` is asked whether this event id already went out (to an
+  admin's chat: the id derived from the event and the chat)
   (a redelivery, a replay, a restart, another group reading the same topic: none sends twice);
 - after Telegram accepts a message its event id is recorded at once;
 - the Kafka offset is committed only after that (or after a permanent refusal, or for an event
@@ -30,12 +35,12 @@ from infra.metrics import dead_letters_total, telegram_delivery_latency_seconds,
 from infra.tables import TelegramDelivery, User
 from reconguard.telegram.messages import render
 from reconguard.telegram.sending import Backoff, Interrupted, Refused, Sent, send
-from schemas import DecodeError, Envelope, Topic, decode, utcnow
-from schemas.topics import ALERTS, CLOSE_RESULTS
+from schemas import DecodeError, Envelope, Topic, decode, derive_id, utcnow
+from schemas.topics import ALERTS
 
 log = logging.getLogger(__name__)
 CONSUMER = "telegram"
-TOPICS: tuple[Topic, ...] = (ALERTS, CLOSE_RESULTS)
+TOPICS: tuple[Topic, ...] = (ALERTS,)
 T = TypeVar("T")
 
 
@@ -105,7 +110,8 @@ class AlertRelay:
         text = render(envelope, account=account_label(user) if user else envelope.account_id)
         if text is None:
             return True
-        if user is None or user.telegram_chat_id is None:
+        owner_chat = user.telegram_chat_id if user is not None else None
+        if owner_chat is None:
             log.warning(
                 "%s %s for %s not sent: no Telegram chat is linked to that account",
                 envelope.event_type,
@@ -113,13 +119,24 @@ class AlertRelay:
                 envelope.account_id,
             )
             telegram_messages_total.labels(outcome="no_chat").inc()
-            return True
-        if await self._retrying(lambda: self._delivered(envelope.event_id), what="check deliveries"):
+        recipients = {owner_chat: envelope.event_id} if owner_chat is not None else {}
+        if getattr(envelope.payload, "status", None) == "escalated":
+            admins = await self._retrying(self._admin_chats, what="look up the admins")
+            recipients |= {chat: derive_id(envelope.event_id, f"telegram/{chat}") for chat in admins
+                           if chat not in recipients}
+        for chat_id, delivery_id in recipients.items():
+            if not await self._deliver_once(envelope, delivery_id, chat_id=chat_id, text=text):
+                return False
+        return True
+
+    async def _deliver_once(self, envelope: Envelope[Any], delivery_id: uuid.UUID, *, chat_id: int,
+                            text: str) -> bool:
+        if await self._retrying(lambda: self._delivered(delivery_id), what="check deliveries"):
             telegram_messages_total.labels(outcome="duplicate").inc()
             return True
-        return await self._deliver(envelope, chat_id=user.telegram_chat_id, text=text)
+        return await self._deliver(envelope, delivery_id, chat_id=chat_id, text=text)
 
-    async def _deliver(self, envelope: Envelope[Any], *, chat_id: int, text: str) -> bool:
+    async def _deliver(self, envelope: Envelope[Any], delivery_id: uuid.UUID, *, chat_id: int, text: str) -> bool:
         outcome = await send(self._bot, chat_id=chat_id, text=text, backoff=self._backoff, stop=self._stop)
         if isinstance(outcome, Interrupted):
             return False
@@ -134,7 +151,7 @@ class AlertRelay:
             )
             telegram_messages_total.labels(outcome="failed_permanent").inc()
             return True
-        await self._record(envelope.event_id, outcome)
+        await self._record(delivery_id, outcome)
         telegram_messages_total.labels(outcome="sent").inc()
         telegram_delivery_latency_seconds.observe(max(0.0, (utcnow() - envelope.occurred_at).total_seconds()))
         return True
@@ -155,6 +172,12 @@ class AlertRelay:
         user_id = getattr(envelope.payload, "user_id", None) or envelope.account_id
         async with self._sessions() as session:
             return await session.get(User, user_id)
+
+    async def _admin_chats(self) -> list[int]:
+        async with self._sessions() as session:
+            chats = await session.scalars(select(User.telegram_chat_id).where(
+                User.role == "admin", User.telegram_chat_id.is_not(None)).order_by(User.id))
+        return [chat for chat in chats if chat is not None]
 
     async def _delivered(self, event_id: uuid.UUID) -> bool:
         async with self._sessions() as session:

@@ -1,68 +1,60 @@
-"""The liquidation at its deadline, and a close the executor could not do."""
+"""The liquidation at its deadline: one close command per symbol, all under the trigger's alert.
+
+What became of the commands (confirmed, superseded, refused and retried, escalated) is the alert
+tracker's to follow (``streams/alerts/lifecycle.py``): the alert says what the terminal confirmed,
+never what was merely ordered.
+"""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
-from schemas import Envelope, derived
+from schemas import Envelope, derive_id, derived
 from schemas.commands import ClosePosition
-from schemas.common import CloseReason
 from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
-from schemas.results import PositionCloseFailed
 from streams.decisions import Decision, replace
-from streams.drawdown.state import WARNING, DrawdownState, Held
+from streams.drawdown.state import WARNING, DrawdownState, Held, PendingClose
 
 
 def fire_due(state: DrawdownState, now: datetime) -> Decision[DrawdownState]:
-    """At the deadline: one close command per symbol for every open position, and the alert."""
+    """At the deadline: one close command per symbol for every open position, under the trigger's alert."""
     pending = state.pending
     if pending is None or pending.deadline > now:
         return Decision(state)
     by_symbol: dict[str, list[Held]] = {}
     for h in state.positions:
         by_symbol.setdefault(h.symbol, []).append(h)
-    details = pending.inputs | {"executed_at": now.isoformat()}
+    details = pending.inputs | {"ordered_at": now.isoformat()}
+    alert_id = trigger_alert_id(pending)
+    every = tuple(sorted(h.ticket for h in state.positions))
     outputs: list[Envelope[Any]] = []
     for symbol, held in sorted(by_symbol.items()):
         command = ClosePosition(user_id=pending.cause.account_id, symbol=symbol,
                                 tickets=tuple(sorted(h.ticket for h in held)), reason=pending.reason,
-                                rule=f"{pending.reason.value}/close", details=details)
+                                rule=f"{pending.reason.value}/close", details=details, alert_id=alert_id,
+                                alert_tickets=every)
         outputs.append(derived(command, cause=pending.cause, rule=f"{pending.reason.value}/close/{symbol}",
                                occurred_at=now))
-    pnl = sum(h.profit_gbp for h in state.positions)
-    count = len(state.positions)
-    message = f"{count} position(s) ordered closed by the {pending.reason.value.replace('_', ' ')}" if count else \
-        "no open positions at the deadline: nothing to close"
-    alert = GuardAlertRaised(
-        user_id=pending.cause.account_id, alert_type=pending.alert_type, action_taken=ActionTaken.POSITIONS_CLOSED,
-        status="executed", message=message, drawdown_percent=pending.inputs.get("drawdown_percent")
-        if pending.alert_type is AlertType.DRAWDOWN_CRITICAL else pending.inputs.get("daily_loss_percent"),
-        equity_gbp=pending.inputs.get("equity_gbp"), threshold_percent=pending.inputs.get("threshold_percent"),
-        positions_closed_count=count, total_loss_gbp=round(max(0.0, -pnl), 4), executed_at=now,
-        details=details | {"open_pnl_gbp": round(pnl, 4), "tickets": sorted(h.ticket for h in state.positions)})
-    outputs.append(derived(alert, cause=pending.cause, rule=f"{pending.reason.value}/executed", occurred_at=now))
+    if not every:
+        outputs.append(_nothing_to_close(pending, alert_id, now, details))
     ordered = state.ordered | {h.ticket: now for h in state.positions}
     streaks = {k: v for k, v in state.streaks.items() if k == WARNING}
     return Decision(replace(state, pending=None, ordered=ordered, streaks=streaks), tuple(outputs))
 
 
-def close_failed_alerts(event: Envelope[PositionCloseFailed]) -> tuple[Envelope[Any], ...]:
-    """A guard close the executor could not do: the failure is an alert of its own."""
-    r = event.payload
-    kind = _ALERT_OF_REASON.get(r.reason)
-    if kind is None:
-        return ()
+def trigger_alert_id(pending: PendingClose) -> uuid.UUID:
+    """The id of the warning the trigger raised (``levels._trigger``): the alert every close belongs to."""
+    return derive_id(pending.cause.event_id, f"{pending.reason.value}/warning")
+
+
+def _nothing_to_close(pending: PendingClose, alert_id: uuid.UUID, now: datetime, details: dict[str, Any]) -> Envelope[Any]:
     alert = GuardAlertRaised(
-        user_id=r.user_id, alert_type=kind, action_taken=ActionTaken.FAILED, status="failed",
-        message=f"could not close position {r.ticket} ({r.symbol}): {r.error_message or r.retcode}"[:2000],
-        symbol=r.symbol, details={"command_id": str(r.command_id), "ticket": r.ticket, "retcode": r.retcode,
-                                  "attempts": r.attempts})
-    return (derived(alert, cause=event, rule="guard/close-failed"),)
-
-
-_ALERT_OF_REASON = {CloseReason.DRAWDOWN_GUARD: AlertType.DRAWDOWN_CRITICAL,
-                    CloseReason.DAILY_LOSS_GUARD: AlertType.DAILY_LOSS_CRITICAL,
-                    CloseReason.MARKET_GAP: AlertType.MARKET_GAP, CloseReason.SPREAD: AlertType.SPREAD,
-                    CloseReason.STALE_FEED: AlertType.STALE_FEED}
-
+        user_id=pending.cause.account_id, alert_type=pending.alert_type, action_taken=ActionTaken.WARNING_SENT,
+        status="superseded", message="no open positions at the deadline: nothing to close",
+        drawdown_percent=pending.inputs.get("drawdown_percent") if pending.alert_type is AlertType.DRAWDOWN_CRITICAL
+        else pending.inputs.get("daily_loss_percent"),
+        equity_gbp=pending.inputs.get("equity_gbp"), threshold_percent=pending.inputs.get("threshold_percent"),
+        details=details, alert_id=alert_id, revision=1)
+    return derived(alert, cause=pending.cause, rule=f"{pending.reason.value}/executed", occurred_at=now)

@@ -33,10 +33,9 @@ from infra.metrics import guard_untrusted_readings_total
 from infra.settings import AccountLevels, GuardSettings
 from schemas import Envelope
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport
-from schemas.results import PositionCloseFailed
 from streams.decisions import Decision, replace
 from streams.drawdown.levels import assess_levels
-from streams.drawdown.liquidation import close_failed_alerts, fire_due
+from streams.drawdown.liquidation import fire_due
 from streams.drawdown.outputs import snapshot, snapshot_due
 from streams.drawdown.readings import SUSPECT, TRUSTED, accept, apply_flows, drawdown_percent, judge
 from streams.drawdown.state import DrawdownState, Held, Reading
@@ -51,8 +50,6 @@ def handle(state: DrawdownState, event: Envelope[Any], levels: AccountLevels, co
         return Decision(on_positions(state, event))
     if isinstance(payload, AccountSyncFailed):
         return on_sync_failed(state, event)
-    if isinstance(payload, PositionCloseFailed):
-        return Decision(state, close_failed_alerts(event))
     return Decision(state)
 
 

@@ -181,13 +181,13 @@ def _close(state: MarketState, event: Envelope[TickReport], tickets: tuple[int, 
                               "polled_at": event.occurred_at.isoformat(), "tickets": list(tickets),
                               "reclose_after_seconds": config.reclose_after_seconds}
     rule = f"market_guard/{breach.inputs.get('kind', breach.reason.value)}"
+    # The alert says what was ordered; the alert tracker (streams/alerts) says what the terminal confirmed.
+    alert = derived(GuardAlertRaised(
+        user_id=event.account_id, alert_type=breach.alert_type, action_taken=ActionTaken.WARNING_SENT,
+        status="ordered", message=f"{breach.message}: closing {len(tickets)} position(s)", symbol=tick.symbol,
+        threshold_percent=breach.inputs.get("threshold_percent"), details=inputs), cause=event, rule=f"{rule}/alert")
     command = ClosePosition(user_id=event.account_id, symbol=tick.symbol, tickets=tickets, reason=breach.reason,
-                            rule=rule, details=inputs)
-    alert = GuardAlertRaised(
-        user_id=event.account_id, alert_type=breach.alert_type, action_taken=ActionTaken.POSITIONS_CLOSED,
-        status="executed", message=f"{breach.message}: closing {len(tickets)} position(s)", symbol=tick.symbol,
-        positions_closed_count=len(tickets), threshold_percent=breach.inputs.get("threshold_percent"),
-        executed_at=event.occurred_at, details=inputs)
-    outputs = (derived(command, cause=event, rule=f"{rule}/close"), derived(alert, cause=event, rule=f"{rule}/alert"))
+                            rule=rule, details=inputs, alert_id=alert.event_id)
+    outputs = (derived(command, cause=event, rule=f"{rule}/close"), alert)
     closed_at = {**state.closed_at, tick.symbol: event.occurred_at}
     return Decision(replace(state, closed_at=closed_at), outputs)

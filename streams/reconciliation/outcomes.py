@@ -70,8 +70,8 @@ def _vanished(trade: ExpectedTrade, deal: ObservedDeal | None, state: Reconcilia
                          matched=Matched.MATCHED, status=ReconciliationStatus.MATCHED,
                          close_reason=CloseReason.PLATFORM, **deal_fields(deal, trade))
         return done, [record], []
-    if ticket in state.guard_closing:
-        return done, [], []  # the guard's own close, recorded from the executor's result
+    if ticket in state.guard_closing and (deal is None or deal.reason not in CLOSE_REASON_OF_DEAL):
+        return done, [], []  # the guard's own close, recorded from the executor's result (a stop never is)
     if deal is None:
         return trade, [], [missing(trade, at, f"position {ticket} vanished with no closing deal")]
     close_reason = CLOSE_REASON_OF_DEAL.get(deal.reason, CloseReason.MANUAL)

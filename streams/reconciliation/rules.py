@@ -58,7 +58,7 @@ def handle(state: ReconciliationState, event: Envelope[Any], config: GuardSettin
     if isinstance(payload, ClosePosition):
         return Decision(on_close_command(state, payload))
     if isinstance(payload, CloseOutcome):
-        return Decision(state, close_records(state, event))
+        return Decision(_not_closing(state, payload), close_records(state, event))
     return Decision(state)
 
 
@@ -111,6 +111,13 @@ def on_close_command(state: ReconciliationState, command: ClosePosition) -> Reco
     """Our guards ordered these tickets closed: their disappearance is not a divergence."""
     added = {t: command.reason.value for t in command.tickets if state.guard_closing.get(t) != command.reason.value}
     return replace(state, guard_closing={**state.guard_closing, **added}) if added else state
+
+
+def _not_closing(state: ReconciliationState, r: CloseOutcome) -> ReconciliationState:
+    """A guard close that failed leaves the ticket open: whatever closes it later is recorded as it happens."""
+    if isinstance(r, PositionClosed) or r.ticket not in state.guard_closing:
+        return state
+    return replace(state, guard_closing={t: why for t, why in state.guard_closing.items() if t != r.ticket})
 
 
 def close_records(state: ReconciliationState, event: Envelope[CloseOutcome]) -> tuple[Envelope[Any], ...]:

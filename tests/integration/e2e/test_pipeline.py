@@ -20,6 +20,7 @@ from infra.settings import Settings
 from producers.demo.accounts import DEMO_USERS
 from producers.demo.service import demo_broker
 from schemas.topics import CLOSE_COMMANDS
+from tests.integration.e2e.alerts import assert_confirmed_alerts_match_close_records
 from tests.integration.e2e.pipeline import Pipeline
 from tests.integration.e2e.scenario import ALICE, BOB, CAROL, DAVE, Marks, story
 
@@ -182,20 +183,16 @@ async def test_a_critical_breach_warns_then_closes_every_position_after_the_grac
         "SELECT * FROM drawdown_alerts WHERE user_id = $1 AND alert_type = ANY($2::text[]) "
         "ORDER BY created_at"
     )
-    warned, closed = await pipeline.wait_for_rows(
-        alerts_query,
-        DAVE,
-        list(CRITICAL_ALERTS),
-        count=2,
-        what="dave's critical warning, then his liquidation",
+    # One row per alert: the warning, then (same row) the liquidation the executor confirmed.
+    (closed,) = await pipeline.wait_for(
+        lambda: pipeline.rows(alerts_query, DAVE, list(CRITICAL_ALERTS)),
+        until=lambda rows: len(rows) == 1 and rows[0]["action_taken"] == "positions_closed",
+        what="dave's critical warning, then his liquidation confirmed",
     )
-
-    assert (warned["action_taken"], closed["action_taken"]) == ("warning_sent", "positions_closed")
-    assert warned["alert_type"] == closed["alert_type"]
-    waited = (closed["created_at"] - warned["created_at"]).total_seconds()
+    assert (closed["status"], closed["revision"]) == ("executed", 2), "warning (0), ordered (1), executed (2)"
+    waited = (closed["executed_at"] - closed["created_at"]).total_seconds()
     assert grace <= waited < grace + 5, f"closed {waited:.1f} s after the warning; the grace is {grace} s"
     assert closed["positions_closed_count"] > 0 and closed["total_loss_gbp"] >= 0
-    assert closed["executed_at"] is not None
 
     records = await pipeline.wait_for_rows(
         "SELECT * FROM reconciliation_logs WHERE user_id = $1 AND event_type = 'PositionCloseRecorded'",
@@ -219,9 +216,9 @@ async def test_a_critical_breach_warns_then_closes_every_position_after_the_grac
 
 
 async def test_a_spread_beyond_its_maximum_closes_the_positions_on_that_symbol(pipeline: Pipeline) -> None:
-    (alert,) = await pipeline.wait_for_rows(
-        "SELECT * FROM drawdown_alerts WHERE user_id = $1 AND alert_type = 'spread'", CAROL,
-        what="carol's spread alert")
+    (alert,) = await pipeline.wait_for(
+        lambda: pipeline.rows("SELECT * FROM drawdown_alerts WHERE user_id = $1 AND alert_type = 'spread'", CAROL),
+        until=lambda rows: len(rows) == 1 and rows[0]["status"] != "ordered", what="carol's spread alert, confirmed")
     assert (alert["action_taken"], alert["status"], alert["positions_closed_count"]) == ("positions_closed",
                                                                                          "executed", 1)
     (record,) = await pipeline.wait_for_rows(
@@ -305,3 +302,18 @@ async def test_outages_are_never_read_as_divergence_or_closed(pipeline: Pipeline
 async def _marks_of(marks: Marks, outage: str) -> tuple[datetime, datetime] | None:
     down, up = marks.get(f"{outage} down"), marks.get(f"{outage} up")
     return (down, up) if down and up else None
+
+
+# --- 5. what the alerts say is what the terminal confirmed ------------------------------------------------
+
+
+async def test_every_confirmed_alert_equals_its_close_results(pipeline: Pipeline) -> None:
+    await pipeline.wait_for(
+        lambda: pipeline.rows(UNSETTLED_GUARD_ALERTS), until=lambda rows: rows == [],
+        what="every guard alert settled (confirmed, failed or superseded)")
+    assert await assert_confirmed_alerts_match_close_records(pipeline) >= 2, "dave's liquidation, carol's spread"
+
+
+#: A guard trigger still between its warning and the executor's answers.
+UNSETTLED_GUARD_ALERTS = ("SELECT id FROM drawdown_alerts WHERE alert_type <> 'drawdown_warning' "
+                          "AND status IN ('open', 'ordered')")

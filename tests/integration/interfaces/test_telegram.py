@@ -1,6 +1,6 @@
-"""The Telegram service against a local Bot API server: every alert and close reaches its owner's
-chat exactly once, through 429s, 5xx answers and restarts; /status answers for the chat's own
-account only."""
+"""The Telegram service against a local Bot API server: one message per alert state a person needs
+reaches its owner's chat (an escalation also every admin's) exactly once, through 429s, 5xx answers
+and restarts; /status answers for the chat's own account only."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ from reconguard.telegram.messages import NOT_LINKED
 from reconguard.telegram.service import serve
 from schemas import Envelope, decode, observed, utcnow
 from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
-from schemas.results import PositionClosed, PositionCloseFailed
-from schemas.topics import ALERTS, CLOSE_RESULTS, DEAD_LETTERS
+from schemas.topics import ALERTS, DEAD_LETTERS
 from tests.integration.interfaces.support import insert_rows, log_row, seed_people, snapshot_rows
 from tests.support.fake_telegram import FakeTelegram, fake_telegram
 from tests.support.servers import unique_name
@@ -28,7 +27,7 @@ from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-OWNER_CHAT, OTHER_CHAT, STRANGER_CHAT = 7001, 7002, 7999
+OWNER_CHAT, OTHER_CHAT, STRANGER_CHAT, ADMIN_CHAT = 7001, 7002, 7999, 7003
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +59,7 @@ async def own_topics(settings):
     """Topics of this test alone, so no other test's events reach its fake server."""
     prefix = unique_name("tg").replace("_", "-")
     await ensure_topics(
-        settings.kafka_bootstrap_servers, prefix, partitions=2, topics=(ALERTS, CLOSE_RESULTS, DEAD_LETTERS)
+        settings.kafka_bootstrap_servers, prefix, partitions=2, topics=(ALERTS, DEAD_LETTERS)
     )
     # The shortest session tansu allows: each (re)start joins the group again.
     return settings.model_copy(update={"topic_prefix": prefix, "consumer_session_timeout_ms": 3000})
@@ -68,7 +67,7 @@ async def own_topics(settings):
 
 @pytest.fixture
 async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with fake_telegram(known_chats={OWNER_CHAT, OTHER_CHAT, STRANGER_CHAT}) as fake:
+    async with fake_telegram(known_chats={OWNER_CHAT, OTHER_CHAT, STRANGER_CHAT, ADMIN_CHAT}) as fake:
         yield fake
 
 
@@ -115,24 +114,25 @@ def alert(user_id: str, marker: str, **values: object) -> Envelope:
     return observed(payload, account_id=user_id, occurred_at=utcnow())
 
 
-def close(user_id: str, *, ticket: int, ok: bool = True) -> Envelope:
-    kind = PositionClosed if ok else PositionCloseFailed
-    payload = kind(
-        command_id=uuid.uuid4(),
-        user_id=user_id,
-        ticket=ticket,
-        symbol="XAUUSD",
-        reason="drawdown_guard",
-        direction="buy",
-        volume=0.5,
-        retcode=10009 if ok else 10006,
-        price=2031.55,
-        entry_price=2050.0,
-        pnl_gbp=-742.12 if ok else None,
-        attempts=1,
-        error_message=None if ok else "rejected",
-    )
-    return observed(payload, account_id=user_id, occurred_at=utcnow())
+def lifecycle(user_id: str, marker: str) -> list[Envelope]:
+    """One liquidation's alert through every state, as the guard and the alert tracker publish them."""
+    warning = alert(user_id, f"warning {marker}", alert_type=AlertType.DRAWDOWN_CRITICAL)
+    alert_id = warning.event_id
+
+    def state(revision: int, status: str, action: ActionTaken, message: str, **values: object) -> Envelope:
+        return alert(user_id, marker, alert_type=AlertType.DRAWDOWN_CRITICAL, alert_id=alert_id, revision=revision,
+                     status=status, action_taken=action, message=f"{message} [{marker}]", **values)
+
+    tickets = {"880001": {"symbol": "XAUUSD", "status": "closed", "pnl_gbp": -742.12, "why": None}}
+    return [
+        warning,
+        state(1, "ordered", ActionTaken.WARNING_SENT, "ordered"),
+        state(2, "failed", ActionTaken.FAILED, "could not close 1 position(s)"),
+        state(3, "waiting", ActionTaken.WARNING_SENT, "market closed"),
+        state(4, "escalated", ActionTaken.FAILED, "liquidation failed: 1 position(s) still open"),
+        state(5, "executed", ActionTaken.POSITIONS_CLOSED, "closed", positions_closed_count=1,
+              total_loss_gbp=742.12, details={"tickets": tickets}),
+    ]
 
 
 async def publish(settings, topic, envelopes) -> None:
@@ -160,27 +160,31 @@ async def until_sent(fake: FakeTelegram, markers: list[str], *, timeout: float =
     )
 
 
-async def test_alerts_and_closes_reach_their_owners_once_with_the_numbers(own_topics, telegram, people):
-    markers = [f"a{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
-    alerts = [alert(people.owner, m) for m in markers]
-    closes = [close(people.other, ticket=880001), close(people.other, ticket=880002, ok=False)]
-    await publish(own_topics, ALERTS, alerts)
-    await publish(own_topics, CLOSE_RESULTS, closes)
+async def test_one_message_per_alert_state_a_person_needs_reaches_the_owner_once(own_topics, telegram, people,
+                                                                                     database_url):
+    await seed_people(database_url, tag=unique_name("esc"), chat_ids={"admin": ADMIN_CHAT})
+    marker = f"m-{uuid.uuid4().hex[:6]}"
+    states = lifecycle(people.owner, marker)
+    other = alert(people.other, "other-account")
+    await publish(own_topics, ALERTS, [*states, other])
     async with running(own_topics, telegram, group=unique_name("g")):
-        await until_sent(telegram, markers + ["ticket 880001", "ticket 880002"])
+        await until_sent(telegram, [f"closed [{marker}]", "other-account"])
         # The same events again (a redelivery or replay), then one new event as a marker of progress.
-        await publish(own_topics, ALERTS, alerts)
+        await publish(own_topics, ALERTS, states)
         await publish(own_topics, ALERTS, [alert(people.owner, "after-the-repeats")])
         await until_sent(telegram, ["after-the-repeats"])
 
-    assert [times_sent(telegram, m) for m in markers + ["ticket 880001", "ticket 880002"]] == [1] * 5
-    owner_text = telegram.texts_to(OWNER_CHAT)[0]
-    for number in ("6.10%", "threshold 5.00%", "£9,390.00", people.owner, "Positions close in 10 s."):
-        assert number in owner_text, owner_text
-    closed, failed = sorted(telegram.texts_to(OTHER_CHAT), key=lambda t: "880002" in t)
-    for number in ("XAUUSD", "2031.55", "−£742.12", "10009 (DONE)", "drawdown guard"):
-        assert number in closed, closed
-    assert "Close failed" in failed and "10006 (REJECT)" in failed
+    owner = [t for t in telegram.texts_to(OWNER_CHAT) if marker in t]
+    assert [t.split("</b>", 1)[0] for t in owner] == [
+        "<b>🛑 Drawdown limit breached", "<b>❌ Close failed · Drawdown limit breached",
+        "<b>🚨 Liquidation failed · Drawdown limit breached", "<b>✅ Positions closed · Drawdown limit breached"], \
+        "warning, failed, escalated, confirmed: once each; ordered and waiting are not told"
+    assert "6.10%" in owner[0] and people.owner in owner[0]
+    assert "−£742.12" in owner[-1] and "XAUUSD ticket 880001: closed" in owner[-1]
+    (escalated,) = telegram.texts_to(ADMIN_CHAT)
+    assert "liquidation failed: 1 position(s) still open" in escalated and people.owner in escalated, \
+        "the escalation reaches the admins too"
+    assert times_sent(telegram, "other-account") == 1
 
 
 async def test_429_and_5xx_are_retried_without_losing_or_doubling(own_topics, telegram, people):

@@ -53,10 +53,10 @@ class Clock:
 class Desk:
     """One test's world: a broker with one account, its gateway, its user, and a clock."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, start_time: float | None = None) -> None:
         self.settings = settings
         self.user_id = f"u-{uuid.uuid4().hex[:8]}"
-        self.broker = SimulatedBroker(5)
+        self.broker = SimulatedBroker(5) if start_time is None else SimulatedBroker(5, start_time=start_time)
         self.login = 9000
         self.broker.add_account(self.login, "pw", currency="USD", balance=100_000.0)
         self.gateway = CountingGateway(SimulatedTerminal(self.broker, login=self.login, password="pw"))
@@ -66,10 +66,11 @@ class Desk:
     def open(self, symbol: str = "EURUSD", volume: float = 0.5) -> int:
         return self.broker.manual_open(self.login, symbol, c.ORDER_TYPE_BUY, volume)
 
-    def command(self, symbol: str, tickets: list[int], *, user_id: str | None = None) -> Envelope[ClosePosition]:
+    def command(self, symbol: str, tickets: list[int], *, user_id: str | None = None,
+                reason: CloseReason = CloseReason.DRAWDOWN_GUARD, attempt: int = 1) -> Envelope[ClosePosition]:
         who = user_id or self.user_id
-        return observed(ClosePosition(user_id=who, symbol=symbol, tickets=tuple(tickets),
-                                      reason=CloseReason.DRAWDOWN_GUARD, rule="drawdown/critical"),
+        return observed(ClosePosition(user_id=who, symbol=symbol, tickets=tuple(tickets), reason=reason,
+                                      rule=f"{reason.value}/close", attempt=attempt),
                         account_id=who, occurred_at=self.clock())
 
 
@@ -82,7 +83,8 @@ async def desk(settings: Settings) -> Desk:
 
 
 @contextlib.asynccontextmanager
-async def running_executor(desk: Desk, producer: AIOKafkaProducer) -> AsyncIterator[Executor]:
+async def running_executor(desk: Desk, producer: AIOKafkaProducer,
+                           config: ExecutorConfig | None = None) -> AsyncIterator[Executor]:
     """An executor process: its own consumer in the executor's group, the ledger in Postgres."""
     settings = desk.settings
     assert settings.database_url is not None and settings.kafka_bootstrap_servers is not None
@@ -91,7 +93,7 @@ async def running_executor(desk: Desk, producer: AIOKafkaProducer) -> AsyncItera
                              bootstrap_servers=settings.kafka_bootstrap_servers, group_id=f"executor-{desk.user_id}")
     await consumer.start()
     executor = Executor(gateways={desk.user_id: desk.gateway}, ledger=Ledger(engine), producer=producer,
-                        prefix=settings.topic_prefix, config=ExecutorConfig(), clock=desk.clock)
+                        prefix=settings.topic_prefix, config=config or ExecutorConfig(), clock=desk.clock)
     stop = asyncio.Event()
     task = asyncio.create_task(executor.run(consumer, stop=stop))
     try:
@@ -131,35 +133,98 @@ async def test_the_same_command_three_times_sends_one_order(desk: Desk, producer
     assert desk.gateway.positions_get() == ()
 
 
-async def test_a_vanished_ticket_is_reported_not_traded(desk: Desk, producer: AIOKafkaProducer) -> None:
+async def test_a_ticket_closed_by_hand_is_superseded_not_traded(desk: Desk, producer: AIOKafkaProducer) -> None:
     ticket = desk.open()
     desk.broker.manual_close(desk.login, ticket)
     async with running_executor(desk, producer):
         await send(desk, producer, desk.command("EURUSD", [ticket]))
         (result,) = await results_of(desk, 1)
     assert desk.gateway.sends == 0
-    assert (result.event_type, result.payload.retcode) == ("PositionCloseFailed", None)
-    assert result.payload.error_message.startswith("position not found")
+    assert (result.event_type, result.payload.retcode, result.payload.closed_by) == (
+        "PositionCloseSuperseded", None, "manual")
 
 
-async def test_one_close_command_per_account_and_symbol_per_30s(desk: Desk, producer: AIOKafkaProducer) -> None:
+async def test_one_market_guard_command_per_account_symbol_and_reason_per_30s(desk: Desk,
+                                                                              producer: AIOKafkaProducer) -> None:
     first, second, gbp = desk.open(), desk.open(volume=0.2), desk.open("GBPUSD")
+    spread = CloseReason.SPREAD
     async with running_executor(desk, producer):
-        await send(desk, producer, desk.command("EURUSD", [first, second]))
+        await send(desk, producer, desk.command("EURUSD", [first, second], reason=spread))
         await results_of(desk, 2)
         desk.clock.now += timedelta(seconds=29.9)
         late = desk.open()
-        await send(desk, producer, desk.command("EURUSD", [late]))
-        await send(desk, producer, desk.command("GBPUSD", [gbp]))  # another symbol has its own window
+        await send(desk, producer, desk.command("EURUSD", [late], reason=spread))
+        await send(desk, producer, desk.command("GBPUSD", [gbp], reason=spread))  # another symbol: its own window
         await results_of(desk, 4)
         desk.clock.now += timedelta(seconds=0.1)
-        await send(desk, producer, desk.command("EURUSD", [late]))
+        await send(desk, producer, desk.command("EURUSD", [late], reason=spread))
         results = await results_of(desk, 5)
     outcomes = [(r.payload.ticket, r.event_type) for r in results]
     assert outcomes == [(first, "PositionClosed"), (second, "PositionClosed"), (late, "PositionCloseFailed"),
                         (gbp, "PositionClosed"), (late, "PositionClosed")]
     assert results[2].payload.error_message.startswith("rate limited")
     assert desk.gateway.sends == 4, "one command closed both EURUSD tickets; the refused one sent nothing"
+
+
+async def test_market_and_drawdown_guards_closing_one_position_make_one_close_and_no_failure(
+        desk: Desk, producer: AIOKafkaProducer) -> None:
+    ticket = desk.open("XAUUSD", volume=0.1)
+    gap = desk.command("XAUUSD", [ticket], reason=CloseReason.MARKET_GAP)
+    desk.clock.now += timedelta(seconds=0.1)
+    liquidation = desk.command("XAUUSD", [ticket], reason=CloseReason.DRAWDOWN_GUARD)
+    async with running_executor(desk, producer):
+        await send(desk, producer, gap)
+        await send(desk, producer, liquidation)
+        closed, superseded = await results_of(desk, 2)
+    assert desk.gateway.sends == 1, "one close"
+    assert (closed.event_type, closed.payload.command_id) == ("PositionClosed", gap.event_id)
+    assert (superseded.event_type, superseded.payload.command_id) == ("PositionCloseSuperseded", liquidation.event_id)
+    assert (superseded.payload.closed_by, superseded.payload.superseded_by_command) == (
+        "close_command", gap.event_id.hex[:16]), "names the command that closed it"
+
+
+async def test_a_liquidation_is_never_rate_limited_by_another_reason(desk: Desk, producer: AIOKafkaProducer) -> None:
+    first = desk.open()
+    async with running_executor(desk, producer):
+        await send(desk, producer, desk.command("EURUSD", [first], reason=CloseReason.SPREAD))
+        await results_of(desk, 1)
+        desk.clock.now += timedelta(seconds=1)
+        late = desk.open()
+        await send(desk, producer, desk.command("EURUSD", [late], reason=CloseReason.DAILY_LOSS_GUARD))
+        await send(desk, producer, desk.command("EURUSD", [first, late], reason=CloseReason.SPREAD, attempt=2))
+        results = await results_of(desk, 4)
+    assert [(r.payload.ticket, r.event_type) for r in results] == [
+        (first, "PositionClosed"), (late, "PositionClosed"), (first, "PositionCloseSuperseded"),
+        (late, "PositionCloseSuperseded")], "the liquidation and the retry were executed, not refused"
+    assert desk.gateway.sends == 2
+
+
+async def test_market_closed_is_deferred_to_the_next_open_then_closed(settings: Settings,
+                                                                       producer: AIOKafkaProducer) -> None:
+    # XAUUSD's daily break starts at 21:00 UTC: the broker starts 5 s before it.
+    desk = Desk(settings, start_time=1_704_700_800 + 13 * 3600 - 5)
+    assert settings.database_url is not None
+    await insert_users(settings.database_url, [desk.user_id])
+    ticket = desk.open("XAUUSD", volume=0.1)
+    desk.broker.advance(10)
+    reopens = desk.clock.now + timedelta(hours=1)
+    asked: list[tuple[str, datetime]] = []
+
+    def next_open(symbol: str, at: datetime) -> datetime:
+        asked.append((symbol, at))
+        return reopens
+
+    async with running_executor(desk, producer, ExecutorConfig(next_open=next_open)):
+        await send(desk, producer, desk.command("XAUUSD", [ticket]))
+        (deferred,) = await results_of(desk, 1)
+        desk.broker.advance(3600)
+        desk.clock.now = reopens
+        await send(desk, producer, desk.command("XAUUSD", [ticket], attempt=2))
+        _, closed = await results_of(desk, 2)
+    assert (deferred.event_type, deferred.payload.retcode, deferred.payload.retry_at) == (
+        "PositionCloseDeferred", c.TRADE_RETCODE_MARKET_CLOSED, reopens)
+    assert asked == [("XAUUSD", deferred.occurred_at)], "the plugged-in calendar said when"
+    assert closed.event_type == "PositionClosed"
 
 
 async def test_a_crash_before_order_send_is_settled_by_closing_once(desk: Desk, producer: AIOKafkaProducer) -> None:

@@ -17,9 +17,10 @@ from aiokafka import TopicPartition
 
 from infra.kafka import fetched_end_offsets, make_consumer, publish
 from infra.settings import Settings
-from schemas import utcnow
+from schemas import derived, utcnow
 from schemas.common import DealReason
-from schemas.topics import ACCOUNT_REPORTS, EXPECTED_TRADES, POSITION_REPORTS
+from schemas.results import PositionClosed
+from schemas.topics import ACCOUNT_REPORTS, CLOSE_RESULTS, EXPECTED_TRADES, POSITION_REPORTS
 from streams.app import app_id
 from tests.support.streams_worker import (
     Outputs,
@@ -107,10 +108,27 @@ async def test_a_critical_breach_warns_at_once_and_closes_after_the_grace(settin
     assert 2.0 <= delay <= 3.0, f"close commands came {delay:.2f}s after the breach (grace 2 s)"
     assert sorted((c.payload.symbol, c.payload.tickets) for c in commands) == [
         ("EURUSD", (1001, 1002)), ("XAUUSD", (1003,))]
-    alerts = await outputs.wait_for(account, "GuardAlertRaised", count=2)
-    closed = alerts[1].payload
-    assert (closed.action_taken.value, closed.positions_closed_count, closed.total_loss_gbp) == (
-        "positions_closed", 3, 1200.0)
+    assert {c.payload.alert_id for c in commands} == {warning.event_id}, "the closes belong to the warning's alert"
+    ordered = (await outputs.wait_for(account, "GuardAlertRaised", count=2))[1].payload
+    assert (ordered.alert_id, ordered.status, ordered.action_taken.value, ordered.positions_closed_count) == (
+        warning.event_id, "ordered", "warning_sent", 0), "ordered is not closed"
+    # The executor's answers: the alert says what they confirmed, with the realised P&L.
+    for command in commands:
+        for ticket in command.payload.tickets:
+            await publish(producer, CLOSE_RESULTS, settings.topic_prefix, closed_by(command, ticket, pnl_gbp=-150.0))
+    confirmed = (await outputs.wait_for(account, "GuardAlertRaised", count=3))[2].payload
+    assert (confirmed.alert_id, confirmed.status, confirmed.action_taken.value, confirmed.positions_closed_count,
+            confirmed.total_loss_gbp, confirmed.revision) == (warning.event_id, "executed", "positions_closed", 3,
+                                                            450.0, 2)
+    assert confirmed.executed_at is not None
+
+
+def closed_by(command: Any, ticket: int, *, pnl_gbp: float) -> Any:
+    c = command.payload
+    result = PositionClosed(command_id=command.event_id, user_id=c.user_id, ticket=ticket, symbol=c.symbol,
+                            reason=c.reason, retcode=10009, price=1.0, pnl=pnl_gbp, pnl_gbp=pnl_gbp, attempts=1,
+                            alert_id=c.alert_id)
+    return derived(result, cause=command, rule=f"close/{ticket}", occurred_at=utcnow())
 
 
 async def test_a_sync_error_is_indeterminate_and_closes_nothing(settings, producer, outputs, accounts):

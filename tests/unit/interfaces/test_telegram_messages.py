@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +9,6 @@ import pytest
 from reconguard.telegram.messages import MAX_LENGTH, money, render
 from schemas import observed
 from schemas.decisions import AccountAssessed, GuardAlertRaised
-from schemas.results import PositionClosed, PositionCloseFailed
 
 AT = datetime(2026, 11, 25, 13, 40, 55, tzinfo=UTC)
 
@@ -29,28 +27,6 @@ def _alert(**values: object):
                 "threshold_percent": 10.0,
                 "positions_closed_count": 3,
                 "total_loss_gbp": -1042.5,
-            }
-            | values
-        )
-    )
-    return observed(payload, account_id="alice", occurred_at=AT)
-
-
-def _close(kind=PositionClosed, **values: object):
-    payload = kind(
-        **(
-            {
-                "command_id": uuid.uuid4(),
-                "user_id": "alice",
-                "ticket": 123456,
-                "symbol": "EURUSD",
-                "reason": "market_gap",
-                "direction": "sell",
-                "volume": 0.1,
-                "retcode": 10009,
-                "price": 1.0845,
-                "pnl_gbp": 12.3,
-                "attempts": 2,
             }
             | values
         )
@@ -87,23 +63,21 @@ def _close(kind=PositionClosed, **values: object):
             id="market guard names the symbol",
         ),
         pytest.param(
-            _close(),
-            [
-                "Position closed",
-                "EURUSD ticket 123456",
-                "sell 0.1 lots",
-                "Price: 1.0845",
-                "£12.30",
-                "market gap",
-                "10009 (DONE)",
-                "2 attempt(s)",
-            ],
-            id="close: symbol, ticket, price, P&L, reason, retcode",
+            _alert(revision=2, total_loss_gbp=30.0, details={"tickets": {
+                "1001": {"symbol": "EURUSD", "status": "closed", "pnl_gbp": -50.0, "why": None},
+                "1003": {"symbol": "XAUUSD", "status": "superseded", "pnl_gbp": None,
+                         "why": "command 0123456789abcdef (market_gap)"}}}),
+            ["✅ Positions closed · Drawdown limit breached", "EURUSD ticket 1001: closed, P&amp;L <b>−£50.00</b>",
+             "XAUUSD ticket 1003: already closed by command 0123456789abcdef (market_gap)"],
+            id="confirmed: each ticket with its realised P&L, or what closed it",
         ),
         pytest.param(
-            _close(PositionCloseFailed, retcode=None, pnl_gbp=None, error_message="ticket gone"),
-            ["Close failed", "Retcode not sent", "Error: ticket gone"],
-            id="failed close: why",
+            _alert(revision=3, status="escalated", action_taken="failed", positions_closed_count=0,
+                   total_loss_gbp=0.0, message="liquidation failed: 1 position(s) still open",
+                   details={"tickets": {"1002": {"symbol": "EURUSD", "status": "failed", "why": "10004: Requote"}}}),
+            ["🚨 Liquidation failed · Drawdown limit breached", "liquidation failed: 1 position(s) still open",
+             "EURUSD ticket 1002: still open: 10004: Requote"],
+            id="escalated: which positions remain open, and why",
         ),
     ],
 )
@@ -147,3 +121,18 @@ def test_events_nobody_is_told_about_render_nothing():
 )
 def test_money(value, text):
     assert money(value) == text
+
+
+@pytest.mark.parametrize(("revision", "status", "told"), [
+    pytest.param(0, "open", True, id="the warning"),
+    pytest.param(0, "ordered", True, id="the market guard's first word: closing"),
+    pytest.param(1, "ordered", False, id="a liquidation ordered: nothing a person must act on"),
+    pytest.param(2, "executed", True, id="confirmed"),
+    pytest.param(2, "failed", True, id="failed"),
+    pytest.param(3, "escalated", True, id="escalated"),
+    pytest.param(2, "waiting", False, id="waiting for the market to open"),
+    pytest.param(2, "superseded", False, id="every position closed by something else"),
+])
+def test_one_message_per_alert_state_a_person_needs(revision, status, told):
+    rendered = render(_alert(revision=revision, status=status), account="alice")
+    assert (rendered is not None) == told

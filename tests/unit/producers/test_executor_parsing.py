@@ -133,7 +133,42 @@ def test_resolving_finds_a_close_made_by_someone_else() -> None:
     assert resolve_unknown(gateway, ticket=ticket, comment="rg close x", magic=1, attempts=0) is None, "still open"
     broker.manual_close(77, ticket)
     found = resolve_unknown(gateway, ticket=ticket, comment="rg close x", magic=1, attempts=0)
-    assert found is not None and found.status == "not_found" and "position not found" in (found.error or "")
+    assert found is not None and (found.status, found.closed_by, found.by_command) == ("superseded", "manual", None)
+    assert found.closing_deal is not None and "already closed by manual" in (found.error or "")
+
+
+def test_a_ticket_another_command_closed_is_superseded_by_that_command_not_failed() -> None:
+    broker, gateway = simulated()
+    ticket = broker.manual_open(77, "XAUUSD", c.ORDER_TYPE_BUY, 0.1)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    closed = close_ticket(gateway, ticket=ticket, symbol="XAUUSD", comment=close_comment(first),
+                          settings=CloseSettings())
+    again = close_ticket(gateway, ticket=ticket, symbol="XAUUSD", comment=close_comment(second),
+                         settings=CloseSettings())
+    assert closed.status == "closed"
+    assert (again.status, again.closed_by, again.by_command) == ("superseded", "close_command", first.hex[:16])
+    assert gateway.sends == 1, "the second command sent nothing"
+
+
+def test_a_ticket_closed_by_its_stop_is_superseded_by_the_stop() -> None:
+    broker, gateway = simulated()
+    bid = broker.tick("EURUSD").bid
+    ticket = broker.manual_open(77, "EURUSD", c.ORDER_TYPE_BUY, 0.1, sl=round(bid - 0.0020, 5))
+    broker.set_quote("EURUSD", round(bid - 0.0030, 5))  # through the stop
+    found = close_ticket(gateway, ticket=ticket, symbol="EURUSD", comment="rg close y", settings=CloseSettings())
+    assert (found.status, found.closed_by, gateway.sends) == ("superseded", "sl", 0)
+
+
+def test_market_closed_is_deferred_not_failed() -> None:
+    broker = SimulatedBroker(11, start_time=T0 + 13 * 3600 - 5)  # XAUUSD's daily break starts at 21:00 UTC
+    broker.add_account(77, "pw", currency="GBP")
+    gateway = Counting(SimulatedTerminal(broker, login=77, password="pw"))
+    assert gateway.initialize(login=77, password="pw", server=broker.server)
+    ticket = broker.manual_open(77, "XAUUSD", c.ORDER_TYPE_BUY, 0.1)
+    broker.advance(10)
+    refused = close_ticket(gateway, ticket=ticket, symbol="XAUUSD", comment="rg close z", settings=CloseSettings())
+    assert (refused.status, refused.retcode, refused.ledger_status) == ("deferred", c.TRADE_RETCODE_MARKET_CLOSED,
+                                                                         "failed")
 
 
 def test_a_restarted_terminal_is_initialized_again_before_a_close() -> None:

@@ -12,12 +12,11 @@ from hypothesis import strategies as st
 from infra.settings import AccountLevels, GuardSettings
 from schemas import Envelope
 from schemas.common import CloseReason
-from schemas.decisions import ActionTaken
 from streams.drawdown.liquidation import fire_due
 from streams.drawdown.readings import day_of
 from streams.drawdown.rules import handle
 from streams.drawdown.state import DrawdownState
-from tests.unit.streams.builders import account, at, close_result, position, positions, sync_failed
+from tests.unit.streams.builders import account, at, position, positions, sync_failed
 
 CONFIG = GuardSettings(max_reading_age_seconds=None)
 LEVELS = AccountLevels(warning_drawdown_percent=5, critical_drawdown_percent=10, daily_loss_limit_percent=50,
@@ -73,10 +72,12 @@ def test_a_critical_breach_warns_at_once_then_closes_every_position_at_the_deadl
     commands = [o.payload for o in fired.outputs if o.event_type == "ClosePosition"]
     assert [(c.symbol, c.tickets, c.reason) for c in commands] == [
         ("EURUSD", (1001, 1002), CloseReason.DRAWDOWN_GUARD), ("XAUUSD", (1003,), CloseReason.DRAWDOWN_GUARD)]
-    done = [o.payload for o in fired.outputs if o.event_type == "GuardAlertRaised"][0]
-    assert (done.action_taken, done.positions_closed_count, done.total_loss_gbp) == (
-        ActionTaken.POSITIONS_CLOSED, 3, 1200.0)
-    assert done.executed_at == deadline and fired.state.pending is None
+    warning_id = next(o.event_id for o in outputs if o.event_type == "GuardAlertRaised")
+    assert {(c.alert_id, c.alert_tickets) for c in commands} == {(warning_id, (1001, 1002, 1003))}, \
+        "every command belongs to the trigger's alert and lists all its tickets"
+    assert [o for o in fired.outputs if o.event_type == "GuardAlertRaised"] == [], \
+        "ordered is not done: the alert tracker reports what the executor confirms"
+    assert fired.state.pending is None
 
 
 def test_equity_recovering_during_the_grace_does_not_cancel_or_delay_the_close():
@@ -90,7 +91,7 @@ def test_equity_recovering_during_the_grace_does_not_cancel_or_delay_the_close()
 def test_the_close_fires_from_a_report_that_arrives_after_the_deadline():
     state, _ = run(HELD, *readings(10_000, 8_900, 8_800))
     _, outputs = run(account(8_800, t=14), state=state)
-    assert alerts(outputs)[-1] == ("drawdown_critical", "positions_closed")
+    assert [o.payload.symbol for o in outputs if o.event_type == "ClosePosition"] == ["EURUSD", "XAUUSD"]
 
 
 def test_with_no_grace_the_close_is_ordered_by_the_confirming_report():
@@ -181,11 +182,6 @@ def test_the_reset_time_and_zone_are_configurable_and_the_zone_applies_to_true_u
     before = account(10_000, t=14 * 3600 - 60, server_time=server)  # 21:59 UTC = 21:59 London in November
     after = account(10_000, t=14 * 3600 + 60, server_time=server)
     assert [day_of(r.payload, r.occurred_at, config) for r in (before, after)] == ["2026-11-01", "2026-11-02"]
-
-
-def test_a_guard_close_that_failed_raises_a_failed_alert():
-    _, outputs = run(close_result(ok=False))
-    assert alerts(outputs) == [("drawdown_critical", "failed")]
 
 
 def test_snapshots_are_throttled_per_account():

@@ -42,9 +42,12 @@ def test_a_normal_market_closes_nothing():
 def test_each_abnormality_closes_the_symbols_tickets_with_its_reason(description, second, reason):
     _, outputs = run(HELD, tick(bid=1.1, t=1), second)
     assert closes(outputs) == [("EURUSD", (1001, 1002), reason)], description
-    alert = next(o.payload for o in outputs if o.event_type == "GuardAlertRaised")
-    assert alert.alert_type.value == reason.value and alert.positions_closed_count == 2
-    assert alert.details["tickets"] == [1001, 1002]
+    alert = next(o for o in outputs if o.event_type == "GuardAlertRaised")
+    assert alert.payload.alert_type.value == reason.value and alert.payload.status == "ordered"
+    assert alert.payload.positions_closed_count == 0, "ordered, not confirmed: the alert tracker counts closes"
+    assert alert.payload.details["tickets"] == [1001, 1002]
+    command = next(o.payload for o in outputs if o.event_type == "ClosePosition")
+    assert command.alert_id == alert.event_id, "the close belongs to the alert"
 
 
 def test_an_old_quote_while_the_market_is_closed_is_not_stale():
