@@ -169,6 +169,28 @@ class DrawdownAlert(Base):
     executed_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
+class AccountLockEvent(Base):
+    """Each account lock and unlock (``account-locks``): an account is locked while its latest
+    ``AccountLocked`` has no ``AccountUnlocked`` naming it (``lock_id``)."""
+
+    __tablename__ = "account_lock_events"
+    __table_args__ = (
+        CheckConstraint("event_type IN ('AccountLocked', 'AccountUnlocked')", name="event_type"),
+        Index(None, "user_id", "created_at"),
+        Index(None, "lock_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    lock_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    ends: Mapped[str | None] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
 class ProjectionProgress(Base):
     """The next offset each consumer will read, per partition, committed with the rows it covers."""
 

@@ -43,6 +43,7 @@ from schemas.decisions import (
     DivergenceResolved,
     GuardAlertRaised,
 )
+from schemas.locks import UnlockAccount
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
 from schemas.results import PositionClosed, PositionCloseFailed
@@ -52,6 +53,7 @@ from schemas.topics import (
     CLOSE_RESULTS,
     DEAD_LETTERS,
     EXPECTED_TRADES,
+    LOCK_COMMANDS,
     POSITION_REPORTS,
     TICKS,
     Topic,
@@ -72,7 +74,7 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "streams"
 RUNS_BUFFERED = 256
-INPUTS = (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, CLOSE_COMMANDS, CLOSE_RESULTS)
+INPUTS = (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, CLOSE_COMMANDS, CLOSE_RESULTS, LOCK_COMMANDS)
 
 
 @dataclass
@@ -115,7 +117,8 @@ class StreamsRuntime:
             StateStore(table("reconciliation"), ReconciliationState, flush_seconds=flush),
             lambda state, event, now: reconciliation.handle(state, event, guard))
         self.drawdown = Processor(
-            "drawdown", (AccountReport, AccountSyncFailed, PositionReport, PositionCloseFailed),
+            "drawdown", (AccountReport, AccountSyncFailed, PositionReport, PositionCloseFailed, ClosePosition,
+                         UnlockAccount),
             StateStore(table("drawdown"), DrawdownState, flush_seconds=flush),
             lambda state, event, now: drawdown.handle(state, event, self.levels.get(event.account_id), guard, now))
         self.market = Processor(

@@ -9,6 +9,7 @@ from typing import Any
 from schemas.common import CloseReason
 from schemas.decisions import AlertType
 from streams.decisions import CauseRef
+from streams.drawdown.lock import AccountLock
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class DrawdownState:
     ordered: dict[int, datetime] = field(default_factory=dict)  # ticket -> when a close was ordered
     positions: tuple[Held, ...] = ()
     sync_error: str | None = None
+    lock: AccountLock | None = None  # after a liquidation (streams/drawdown/lock.py)
     # Volatile: refreshed by every report; changing them alone does not need a table write.
     positions_at: datetime | None = field(default=None, compare=False)
     last: Reading | None = field(default=None, compare=False)

@@ -43,7 +43,7 @@ from streams.reconciliation.records import binding_revised, pnl_percent, trade_r
 from streams.reconciliation.state import Condition, ExpectedTrade, Held, ReconciliationState
 
 _GUARD_REASONS = frozenset({CloseReason.DRAWDOWN_GUARD, CloseReason.DAILY_LOSS_GUARD, CloseReason.MARKET_GAP,
-                            CloseReason.SPREAD, CloseReason.STALE_FEED})
+                            CloseReason.SPREAD, CloseReason.STALE_FEED, CloseReason.ACCOUNT_LOCKED})
 
 
 def handle(state: ReconciliationState, event: Envelope[Any], config: GuardSettings) -> Decision[ReconciliationState]:

@@ -29,3 +29,13 @@ def test_an_account_without_snapshots_shows_dashes_not_zeros():
     text = _text([AccountLine("u-new", None, None, None, Decimal("10"), None, 0, None)], [])
     row = next(line for line in text.splitlines() if "u-new" in line)
     assert "£0" not in row and "—" in row
+
+
+def test_a_locked_account_says_so_and_an_open_one_too():
+    text = _text([AccountLine("u-dave", Decimal("8800"), Decimal("10000"), Decimal("12"), Decimal("10"), 0, 0, None,
+                              locked="drawdown"),
+                  AccountLine("u-alice", Decimal("10000"), Decimal("10000"), Decimal("0"), Decimal("10"), 1, 0, None)],
+                 [])
+    dave = next(line for line in text.splitlines() if "u-dave" in line)
+    alice = next(line for line in text.splitlines() if "u-alice" in line)
+    assert "LOCKED (drawdown)" in dave and "LOCKED" not in alice and "open" in alice
