@@ -6,8 +6,9 @@ which tells the platform to stop approving its trades. While it is locked, any p
 guard did not already order closed is closed at once with reason ``account_locked`` (no warning,
 no grace), and the drawdown levels are not assessed, so no new trigger, warning or grace is
 started. A daily-loss lock ends at the next broker day; a drawdown lock when an admin unlocks it
-(``UnlockAccount``), which also re-bases the high-water mark to the current equity: the admin
-accepts the loss, or the account would be liquidated again at its next trade.
+(``UnlockAccount``). An admin's unlock also re-bases the high-water mark and the day's starting
+equity to the current equity: the admin accepts the loss, or the account would be liquidated
+again at its next trade.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def unlock(state: DrawdownState, event: Envelope[Any], *, by: str, reason: str) 
                                reason=reason)
     out = derived(unlocked, cause=event, rule=f"account/unlocked/{lock.lock_id}")
     state = replace(state, lock=None, streaks={})
-    if lock.kind is LockKind.DRAWDOWN and state.last is not None:
-        state = replace(state, peak_equity_gbp=state.last.equity_gbp, warning_active=False)
+    if by != SYSTEM and state.last is not None:  # an admin accepts the loss: measure from here on
+        equity = state.last.equity_gbp
+        state = replace(state, peak_equity_gbp=equity, day_start_equity_gbp=equity, warning_active=False)
     return Decision(state, (out,))

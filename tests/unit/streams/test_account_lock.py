@@ -83,7 +83,8 @@ def test_an_admin_unlock_ends_a_drawdown_lock_with_who_and_why_and_rebases_the_p
     assert [(u.unlocked_by, u.reason, u.kind) for u in unlocked] == [
         ("u-admin", "reviewed with the trader", LockKind.DRAWDOWN)]
     assert unlocked[0].lock_id is not None and state.lock is None
-    assert state.peak_equity_gbp == 8_800, "the admin accepted the loss: the high-water mark starts again"
+    assert (state.peak_equity_gbp, state.day_start_equity_gbp) == (8_800, 8_800), \
+        "the admin accepted the loss: the high-water mark and the day's start begin again"
 
     state, outputs = run(positions(position(3001, opened=41), t=41), account(8_800, t=42), account(8_790, t=43),
                          state=state)
