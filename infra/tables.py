@@ -168,9 +168,31 @@ class DrawdownAlert(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[datetime] = _now()
     executed_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    # One row per alert through its states (0005): the highest revision wins, at updated_at.
+    # One row per alert through its states (0004): the highest revision wins, at updated_at.
     revision: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     updated_at: Mapped[datetime] = _now()
+
+
+class AccountLockEvent(Base):
+    """Each account lock and unlock (``account-locks``): an account is locked while its latest
+    ``AccountLocked`` has no ``AccountUnlocked`` naming it (``lock_id``)."""
+
+    __tablename__ = "account_lock_events"
+    __table_args__ = (
+        CheckConstraint("event_type IN ('AccountLocked', 'AccountUnlocked')", name="event_type"),
+        Index(None, "user_id", "created_at"),
+        Index(None, "lock_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    lock_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    ends: Mapped[str | None] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
 
 
 class ProjectionProgress(Base):

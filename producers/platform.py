@@ -1,4 +1,5 @@
-"""How the signal platform tells reconguard what it approved: ``TradeApproved`` on EXPECTED_TRADES.
+"""How the signal platform tells reconguard what it approved: ``TradeApproved`` on EXPECTED_TRADES,
+and how it learns which accounts are locked (ACCOUNT_LOCKS), so it approves no trade for them.
 
 The envelope id is derived from the approval id, so publishing the same approval twice (a retry,
 a replay) yields one expectation downstream. See docs/platform-integration.md.
@@ -6,17 +7,23 @@ a replay) yields one expectation downstream. See docs/platform-integration.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from infra.kafka import ensure_topics, make_producer, publish
+from infra.kafka import ensure_topics, make_consumer, make_producer, publish
 from infra.settings import Settings
-from schemas import Envelope, observed, utcnow
+from schemas import DecodeError, Envelope, decode, observed, utcnow
 from schemas.envelope import DERIVED_ID_NAMESPACE
+from schemas.locks import AccountLocked, AccountUnlocked
 from schemas.platform import TradeApproved, TradeClosedByPlatform
-from schemas.topics import EXPECTED_TRADES
+from schemas.topics import ACCOUNT_LOCKS, EXPECTED_TRADES
+
+log = logging.getLogger(__name__)
 
 Expectation = TradeApproved | TradeClosedByPlatform
 
@@ -62,3 +69,38 @@ def expectation_from_json(raw: str | bytes) -> Expectation:
     if isinstance(data, dict) and "entry_price" not in data and "direction" not in data:
         return TradeClosedByPlatform.model_validate(data)
     return TradeApproved.model_validate(data)
+
+
+class LockedAccounts:
+    """The accounts reconguard has locked, as the platform learns them from ACCOUNT_LOCKS."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, uuid.UUID] = {}
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._locks
+
+    def apply(self, envelope: Envelope[Any]) -> None:
+        p = envelope.payload
+        if isinstance(p, AccountLocked):
+            self._locks[p.user_id] = envelope.event_id
+        elif isinstance(p, AccountUnlocked) and self._locks.get(p.user_id) == p.lock_id:
+            del self._locks[p.user_id]
+
+
+async def follow_locks(settings: Settings, locked: LockedAccounts, *, stop: asyncio.Event) -> None:
+    """Keep ``locked`` up to date from the start of ACCOUNT_LOCKS until ``stop``."""
+    assert settings.kafka_bootstrap_servers is not None
+    consumer = make_consumer(ACCOUNT_LOCKS.name(settings.topic_prefix),
+                             bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    try:
+                        locked.apply(decode(ACCOUNT_LOCKS, record.value))
+                    except DecodeError as error:
+                        log.warning("platform: unusable account-locks message: %s", error.reason)
+    finally:
+        await consumer.stop()

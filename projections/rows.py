@@ -12,7 +12,8 @@ from typing import Any
 
 from schemas import Envelope, Topic
 from schemas.decisions import AccountAssessed, GuardAlertRaised, ReconciliationRecord
-from schemas.topics import ACCOUNT_STATE, ALERTS, RECONCILIATION
+from schemas.locks import AccountLocked, AccountUnlocked
+from schemas.topics import ACCOUNT_LOCKS, ACCOUNT_STATE, ALERTS, RECONCILIATION
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,16 @@ DRAWDOWN_ALERTS = TableSpec("drawdown_alerts", (
 ), updates=("positions_closed_count", "total_loss_gbp", "action_taken", "status", "executed_at", "revision",
             "updated_at"))
 
+ACCOUNT_LOCK_EVENTS = TableSpec("account_lock_events", (
+    "id", "user_id", "event_type", "lock_id", "kind", "ends", "actor", "reason", "created_at",
+))
+
 #: Which table each projected topic feeds.
 TABLE_OF_TOPIC: dict[Topic, TableSpec] = {
     RECONCILIATION: RECONCILIATION_LOGS,
     ACCOUNT_STATE: POSITION_SNAPSHOTS,
     ALERTS: DRAWDOWN_ALERTS,
+    ACCOUNT_LOCKS: ACCOUNT_LOCK_EVENTS,
 }
 PROJECTED_TOPICS: tuple[Topic, ...] = tuple(TABLE_OF_TOPIC)
 
@@ -95,10 +101,21 @@ def alert_row(envelope: Envelope[GuardAlertRaised]) -> tuple[Any, ...]:
     )
 
 
+def lock_row(envelope: Envelope[AccountLocked | AccountUnlocked]) -> tuple[Any, ...]:
+    """A lock's own id is its event id; an unlock names the lock it ends, who ended it and why."""
+    p = envelope.payload
+    if isinstance(p, AccountLocked):
+        return (envelope.event_id, p.user_id, envelope.event_type, envelope.event_id, p.kind.value, p.ends.value,
+                None, p.message, envelope.occurred_at)
+    return (envelope.event_id, p.user_id, envelope.event_type, p.lock_id, p.kind.value, None, p.unlocked_by,
+            p.reason, envelope.occurred_at)
+
+
 _ROW_OF_TABLE = {
     RECONCILIATION_LOGS.name: reconciliation_row,
     POSITION_SNAPSHOTS.name: snapshot_row,
     DRAWDOWN_ALERTS.name: alert_row,
+    ACCOUNT_LOCK_EVENTS.name: lock_row,
 }
 
 

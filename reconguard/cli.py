@@ -395,6 +395,9 @@ def _add_groups() -> None:
     from reconguard import users_cli
 
     app.add_typer(users_cli.app, name="users")
+    from reconguard import accounts_cli
+
+    app.add_typer(accounts_cli.app, name="accounts")
 
 
 _add_groups()

@@ -21,7 +21,7 @@ from infra.db import make_engine, make_sessionmaker
 from infra.service import SUPERVISION, ServiceStatus
 from infra.settings import Settings
 from infra.tables import DrawdownAlert
-from reconguard.api import queries
+from reconguard.api import lock_queries, queries
 from reconguard.console import console
 
 
@@ -35,6 +35,7 @@ class AccountLine:
     open_positions: int | None
     open_divergences: int
     sync_error: str | None
+    locked: str | None = None  # the lock's kind ("drawdown", "daily_loss") while the account is locked
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,18 @@ async def _gather(session: AsyncSession) -> tuple[list[AccountLine], list[AlertL
             user.id, snap.equity_gbp if snap else None, snap.peak_equity_gbp if snap else None,
             snap.drawdown_percent if snap else None, user.critical_drawdown_percent,
             snap.open_positions_count if snap else None,
-            await queries.open_divergence_count(session, user_id=user.id), snap.sync_error if snap else None))
+            await queries.open_divergence_count(session, user_id=user.id), snap.sync_error if snap else None,
+            await _lock_kind(session, user.id)))
         for alert in await queries.page(session, DrawdownAlert, user_id=user.id, limit=3):
             alerts.append(AlertLine(user.id, alert.created_at.strftime("%H:%M:%S"), alert.alert_type,
                                     alert.action_taken, alert.drawdown_percent))
     alerts.sort(key=lambda a: a.created_at, reverse=True)
     return accounts, alerts[:8]
+
+
+async def _lock_kind(session: AsyncSession, user_id: str) -> str | None:
+    lock = await lock_queries.current_lock(session, user_id=user_id)
+    return None if lock is None else lock.kind
 
 
 def _money(value: Decimal | None) -> str:
@@ -73,7 +80,7 @@ def render(accounts: list[AccountLine], alerts: list[AlertLine], services: list[
     title = "reconguard — accounts" + (f" [red](database unavailable: {database_error}; last known)[/red]"
                                        if database_error else "")
     table = Table("account", "equity", "peak", "drawdown", "critical at", "positions", "divergences", "sync",
-                  title=title, expand=True)
+                  "trading", title=title, expand=True)
     for a in accounts:
         near = a.drawdown_percent is not None and a.drawdown_percent >= a.critical_percent * Decimal("0.8")
         drawdown = "—" if a.drawdown_percent is None else f"{a.drawdown_percent:.2f}%"
@@ -81,7 +88,8 @@ def render(accounts: list[AccountLine], alerts: list[AlertLine], services: list[
                       f"[red]{drawdown}[/red]" if near else drawdown, f"{a.critical_percent:.1f}%",
                       "—" if a.open_positions is None else str(a.open_positions),
                       f"[yellow]{a.open_divergences}[/yellow]" if a.open_divergences else "0",
-                      f"[red]{a.sync_error[:30]}[/red]" if a.sync_error else "ok")
+                      f"[red]{a.sync_error[:30]}[/red]" if a.sync_error else "ok",
+                      f"[bold red]LOCKED ({a.locked})[/bold red]" if a.locked else "open")
     recent = Table("time", "account", "alert", "action", "drawdown", title="latest alerts", expand=True)
     for alert in alerts:
         recent.add_row(alert.created_at, alert.user_id, alert.alert_type, alert.action_taken,

@@ -56,3 +56,4 @@ class CloseReason(StrEnum):
     TP = "tp"
     STOP_OUT = "stop_out"
     MANUAL = "manual"
+    ACCOUNT_LOCKED = "account_locked"

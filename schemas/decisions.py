@@ -34,6 +34,7 @@ class DivergenceReason(StrEnum):
     PARTIAL_CLOSE = "partial_close"
     CLOSED_OUTSIDE_PLATFORM = "closed_outside_platform"
     GAP = "gap"
+    CLOSE_NOT_EXECUTED = "close_not_executed"
 
 
 class ReconciliationStatus(StrEnum):
@@ -89,6 +90,27 @@ class PositionCloseRecorded(ReconciliationRecord):
     """A close the guard ordered, as executed (status success) or not (failed)."""
 
     event_type: ClassVar[str] = "PositionCloseRecorded"
+
+
+class BindingEvidence(StrEnum):
+    """Why a trade is bound to a position, strongest first (docs/platform-integration.md)."""
+
+    TICKET = "ticket"  # the platform's mt5_position_id
+    PLATFORM = "platform"  # the order's comment names the signal and its magic is the platform's
+    COMMENT = "comment"  # the order's comment names the signal (another magic)
+    NEARBY = "nearby"  # same symbol, opened near the approval: a guess, revised when evidence appears
+
+
+class BindingRevised(ReconciliationRecord):
+    """A trade bound on weak evidence was bound to another position (or to none): the audit of the change.
+
+    ``mt5_position_id`` is the new ticket (None: unbound); the previous one is ``previous_ticket``."""
+
+    event_type: ClassVar[str] = "BindingRevised"
+
+    previous_ticket: Ticket | None = None
+    previous_evidence: BindingEvidence | None = None
+    evidence: BindingEvidence | None = None
 
 
 class AccountAssessed(Payload):

@@ -14,6 +14,7 @@ from schemas.commands import ClosePosition, SyncAccount
 from schemas.deadletters import MessageDeadLettered
 from schemas.decisions import (
     AccountAssessed,
+    BindingRevised,
     DivergenceDetected,
     DivergenceResolved,
     GuardAlertRaised,
@@ -23,6 +24,7 @@ from schemas.decisions import (
 )
 from schemas.envelope import Payload
 from schemas.operations import OperatorAlertRaised
+from schemas.locks import AccountLocked, AccountUnlocked, UnlockAccount
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
 from schemas.results import (
@@ -62,7 +64,7 @@ EXPECTED_TRADES = Topic("expected-trades", 1, (TradeApproved, TradeClosedByPlatf
                         "Platform: approved trades and the platform's own closes.", "platform")
 RECONCILIATION = Topic("reconciliation", 1,
                        (PositionMatched, DivergenceDetected, DivergenceResolved, ReconciliationIndeterminate,
-                        PositionCloseRecorded),
+                        PositionCloseRecorded, BindingRevised),
                        "Streams: reconciliation outcomes (one reconciliation_logs row each).", "streams")
 ACCOUNT_STATE = Topic("drawdown-state", 1, (AccountAssessed,),
                       "Streams: drawdown guard's assessment per report (position_snapshots).", "streams")
@@ -73,6 +75,11 @@ CLOSE_RESULTS = Topic("close-results", 1, (PositionClosed, PositionCloseFailed, 
                                            PositionCloseDeferred),
                       "Executor: what each close command did, per ticket.", "executor")
 SYNC_COMMANDS = Topic("sync-commands", 1, (SyncAccount,), "API/ops: manual sync requests.", "api")
+ACCOUNT_LOCKS = Topic("account-locks", 1, (AccountLocked, AccountUnlocked),
+                      "Streams: an account locked after a liquidation (the platform stops approving its trades), "
+                      "and unlocked.", "streams")
+LOCK_COMMANDS = Topic("lock-commands", 1, (UnlockAccount,), "API/command line: an admin ends an account's lock.",
+                      "api")
 DEAD_LETTERS = Topic("dead-letters", 1, (MessageDeadLettered,),
                      "Any consumer: messages it could not use, with the reason.", "any")
 OPERATOR_ALERTS = Topic("operator-alerts", 1, (OperatorAlertRaised,),
@@ -81,7 +88,7 @@ OPERATOR_ALERTS = Topic("operator-alerts", 1, (OperatorAlertRaised,),
 
 ALL_TOPICS: tuple[Topic, ...] = (
     ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, RECONCILIATION, ACCOUNT_STATE, ALERTS,
-    CLOSE_COMMANDS, CLOSE_RESULTS, SYNC_COMMANDS, DEAD_LETTERS, OPERATOR_ALERTS,
+    CLOSE_COMMANDS, CLOSE_RESULTS, SYNC_COMMANDS, DEAD_LETTERS, OPERATOR_ALERTS, ACCOUNT_LOCKS, LOCK_COMMANDS,
 )
 
 

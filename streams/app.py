@@ -44,6 +44,7 @@ from schemas.decisions import (
     GuardAlertRaised,
 )
 from schemas.operations import OperatorAlertRaised
+from schemas.locks import UnlockAccount
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
 from schemas.results import (
@@ -59,6 +60,7 @@ from schemas.topics import (
     DEAD_LETTERS,
     EXPECTED_TRADES,
     OPERATOR_ALERTS,
+    LOCK_COMMANDS,
     POSITION_REPORTS,
     TICKS,
     Topic,
@@ -81,7 +83,7 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "streams"
 RUNS_BUFFERED = 256
-INPUTS = (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, CLOSE_COMMANDS, CLOSE_RESULTS)
+INPUTS = (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, CLOSE_COMMANDS, CLOSE_RESULTS, LOCK_COMMANDS)
 
 
 @dataclass
@@ -124,7 +126,7 @@ class StreamsRuntime:
             StateStore(table("reconciliation"), ReconciliationState, flush_seconds=flush),
             lambda state, event, now: reconciliation.handle(state, event, guard))
         self.drawdown = Processor(
-            "drawdown", (AccountReport, AccountSyncFailed, PositionReport),
+            "drawdown", (AccountReport, AccountSyncFailed, PositionReport, ClosePosition, UnlockAccount),
             StateStore(table("drawdown"), DrawdownState, flush_seconds=flush),
             lambda state, event, now: drawdown.handle(state, event, self.levels.get(event.account_id), guard, now))
         self.market = Processor(

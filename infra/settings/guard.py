@@ -71,6 +71,10 @@ class GuardSettings(BaseSettings):
     match_window_seconds: float = Field(default=120.0, gt=0,
                                         description="symbol+time matching: |opened_at - approved_at| at most")
     closed_trade_retention_seconds: float = Field(default=86400.0, gt=0)
+    platform_magic: int = Field(default=424_242, ge=0,
+                                description="The magic number on the platform's orders; 0: none (comment only)")
+    platform_close_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A platform close the terminal has not done after this is close_not_executed")
 
     # drawdown guard
     confirmations: int = Field(default=2, ge=1, description="Consecutive good readings that confirm a breach")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 
 from producers.demo.accounts import DemoUser, deposit
@@ -18,33 +18,43 @@ from producers.mt5 import constants as c
 from producers.mt5.gateway import Gateway
 from producers.mt5.simulator import SimulatedBroker
 from schemas.common import Direction
-from schemas.platform import TradeApproved
+from schemas.platform import TradeApproved, TradeClosedByPlatform
 
 log = logging.getLogger(__name__)
 
 PLATFORM_MAGIC = 424_242  # the platform's orders, as its expert would mark them
-Publish = Callable[[TradeApproved], Awaitable[object]]
+Publish = Callable[[TradeApproved | TradeClosedByPlatform], Awaitable[object]]
 
 
 class DemoPlatform:
     """The signal platform of the demo: approves signals, places them, and plays the traders' hands."""
 
     def __init__(self, broker: SimulatedBroker, *, users: Mapping[str, DemoUser],
-                 gateways: Mapping[str, Gateway], publish: Publish) -> None:
+                 gateways: Mapping[str, Gateway], publish: Publish, locked: Container[str] = frozenset()) -> None:
         self.broker, self.users, self.gateways, self.publish = broker, users, gateways, publish
+        self.locked = locked  # accounts reconguard has locked: the platform approves nothing for them
         self.tickets: dict[str, int] = {}  # signal id -> ticket
+        self.approvals: dict[str, TradeApproved] = {}  # signal id -> what was approved
+        self.held_back: dict[str, TradeApproved] = {}  # approvals placed but not yet announced
 
     async def approve(self, signal_id: str, user_id: str, symbol: str, direction: Direction, volume: float, *,
                       sl_points: int = 0,
                       tp_points: int = 0, entry_off_points: int = 0, place_volume: float | None = None,
-                      place_direction: Direction | None = None, place: bool = True) -> str:
+                      place_direction: Direction | None = None, place: bool = True, anonymous: bool = False,
+                      announce: bool = True) -> str:
         """Approve a signal, place it (unless ``place`` is False) and publish the expectation.
 
         ``entry_off_points``: how much better than the market the approved entry was (slippage);
         ``place_volume``: the volume actually placed, when it differs (volume mismatch);
         ``place_direction``: the side actually placed, when it differs (direction mismatch; give
-        such a signal no SL/TP, which would sit on the wrong side of the placed price).
+        such a signal no SL/TP, which would sit on the wrong side of the placed price);
+        ``anonymous``: the order carries no identity (no comment, no magic, ticket not reported), as
+        from a platform that does not follow docs/platform-integration.md;
+        ``announce``: False holds the approval back until ``announce(signal_id)`` (published late).
         """
+        if user_id in self.locked:
+            log.info("demo platform: %s is locked; signal %s not approved", user_id, signal_id)
+            return signal_id
         gateway = self.gateways[user_id]
         info, tick = gateway.symbol_info(symbol), gateway.symbol_info_tick(symbol)
         assert info is not None and tick is not None
@@ -56,22 +66,69 @@ class DemoPlatform:
         side = place_direction or direction
         price = tick.ask if side is Direction.BUY else tick.bid
         ticket = self._place(gateway, signal_id, symbol, side, place_volume or volume, price, sl, tp,
-                             filling_mode(info.filling_mode)) if place else None
-        await self.publish(TradeApproved(
+                             filling_mode(info.filling_mode), anonymous=anonymous) if place else None
+        approval = TradeApproved(
             signal_id=signal_id, approval_id=f"apr-{signal_id.removeprefix('sig-')}", user_id=user_id,
             symbol=symbol,
             direction=direction, volume=volume, entry_price=entry, stop_loss=sl, take_profit=tp,
-            mt5_position_id=ticket))
+            mt5_position_id=None if anonymous else ticket)
+        self.approvals[signal_id] = approval
+        if announce:
+            await self.publish(approval)
+        else:
+            self.held_back[signal_id] = approval
         return signal_id
 
+    async def announce(self, signal_id: str) -> None:
+        """Publish an approval held back by ``approve(..., announce=False)``."""
+        await self.publish(self.held_back.pop(signal_id))
+
+    def fill(self, user_id: str, signal_id: str) -> int | None:
+        """Place, late and without identity, an order approved with ``place=False``."""
+        a = self.approvals[signal_id]
+        gateway = self.gateways[user_id]
+        info, tick = gateway.symbol_info(a.symbol), gateway.symbol_info_tick(a.symbol)
+        assert info is not None and tick is not None
+        price = tick.ask if a.direction is Direction.BUY else tick.bid
+        return self._place(gateway, signal_id, a.symbol, a.direction, a.volume, price, a.stop_loss, a.take_profit,
+                           filling_mode(info.filling_mode), anonymous=True)
+
+    async def close(self, user_id: str, signal_id: str, *, execute: bool = True) -> None:
+        """The platform closes a trade: tells reconguard, and closes it on the terminal (unless ``execute``
+        is False: a close the platform reports but never gets done)."""
+        ticket = self.tickets[signal_id]
+        await self.publish(TradeClosedByPlatform(signal_id=signal_id, approval_id=f"apr-{signal_id.removeprefix('sig-')}",
+                                                 user_id=user_id, mt5_position_id=ticket))
+        if execute:
+            self.close_on_terminal(user_id, signal_id)
+
+    def close_on_terminal(self, user_id: str, signal_id: str) -> None:
+        gateway = self.gateways[user_id]
+        found = gateway.positions_get(ticket=self.tickets[signal_id])
+        if not found:
+            return
+        p = found[0]
+        info, tick = gateway.symbol_info(p.symbol), gateway.symbol_info_tick(p.symbol)
+        assert info is not None and tick is not None
+        buy = p.type == c.POSITION_TYPE_BUY
+        result = gateway.order_send({
+            "action": c.TRADE_ACTION_DEAL, "symbol": p.symbol, "volume": p.volume, "position": p.ticket,
+            "type": c.ORDER_TYPE_SELL if buy else c.ORDER_TYPE_BUY, "price": tick.bid if buy else tick.ask,
+            "deviation": 50, "magic": PLATFORM_MAGIC, "comment": signal_id, "type_time": c.ORDER_TIME_GTC,
+            "type_filling": filling_mode(info.filling_mode)})
+        if result is None or result.retcode != c.TRADE_RETCODE_DONE:
+            log.warning("demo: closing %s failed: %s", signal_id, result or gateway.last_error())
+
     def _place(self, gateway: Gateway, signal_id: str, symbol: str, direction: Direction, volume: float,
-               price: float, sl: float | None, tp: float | None, filling: int) -> int | None:
+               price: float, sl: float | None, tp: float | None, filling: int, *, anonymous: bool = False
+               ) -> int | None:
         result = gateway.order_send({
             "action": c.TRADE_ACTION_DEAL, "symbol": symbol, "volume": float(volume),
             "type": c.ORDER_TYPE_BUY if direction is Direction.BUY else c.ORDER_TYPE_SELL,
             "price": float(price),
-            "sl": float(sl or 0.0), "tp": float(tp or 0.0), "deviation": 50, "magic": PLATFORM_MAGIC,
-            "comment": signal_id, "type_time": c.ORDER_TIME_GTC, "type_filling": filling})
+            "sl": float(sl or 0.0), "tp": float(tp or 0.0), "deviation": 50,
+            "magic": 0 if anonymous else PLATFORM_MAGIC, "comment": "" if anonymous else signal_id,
+            "type_time": c.ORDER_TIME_GTC, "type_filling": filling})
         if result is None or result.retcode != c.TRADE_RETCODE_DONE:
             log.warning("demo: placing %s failed: %s", signal_id, result or gateway.last_error())
             return None

@@ -17,7 +17,7 @@ from producers.demo.script import DemoPlatform, Step, default_script, play
 from producers.executor.loop import ExecutorConfig
 from producers.executor.service import run_executor
 from producers.mt5.simulator import SimulatedBroker
-from producers.platform import publish_expected
+from producers.platform import LockedAccounts, follow_locks, publish_expected
 from producers.poller.loop import PollerConfig
 from producers.poller.service import run_poller
 from schemas.platform import TradeApproved
@@ -56,12 +56,17 @@ async def run_platform(settings: Settings, broker: SimulatedBroker, *, stop: asy
     async def publish(trade: TradeApproved) -> object:
         return await publish_expected(producer, settings.topic_prefix, trade)
 
+    locked = LockedAccounts()
     platform = DemoPlatform(broker, users={u.user_id: u for u in DEMO_USERS},
-                            gateways={u.user_id: attach(broker, u) for u in DEMO_USERS}, publish=publish)
+                            gateways={u.user_id: attach(broker, u) for u in DEMO_USERS}, publish=publish,
+                            locked=locked)
+    following = asyncio.create_task(follow_locks(settings, locked, stop=stop))
     try:
         await play(platform, default_script() if steps is None else steps, stop=stop)
         await stop.wait()
     finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
         await producer.stop()
 
 

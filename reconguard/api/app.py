@@ -25,6 +25,7 @@ from reconguard.api.broker import BrokerLink
 from reconguard.api.deps import Resources
 from reconguard.api.ratelimit import SyncLimiter
 from reconguard.api.routes_ops import router as ops_router
+from reconguard.api.routes_locks import router as locks_router
 from reconguard.api.routes_users import router as users_router
 
 log = logging.getLogger("reconguard.api")
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="reconguard", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.include_router(users_router)
     app.include_router(ops_router)
+    app.include_router(locks_router)
     app.middleware("http")(_observe)
     for error in (OperationalError, PoolTimeoutError, OSError, ConnectionError):
         app.add_exception_handler(error, _unavailable)

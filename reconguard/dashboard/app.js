@@ -89,10 +89,20 @@ function table(caption, columns, rows) {
   return node;
 }
 
-function accountCard(account) {
+// The account's lock (from /locks), if it is locked after a liquidation.
+function lockBanner(lock) {
+  if (!lock) return el("p", { class: "trading open", "data-locked": "false" }, "Trading: open");
+  const until = lock.ends === "next_broker_day" ? "the next broker day" : "an admin unlocks it";
+  return el("p", { class: "trading locked", "data-locked": "true" },
+    `LOCKED since ${stamp(lock.created_at)} (${lock.kind.replace("_", " ")} liquidation): ` +
+    `new positions are closed until ${until}`);
+}
+
+function accountCard(account, lock) {
   const latest = account.latest;
   const card = el("article", { class: "account", "data-user": account.user_id });
   card.appendChild(el("h2", {}, account.display_name ? `${account.display_name} (${account.user_id})` : account.user_id));
+  card.appendChild(lockBanner(lock));
   const figures = card.appendChild(el("div", { class: "figures" }));
   const breached = latest && latest.drawdown_percent >= account.critical_drawdown_percent;
   for (const [name, value, cls] of [
@@ -127,9 +137,10 @@ function accountCard(account) {
   return card;
 }
 
-function render(overview) {
+function render(overview, locks) {
   const main = document.getElementById("accounts");
-  main.replaceChildren(...overview.accounts.map(accountCard));
+  const lockOf = new Map(locks.map((lock) => [lock.user_id, lock]));
+  main.replaceChildren(...overview.accounts.map((account) => accountCard(account, lockOf.get(account.user_id))));
   if (overview.accounts.length === 0) main.appendChild(el("p", { class: "none" }, "No accounts yet."));
   document.body.dataset.renderedAt = overview.generated_at;
   setStatus(`${overview.accounts.length} account(s) · updated ${time(overview.generated_at)}`);
@@ -149,7 +160,8 @@ async function refresh() {
     if (response.status === 401) { askForToken("the token was refused"); return; }
     if (!response.ok) { setStatus(`the API answered ${response.status}; retrying`, true); return; }
     document.getElementById("login").hidden = true;
-    render(await response.json());
+    const locks = await fetch("/locks", { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+    render(await response.json(), locks.ok ? await locks.json() : []);
   } catch (error) {
     setStatus("the API is unreachable; retrying", true);
   }

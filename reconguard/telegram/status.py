@@ -11,10 +11,12 @@ from aiogram.filters import Command, CommandStart
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from reconguard.api import queries
+from infra.tables import AccountLockEvent
+from reconguard.api import lock_queries, queries
 from reconguard.telegram.messages import NOT_LINKED, status_text
 from reconguard.telegram.relay import account_label
 from reconguard.telegram.sending import Backoff
+from schemas.locks import LockEnd, LockKind
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,19 @@ async def status_reply(*, sessions: async_sessionmaker, chat_id: int) -> str:
             return NOT_LINKED
         snapshot = await queries.latest_snapshot(session, user_id=user.id)
         divergences = await queries.open_divergence_count(session, user_id=user.id)
-    return status_text(account=account_label(user), snapshot=snapshot, open_divergences=divergences)
+        lock = await lock_queries.current_lock(session, user_id=user.id)
+    text = status_text(account=account_label(user), snapshot=snapshot, open_divergences=divergences)
+    return f"{text}\n{lock_line(lock)}"
+
+
+def lock_line(lock: AccountLockEvent | None) -> str:
+    """Whether the account may trade: locked after a liquidation (and until when), or not."""
+    if lock is None:
+        return "Trading: open (not locked)"
+    until = "the next broker day" if lock.ends == LockEnd.NEXT_BROKER_DAY else "an admin unlocks it"
+    kind = "drawdown" if lock.kind == LockKind.DRAWDOWN else "daily loss"
+    return (f"🔒 <b>Locked</b> since {lock.created_at:%Y-%m-%d %H:%M} UTC after the {kind} guard's liquidation: "
+            f"new positions are closed until {until}")
 
 
 def make_router() -> Router:
@@ -41,7 +55,7 @@ def make_router() -> Router:
     async def on_start(message: Message) -> None:
         await message.answer(
             f"reconguard sends this chat its account's guard alerts and closes.\n"
-            f"/status shows the account's equity, drawdown and open divergences.\n"
+            f"/status shows the account's equity, drawdown, open divergences and whether it is locked.\n"
             f"This chat's id is {message.chat.id}.",
             parse_mode=None,
         )

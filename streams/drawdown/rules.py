@@ -32,8 +32,11 @@ from typing import Any
 from infra.metrics import guard_untrusted_readings_total
 from infra.settings import AccountLevels, GuardSettings
 from schemas import Envelope
+from schemas.commands import ClosePosition
+from schemas.locks import UnlockAccount
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport
 from streams.decisions import Decision, replace
+from streams.drawdown import lock
 from streams.drawdown.levels import assess_levels
 from streams.drawdown.liquidation import fire_due
 from streams.drawdown.outputs import snapshot, snapshot_due
@@ -47,7 +50,11 @@ def handle(state: DrawdownState, event: Envelope[Any], levels: AccountLevels, co
     if isinstance(payload, AccountReport):
         return on_account(state, event, levels, config, now)
     if isinstance(payload, PositionReport):
-        return Decision(on_positions(state, event))
+        return lock.close_new_positions(on_positions(state, event), event, config)
+    if isinstance(payload, ClosePosition):
+        return lock.on_close_command(state, event)
+    if isinstance(payload, UnlockAccount):
+        return lock.on_unlock(state, event)
     if isinstance(payload, AccountSyncFailed):
         return on_sync_failed(state, event)
     return Decision(state)
@@ -98,9 +105,11 @@ def on_account(state: DrawdownState, event: Envelope[AccountReport], levels: Acc
     if verdict != TRUSTED:
         return on_untrusted(state, event, reading, verdict, config)
     state = accept(state, reading, report, config)
-    outputs: list[Envelope[Any]] = []
-    state, alerts = assess_levels(state, event, reading, levels, config, now)
-    outputs += alerts
+    ended = lock.on_reading(state, event)
+    state, outputs = ended.state, list[Envelope[Any]](ended.outputs)
+    if state.lock is None:  # a locked account starts no new trigger: the lock closes its new positions
+        state, alerts = assess_levels(state, event, reading, levels, config, now)
+        outputs += alerts
     if state.pending is not None and state.pending.deadline <= now:
         fired = fire_due(state, now)
         state, outputs = fired.state, outputs + list(fired.outputs)

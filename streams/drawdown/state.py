@@ -9,6 +9,7 @@ from typing import Any
 from schemas.common import CloseReason
 from schemas.decisions import AlertType
 from streams.decisions import CauseRef
+from streams.drawdown.lock import AccountLock
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class DrawdownState:
     positions: tuple[Held, ...] = ()
     sync_error: str | None = None
     flows: tuple[AppliedFlow, ...] = ()  # the latest money flows applied, newest last
+    lock: AccountLock | None = None  # after a liquidation (streams/drawdown/lock.py)
     # Volatile: refreshed by every report; changing them alone does not need a table write.
     positions_at: datetime | None = field(default=None, compare=False)
     last: Reading | None = field(default=None, compare=False)

@@ -42,6 +42,8 @@ def reconcile_trade(
 ) -> tuple[ExpectedTrade, list[Envelope[Any]], list[Condition]]:
     at = event.occurred_at
     position = observed.get(trade.ticket) if trade.ticket is not None else None
+    if position is not None and trade.platform_closed_all:
+        return trade, [], _close_pending(trade, position, at, config)
     if position is not None:
         found = _compare(trade, position, config)
         if found or trade.matched_once:
@@ -87,6 +89,21 @@ def _vanished(trade: ExpectedTrade, deal: ObservedDeal | None, state: Reconcilia
                      error_message=closed_message(reason, close_reason, deal, stop), **deal_fields(deal, trade))
     # Kept open (as a terminal record) until the platform acknowledges the close.
     return done, [record], [Condition(reason, trade.approval_id, ticket, {TERMINAL: deal.time})]
+
+
+def _close_pending(trade: ExpectedTrade, p: ObservedPosition, at: datetime, config: GuardSettings
+                   ) -> list[Condition]:
+    """The platform said it closed the trade and the position is still there: late, then not executed."""
+    assert trade.platform_closed_at is not None
+    waited = (at - trade.platform_closed_at).total_seconds()
+    if waited <= config.platform_close_timeout_seconds:
+        return []
+    message = (f"the platform closed this trade {waited:.0f} s ago; position {p.ticket} is still open "
+               f"({p.volume:g} lots)")
+    return [Condition(DivergenceReason.CLOSE_NOT_EXECUTED, trade.approval_id, p.ticket,
+                      {"expected": expected_detail(trade), "observed": observed_detail(p), "message": message,
+                       "platform_closed_at": trade.platform_closed_at.isoformat(),
+                       "tolerance": {"platform_close_timeout_seconds": config.platform_close_timeout_seconds}})]
 
 
 def _gapped(direction: Direction, stop: float | None, deal: ObservedDeal, tolerance_percent: float) -> bool:

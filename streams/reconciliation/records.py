@@ -8,6 +8,8 @@ from typing import Any
 from schemas import Envelope, derived
 from schemas.common import CloseReason, Direction
 from schemas.decisions import (
+    BindingEvidence,
+    BindingRevised,
     DivergenceReason,
     DivergenceResolved,
     Matched,
@@ -15,6 +17,7 @@ from schemas.decisions import (
     ReconciliationStatus,
 )
 from schemas.reports import ObservedDeal, ObservedPosition, PositionReport
+from streams.reconciliation.matching import Revision
 from streams.reconciliation.state import Condition, ExpectedTrade
 
 
@@ -54,6 +57,26 @@ def trade_record(kind: type[ReconciliationRecord], event: Envelope[Any], rule: s
                      pnl_percent=pnl_percent(position.direction, position.price_open, position.price_current),
                      details={"expected": expected_detail(trade), "observed": observed_detail(position)})
     return derived(kind(**(base | fields)), cause=event, rule=rule)
+
+
+def binding_revised(trade: ExpectedTrade, revision: Revision, event: Envelope[PositionReport],
+                    observed: dict[int, ObservedPosition]) -> Envelope[Any]:
+    """The audit row of a binding that changed: from which position, on what evidence, to which."""
+    was = f"position {revision.previous_ticket} ({_evidence(revision.previous_evidence)})"
+    now = f"position {trade.ticket} ({_evidence(trade.evidence)})" if trade.ticket is not None else "no position"
+    bound = trade.ticket is not None
+    fields: dict[str, Any] = {
+        "matched": Matched.MATCHED if bound else Matched.INDETERMINATE,
+        "status": ReconciliationStatus.MATCHED if bound else ReconciliationStatus.DIVERGENCE,
+        "previous_ticket": revision.previous_ticket, "previous_evidence": revision.previous_evidence,
+        "evidence": trade.evidence, "error_message": f"binding revised: {was} -> {now}"}
+    position = observed.get(trade.ticket) if trade.ticket is not None else None
+    return trade_record(BindingRevised, event, f"reconciliation/binding-revised/{trade.approval_id}", trade,
+                        position, **fields)
+
+
+def _evidence(evidence: BindingEvidence | None) -> str:
+    return evidence.value if evidence is not None else "unknown"
 
 
 def deal_fields(deal: ObservedDeal | None, trade: ExpectedTrade) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from schemas import Envelope, derived
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason
 from schemas.decisions import (
+    BindingEvidence,
     DivergenceReason,
     DivergenceResolved,
     Matched,
@@ -38,11 +39,11 @@ from schemas.results import CloseOutcome, PositionClosed
 from streams.decisions import Decision, replace
 from streams.reconciliation.matching import bind, closing_deals, note_partial_closes
 from streams.reconciliation.outcomes import diff_divergences, reconcile_trade, unexpected
-from streams.reconciliation.records import pnl_percent, trade_record
+from streams.reconciliation.records import binding_revised, pnl_percent, trade_record
 from streams.reconciliation.state import Condition, ExpectedTrade, Held, ReconciliationState
 
 _GUARD_REASONS = frozenset({CloseReason.DRAWDOWN_GUARD, CloseReason.DAILY_LOSS_GUARD, CloseReason.MARKET_GAP,
-                            CloseReason.SPREAD, CloseReason.STALE_FEED})
+                            CloseReason.SPREAD, CloseReason.STALE_FEED, CloseReason.ACCOUNT_LOCKED})
 
 
 def handle(state: ReconciliationState, event: Envelope[Any], config: GuardSettings) -> Decision[ReconciliationState]:
@@ -67,7 +68,8 @@ def on_approved(state: ReconciliationState, event: Envelope[TradeApproved]) -> R
     if a.approval_id in state.expected:
         return state  # a redelivery, or a re-approval of the same trade: the first one stands
     trade = ExpectedTrade(a.approval_id, a.signal_id, a.symbol, a.direction, a.volume, a.entry_price,
-                          a.stop_loss, a.take_profit, event.occurred_at, ticket=a.mt5_position_id)
+                          a.stop_loss, a.take_profit, event.occurred_at, ticket=a.mt5_position_id,
+                          evidence=BindingEvidence.TICKET if a.mt5_position_id is not None else None)
     return replace(state, expected={**state.expected, a.approval_id: trade})
 
 
@@ -77,10 +79,13 @@ def on_platform_close(state: ReconciliationState, event: Envelope[TradeClosedByP
     trade = state.expected.get(c.approval_id)
     if trade is None or trade.done_at is not None and trade.platform_closed_all:
         return Decision(state)
+    at = event.occurred_at
     if c.volume is None or c.volume >= trade.open_volume - 1e-9:
-        trade = replace(trade, platform_closed_all=True, ticket=trade.ticket or c.mt5_position_id)
+        trade = replace(trade, platform_closed_all=True, platform_closed_at=at)
+        if trade.ticket is None and c.mt5_position_id is not None:
+            trade = replace(trade, ticket=c.mt5_position_id, evidence=BindingEvidence.TICKET)
     else:
-        trade = replace(trade, platform_closed_volume=trade.platform_closed_volume + c.volume)
+        trade = replace(trade, platform_closed_volume=trade.platform_closed_volume + c.volume, platform_closed_at=at)
     state = replace(state, expected={**state.expected, c.approval_id: trade})
     # The platform acknowledging a close it did not make resolves the "closed outside" record.
     outputs = [trade_record(DivergenceResolved, event, f"platform-ack/{key}", trade, None, matched=Matched.MATCHED,
@@ -148,9 +153,9 @@ def on_positions(state: ReconciliationState, event: Envelope[PositionReport], co
     report = event.payload
     observed = {p.ticket: p for p in report.positions}
     deals = closing_deals(report.closed_deals)
-    expected = bind(state.expected, observed, config)
+    expected, revisions = bind(state.expected, observed, config)
     expected = note_partial_closes(expected, deals, observed)
-    outputs: list[Envelope[Any]] = []
+    outputs: list[Envelope[Any]] = [binding_revised(expected[r.approval_id], r, event, observed) for r in revisions]
     conditions: list[Condition] = []
     for approval_id, trade in list(expected.items()):
         if trade.done_at is not None:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.common import Direction
-from schemas.decisions import DivergenceReason
+from schemas.decisions import BindingEvidence, DivergenceReason
 from schemas.reports import ObservedPosition
 
 
@@ -24,7 +24,9 @@ class ExpectedTrade:
     take_profit: float | None
     approved_at: datetime
     ticket: int | None = None
+    evidence: BindingEvidence | None = None  # why ``ticket`` is this trade's position
     platform_closed_volume: float = 0.0
+    platform_closed_at: datetime | None = None
     platform_closed_all: bool = False
     partially_closed: bool = False
     matched_once: bool = False

@@ -22,6 +22,7 @@ from schemas.decisions import (
     PositionMatched,
     ReconciliationStatus,
 )
+from schemas.locks import AccountLocked, AccountUnlocked, LockEnd, LockKind
 
 EPOCH = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 
@@ -71,6 +72,15 @@ def mixed_events(users: list[str], count: int, *, seed: int = 7) -> list[Envelop
         else:
             events.append(alert(user, at=at))
     return events
+
+
+def lock_and_unlock(user_id: str, *, at: datetime) -> list[Envelope[Any]]:
+    """An account locked by a drawdown liquidation and, a millisecond later, unlocked by an admin."""
+    locked = observed(AccountLocked(user_id=user_id, kind=LockKind.DRAWDOWN, ends=LockEnd.ADMIN_UNLOCK,
+                                    message="locked"), account_id=user_id, occurred_at=at)
+    unlocked = AccountUnlocked(user_id=user_id, lock_id=locked.event_id, kind=LockKind.DRAWDOWN,
+                               unlocked_by="u-admin", reason="reviewed")
+    return [locked, observed(unlocked, account_id=user_id, occurred_at=at + timedelta(milliseconds=1))]
 
 
 async def add_users(database_url: str, *user_ids: str, role: str = "trader") -> None:

@@ -43,3 +43,13 @@ def test_supervised_services_show_their_restarts_and_a_crash_loop():
     assert "2" in worker and "exited with code -9" in worker
     assert "crash loop" in next(line for line in text.splitlines() if "telegram" in line)
     assert "database unavailable: ConnectionRefusedError" in text
+
+
+def test_a_locked_account_says_so_and_an_open_one_too():
+    text = _text([AccountLine("u-dave", Decimal("8800"), Decimal("10000"), Decimal("12"), Decimal("10"), 0, 0, None,
+                              locked="drawdown"),
+                  AccountLine("u-alice", Decimal("10000"), Decimal("10000"), Decimal("0"), Decimal("10"), 1, 0, None)],
+                 [])
+    dave = next(line for line in text.splitlines() if "u-dave" in line)
+    alice = next(line for line in text.splitlines() if "u-alice" in line)
+    assert "LOCKED (drawdown)" in dave and "LOCKED" not in alice and "open" in alice

@@ -29,12 +29,12 @@ from tests.unit.streams.builders import (
 CONFIG = GuardSettings()
 
 
-def run(*events: Envelope[Any], state: ReconciliationState | None = None
+def run(*events: Envelope[Any], state: ReconciliationState | None = None, config: GuardSettings = CONFIG
         ) -> tuple[ReconciliationState, list[Envelope[Any]]]:
     state = state or ReconciliationState()
     outputs: list[Envelope[Any]] = []
     for event in events:
-        decision = handle(state, event, CONFIG)
+        decision = handle(state, event, config)
         state, outputs = decision.state, outputs + list(decision.outputs)
     return state, outputs
 
