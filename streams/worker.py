@@ -29,9 +29,11 @@ def run_worker(settings: Settings) -> None:
     from streams.app import create_app
 
     if settings.worker.metrics_port is not None:
-        from prometheus_client import start_http_server
+        from infra.metrics import serve_metrics
 
-        start_http_server(settings.worker.metrics_port, addr=settings.http_host)
+        token = settings.api.metrics_token
+        serve_metrics(host=settings.http_host, port=settings.worker.metrics_port,
+                      token=token.get_secret_value() if token else None, per_account=settings.api.metrics_per_account)
     app = create_app(settings)
     faust_worker(app, loglevel=settings.log_level).execute_from_commandline()
 

@@ -7,6 +7,7 @@ everyone's and gets 404 for an unknown user. Tokens never reach a log line or an
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
@@ -17,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.tables import ApiToken, User
-from reconguard.api.deps import Session
+from reconguard.api.deps import App, Session
 from reconguard.users import USER_ID_PATTERN, hash_token
 from schemas.envelope import utcnow
 
@@ -87,6 +88,20 @@ def admin(caller: CurrentCaller) -> Caller:
 
 
 Admin = Annotated[Caller, Depends(admin)]
+
+
+async def metrics_scraper(
+    app: App, session: Session, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """Prometheus with the metrics token (RECONGUARD_API_METRICS_TOKEN), or an admin; nobody else."""
+    expected = app.settings.api.metrics_token
+    if credentials is not None and expected is not None and secrets.compare_digest(
+            credentials.credentials.encode(), expected.get_secret_value().encode()):
+        return
+    admin(await current_caller(session, credentials))
+
+
+MetricsScraper = Depends(metrics_scraper)
 
 
 async def readable_user(user_id: UserIdPath, caller: CurrentCaller, session: Session) -> User:
