@@ -74,9 +74,16 @@ def run(
     settings = loaded_settings()
     _share_metrics_between_processes(settings)
     with embedded_or_given(settings) as resolved:
+        _redact_database_password(resolved)
         console.print(f"broker {resolved.kafka_bootstrap_servers}, database ready; Ctrl-C stops everything")
         asyncio.run(_serve(resolved, EMBEDDED_RUN, live_view=view and console.is_terminal))
     console.print("stopped")
+
+
+def _redact_database_password(settings: Settings) -> None:
+    from infra.logredact import add_database_url
+
+    add_database_url(settings.database_url)  # the embedded database's generated password, if any
 
 
 def _share_metrics_between_processes(settings: Settings) -> None:
