@@ -39,6 +39,7 @@ async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: boo
     await prepare(settings)
     if live_view is not None:
         await _announce(settings)
+        specs = [*specs, ServiceSpec("run-token", "reconguard.runtoken:hold")]
     if live_view:
         specs = [*specs, ServiceSpec("view", "reconguard.liveview:show")]
     await run_services(settings, specs, stop=stop)
@@ -46,19 +47,13 @@ async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: boo
 
 async def _announce(settings: Settings) -> None:
     """Print where the API and dashboard are, with a fresh admin token for this run."""
-    from infra.db import make_engine, make_sessionmaker
-    from reconguard.users import add_user, issue_token
+    from reconguard import runtoken
 
-    assert settings.database_url
-    engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
-    await add_user(sessions=sessions, user_id="ops-admin", role="admin", display_name="Operations (reconguard run)")
-    issued = await issue_token(sessions=sessions, user_id="ops-admin", name="reconguard run")
-    await engine.dispose()
+    issued = await runtoken.issue(settings)  # lives as long as the run: see the run-token service
     base = f"http://{settings.http_host}:{settings.http_port}"
     console.print(f"API {base}  (OpenAPI {base}/docs, metrics {base}/metrics, health {base}/health)")
     console.print(f"dashboard {base}/dashboard#token={issued.token}")
-    console.print(f"admin token for this run: {issued.token}")
+    console.print(f"admin token for this run (revoked when it stops): {issued.token}")
 
 
 @app.command()
