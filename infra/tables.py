@@ -247,6 +247,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = _now()
     last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    #: After this the API refuses the token (401); NULL only for tokens issued before expiry existed.
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class TelegramDelivery(Base):

@@ -51,6 +51,7 @@ async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: boo
 
         await restore_history(settings)
         await _announce(settings)
+        specs = [*specs, ServiceSpec("run-token", "reconguard.runtoken:hold")]
     if live_view:
         specs = [*specs, ServiceSpec("view", "reconguard.liveview:show")]
     await run_services(settings, specs, stop=stop, supervise=live_view is not None)  # `run` supervises
@@ -58,19 +59,13 @@ async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: boo
 
 async def _announce(settings: Settings) -> None:
     """Print where the API and dashboard are, with a fresh admin token for this run."""
-    from infra.db import make_engine, make_sessionmaker
-    from reconguard.users import add_user, issue_token
+    from reconguard import runtoken
 
-    assert settings.database_url
-    engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
-    await add_user(sessions=sessions, user_id="ops-admin", role="admin", display_name="Operations (reconguard run)")
-    issued = await issue_token(sessions=sessions, user_id="ops-admin", name="reconguard run")
-    await engine.dispose()
+    issued = await runtoken.issue(settings)  # lives as long as the run: see the run-token service
     base = f"http://{settings.http_host}:{settings.http_port}"
     console.print(f"API {base}  (OpenAPI {base}/docs, metrics {base}/metrics, health {base}/health)")
     console.print(f"dashboard {base}/dashboard#token={issued.token}")
-    console.print(f"admin token for this run: {issued.token}")
+    console.print(f"admin token for this run (revoked when it stops): {issued.token}")
 
 
 @app.command()
@@ -91,9 +86,16 @@ def run(
     specs = EMBEDDED_RUN if demo_wanted(settings, demo) else PRODUCTION_RUN
     _share_metrics_between_processes(settings)
     with embedded_or_given(settings) as resolved:
+        _redact_database_password(resolved)
         console.print(f"broker {resolved.kafka_bootstrap_servers}, database ready; Ctrl-C stops everything")
         asyncio.run(_serve(resolved, specs, live_view=view and console.is_terminal))
     console.print("stopped")
+
+
+def _redact_database_password(settings: Settings) -> None:
+    from infra.logredact import add_database_url
+
+    add_database_url(settings.database_url)  # the embedded database's generated password, if any
 
 
 def _share_metrics_between_processes(settings: Settings) -> None:

@@ -8,6 +8,7 @@ import logging
 import typer
 from rich.logging import RichHandler
 
+from infra import logredact
 from infra.service import tune_garbage_collector
 from infra.settings import ConfigurationError, Settings, load
 from reconguard.console import console
@@ -25,13 +26,16 @@ def loaded_settings() -> Settings:
     logging.basicConfig(level=settings.log_level, format="%(name)s: %(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logredact.install_for(settings)
     return settings
 
 
 def connected(settings: Settings) -> Settings:
     """``settings`` with a broker and a database, or a clear message and exit code 2."""
     try:
-        return resolve_endpoints(settings)
+        resolved = resolve_endpoints(settings)
     except EndpointsUnknown as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
+    logredact.add_database_url(resolved.database_url)  # found through run.json: not in the environment
+    return resolved

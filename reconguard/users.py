@@ -11,7 +11,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
@@ -44,6 +44,7 @@ class IssuedToken:
     user_id: str
     name: str
     token: str
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class TokenInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None
 
 
 def hash_token(token: str) -> str:
@@ -127,15 +129,68 @@ async def _update_user(*, sessions: async_sessionmaker, user_id: str, **values: 
             raise UserError(f"no user {user_id!r}")
 
 
-async def issue_token(*, sessions: async_sessionmaker, user_id: str, name: str = "") -> IssuedToken:
-    """A new bearer token for ``user_id``; the clear token is in the result and nowhere else."""
+_DURATION = re.compile(r"^(\d{1,5})([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_expiry(text: str, *, now: datetime) -> datetime:
+    """When a token given ``--expires TEXT`` expires: a duration from ``now`` (``90m``, ``12h``,
+    ``30d``, ``8w``) or an ISO 8601 time (UTC if it names no zone); never in the past."""
+    match = _DURATION.fullmatch(text.strip())
+    try:
+        if match:
+            moment = now + timedelta(**{_UNITS[match[2]]: int(match[1])})
+        else:
+            moment = datetime.fromisoformat(text.strip())
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise UserError(f"--expires takes a duration (90m, 12h, 30d, 8w) or an ISO 8601 time, got {text!r}") from None
+    if moment <= now:
+        raise UserError(f"--expires {text!r} is not in the future")
+    return moment
+
+
+#: A token's lifetime when its issuer names none (the command line uses RECONGUARD_API_TOKEN_EXPIRY_DAYS).
+DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
+
+
+async def issue_token(
+    *, sessions: async_sessionmaker, user_id: str, name: str = "", expires_at: datetime | None = None,
+) -> IssuedToken:
+    """A new bearer token for ``user_id``, refused by the API after ``expires_at`` (default: in
+    DEFAULT_TOKEN_LIFETIME); the clear token is in the result and nowhere else."""
+    expires_at = expires_at or utcnow() + DEFAULT_TOKEN_LIFETIME
     token = new_token()
     token_id = uuid.uuid4()
     async with sessions.begin() as session:
         if await session.get(User, user_id) is None:
             raise UserError(f"no user {user_id!r}")
-        session.add(ApiToken(id=token_id, user_id=user_id, token_hash=hash_token(token), name=name[:64]))
-    return IssuedToken(token_id=token_id, user_id=user_id, name=name[:64], token=token)
+        session.add(ApiToken(id=token_id, user_id=user_id, token_hash=hash_token(token), name=name[:64],
+                             expires_at=expires_at))
+    return IssuedToken(token_id=token_id, user_id=user_id, name=name[:64], token=token, expires_at=expires_at)
+
+
+async def extend_tokens_named(*, sessions: async_sessionmaker, user_id: str, name: str,
+                             expires_at: datetime) -> int:
+    """Move the expiry of every active token of ``user_id`` called ``name``; how many were."""
+    async with sessions.begin() as session:
+        result = await session.execute(
+            update(ApiToken)
+            .where(ApiToken.user_id == user_id, ApiToken.name == name, ApiToken.revoked_at.is_(None))
+            .values(expires_at=expires_at)
+        )
+    return result.rowcount
+
+
+async def revoke_tokens_named(*, sessions: async_sessionmaker, user_id: str, name: str) -> int:
+    """Revoke every active token of ``user_id`` called ``name``; how many were."""
+    async with sessions.begin() as session:
+        result = await session.execute(
+            update(ApiToken)
+            .where(ApiToken.user_id == user_id, ApiToken.name == name, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+    return result.rowcount
 
 
 async def revoke_token(*, sessions: async_sessionmaker, token_id: uuid.UUID) -> None:
@@ -164,6 +219,7 @@ async def list_tokens(*, sessions: async_sessionmaker, user_id: str | None = Non
             created_at=r.created_at,
             last_used_at=r.last_used_at,
             revoked_at=r.revoked_at,
+            expires_at=r.expires_at,
         )
         for r in rows
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Optional
 
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from infra.db import make_engine, make_sessionmaker
 from reconguard import users
 from reconguard.startup import connected, loaded_settings
+from schemas.envelope import utcnow
 
 app = typer.Typer(no_args_is_help=True, help="Users, roles, Telegram chats and API tokens.")
 console = Console()
@@ -76,13 +78,28 @@ def telegram(user_id: str, chat_id: Annotated[Optional[int], typer.Argument()] =
 
 
 @app.command("token")
-def token(user_id: str, name: Annotated[str, typer.Option(help="What the token is for")] = "") -> None:
-    """Issue an API token; it is printed once and stored only as a hash.
+def token(
+    user_id: str,
+    name: Annotated[str, typer.Option(help="What the token is for")] = "",
+    expires: Annotated[Optional[str], typer.Option(
+        help="When it expires: a duration (90m, 12h, 30d, 8w) or an ISO 8601 time; "
+             "default RECONGUARD_API_TOKEN_EXPIRY_DAYS days")] = None,
+) -> None:
+    """Issue an API token; it is printed once and stored only as a hash. The API refuses it (401)
+    once it has expired.
 
-    Example: `reconguard users token u-alice --name "alice's laptop"`
+    Example: `reconguard users token u-alice --name "alice's laptop" --expires 30d`
     """
-    issued = _with_sessions(lambda s: users.issue_token(sessions=s, user_id=user_id, name=name))
-    console.print(f"token {issued.token_id} for {user_id} (shown once, keep it safe):")
+    lifetime = timedelta(days=loaded_settings().api.token_expiry_days)
+
+    async def issue(s: async_sessionmaker) -> users.IssuedToken:
+        now = utcnow()
+        expires_at = now + lifetime if expires is None else users.parse_expiry(expires, now=now)
+        return await users.issue_token(sessions=s, user_id=user_id, name=name, expires_at=expires_at)
+
+    issued = _with_sessions(issue)
+    console.print(f"token {issued.token_id} for {user_id}, expires {issued.expires_at:%Y-%m-%d %H:%M} UTC "
+                  "(shown once, keep it safe):")
     print(issued.token)
 
 
@@ -101,8 +118,10 @@ def list_all() -> None:
 
     people, tokens = _with_sessions(both)
     table = Table("user", "role", "mt5 login", "telegram", "warning %", "critical %", "active tokens")
+    now = utcnow()
     for u in people:
-        active = sum(1 for t in tokens if t.user_id == u.id and t.revoked_at is None)
+        active = sum(1 for t in tokens if t.user_id == u.id and t.revoked_at is None
+                     and (t.expires_at is None or t.expires_at > now))
         table.add_row(u.id, u.role, str(u.mt5_login or "—"), str(u.telegram_chat_id or "—"),
                       f"{u.warning_drawdown_percent}", f"{u.critical_drawdown_percent}", str(active))
     console.print(table)

@@ -26,12 +26,17 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings) -> None:
     """Run the Faust worker until SIGTERM or SIGINT (blocking; creates its own event loop)."""
+    from infra.logredact import install_for
     from streams.app import create_app
 
-    if settings.worker.metrics_port is not None:
-        from prometheus_client import start_http_server
+    install_for(settings)  # this process's logging is Faust's: redact at the record factory
 
-        start_http_server(settings.worker.metrics_port, addr=settings.http_host)
+    if settings.worker.metrics_port is not None:
+        from infra.metrics import serve_metrics
+
+        token = settings.api.metrics_token
+        serve_metrics(host=settings.http_host, port=settings.worker.metrics_port,
+                      token=token.get_secret_value() if token else None, per_account=settings.api.metrics_per_account)
     app = create_app(settings)
     faust_worker(app, loglevel=settings.log_level).execute_from_commandline()
 

@@ -90,6 +90,15 @@ class ApiSettings(BaseSettings):
         default=5, ge=1, le=300, description="How often the dashboard page fetches fresh data.")
     dashboard_points: int = Field(
         default=300, ge=10, le=5000, description="Most snapshots per account in a dashboard chart.")
+    metrics_token: SecretStr | None = Field(
+        default=None, min_length=24,
+        description="Bearer token Prometheus sends to read /metrics (an admin's API token also may); "
+        "unset: only admins' tokens. Never anonymous.")
+    metrics_per_account: bool = Field(
+        default=False, description="Expose per-account series (equity, drawdown, distance to the critical "
+        "level, labelled by user id) on /metrics; off: only totals.")
+    token_expiry_days: float = Field(
+        default=90, gt=0, le=3650, description="Lifetime of an API token issued without --expires.")
 
 
 class TelegramSettings(BaseSettings):

@@ -1,7 +1,10 @@
 """The FastAPI application and the `api` service that runs it under uvicorn.
 
 Access logging is ours, not uvicorn's: uvicorn's access log prints query strings, and a query
-string is where a careless client puts a token.
+string is where a careless client puts a token. Every response carries a request id and the
+security headers (``reconguard.api.headers``); an unexpected error answers a short JSON 500 naming
+that id and is logged as one line, never a traceback per request (a client must not be able to
+flood the log).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import uvicorn
@@ -23,6 +27,8 @@ from infra.metrics import api_request_duration_seconds, api_requests_total
 from infra.settings import Settings
 from reconguard.api.broker import BrokerLink
 from reconguard.api.deps import Resources
+from reconguard.api.docs import add_offline_docs
+from reconguard.api.headers import secure
 from reconguard.api.ratelimit import SyncLimiter
 from reconguard.api.routes_ops import router as ops_router
 from reconguard.api.routes_locks import router as locks_router
@@ -70,7 +76,9 @@ def create_app(settings: Settings) -> FastAPI:
             await broker.close()
             await engine.dispose()
 
-    app = FastAPI(title="reconguard", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="reconguard", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    add_offline_docs(app)
     app.include_router(users_router)
     app.include_router(ops_router)
     app.include_router(locks_router)
@@ -83,13 +91,31 @@ def create_app(settings: Settings) -> FastAPI:
 async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     """Count, time and log each request by route template; the query string is never logged."""
     started = time.perf_counter()
-    response = await call_next(request)
+    request_id = uuid.uuid4().hex
+    try:
+        response = await call_next(request)
+    except Exception as error:  # noqa: BLE001 - any unexpected failure: one line, a short 500
+        response = _internal_error(request, error, request_id)
     elapsed = time.perf_counter() - started
     route = getattr(request.scope.get("route"), "path", "unmatched")
     api_requests_total.labels(route=route, status=str(response.status_code)).inc()
     api_request_duration_seconds.labels(route=route).observe(elapsed)
-    log.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code, elapsed * 1000)
-    return response
+    log.info("%s %s %d %.1fms %s", request.method, request.url.path, response.status_code, elapsed * 1000,
+             request_id)
+    return secure(response, path=request.url.path, request_id=request_id)
+
+
+def _internal_error(request: Request, error: Exception, request_id: str) -> JSONResponse:
+    """One log line (where, what kind, the request id), never the traceback nor the message, which
+    may quote input or a secret; the caller gets the id to quote to an operator."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = f"{frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_lineno}" if frame else "?"
+    log.error("%s %s: unexpected %s at %s (request %s)", request.method, request.url.path,
+              type(error).__name__, where, request_id)
+    return JSONResponse({"detail": "internal error", "request_id": request_id},
+                        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
 
 
 async def _unavailable(request: Request, error: Exception) -> JSONResponse:

@@ -1,12 +1,13 @@
 """Who is calling, and what they may read.
 
-Rules: no or an unknown/revoked token is 401; a trader reads only their own data (another
+Rules: no or an unknown/revoked/expired token is 401; a trader reads only their own data (another
 user's is 403, whether that user exists or not, so ids cannot be probed); an admin reads
 everyone's and gets 404 for an unknown user. Tokens never reach a log line or an error body.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
@@ -17,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.tables import ApiToken, User
-from reconguard.api.deps import Session
+from reconguard.api.deps import App, Session
 from reconguard.users import USER_ID_PATTERN, hash_token
 from schemas.envelope import utcnow
 
@@ -42,6 +43,7 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 async def _caller_for(session: AsyncSession, token: str) -> Caller | None:
+    """The token's owner, None for an unknown or revoked token; 401 "expired" for an expired one."""
     query = (
         select(ApiToken, User.role)
         .join(User, User.id == ApiToken.user_id)
@@ -52,6 +54,8 @@ async def _caller_for(session: AsyncSession, token: str) -> Caller | None:
         return None
     api_token, role = row
     now = utcnow()
+    if api_token.expires_at is not None and api_token.expires_at <= now:
+        raise _unauthorized("token expired: ask for a new one (`reconguard users token`)")
     # Recorded at most once a minute per token: a read should not cost a write each time.
     if api_token.last_used_at is None or now - api_token.last_used_at > _LAST_USED_RESOLUTION:
         await session.execute(update(ApiToken).where(ApiToken.id == api_token.id).values(last_used_at=now))
@@ -87,6 +91,20 @@ def admin(caller: CurrentCaller) -> Caller:
 
 
 Admin = Annotated[Caller, Depends(admin)]
+
+
+async def metrics_scraper(
+    app: App, session: Session, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """Prometheus with the metrics token (RECONGUARD_API_METRICS_TOKEN), or an admin; nobody else."""
+    expected = app.settings.api.metrics_token
+    if credentials is not None and expected is not None and secrets.compare_digest(
+            credentials.credentials.encode(), expected.get_secret_value().encode()):
+        return
+    admin(await current_caller(session, credentials))
+
+
+MetricsScraper = Depends(metrics_scraper)
 
 
 async def readable_user(user_id: UserIdPath, caller: CurrentCaller, session: Session) -> User:

@@ -11,14 +11,35 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
 
 
+#: The instants the API accepts (filters, cursors): wide enough for any row, narrow enough that
+#: converting to UTC and sending to PostgreSQL can never overflow (year 1 or 9999 with an offset).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 class CursorError(ValueError):
     pass
+
+
+class OutOfRange(ValueError):
+    pass
+
+
+def in_range(value: datetime) -> datetime:
+    """``value`` in UTC, or OutOfRange if it lies outside [EARLIEST, LATEST)."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise OutOfRange(f"must lie between {EARLIEST.date()} and {LATEST.date()}") from None
+    if not EARLIEST <= utc < LATEST:
+        raise OutOfRange(f"must lie between {EARLIEST.date()} and {LATEST.date()}")
+    return utc
 
 
 @dataclass(frozen=True)
@@ -43,7 +64,10 @@ def decode_cursor(text: str) -> Cursor:
         ) from None
     if cursor.created_at.tzinfo is None:
         raise CursorError("cursor is not one this API issued; pass next_cursor from a previous page")
-    return cursor
+    try:
+        return Cursor(in_range(cursor.created_at), cursor.id)
+    except OutOfRange:
+        raise CursorError("cursor is not one this API issued; pass next_cursor from a previous page") from None
 
 
 def next_cursor(rows: list, *, limit: int) -> str | None:

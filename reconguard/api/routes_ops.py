@@ -17,7 +17,7 @@ from infra.metrics import exposition
 from infra.service import SUPERVISION
 from infra.tables import DrawdownAlert, User
 from reconguard.api import queries
-from reconguard.api.auth import CurrentCaller
+from reconguard.api.auth import CurrentCaller, MetricsScraper
 from reconguard.api.deps import App, Session
 from reconguard.api.models import (
     AccountOverviewPublic,
@@ -80,10 +80,15 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def metrics() -> Response:
-    """Prometheus text format: every metric of this process (all services under `reconguard run`)."""
-    body, content_type = exposition()
+@router.get("/metrics", response_class=Response, dependencies=[MetricsScraper], responses={
+    200: {"content": {"text/plain": {}}}, 401: {"description": "No or a bad token"},
+    403: {"description": "A trader's token"}})
+async def metrics(app: App) -> Response:
+    """Prometheus text format: every metric of this process (all services under `reconguard run`).
+
+    Send the metrics token (RECONGUARD_API_METRICS_TOKEN) or an admin's token as a bearer token.
+    Per-account series appear only when RECONGUARD_API_METRICS_PER_ACCOUNT is on."""
+    body, content_type = exposition(per_account=app.settings.api.metrics_per_account)
     return Response(body, media_type=content_type)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
@@ -30,7 +30,9 @@ from reconguard.api.pagination import (
     MAX_LIMIT,
     Cursor,
     CursorError,
+    OutOfRange,
     decode_cursor,
+    in_range,
     next_cursor,
 )
 from schemas import observed, utcnow
@@ -68,9 +70,9 @@ def _bad_request(detail: str) -> HTTPException:
 
 def _utc(value: datetime | None, name: str) -> datetime | None:
     try:
-        return None if value is None else value.astimezone(UTC)
-    except OverflowError:
-        raise _bad_request(f"{name} is out of range") from None
+        return None if value is None else in_range(value)
+    except OutOfRange as error:
+        raise _bad_request(f"{name} {error}") from None
 
 
 def time_range(since: Since = None, until: Until = None) -> queries.TimeRange:

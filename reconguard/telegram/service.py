@@ -13,11 +13,11 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from infra.db import make_engine, make_sessionmaker
 from infra.kafka import group_consumer, make_producer
+from infra.metrics import serve_metrics
 from infra.settings import Settings, TelegramSettings
 from reconguard.telegram.relay import TOPICS, AlertRelay
 from reconguard.telegram.sending import Backoff
@@ -86,8 +86,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
 def _serve_metrics(settings: Settings, telegram: TelegramSettings) -> WSGIServer | None:
     if telegram.metrics_port is None:
         return None
-    server, _ = start_http_server(telegram.metrics_port, addr=settings.http_host)
-    return server
+    token = settings.api.metrics_token
+    return serve_metrics(host=settings.http_host, port=telegram.metrics_port,
+                         token=token.get_secret_value() if token else None, per_account=settings.api.metrics_per_account)
 
 
 async def _relay_and_answer(

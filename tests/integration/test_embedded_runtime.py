@@ -114,12 +114,15 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
     from tests.support.browser import ARTIFACTS, CHROMIUM, chromium, series
 
     port = free_port()
-    run = _start_run(tmp_path / "data", RECONGUARD_HTTP_PORT=str(port))
+    token = "scraper-" + "s" * 32  # /metrics answers only the metrics token (or an admin)
+    run = _start_run(tmp_path / "data", RECONGUARD_HTTP_PORT=str(port), RECONGUARD_API_METRICS_TOKEN=token,
+                     RECONGUARD_API_METRICS_PER_ACCOUNT="true")
     base = f"http://127.0.0.1:{port}"
+    scrape = {"Authorization": f"Bearer {token}"}
 
     def metrics_of_worker_and_poller() -> bool:
         try:
-            text = httpx.get(f"{base}/metrics", timeout=2).text
+            text = httpx.get(f"{base}/metrics", headers=scrape, timeout=2).text
         except httpx.HTTPError:
             return False
         return 'account_equity_gbp{account="u-alice"}' in text and 'mt5_position_sync_total{outcome="ok"}' in text
@@ -127,9 +130,9 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
     try:
         wait_until(metrics_of_worker_and_poller, timeout=90, interval=0.5,
                    what="/metrics with the worker's and the poller's metrics")
-        wait_until(lambda: 'consumer_lag_messages{consumer="projector"' in httpx.get(f"{base}/metrics").text,
-                   timeout=30, what="the projector's lag")
-        text = httpx.get(f"{base}/metrics", timeout=5).text
+        wait_until(lambda: 'consumer_lag_messages{consumer="projector"' in httpx.get(
+            f"{base}/metrics", headers=scrape).text, timeout=30, what="the projector's lag")
+        text = httpx.get(f"{base}/metrics", headers=scrape, timeout=5).text
         assert "mt5_poller_last_round_timestamp_seconds " in text
         assert 'mt5_last_sync_timestamp_seconds{account="u-bob"}' in text
         assert 'account_critical_distance_percent{account="u-carol"}' in text

@@ -59,7 +59,7 @@ PUBLIC = (200, 200, 200, 200)
         pytest.param("GET", "/users/{owner}/alerts", OWNER_OR_ADMIN, id="alerts: owner or admin"),
         pytest.param("GET", "/overview", ANY_TOKEN, id="dashboard data: any token, own accounts only"),
         pytest.param("GET", "/health", PUBLIC, id="health: public"),
-        pytest.param("GET", "/metrics", PUBLIC, id="metrics: public (scraped by Prometheus)"),
+        pytest.param("GET", "/metrics", ADMIN_ONLY, id="metrics: admins (or the metrics token), never anonymous"),
         pytest.param("GET", "/openapi.json", PUBLIC, id="openapi: public"),
         pytest.param("GET", "/dashboard", PUBLIC, id="dashboard page: public, its data is not"),
     ],

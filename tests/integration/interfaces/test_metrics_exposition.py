@@ -7,6 +7,7 @@ import subprocess
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from infra import metrics
 from infra import metrics as telegram_metrics
@@ -28,9 +29,11 @@ def exposition(settings) -> str:
     metrics.mt5_positions_total.labels(account="demo-1").set(2)
     metrics.reconciliation_latency_seconds.observe(0.02)
     telegram_metrics.telegram_messages_total.labels(outcome="sent").inc(0)
-    with served_api(settings) as base_url:
+    token = "prometheus-" + "p" * 32
+    api = settings.api.model_copy(update={"metrics_token": SecretStr(token), "metrics_per_account": True})
+    with served_api(settings.model_copy(update={"api": api})) as base_url:
         httpx.get(f"{base_url}/me", timeout=10)  # one counted request
-        response = httpx.get(f"{base_url}/metrics", timeout=10)
+        response = httpx.get(f"{base_url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return response.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -13,6 +15,11 @@ from reconguard.api.pagination import Cursor, CursorError, decode_cursor, encode
 from reconguard.api.ratelimit import SyncLimiter
 from reconguard.telegram.sending import Backoff
 from reconguard.users import UserError, check_user_id, hash_token, new_token
+
+
+def _forged(moment: str) -> str:
+    raw = json.dumps([moment, str(uuid.UUID(int=7))]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 class Clock:
@@ -43,7 +50,8 @@ def test_a_released_slot_can_be_taken_at_once():
     assert limiter.acquire("a") == 0
 
 
-@given(st.datetimes(timezones=st.just(UTC)), st.uuids())
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(8999, 12, 31), timezones=st.just(UTC)),
+       st.uuids())
 def test_cursors_round_trip(moment, row_id):
     cursor = Cursor(moment, row_id)
     assert decode_cursor(encode_cursor(cursor)) == cursor
@@ -62,6 +70,10 @@ def test_cursors_round_trip(moment, row_id):
             "WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwiMDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwIl0",
             id="time without offset",
         ),
+        pytest.param(_forged("0001-01-01T00:00:00+05:00"), id="year 1 with an offset (overflows UTC)"),
+        pytest.param(_forged("9999-12-31T23:59:59-05:00"), id="year 9999 with an offset (overflows UTC)"),
+        pytest.param(_forged("0001-01-01T00:00:00+00:00"), id="year 1 in UTC (outside the rows' range)"),
+        pytest.param(_forged("9999-12-31T23:59:59+00:00"), id="year 9999 in UTC (outside the rows' range)"),
     ],
 )
 def test_forged_cursors_are_refused_clearly(text):
