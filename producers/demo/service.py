@@ -14,7 +14,6 @@ from infra.kafka import ensure_topics, make_producer
 from infra.settings import Settings
 from producers.demo.accounts import DEMO_USERS, attach, open_accounts, ref, upsert_users
 from producers.demo.script import DemoPlatform, Step, default_script, play
-from producers.executor.loop import ExecutorConfig
 from producers.executor.service import run_executor
 from producers.mt5.simulator import SimulatedBroker
 from producers.platform import LockedAccounts, follow_locks, publish_expected
@@ -88,4 +87,4 @@ async def serve(settings: Settings, *, stop: asyncio.Event, broker: SimulatedBro
         tasks.create_task(drive_market(broker, stop=stop))
         tasks.create_task(run_platform(settings, broker, stop=stop, steps=steps))
         tasks.create_task(run_poller(settings, stop=stop, accounts=polled, config=PollerConfig()))
-        tasks.create_task(run_executor(settings, stop=stop, gateways=closers, config=ExecutorConfig()))
+        tasks.create_task(run_executor(settings, stop=stop, gateways=closers))

@@ -7,7 +7,8 @@ before it are on the log. A redelivered command finds its rows and republishes t
 A ticket another command (or a stop, a hand, a stop-out) already closed is answered
 PositionCloseSuperseded, naming what closed it: never a failure. "Market closed" (10018) is answered
 PositionCloseDeferred with the time to try again, from ``ExecutorConfig.next_open`` (by default every
-``MARKET_CLOSED_RETRY``; the market-session calendar plugs in there); the guard's alert tracker
+``MARKET_CLOSED_RETRY``; the services use ``market_calendar``: the symbol's next session open); the
+guard's alert tracker
 orders the retry.
 
 Rate limit: a second *first* command (attempt 1) for the same account, symbol and market-guard
@@ -36,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy.exc import IntegrityError
 
+from infra import sessions
 from infra.kafka import dead_letter, publish_many, send_dead_letter
 from infra.metrics import dead_letters_total, positions_autoclosed_total
 from producers.executor.client import close_ticket, gbp_rate, resolve_unknown
@@ -65,6 +67,16 @@ LIQUIDATIONS = frozenset({CloseReason.DRAWDOWN_GUARD, CloseReason.DAILY_LOSS_GUA
 def retry_after_a_minute(symbol: str, at: datetime) -> datetime:
     """The default ``NextOpen``: try again ``MARKET_CLOSED_RETRY`` later, whatever the symbol."""
     return at + MARKET_CLOSED_RETRY
+
+
+def market_calendar(settings: object) -> NextOpen:
+    """The production ``NextOpen``: the symbol's next session open in the configured calendar
+    (``infra.sessions``); a minute later when the calendar thinks the market is open (the broker knows
+    of a holiday the calendar does not) or knows no next session."""
+    def next_open(symbol: str, at: datetime) -> datetime:
+        opens = sessions.next_open(settings, symbol, at)
+        return opens if opens is not None and opens > at else retry_after_a_minute(symbol, at)
+    return next_open
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from infra.kafka import ensure_topics, group_consumer, make_producer
 from infra.settings import Settings
 from producers.accounts import connect_gateways, load_accounts
 from producers.executor.ledger import Ledger, LogLedger
-from producers.executor.loop import CONSUMER, Executor, ExecutorConfig
+from producers.executor.loop import CONSUMER, Executor, ExecutorConfig, market_calendar
 from producers.mt5.gateway import Gateway
 from schemas.topics import CLOSE_COMMANDS, CLOSE_RESULTS
 
@@ -39,7 +39,7 @@ async def run_executor(settings: Settings, *, stop: asyncio.Event, gateways: Map
     await consumer.start()
     executor = Executor(gateways=gateways, ledger=ledger, producer=producer,  # type: ignore[arg-type]
                         prefix=settings.topic_prefix,
-                        config=config or ExecutorConfig())
+                        config=config or ExecutorConfig(next_open=market_calendar(settings)))
     stopped = asyncio.Event()
     writing = asyncio.create_task(ledger.write_behind(stopped), name="executor-ledger")
     try:
@@ -59,4 +59,5 @@ async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
         raise RuntimeError("the executor reads its accounts from DATABASE_URL")
     accounts = connect_gateways(await load_accounts(database_url=settings.database_url), settings.mt5)
     await run_executor(settings, stop=stop, gateways={ref.user_id: gateway for ref, gateway in accounts},
-                       config=ExecutorConfig(threads=max(1, min(16, len(accounts)))))
+                       config=ExecutorConfig(threads=max(1, min(16, len(accounts))),
+                                             next_open=market_calendar(settings)))

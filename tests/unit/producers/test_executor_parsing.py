@@ -160,7 +160,7 @@ def test_a_ticket_closed_by_its_stop_is_superseded_by_the_stop() -> None:
 
 
 def test_market_closed_is_deferred_not_failed() -> None:
-    broker = SimulatedBroker(11, start_time=T0 + 13 * 3600 - 5)  # XAUUSD's daily break starts at 21:00 UTC
+    broker = SimulatedBroker(11, start_time=T0 + 14 * 3600 - 5)  # metals break: 22:00 UTC in January
     broker.add_account(77, "pw", currency="GBP")
     gateway = Counting(SimulatedTerminal(broker, login=77, password="pw"))
     assert gateway.initialize(login=77, password="pw", server=broker.server)

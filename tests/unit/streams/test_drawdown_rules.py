@@ -230,5 +230,6 @@ def test_a_late_worker_gives_the_full_notice_from_its_warning_and_records_both_t
     assert warning.payload.details["deadline"] == pending.deadline.isoformat()
     assert fire_due(decision.state, late.occurred_at + timedelta(seconds=10)).outputs == (), "not from the report"
     fired = fire_due(decision.state, pending.deadline)
-    (done,) = [o.payload for o in fired.outputs if o.event_type == "GuardAlertRaised"]
-    assert done.details["warning_at"] == warned_at.isoformat() and done.executed_at == pending.deadline
+    commands = [o for o in fired.outputs if o.event_type == "ClosePosition"]
+    assert commands and all(c.payload.details["warning_at"] == warned_at.isoformat()
+                            and c.occurred_at == pending.deadline for c in commands)
