@@ -31,7 +31,7 @@ from infra.internals import refresh_metadata
 from infra.kafka import caught_up, make_consumer
 from infra.tables import CloseExecution
 from schemas import DecodeError, Envelope, decode
-from schemas.results import PositionClosed, PositionCloseFailed
+from schemas.results import PositionClosed, PositionCloseFailed, PositionCloseSuperseded
 from schemas.topics import CLOSE_RESULTS
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,17 @@ def row_of_result(envelope: Envelope[Any]) -> LedgerRow:
     """The ledger row a published close result stands for (pure)."""
     r = envelope.payload
     refused = isinstance(r, PositionCloseFailed) and (r.error_message or "").startswith("rate limited")
-    status = "closed" if isinstance(r, PositionClosed) else "failed"
+    status = ("closed" if isinstance(r, PositionClosed) else
+              "not_found" if isinstance(r, PositionCloseSuperseded) else "failed")  # Attempted.ledger_status
     return LedgerRow(r.command_id, r.ticket, r.user_id, r.symbol, status, r.retcode, r.attempts,
                      {"outcome": envelope.model_dump(mode="json"), "status_detail": RATE_LIMITED if refused else None},
                      envelope.occurred_at)
+
+
+def _reason(row: LedgerRow) -> str | None:
+    """The close reason of a row: from its command (claimed here) or its result (learned from the log)."""
+    recorded = row.result.get("command") or row.result.get("outcome") or {}
+    return recorded.get("payload", {}).get("reason")
 
 
 class LogLedger:
@@ -209,9 +216,11 @@ class LogLedger:
         await self._read_database_sending(timeout=1.0)
         return sorted((r for r in self.rows.values() if r.status == "sending"), key=lambda r: r.created_at)
 
-    async def last_close_at(self, *, user_id: str, symbol: str, other_than: uuid.UUID) -> datetime | None:
+    async def last_close_at(self, *, user_id: str, symbol: str, other_than: uuid.UUID,
+                            reason: str | None = None) -> datetime | None:
         times = [r.created_at for r in self.rows.values() if r.user_id == user_id and r.symbol == symbol
-                 and r.command_id != other_than and r.result.get("status_detail") != RATE_LIMITED]
+                 and r.command_id != other_than and r.result.get("status_detail") != RATE_LIMITED
+                 and (reason is None or _reason(r) == reason)]
         return max(times, default=None)
 
     async def claim(self, *, command_id: uuid.UUID, ticket: int, user_id: str, symbol: str, at: datetime,

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from infra.dburl import plain_url
+from infra.kafka import make_producer, publish_many
 from schemas import Envelope, observed
 from schemas.common import Direction
 from schemas.decisions import (
@@ -23,6 +24,7 @@ from schemas.decisions import (
     ReconciliationStatus,
 )
 from schemas.locks import AccountLocked, AccountUnlocked, LockEnd, LockKind
+from schemas.topics import ACCOUNT_LOCKS, ACCOUNT_STATE, ALERTS, RECONCILIATION, TOPIC_OF_EVENT
 
 EPOCH = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 
@@ -91,3 +93,19 @@ async def add_users(database_url: str, *user_ids: str, role: str = "trader") -> 
             [(u, role) for u in user_ids])
     finally:
         await connection.close()
+
+
+#: The topics the projector reads, in the order tests publish them.
+PROJECTED_TOPICS = (ACCOUNT_STATE, ALERTS, RECONCILIATION, ACCOUNT_LOCKS)
+
+
+async def publish_projected(settings, log: list[Envelope[Any]]) -> None:
+    """Publish a log of decision events, each to its topic (``TOPIC_OF_EVENT``), in order within a topic."""
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for topic in PROJECTED_TOPICS:
+            await publish_many(producer, topic, settings.topic_prefix,
+                               [e for e in log if TOPIC_OF_EVENT[e.event_type] is topic])
+    finally:
+        await producer.stop()

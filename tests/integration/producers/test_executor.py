@@ -201,8 +201,8 @@ async def test_a_liquidation_is_never_rate_limited_by_another_reason(desk: Desk,
 
 async def test_market_closed_is_deferred_to_the_next_open_then_closed(settings: Settings,
                                                                        producer: AIOKafkaProducer) -> None:
-    # XAUUSD's daily break starts at 21:00 UTC: the broker starts 5 s before it.
-    desk = Desk(settings, start_time=1_704_700_800 + 13 * 3600 - 5)
+    # XAUUSD's daily break is 17:00-18:00 New York (22:00 UTC in January): the broker starts 5 s before it.
+    desk = Desk(settings, start_time=1_704_700_800 + 14 * 3600 - 5)
     assert settings.database_url is not None
     await insert_users(settings.database_url, [desk.user_id])
     ticket = desk.open("XAUUSD", volume=0.1)
