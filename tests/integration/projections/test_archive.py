@@ -19,7 +19,7 @@ from infra.kafka import ensure_topics, make_consumer
 from projections import archive
 from projections.history import restore_empty_topics
 from projections.replay import prepare_target, replay, replay_archive, table_checksums
-from schemas.topics import ACCOUNT_STATE, ALERTS, RECONCILIATION
+from schemas.topics import RECONCILIATION
 from tests.support.events import (
     EPOCH,
     PROJECTED_TOPICS,
@@ -123,8 +123,7 @@ async def test_replay_from_the_archive_equals_replay_from_the_log(settings, arch
 
 async def _events_after(settings, since) -> list[asyncpg.Record]:
     return await _fetch(settings.database_url, "SELECT 1 FROM event_archive WHERE topic = ANY($1::text[]) "
-                        "AND occurred_at >= $2", [t.name(settings.topic_prefix)
-                                                  for t in (ACCOUNT_STATE, ALERTS, RECONCILIATION)], since)
+                        "AND occurred_at >= $2", [t.name(settings.topic_prefix) for t in PROJECTED_TOPICS], since)
 
 
 async def _partition_contents(bootstrap: str, topic: str, partitions: int) -> dict[int, list[bytes]]:
