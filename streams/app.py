@@ -232,9 +232,9 @@ class StreamsRuntime:
             if active is not None and partition not in active:
                 continue
             state = store.get(account)
-            if not lifecycle.due(state, now):
+            if not lifecycle.due(state, now, self.guard):
                 continue
-            decision = lifecycle.fire_due(state, now)
+            decision = lifecycle.fire_due(state, now, self.guard)
             store.put(account, decision.state)
             sent += [await self._publish(output) for output in decision.outputs]
         return sent

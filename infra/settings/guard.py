@@ -106,6 +106,8 @@ class GuardSettings(BaseSettings):
     liquidation_retry_seconds: float = Field(default=2.0, gt=0, description="The first fast retry's delay")
     liquidation_escalated_retry_seconds: float = Field(
         default=60.0, gt=0, description="After the escalation: retry at this cadence until the positions are flat")
+    liquidation_answer_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A close the executor has not answered within this counts as refused")
 
     _symbol_rules: dict[str, tuple[object, SymbolRules, SymbolRules]] = PrivateAttr(default_factory=dict)
 

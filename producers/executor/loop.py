@@ -6,10 +6,9 @@ before it are on the log. A redelivered command finds its rows and republishes t
 
 A ticket another command (or a stop, a hand, a stop-out) already closed is answered
 PositionCloseSuperseded, naming what closed it: never a failure. "Market closed" (10018) is answered
-PositionCloseDeferred with the time to try again, from ``ExecutorConfig.next_open`` (by default every
-``MARKET_CLOSED_RETRY``; the services use ``market_calendar``: the symbol's next session open); the
-guard's alert tracker
-orders the retry.
+PositionCloseDeferred with the time to try again: the market's next open from ``ExecutorConfig.next_open``
+(the services plug in ``market_calendar``, the session calendar of ``infra.sessions``), or
+``MARKET_CLOSED_RETRY`` (a minute) later when it knows none; the guard's alert tracker orders the retry.
 
 Rate limit: a second *first* command (attempt 1) for the same account, symbol and market-guard
 reason within the window (30 s) is not executed; each of its tickets gets a PositionCloseFailed
@@ -56,27 +55,23 @@ log = logging.getLogger(__name__)
 CONSUMER = "executor"
 T = TypeVar("T")
 WallClock = Callable[[], datetime]
-#: When to try a close again that the terminal refused with "market closed": (symbol, refused at) -> time.
-NextOpen = Callable[[str, datetime], datetime]
+#: When the market of a symbol next opens after ``at`` (``at`` itself if it is open then; None if not
+#: known): e.g. ``functools.partial(infra.sessions.next_open, settings)``.
+NextOpen = Callable[[str, datetime], datetime | None]
 #: The default wait after "market closed" when no session calendar is plugged in.
 MARKET_CLOSED_RETRY = timedelta(seconds=60)
 #: Reasons that are liquidations: never rate limited (the executor never drops one).
 LIQUIDATIONS = frozenset({CloseReason.DRAWDOWN_GUARD, CloseReason.DAILY_LOSS_GUARD})
 
 
-def retry_after_a_minute(symbol: str, at: datetime) -> datetime:
-    """The default ``NextOpen``: try again ``MARKET_CLOSED_RETRY`` later, whatever the symbol."""
-    return at + MARKET_CLOSED_RETRY
+def no_calendar(symbol: str, at: datetime) -> datetime | None:
+    """The default ``NextOpen``: no session calendar, so the next open is not known (retry a minute later)."""
+    return None
 
 
 def market_calendar(settings: object) -> NextOpen:
-    """The production ``NextOpen``: the symbol's next session open in the configured calendar
-    (``infra.sessions``); a minute later when the calendar thinks the market is open (the broker knows
-    of a holiday the calendar does not) or knows no next session."""
-    def next_open(symbol: str, at: datetime) -> datetime:
-        opens = sessions.next_open(settings, symbol, at)
-        return opens if opens is not None and opens > at else retry_after_a_minute(symbol, at)
-    return next_open
+    """The production ``NextOpen``: the symbol's next session open in the configured calendar."""
+    return functools.partial(sessions.next_open, settings)
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ class ExecutorConfig:
     window: timedelta = timedelta(seconds=30)  # at most one close command per account and symbol per window
     threads: int = 0  # 0: call terminals inline (the simulator); N: a pool of N threads
     sweep_interval: float = 10.0  # seconds between looks at unresolved ledger rows
-    next_open: NextOpen = retry_after_a_minute  # after 10018; e.g. partial(infra.sessions.next_open, settings)
+    next_open: NextOpen = no_calendar  # after 10018; e.g. partial(infra.sessions.next_open, settings)
 
 
 class Invalid(Exception):
@@ -207,7 +202,7 @@ class Executor:
                       envelope.event_id, attempted.error)
             return None
         if attempted.status == "deferred":
-            attempted = replace(attempted, retry_at=self.config.next_open(command.symbol, self.clock()))
+            attempted = replace(attempted, retry_at=self._retry_at(command.symbol))
         rate = None if attempted.pnl is None else await self._call(
             gbp_rate, self.gateways[command.user_id], self._caches.setdefault(command.user_id, SymbolCache()))
         result = derived(outcome(command, envelope.event_id, ticket, attempted, rate), cause=envelope,
@@ -219,6 +214,13 @@ class Executor:
         if attempted.status == "closed":
             positions_autoclosed_total.labels(reason=command.reason.value).inc()
         return result
+
+    def _retry_at(self, symbol: str) -> datetime:
+        """When to try a close refused with "market closed" again: the next open, or (when the calendar
+        knows none, or thinks the market open although the terminal said closed) ``MARKET_CLOSED_RETRY``."""
+        now = self.clock()
+        opens = self.config.next_open(symbol, now)
+        return opens if opens is not None and opens > now else now + MARKET_CLOSED_RETRY
 
     # --- unresolved rows (a crash, or a send nobody answered) -----------------------------------------------
 

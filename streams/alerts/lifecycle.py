@@ -22,6 +22,8 @@ The alert's states, each published once as a GuardAlertRaised with the next revi
 - ``waiting``: only deferred tickets remain (market closed): retried at the next open;
 - ``escalated``: the fast retries are used up: "liquidation failed: N positions still open", retried
   every ``liquidation_escalated_retry_seconds`` until the positions are flat.
+A close the executor has not answered within ``liquidation_answer_timeout_seconds`` counts as refused
+(its late answer still counts if it confirms the close), so an executor that is down escalates too.
 Once ordered, a liquidation is never cancelled by a recovery (the trigger is fixed, as its deadline).
 """
 
@@ -86,12 +88,12 @@ def on_command(state: AlertsState, event: Envelope[ClosePosition]) -> Decision[A
         state = _forget_finished(state, event.occurred_at)
         alert = AlertProgress(key, CauseRef.of(event), c.reason, c.rule, None if c.reason in LIQUIDATIONS else c.symbol,
                               c.details, event.occurred_at,
-                              tickets={t: TicketState("") for t in c.alert_tickets or c.tickets})
+                              tickets={t: TicketState("", at=event.occurred_at) for t in c.alert_tickets or c.tickets})
     tickets = dict(alert.tickets)
     for ticket in c.tickets:
         known = tickets.get(ticket)
         if known is None or known.status not in FINAL:
-            tickets[ticket] = TicketState(c.symbol, ORDERED, command)
+            tickets[ticket] = TicketState(c.symbol, ORDERED, command, at=event.occurred_at)
     alert = replace(alert, tickets=tickets, commands=alert.commands + (command,))
     outputs: tuple[Envelope[Any], ...] = ()
     if fresh and c.reason in LIQUIDATIONS:  # the market guard's own alert already says "closing"
@@ -136,18 +138,35 @@ def on_positions(state: AlertsState, event: Envelope[PositionReport], config: Gu
     return Decision(state, tuple(outputs))
 
 
-def fire_due(state: AlertsState, now: datetime) -> Decision[AlertsState]:
-    """Retry every alert whose retry is due: one command per symbol of its refused tickets."""
+def fire_due(state: AlertsState, now: datetime, config: GuardSettings) -> Decision[AlertsState]:
+    """Count a close the executor has not answered within ``liquidation_answer_timeout_seconds`` as
+    failed; retry every alert whose retry is due: one command per symbol of its refused tickets."""
     outputs: list[Envelope[Any]] = []
     for alert in list(state.alerts.values()):
+        if alert.done_at is not None:
+            continue
+        late = _unanswered(alert, now, config)
+        if late:
+            why = f"no answer from the executor within {config.liquidation_answer_timeout_seconds:g} s"
+            tickets = {**alert.tickets, **{t: replace(s, status=FAILED, at=now, why=why) for t, s in late.items()}}
+            decision = _progress(state, replace(alert, tickets=tickets), now, config)
+            state, outputs = decision.state, outputs + list(decision.outputs)
+            alert = state.alerts[alert.alert_id]
         if alert.done_at is None and alert.retry_at is not None and alert.retry_at <= now:
             alert, commands = _retry(alert, now)
             state, outputs = _with(state, alert), outputs + commands
     return Decision(state, tuple(outputs))
 
 
-def due(state: AlertsState, now: datetime) -> bool:
-    return any(a.done_at is None and a.retry_at is not None and a.retry_at <= now for a in state.alerts.values())
+def due(state: AlertsState, now: datetime, config: GuardSettings) -> bool:
+    return any(a.done_at is None and (a.retry_at is not None and a.retry_at <= now or _unanswered(a, now, config))
+               for a in state.alerts.values())
+
+
+def _unanswered(alert: AlertProgress, now: datetime, config: GuardSettings) -> dict[int, TicketState]:
+    """Tickets whose command has gone unanswered too long (the executor is down, or never got it)."""
+    horizon = now - timedelta(seconds=config.liquidation_answer_timeout_seconds)
+    return {t: s for t, s in alert.tickets.items() if s.status == ORDERED and s.at is not None and s.at <= horizon}
 
 
 # --- the steps -----------------------------------------------------------------------------------
@@ -205,7 +224,8 @@ def _retry(alert: AlertProgress, now: datetime) -> tuple[AlertProgress, list[Env
     refused = any(s.status == FAILED for s in due_tickets.values())
     by_symbol: dict[str, list[int]] = {}
     for t, s in sorted(due_tickets.items()):
-        by_symbol.setdefault(s.symbol, []).append(t)
+        if s.symbol:  # a ticket whose command was never seen: its symbol is unknown, it stays open on record
+            by_symbol.setdefault(s.symbol, []).append(t)
     tickets, commands, outputs = dict(alert.tickets), list(alert.commands), []
     for symbol, listed in sorted(by_symbol.items()):
         command = ClosePosition(user_id=alert.cause.account_id, symbol=symbol, tickets=tuple(listed),
@@ -215,7 +235,7 @@ def _retry(alert: AlertProgress, now: datetime) -> tuple[AlertProgress, list[Env
         envelope = derived(command, cause=alert.cause, rule=f"alert/{alert.alert_id}/retry/{len(commands)}/{symbol}",
                            occurred_at=now)
         hexid = envelope.event_id.hex[:16]
-        tickets.update({t: replace(tickets[t], status=ORDERED, command=hexid, retry_at=None) for t in listed})
+        tickets.update({t: replace(tickets[t], status=ORDERED, command=hexid, at=now, retry_at=None) for t in listed})
         commands.append(hexid)
         outputs.append(envelope)
     alert = replace(alert, tickets=tickets, commands=tuple(commands), retry_at=None,

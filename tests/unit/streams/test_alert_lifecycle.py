@@ -95,9 +95,9 @@ def test_a_refused_close_is_retried_fast_with_backoff_then_escalated_then_retrie
     assert "could not close 1 position(s) (1001: requote)" in outputs[-1].payload.message
     sent, when = [], at(11)
     for delay in (2, 4, 60, 60):  # two fast retries (doubling), then the escalated cadence
-        assert not due(state, when + timedelta(seconds=delay - 0.1))
+        assert not due(state, when + timedelta(seconds=delay - 0.1), CONFIG)
         when += timedelta(seconds=delay)
-        fired = fire_due(state, when)
+        fired = fire_due(state, when, CONFIG)
         (retry,) = fired.outputs
         assert (retry.payload.tickets, retry.payload.alert_id, retry.payload.reason) == (
             (1001,), DRAWDOWN_ALERT, CloseReason.DRAWDOWN_GUARD)
@@ -109,7 +109,7 @@ def test_a_refused_close_is_retried_fast_with_backoff_then_escalated_then_retrie
     assert [s[0] for s in states(outputs)] == ["ordered", "failed", "escalated"], "each state once"
     assert outputs[-1].payload.message.startswith("liquidation failed: 1 position(s) still open")
     when += timedelta(seconds=60)
-    fired = fire_due(state, when)
+    fired = fire_due(state, when, CONFIG)
     (retry,) = fired.outputs
     _, published = run(retry, result(retry, 1001, t=(when - at(0)).total_seconds()), state=fired.state)
     assert states(published) == [("executed", "positions_closed", 4, 1, 50.0)]
@@ -121,9 +121,9 @@ def test_market_closed_waits_for_the_next_open_without_a_failure():
     state, outputs = run(first, result(first, 1001, PositionCloseDeferred, retcode=10018, retry_at=opens,
                                        error_message="10018: Market closed"))
     assert [s[0] for s in states(outputs)] == ["ordered", "waiting"]
-    assert not due(state, opens - timedelta(seconds=1))
-    (retry,) = fire_due(state, opens).outputs
-    _, outputs = run(retry, result(retry, 1001, t=3601), state=fire_due(state, opens).state)
+    assert not due(state, opens - timedelta(seconds=1), CONFIG)
+    (retry,) = fire_due(state, opens, CONFIG).outputs
+    _, outputs = run(retry, result(retry, 1001, t=3601), state=fire_due(state, opens, CONFIG).state)
     assert [s[:2] for s in states(outputs)] == [("executed", "positions_closed")]
 
 
@@ -135,7 +135,7 @@ def test_a_refused_ticket_closed_later_by_its_stop_ends_the_alert_with_that_reas
     (ended,) = [o.payload for o in outputs]
     assert (ended.status, ended.positions_closed_count) == ("superseded", 0)
     assert "1001 by sl (deal 501001)" in ended.message
-    assert not due(state, at(1000)), "nothing left to retry"
+    assert not due(state, at(1000), CONFIG), "nothing left to retry"
 
 
 def test_a_position_still_open_is_not_taken_for_closed():
@@ -165,3 +165,18 @@ def test_the_state_survives_its_table_round_trip():
     state, _ = run(first, result(first, 1001), result(first, 1002, PositionCloseDeferred, retcode=10018,
                                                       retry_at=at(99), error_message="closed"))
     assert load_state(AlertsState, json.loads(json.dumps(dump_state(state)))) == state
+
+
+def test_a_close_the_executor_never_answers_counts_as_refused_and_is_retried():
+    first = command((1001,), t=10)
+    state, _ = run(first)
+    assert not due(state, at(39), CONFIG), "the executor has 30 s to answer"
+    fired = fire_due(state, at(40), CONFIG)
+    (failed,) = [o.payload for o in fired.outputs]
+    assert (failed.status, failed.action_taken.value) == ("failed", "failed")
+    assert "no answer from the executor within 30 s" in failed.message
+    (retry,) = fire_due(fired.state, at(42), CONFIG).outputs
+    assert (retry.payload.tickets, retry.payload.attempt) == ((1001,), 2)
+    late_success = result(first, 1001, t=43)
+    _, outputs = run(late_success, state=fire_due(fired.state, at(42), CONFIG).state)
+    assert [o.payload.status for o in outputs] == ["executed"], "a late confirmation still counts"
