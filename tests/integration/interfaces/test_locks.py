@@ -26,6 +26,8 @@ from reconguard.telegram.status import status_reply
 from schemas import decode, utcnow
 from schemas.topics import LOCK_COMMANDS
 from tests.integration.interfaces.support import People, seed_people, served_api
+from tests.support.browser import ARTIFACTS, CHROMIUM
+from tests.support.browser import chromium as _chromium
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +150,15 @@ def test_telegram_status_says_the_account_is_locked(settings, people, lock_id):
 def test_the_accounts_commands_explain_themselves_with_an_example(command):
     result = CliRunner().invoke(cli, ["accounts", command, "--help"])
     assert result.exit_code == 0 and "Example" in result.output
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`)")
+def test_the_dashboard_shows_which_account_is_locked(api, people, lock_id, tmp_path):
+    url = f"{str(api.base_url).rstrip('/')}/dashboard#token={people.tokens['admin']}"
+    dom = _chromium(url, tmp_path / "profile", "--dump-dom")
+    ARTIFACTS.mkdir(exist_ok=True)
+    _chromium(url, tmp_path / "profile-shot", f"--screenshot={ARTIFACTS / 'dashboard-lock.png'}")
+    owner = dom.split(f'data-user="{people.owner}"', 1)[1].split("</article>", 1)[0]
+    other = dom.split(f'data-user="{people.other}"', 1)[1].split("</article>", 1)[0]
+    assert 'data-locked="true"' in owner and "until an admin unlocks it" in owner, owner[:1000]
+    assert 'data-locked="false"' in other and "Trading: open" in other
