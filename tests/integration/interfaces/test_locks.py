@@ -48,10 +48,11 @@ def lock_id(settings: Settings, people: People) -> uuid.UUID:
         engine = make_engine(settings.database_url)
         try:
             async with engine.begin() as connection:
-                await connection.execute(insert(AccountLockEvent), [dict(
-                    id=lock, user_id=people.owner, event_type="AccountLocked", lock_id=lock, kind="drawdown",
-                    ends="admin_unlock", reason="account locked after the drawdown guard's liquidation",
-                    created_at=utcnow() - timedelta(minutes=1))])
+                await connection.execute(insert(AccountLockEvent), [{
+                    "id": lock, "user_id": people.owner, "event_type": "AccountLocked", "lock_id": lock,
+                    "kind": "drawdown", "ends": "admin_unlock",
+                    "reason": "account locked after the drawdown guard's liquidation",
+                    "created_at": utcnow() - timedelta(minutes=1)}])
         finally:
             await engine.dispose()
 
