@@ -36,28 +36,38 @@ _END_OF_KIND = {LockKind.DRAWDOWN: LockEnd.ADMIN_UNLOCK, LockKind.DAILY_LOSS: Lo
 
 @dataclass(frozen=True)
 class AccountLock:
+    """The account's latest lock: in force until ``ended_at``; kept after, so the liquidation that
+    caused it (``trigger``) cannot lock the account again with a late or retried command."""
+
     lock_id: uuid.UUID  # the id of its AccountLocked event
     kind: LockKind
     ends: LockEnd
     since: datetime
     day: str | None = None  # the broker day it began (a daily-loss lock ends when the day changes)
     closing: dict[int, datetime] = field(default_factory=dict)  # new tickets the lock ordered closed, and when
+    trigger: uuid.UUID | None = None  # the correlation id of the liquidation's commands
+    ended_at: datetime | None = None
+
+
+def locked(state: DrawdownState) -> bool:
+    return state.lock is not None and state.lock.ended_at is None
 
 
 def on_close_command(state: DrawdownState, event: Envelope[ClosePosition]) -> Decision[DrawdownState]:
     """A liquidation's first close command locks the account (later ones, and other guards', do not)."""
     kind = _KIND_OF_REASON.get(event.payload.reason)
-    if kind is None or state.lock is not None:
+    trigger = event.correlation_id or event.event_id  # every message derived from one trigger shares it
+    if kind is None or locked(state) or state.lock is not None and state.lock.trigger == trigger:
         return Decision(state)
     ends = _END_OF_KIND[kind]
     until = "the next broker day" if ends is LockEnd.NEXT_BROKER_DAY else "an admin unlocks it"
-    locked = AccountLocked(
+    payload = AccountLocked(
         user_id=event.account_id, kind=kind, ends=ends, day=state.day,
         message=f"account locked after the {event.payload.reason.value.replace('_', ' ')}'s liquidation: "
                 f"approve no trade for it; new positions are closed until {until}",
         details={"command_id": str(event.event_id), "rule": event.payload.rule, "inputs": event.payload.details})
-    out = derived(locked, cause=event, rule="account/locked")
-    lock = AccountLock(out.event_id, kind, ends, event.occurred_at, state.day)
+    out = derived(payload, cause=event, rule="account/locked")
+    lock = AccountLock(out.event_id, kind, ends, event.occurred_at, state.day, trigger=trigger)
     return Decision(replace(state, lock=lock), (out,))
 
 
@@ -65,7 +75,7 @@ def close_new_positions(state: DrawdownState, event: Envelope[PositionReport], c
                         ) -> Decision[DrawdownState]:
     """While locked: close every position the guard did not order closed, at once (one command per symbol)."""
     lock = state.lock
-    if lock is None:
+    if lock is None or lock.ended_at is not None:
         return Decision(state)
     at, window = event.occurred_at, timedelta(seconds=config.reclose_after_seconds)
     live = {p.ticket: p for p in event.payload.positions}
@@ -93,25 +103,25 @@ def _close(event: Envelope[PositionReport], lock: AccountLock, symbol: str, tick
 def on_reading(state: DrawdownState, event: Envelope[Any]) -> Decision[DrawdownState]:
     """After a good reading (``state.day`` is the reading's broker day): a daily-loss lock ends with its day."""
     lock = state.lock
-    if lock is None or lock.ends is not LockEnd.NEXT_BROKER_DAY or state.day == lock.day:
+    if not locked(state) or lock.ends is not LockEnd.NEXT_BROKER_DAY or state.day == lock.day:
         return Decision(state)
     return unlock(state, event, by=SYSTEM, reason=f"a new broker day began ({state.day})")
 
 
 def on_unlock(state: DrawdownState, event: Envelope[UnlockAccount]) -> Decision[DrawdownState]:
     """An admin ends the lock (a command for an account that is not locked changes nothing)."""
-    if state.lock is None:
+    if not locked(state):
         return Decision(state)
     return unlock(state, event, by=event.payload.requested_by, reason=event.payload.reason)
 
 
 def unlock(state: DrawdownState, event: Envelope[Any], *, by: str, reason: str) -> Decision[DrawdownState]:
     lock = state.lock
-    assert lock is not None
+    assert lock is not None and lock.ended_at is None
     unlocked = AccountUnlocked(user_id=event.account_id, lock_id=lock.lock_id, kind=lock.kind, unlocked_by=by,
                                reason=reason)
     out = derived(unlocked, cause=event, rule=f"account/unlocked/{lock.lock_id}")
-    state = replace(state, lock=None, streaks={})
+    state = replace(state, lock=replace(lock, ended_at=event.occurred_at, closing={}), streaks={})
     if by != SYSTEM and state.last is not None:  # an admin accepts the loss: measure from here on
         equity = state.last.equity_gbp
         state = replace(state, peak_equity_gbp=equity, day_start_equity_gbp=equity, warning_active=False)

@@ -107,7 +107,7 @@ def on_account(state: DrawdownState, event: Envelope[AccountReport], levels: Acc
     state = accept(state, reading, report, config)
     ended = lock.on_reading(state, event)
     state, outputs = ended.state, list[Envelope[Any]](ended.outputs)
-    if state.lock is None:  # a locked account starts no new trigger: the lock closes its new positions
+    if not lock.locked(state):  # a locked account starts no new trigger: the lock closes its new positions
         state, alerts = assess_levels(state, event, reading, levels, config, now)
         outputs += alerts
     if state.pending is not None and state.pending.deadline <= now:

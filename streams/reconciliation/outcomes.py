@@ -45,7 +45,7 @@ def reconcile_trade(
     if position is not None and trade.platform_closed_all:
         return trade, [], _close_pending(trade, position, at, config)
     if position is not None:
-        found = _compare(trade, position, config)
+        found = _compare(trade, position, config, at)
         if found or trade.matched_once:
             return trade, [], found
         matched = trade_record(PositionMatched, event, f"reconciliation/matched/{trade.approval_id}", trade, position,
@@ -114,7 +114,7 @@ def _gapped(direction: Direction, stop: float | None, deal: ObservedDeal, tolera
     return deal.price < stop - slack if direction is Direction.BUY else deal.price > stop + slack
 
 
-def _compare(trade: ExpectedTrade, p: ObservedPosition, config: GuardSettings) -> list[Condition]:
+def _compare(trade: ExpectedTrade, p: ObservedPosition, config: GuardSettings, at: datetime) -> list[Condition]:
     rules = config.symbol(trade.symbol)
     found: list[Condition] = []
     base = {"expected": expected_detail(trade), "observed": observed_detail(p)}
@@ -126,7 +126,14 @@ def _compare(trade: ExpectedTrade, p: ObservedPosition, config: GuardSettings) -
     if p.direction != trade.direction:
         add(DivergenceReason.DIRECTION_MISMATCH, f"expected {trade.direction.value}, found {p.direction.value}")
     want = trade.open_volume
-    if abs(p.volume - want) > rules.volume_tolerance_lots + 1e-9:
+    unclosed = _partial_close_pending(trade, p, rules.volume_tolerance_lots)
+    if unclosed is not None:
+        assert trade.platform_closed_at is not None
+        if (at - trade.platform_closed_at).total_seconds() > config.platform_close_timeout_seconds:
+            add(DivergenceReason.CLOSE_NOT_EXECUTED, f"the platform closed {unclosed:g} lots; position {p.ticket} "
+                f"still holds {p.volume:g} (expected {want:g})",
+                platform_close_timeout_seconds=config.platform_close_timeout_seconds)
+    elif abs(p.volume - want) > rules.volume_tolerance_lots + 1e-9:
         reason = DivergenceReason.PARTIAL_CLOSE if p.volume < want and trade.partially_closed else \
             DivergenceReason.VOLUME_MISMATCH
         add(reason, f"expected {want:g} lots, found {p.volume:g}", volume_tolerance_lots=rules.volume_tolerance_lots)
@@ -138,6 +145,16 @@ def _compare(trade: ExpectedTrade, p: ObservedPosition, config: GuardSettings) -
     if drift:
         add(DivergenceReason.SL_TP_DRIFT, "; ".join(drift), sl_tp_drift_percent=rules.sl_tp_drift_percent)
     return found
+
+
+def _partial_close_pending(trade: ExpectedTrade, p: ObservedPosition, tolerance: float) -> float | None:
+    """The lots of the platform's partial close the position has not shed yet (None: it has, or none was made)."""
+    if trade.platform_closed_at is None or p.volume <= trade.open_volume + tolerance + 1e-9:
+        return None
+    before = trade.held_at_platform_close
+    if before is not None and p.volume < before - tolerance - 1e-9:
+        return None  # it shrank since the close: what is left over is a volume mismatch, not a missing close
+    return trade.platform_closed_volume
 
 
 def _stop_drift(trade: ExpectedTrade, p: ObservedPosition, tolerance_percent: float) -> list[str]:

@@ -85,7 +85,9 @@ def on_platform_close(state: ReconciliationState, event: Envelope[TradeClosedByP
         if trade.ticket is None and c.mt5_position_id is not None:
             trade = replace(trade, ticket=c.mt5_position_id, evidence=BindingEvidence.TICKET)
     else:
-        trade = replace(trade, platform_closed_volume=trade.platform_closed_volume + c.volume, platform_closed_at=at)
+        held = state.held.get(trade.ticket) if trade.ticket is not None else None
+        trade = replace(trade, platform_closed_volume=trade.platform_closed_volume + c.volume, platform_closed_at=at,
+                        held_at_platform_close=held.volume if held is not None else None)
     state = replace(state, expected={**state.expected, c.approval_id: trade})
     # The platform acknowledging a close it did not make resolves the "closed outside" record.
     outputs = [trade_record(DivergenceResolved, event, f"platform-ack/{key}", trade, None, matched=Matched.MATCHED,

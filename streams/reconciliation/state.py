@@ -27,6 +27,7 @@ class ExpectedTrade:
     evidence: BindingEvidence | None = None  # why ``ticket`` is this trade's position
     platform_closed_volume: float = 0.0
     platform_closed_at: datetime | None = None
+    held_at_platform_close: float | None = None  # the position's volume when the platform said it closed part
     platform_closed_all: bool = False
     partially_closed: bool = False
     matched_once: bool = False

@@ -38,7 +38,7 @@ CASES = [
     if has_input or mode is GenerationMode.POSITIVE
 ]
 EXAMPLES_PER_MODE = 25
-VALID_INPUT_ANSWERS = {200, 202, 400, 404, 409, 429}  # 409: unlock an account that is not locked
+VALID_INPUT_ANSWERS = {200, 202, 400, 404, 409, 429}  # 409: an unlock of an account that is not locked
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from schemas.commands import ClosePosition
 from schemas.common import CloseReason
 from schemas.locks import LockEnd, LockKind, UnlockAccount
 from streams.drawdown.liquidation import fire_due
+from streams.drawdown.lock import locked
 from streams.drawdown.state import DrawdownState
 from streams.state import dump_state, load_state
 from tests.unit.streams.builders import USER, account, at, position, positions
@@ -82,13 +83,29 @@ def test_an_admin_unlock_ends_a_drawdown_lock_with_who_and_why_and_rebases_the_p
     unlocked = of_type(outputs, "AccountUnlocked")
     assert [(u.unlocked_by, u.reason, u.kind) for u in unlocked] == [
         ("u-admin", "reviewed with the trader", LockKind.DRAWDOWN)]
-    assert unlocked[0].lock_id is not None and state.lock is None
+    assert unlocked[0].lock_id is not None and not locked(state)
     assert (state.peak_equity_gbp, state.day_start_equity_gbp) == (8_800, 8_800), \
         "the admin accepted the loss: the high-water mark and the day's start begin again"
 
     state, outputs = run(positions(position(3001, opened=41), t=41), account(8_800, t=42), account(8_790, t=43),
                          state=state)
     assert commands(outputs) == [] and of_type(outputs, "GuardAlertRaised") == [], "trading again"
+
+
+def test_a_late_or_retried_command_of_the_same_liquidation_does_not_lock_again_but_a_new_one_does():
+    state, _ = run(HELD, *readings(10_000, 8_900, 8_800))
+    fired = fire_due(state, state.pending.deadline)
+    order = next(o for o in fired.outputs if o.event_type == "ClosePosition")
+    state, _ = run(order, unlock_command(t=40), state=fired.state)
+    assert not locked(state)
+
+    retry = derived(order.payload, cause=order, rule="retry/1")  # derived from the same trigger
+    state, outputs = run(retry, state=state)
+    assert not locked(state) and of_type(outputs, "AccountLocked") == []
+
+    another = derived(order.payload, cause=account(8_000, t=100), rule="drawdown_guard/close/EURUSD")
+    state, outputs = run(another, state=state)
+    assert locked(state) and len(of_type(outputs, "AccountLocked")) == 1
 
 
 def test_an_unlock_for_an_account_that_is_not_locked_changes_nothing():
@@ -105,13 +122,13 @@ def test_a_daily_loss_lock_ends_at_the_next_broker_day():
         (LockKind.DAILY_LOSS, LockEnd.NEXT_BROKER_DAY)]
     day = state.day
     same_day, outputs = run(account(9_600, t=50), state=state, levels=levels)
-    assert same_day.lock is not None and of_type(outputs, "AccountUnlocked") == []
+    assert locked(same_day) and of_type(outputs, "AccountUnlocked") == []
 
     midnight = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1, seconds=5)
     state, outputs = run(account(9_600, t=60, server_time=midnight), state=same_day, levels=levels)
     unlocked = of_type(outputs, "AccountUnlocked")
     assert [(u.unlocked_by, u.kind) for u in unlocked] == [("system", LockKind.DAILY_LOSS)]
-    assert "new broker day" in unlocked[0].reason and state.lock is None
+    assert "new broker day" in unlocked[0].reason and not locked(state)
 
 
 def test_the_lock_survives_its_state_written_and_read_back():

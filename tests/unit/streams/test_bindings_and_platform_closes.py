@@ -122,3 +122,23 @@ def test_a_platform_close_done_in_time_is_no_divergence():
     state, _ = run(approved(ticket=1001), positions(position(ticket=1001), t=2), platform_closed(t=10))
     _, outputs = run(positions(position(ticket=1001), t=12), positions(t=14), state=state)
     assert [o.event_type for o in outputs] == ["PositionMatched"]
+
+
+def test_a_partial_platform_close_left_undone_is_close_not_executed_and_done_late_resolves():
+    config = GuardSettings(platform_close_timeout_seconds=30)
+    state, _ = run(approved(ticket=1001, volume=0.3), positions(position(ticket=1001, volume=0.3), t=2),
+                   platform_closed(t=10, volume=0.1), config=config)
+    state, waiting = run(positions(position(ticket=1001, volume=0.3), t=35), state=state, config=config)
+    assert waiting == [], "within the timeout, the larger volume is a close on its way, not a mismatch"
+    state, late = run(positions(position(ticket=1001, volume=0.3), t=41), state=state, config=config)
+    assert reasons(late, "DivergenceDetected") == [("close_not_executed", 1001)]
+    _, done = run(positions(position(ticket=1001, volume=0.2), t=45), state=state, config=config)
+    assert reasons(done, "DivergenceResolved") == [("close_not_executed", 1001)]
+    assert reasons(done, "DivergenceDetected") == []
+
+
+def test_a_position_that_shrank_by_less_than_the_platform_closed_is_a_volume_mismatch():
+    state, _ = run(approved(ticket=1001, volume=0.3), positions(position(ticket=1001, volume=0.3), t=2),
+                   platform_closed(t=10, volume=0.2))
+    _, outputs = run(positions(position(ticket=1001, volume=0.2), t=12), state=state)
+    assert reasons(outputs, "DivergenceDetected") == [("volume_mismatch", 1001)]
