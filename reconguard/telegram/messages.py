@@ -12,6 +12,7 @@ from typing import Any
 from infra.tables import PositionSnapshot
 from schemas import Envelope
 from schemas.decisions import GuardAlertRaised
+from schemas.locks import AccountLocked, AccountUnlocked, LockEnd
 from schemas.retcodes import retcode_name
 
 MAX_LENGTH = 4096  # Telegram's limit for one message
@@ -69,7 +70,30 @@ def render(envelope: Envelope[Any], *, account: str) -> str | None:
     payload = envelope.payload
     if isinstance(payload, GuardAlertRaised) and told(payload):
         return alert_text(payload, account=account, at=envelope.occurred_at)[:MAX_LENGTH]
+    if isinstance(payload, AccountLocked | AccountUnlocked):
+        return lock_text(payload, account=account, at=envelope.occurred_at)[:MAX_LENGTH]
     return None
+
+
+_LOCK_ENDS = {LockEnd.NEXT_BROKER_DAY: "It ends at the start of the next broker day.",
+              LockEnd.ADMIN_UNLOCK: "It ends when an admin unlocks it."}
+
+
+def lock_text(event: AccountLocked | AccountUnlocked, *, account: str, at: datetime) -> str:
+    """A lock after a liquidation (no new trades until it ends, and how it ends), or its end (who, why)."""
+    kind = _humane(event.kind).capitalize()
+    if isinstance(event, AccountLocked):
+        lines = [f"<b>🔒 Account locked</b> — account <b>{escape(account)}</b>",
+                 f"{escape(kind)} liquidation: new trades are closed at once and the platform approves none.",
+                 escape(_LOCK_ENDS[event.ends])]
+        if event.message:
+            lines.append(escape(event.message))
+    else:
+        lines = [f"<b>🔓 Account unlocked</b> — account <b>{escape(account)}</b>",
+                 f"{escape(kind)} lock ended by {escape(event.unlocked_by)}: {escape(event.reason)}",
+                 "Trading may resume."]
+    lines.append(f"<i>{_when(at)}</i>")
+    return "\n".join(lines)
 
 
 def alert_text(alert: GuardAlertRaised, *, account: str, at: datetime) -> str:

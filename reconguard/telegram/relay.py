@@ -1,8 +1,9 @@
 """The alerts relay: each guard alert state a person needs, from Kafka to the owner's Telegram chat.
 
 One message per alert state change a person needs (``messages.told``): the warning (or the market
-guard's "closing"), the confirmation with each close's realised P&L, a failure, an escalation. An
-escalation ("liquidation failed") also goes to every admin with a linked chat.
+guard's "closing"), the confirmation with each close's realised P&L, a failure, an escalation; and
+one when the account is locked after a liquidation and one when the lock ends. An escalation
+("liquidation failed") also goes to every admin with a linked chat.
 
 Exactly once, as far as Telegram allows:
 - before sending, ``telegram_deliveries`` is asked whether this event id already went out (to an
@@ -36,11 +37,11 @@ from infra.tables import TelegramDelivery, User
 from reconguard.telegram.messages import render
 from reconguard.telegram.sending import Backoff, Interrupted, Refused, Sent, send
 from schemas import DecodeError, Envelope, Topic, decode, derive_id, utcnow
-from schemas.topics import ALERTS
+from schemas.topics import ACCOUNT_LOCKS, ALERTS
 
 log = logging.getLogger(__name__)
 CONSUMER = "telegram"
-TOPICS: tuple[Topic, ...] = (ALERTS,)
+TOPICS: tuple[Topic, ...] = (ALERTS, ACCOUNT_LOCKS)
 T = TypeVar("T")
 
 

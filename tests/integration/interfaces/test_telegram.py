@@ -19,7 +19,8 @@ from reconguard.telegram.messages import NOT_LINKED
 from reconguard.telegram.service import serve
 from schemas import Envelope, decode, observed, utcnow
 from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
-from schemas.topics import ALERTS, DEAD_LETTERS
+from schemas.locks import AccountLocked, AccountUnlocked, LockEnd, LockKind
+from schemas.topics import ACCOUNT_LOCKS, ALERTS, DEAD_LETTERS
 from tests.integration.interfaces.support import insert_rows, log_row, seed_people, snapshot_rows
 from tests.support.fake_telegram import FakeTelegram, fake_telegram
 from tests.support.servers import unique_name
@@ -59,7 +60,7 @@ async def own_topics(settings):
     """Topics of this test alone, so no other test's events reach its fake server."""
     prefix = unique_name("tg").replace("_", "-")
     await ensure_topics(
-        settings.kafka_bootstrap_servers, prefix, partitions=2, topics=(ALERTS, DEAD_LETTERS)
+        settings.kafka_bootstrap_servers, prefix, partitions=2, topics=(ALERTS, ACCOUNT_LOCKS, DEAD_LETTERS)
     )
     # The shortest session tansu allows: each (re)start joins the group again.
     return settings.model_copy(update={"topic_prefix": prefix, "consumer_session_timeout_ms": 3000})
@@ -185,6 +186,22 @@ async def test_one_message_per_alert_state_a_person_needs_reaches_the_owner_once
     assert "liquidation failed: 1 position(s) still open" in escalated and people.owner in escalated, \
         "the escalation reaches the admins too"
     assert times_sent(telegram, "other-account") == 1
+
+
+async def test_a_lock_and_its_unlock_reach_the_owner_once_each(own_topics, telegram, people):
+    marker = f"lock-{uuid.uuid4().hex[:6]}"
+    locked = observed(AccountLocked(user_id=people.owner, kind=LockKind.DRAWDOWN, ends=LockEnd.ADMIN_UNLOCK,
+                                    message=f"locked [{marker}]"), account_id=people.owner, occurred_at=utcnow())
+    unlocked = observed(AccountUnlocked(user_id=people.owner, lock_id=locked.event_id, kind=LockKind.DRAWDOWN,
+                                        unlocked_by="ops-admin", reason=f"reviewed [{marker}]"),
+                        account_id=people.owner, occurred_at=utcnow())
+    await publish(own_topics, ACCOUNT_LOCKS, [locked, unlocked, locked, unlocked])  # each delivered twice
+    async with running(own_topics, telegram, group=unique_name("g")):
+        await until_sent(telegram, [f"locked [{marker}]", f"reviewed [{marker}]"])
+        await publish(own_topics, ALERTS, [alert(people.owner, f"after {marker}")])
+        await until_sent(telegram, [f"after {marker}"])
+    owner = [t for t in telegram.texts_to(OWNER_CHAT) if marker in t and "after" not in t]
+    assert [t.split("</b>", 1)[0] for t in owner] == ["<b>🔒 Account locked", "<b>🔓 Account unlocked"]
 
 
 async def test_429_and_5xx_are_retried_without_losing_or_doubling(own_topics, telegram, people):

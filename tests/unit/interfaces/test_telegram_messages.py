@@ -136,3 +136,18 @@ def test_money(value, text):
 def test_one_message_per_alert_state_a_person_needs(revision, status, told):
     rendered = render(_alert(revision=revision, status=status), account="alice")
     assert (rendered is not None) == told
+
+
+def test_a_lock_says_why_and_how_it_ends_and_an_unlock_says_who_and_why():
+    from schemas.locks import AccountLocked, AccountUnlocked, LockEnd, LockKind
+
+    locked = observed(AccountLocked(user_id="dave", kind=LockKind.DRAWDOWN, ends=LockEnd.ADMIN_UNLOCK,
+                                    message="drawdown 10.4% <b>"), account_id="dave", occurred_at=AT)
+    text = render(locked, account="dave (MT5 5004)")
+    assert text.startswith("<b>🔒 Account locked</b> — account <b>dave (MT5 5004)</b>")
+    assert "when an admin unlocks it" in text and "drawdown 10.4% &lt;b&gt;" in text, "escaped"
+    unlocked = observed(AccountUnlocked(user_id="dave", lock_id=locked.event_id, kind=LockKind.DAILY_LOSS,
+                                        unlocked_by="ops-admin", reason="loss reviewed"),
+                        account_id="dave", occurred_at=AT)
+    text = render(unlocked, account="dave")
+    assert "🔓 Account unlocked" in text and "Daily loss lock ended by ops-admin: loss reviewed" in text
