@@ -88,7 +88,30 @@ def _markets_of(settings: object) -> MarketSettings:
 
 
 def _local_day(markets: MarketSettings, at: datetime) -> date:
-    return at.astimezone(ZoneInfo(markets.timezone)).date()
+    return at.astimezone(_context(markets)[0]).date()
+
+
+def _memo(markets: MarketSettings) -> dict[object, object]:
+    """The settings' own memo of derived values (read past pydantic's slow private-attribute path)."""
+    return markets.__pydantic_private__["_memo"]  # type: ignore[index]
+
+
+def _context(markets: MarketSettings) -> tuple[ZoneInfo, int, frozenset[date]]:
+    """The calendar's zone, rollover minute and holidays, worked out once per settings object."""
+    memo = _memo(markets)
+    found = memo.get("calendar")
+    if found is None:
+        roll = markets.rollover
+        found = memo["calendar"] = (ZoneInfo(markets.timezone), roll.hour * 60 + roll.minute,
+                                    frozenset(markets.holidays))
+    return found  # type: ignore[return-value]
+
+
+def _week(hours: SessionHours) -> tuple[int, int, tuple[tuple[int, int], ...]]:
+    """(opens, closes) minutes of the week and the daily breaks in minutes: a cheap hash key."""
+    return (WEEKDAYS.index(hours.week_opens[0]) * _DAY + _minutes(hours.week_opens[1]),
+            WEEKDAYS.index(hours.week_closes[0]) * _DAY + _minutes(hours.week_closes[1]),
+            tuple((_minutes(a), _minutes(b)) for a, b in hours.daily_breaks))
 
 
 def _containing(markets: MarketSettings, hours: SessionHours, at: datetime) -> Interval | None:
@@ -103,14 +126,20 @@ def _containing(markets: MarketSettings, hours: SessionHours, at: datetime) -> I
 
 def _sessions(markets: MarketSettings, hours: SessionHours, day: date) -> tuple[Interval, ...]:
     """Open intervals that start on local ``day``, each merged with what follows it on later days."""
-    return _sessions_cached(markets.timezone, markets.rollover.hour * 60 + markets.rollover.minute,
-                            frozenset(markets.holidays), hours, day)
+    memo = _memo(markets)
+    zone, rollover, holidays = _context(markets)
+    week = memo.get(id(hours))  # type: ignore[call-overload]
+    if week is None:
+        week = memo[id(hours)] = _week(hours)  # type: ignore[index]
+    return _sessions_cached(zone, rollover, holidays, week, day)  # type: ignore[arg-type]
+
+
+Week = tuple[int, int, tuple[tuple[int, int], ...]]
 
 
 @lru_cache(maxsize=8192)
-def _sessions_cached(zone_name: str, rollover: int, holidays: frozenset[date], hours: SessionHours,
+def _sessions_cached(zone: ZoneInfo, rollover: int, holidays: frozenset[date], hours: Week,
                      day: date) -> tuple[Interval, ...]:
-    zone = ZoneInfo(zone_name)
     result: list[Interval] = []
     pieces = _open_minutes(rollover, holidays, hours, day)
     for start, end in pieces:
@@ -128,23 +157,21 @@ def _sessions_cached(zone_name: str, rollover: int, holidays: frozenset[date], h
     return tuple(result)
 
 
-def _ends_at_midnight(rollover: int, holidays: frozenset[date], hours: SessionHours, day: date) -> bool:
+def _ends_at_midnight(rollover: int, holidays: frozenset[date], hours: Week, day: date) -> bool:
     pieces = _open_minutes(rollover, holidays, hours, day)
     return bool(pieces) and pieces[-1][1] == _DAY
 
 
 @lru_cache(maxsize=8192)
-def _open_minutes(rollover: int, holidays: frozenset[date], hours: SessionHours,
-                  day: date) -> tuple[tuple[int, int], ...]:
+def _open_minutes(rollover: int, holidays: frozenset[date], hours: Week, day: date) -> tuple[tuple[int, int], ...]:
     """Open [start, end) minutes of one local day: the week, less the daily breaks and holidays."""
     base = day.weekday() * _DAY
-    opens = WEEKDAYS.index(hours.week_opens[0]) * _DAY + _minutes(hours.week_opens[1])
-    closes = WEEKDAYS.index(hours.week_closes[0]) * _DAY + _minutes(hours.week_closes[1])
+    opens, closes, breaks = hours
     closed: list[tuple[int, int]] = []
     for shift in (-_WEEK, 0, _WEEK):  # the weekly closure, wherever it falls against this day
         lo, hi = closes + shift, opens + shift + (_WEEK if opens <= closes else 0)
         closed.append((lo - base, hi - base))
-    closed += [(_minutes(a), _minutes(b)) for a, b in hours.daily_breaks]
+    closed += list(breaks)
     if day in holidays:  # minutes before the rollover belong to this trading day
         closed.append((0, rollover))
     if day + timedelta(days=1) in holidays:  # ... and those after it to tomorrow's
