@@ -116,11 +116,18 @@ def _week(hours: SessionHours) -> tuple[int, int, tuple[tuple[int, int], ...]]:
 
 def _containing(markets: MarketSettings, hours: SessionHours, at: datetime) -> Interval | None:
     """The merged open interval holding ``at`` (sessions run across local midnights)."""
+    memo, key = _memo(markets), ("last", id(hours))
+    last = memo.get(key)  # quotes come in time order: the session of the last question usually holds
+    if last is not None and last[0] <= at < last[1]:  # type: ignore[index]
+        return last  # type: ignore[return-value]
     day = _local_day(markets, at)
     for back in range(LOOKBACK_DAYS):  # a session is listed under the day it starts
         for start, end in reversed(_sessions(markets, hours, day - timedelta(days=back))):
             if start <= at:  # the latest session begun by then: open if it has not ended
-                return (start, end) if at < end else None
+                if at >= end:
+                    return None
+                memo[key] = (start, end)
+                return start, end
     return None
 
 
