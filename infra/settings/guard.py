@@ -73,7 +73,8 @@ class GuardSettings(BaseSettings):
     closed_trade_retention_seconds: float = Field(default=86400.0, gt=0)
 
     # drawdown guard
-    confirmations: int = Field(default=2, ge=1, description="Consecutive good readings that confirm a breach")
+    confirmations: int = Field(default=2, ge=1,
+                               description="Consecutive trusted readings that confirm a peak, a day's start or a breach")
     max_equity_jump_percent: float = Field(default=50.0, gt=0,
                                            description="A bigger jump with no position or balance change is absurd")
     max_reading_age_seconds: float | None = Field(default=30.0, gt=0,
@@ -84,7 +85,7 @@ class GuardSettings(BaseSettings):
     snapshot_interval_seconds: float = Field(default=5.0, ge=0,
                                              description="At most one AccountAssessed per account per interval")
     consistency_tolerance_percent: float = Field(
-        default=0.5, ge=0, description="|equity - (balance + credit + positions' profit)| allowed, % of equity")
+        default=0.5, ge=0, description="Equity may differ from balance + credit + positions' profit by this % of it")
     max_rate_move_percent: float = Field(default=5.0, gt=0,
                                          description="GBP rate move from the last trusted one that is suspect")
 
