@@ -133,3 +133,17 @@ def test_a_credit_operation_moves_credit_not_balance():
     info = mt5.account_info()
     assert (info.balance, info.credit, info.equity) == (10_000.0, 250.0, 10_250.0)
     assert [d.type for d in broker.deals(LOGIN) if d.ticket == deal] == [c.DEAL_TYPE_CREDIT]
+
+
+def test_a_broker_with_suffixed_symbols_keeps_their_base_symbols_sessions():
+    import dataclasses
+
+    from producers.mt5.simulator.market import DEFAULT_SYMBOLS
+
+    renamed = {"XAUUSD": "XAUUSD#", "US30": "US30.cash", "EURUSD": "EURUSD.r"}
+    specs = tuple(dataclasses.replace(s, name=renamed.get(s.name, s.name)) for s in DEFAULT_SYMBOLS)
+    start = datetime(2026, 12, 2, 21, 59, tzinfo=UTC).timestamp()  # 16:59 New York
+    broker = SimulatedBroker(seed=3, start_time=start, symbols=specs)
+    broker.advance(30 * 60)
+    assert not broker.market.is_open("XAUUSD#") and not broker.market.is_open("US30.cash")
+    assert broker.market.is_open("EURUSD.r")
