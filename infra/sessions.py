@@ -61,15 +61,6 @@ def next_open(settings: object, symbol: str, at: datetime) -> datetime | None:
     return None
 
 
-def session_start(markets: MarketSettings, symbol: str, at: datetime) -> datetime | None:
-    """When the session open at ``at`` began (None when closed at ``at``; ``datetime.min`` 24/7)."""
-    hours = markets.hours(symbol)
-    if hours.always_open:
-        return datetime.min.replace(tzinfo=UTC)
-    session = _containing(markets, hours, at)
-    return None if session is None else session[0]
-
-
 def trading_day(markets: MarketSettings, at: datetime) -> date:
     """The trading day of ``at``: the local date, rolled over at ``markets.rollover``."""
     local = at.astimezone(ZoneInfo(markets.timezone))

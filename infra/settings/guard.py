@@ -112,7 +112,7 @@ class GuardSettings(BaseSettings):
     @field_validator("symbols")
     @classmethod
     def _known_fields(cls, value: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
-        for symbol, overrides in value.items():
+        for overrides in value.values():
             SymbolRules.model_validate(overrides)  # an unknown or negative field is refused here, at start
         return value
 
