@@ -176,20 +176,24 @@ step = st.one_of(
     st.tuples(st.just("flow"), st.floats(min_value=-0.6, max_value=2.0)),  # a deposit or withdrawal, relative
     st.tuples(st.just("spike"), st.floats(min_value=-0.5, max_value=0.5)),  # one untrusted reading
     st.tuples(st.just("credit"), st.floats(min_value=0.0, max_value=0.5)),
+    st.tuples(st.just("night"), st.just(0.0)),  # eight hours pass: the broker's day may change
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(step, min_size=1, max_size=30))
 def test_no_liquidation_without_a_confirmed_trading_loss_beyond_the_critical_level(steps):
-    """Replays random readings, money flows and bad readings; tracks the true trading return (flows
-    taken out, time-weighted) and checks every liquidation against it."""
+    """Replays random readings, money flows, bad readings and day changes; tracks the true trading
+    return (flows taken out, time-weighted) and checks every liquidation against it."""
     events: list[Envelope[Any]] = [HELD]
     equity, credit, t = 10_000.0, 0.0, 1.0
     growth, peak_growth = 1.0, 1.0  # trading-only growth of one unit of money, and its high-water mark
     loss_after: list[float] = []  # the true drawdown (%) at each event
     for kind, x in steps:
         t += 1
+        if kind == "night":
+            t += 8 * 3600
+            continue
         if kind == "trade":
             equity *= 1 + x
             growth *= 1 + x
