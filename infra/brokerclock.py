@@ -44,7 +44,7 @@ def _minutes(delta: timedelta | None) -> int:
 
 def to_utc(server: datetime, offset_minutes: int) -> datetime:
     """A time the terminal wrote (server clock labelled UTC) as true UTC."""
-    return server - timedelta(minutes=offset_minutes)
+    return server - timedelta(minutes=offset_minutes) if offset_minutes else server
 
 
 def server_clock_at(at: datetime, offset_minutes: int) -> datetime:

@@ -61,15 +61,6 @@ def next_open(settings: object, symbol: str, at: datetime) -> datetime | None:
     return None
 
 
-def session_start(markets: MarketSettings, symbol: str, at: datetime) -> datetime | None:
-    """When the session open at ``at`` began (None when closed at ``at``; ``datetime.min`` 24/7)."""
-    hours = markets.hours(symbol)
-    if hours.always_open:
-        return datetime.min.replace(tzinfo=UTC)
-    session = _containing(markets, hours, at)
-    return None if session is None else session[0]
-
-
 def trading_day(markets: MarketSettings, at: datetime) -> date:
     """The trading day of ``at``: the local date, rolled over at ``markets.rollover``."""
     local = at.astimezone(ZoneInfo(markets.timezone))
@@ -88,29 +79,65 @@ def _markets_of(settings: object) -> MarketSettings:
 
 
 def _local_day(markets: MarketSettings, at: datetime) -> date:
-    return at.astimezone(ZoneInfo(markets.timezone)).date()
+    return at.astimezone(_context(markets)[0]).date()
+
+
+def _memo(markets: MarketSettings) -> dict[object, object]:
+    """The settings' own memo of derived values (read past pydantic's slow private-attribute path)."""
+    return markets.__pydantic_private__["_memo"]  # type: ignore[index]
+
+
+def _context(markets: MarketSettings) -> tuple[ZoneInfo, int, frozenset[date]]:
+    """The calendar's zone, rollover minute and holidays, worked out once per settings object."""
+    memo = _memo(markets)
+    found = memo.get("calendar")
+    if found is None:
+        roll = markets.rollover
+        found = memo["calendar"] = (ZoneInfo(markets.timezone), roll.hour * 60 + roll.minute,
+                                    frozenset(markets.holidays))
+    return found  # type: ignore[return-value]
+
+
+def _week(hours: SessionHours) -> tuple[int, int, tuple[tuple[int, int], ...]]:
+    """(opens, closes) minutes of the week and the daily breaks in minutes: a cheap hash key."""
+    return (WEEKDAYS.index(hours.week_opens[0]) * _DAY + _minutes(hours.week_opens[1]),
+            WEEKDAYS.index(hours.week_closes[0]) * _DAY + _minutes(hours.week_closes[1]),
+            tuple((_minutes(a), _minutes(b)) for a, b in hours.daily_breaks))
 
 
 def _containing(markets: MarketSettings, hours: SessionHours, at: datetime) -> Interval | None:
     """The merged open interval holding ``at`` (sessions run across local midnights)."""
+    memo, key = _memo(markets), ("last", id(hours))
+    last = memo.get(key)  # quotes come in time order: the session of the last question usually holds
+    if last is not None and last[0] <= at < last[1]:  # type: ignore[index]
+        return last  # type: ignore[return-value]
     day = _local_day(markets, at)
     for back in range(LOOKBACK_DAYS):  # a session is listed under the day it starts
         for start, end in reversed(_sessions(markets, hours, day - timedelta(days=back))):
             if start <= at:  # the latest session begun by then: open if it has not ended
-                return (start, end) if at < end else None
+                if at >= end:
+                    return None
+                memo[key] = (start, end)
+                return start, end
     return None
 
 
 def _sessions(markets: MarketSettings, hours: SessionHours, day: date) -> tuple[Interval, ...]:
     """Open intervals that start on local ``day``, each merged with what follows it on later days."""
-    return _sessions_cached(markets.timezone, markets.rollover.hour * 60 + markets.rollover.minute,
-                            frozenset(markets.holidays), hours, day)
+    memo = _memo(markets)
+    zone, rollover, holidays = _context(markets)
+    week = memo.get(id(hours))  # type: ignore[call-overload]
+    if week is None:
+        week = memo[id(hours)] = _week(hours)  # type: ignore[index]
+    return _sessions_cached(zone, rollover, holidays, week, day)  # type: ignore[arg-type]
+
+
+Week = tuple[int, int, tuple[tuple[int, int], ...]]
 
 
 @lru_cache(maxsize=8192)
-def _sessions_cached(zone_name: str, rollover: int, holidays: frozenset[date], hours: SessionHours,
+def _sessions_cached(zone: ZoneInfo, rollover: int, holidays: frozenset[date], hours: Week,
                      day: date) -> tuple[Interval, ...]:
-    zone = ZoneInfo(zone_name)
     result: list[Interval] = []
     pieces = _open_minutes(rollover, holidays, hours, day)
     for start, end in pieces:
@@ -128,23 +155,21 @@ def _sessions_cached(zone_name: str, rollover: int, holidays: frozenset[date], h
     return tuple(result)
 
 
-def _ends_at_midnight(rollover: int, holidays: frozenset[date], hours: SessionHours, day: date) -> bool:
+def _ends_at_midnight(rollover: int, holidays: frozenset[date], hours: Week, day: date) -> bool:
     pieces = _open_minutes(rollover, holidays, hours, day)
     return bool(pieces) and pieces[-1][1] == _DAY
 
 
 @lru_cache(maxsize=8192)
-def _open_minutes(rollover: int, holidays: frozenset[date], hours: SessionHours,
-                  day: date) -> tuple[tuple[int, int], ...]:
+def _open_minutes(rollover: int, holidays: frozenset[date], hours: Week, day: date) -> tuple[tuple[int, int], ...]:
     """Open [start, end) minutes of one local day: the week, less the daily breaks and holidays."""
     base = day.weekday() * _DAY
-    opens = WEEKDAYS.index(hours.week_opens[0]) * _DAY + _minutes(hours.week_opens[1])
-    closes = WEEKDAYS.index(hours.week_closes[0]) * _DAY + _minutes(hours.week_closes[1])
+    opens, closes, breaks = hours
     closed: list[tuple[int, int]] = []
     for shift in (-_WEEK, 0, _WEEK):  # the weekly closure, wherever it falls against this day
         lo, hi = closes + shift, opens + shift + (_WEEK if opens <= closes else 0)
         closed.append((lo - base, hi - base))
-    closed += [(_minutes(a), _minutes(b)) for a, b in hours.daily_breaks]
+    closed += list(breaks)
     if day in holidays:  # minutes before the rollover belong to this trading day
         closed.append((0, rollover))
     if day + timedelta(days=1) in holidays:  # ... and those after it to tomorrow's

@@ -77,7 +77,8 @@ class GuardSettings(BaseSettings):
         default=30.0, gt=0, description="A platform close the terminal has not done after this is close_not_executed")
 
     # drawdown guard
-    confirmations: int = Field(default=2, ge=1, description="Consecutive good readings that confirm a breach")
+    confirmations: int = Field(default=2, ge=1,
+                               description="Consecutive trusted readings that confirm a peak, a day's start or a breach")
     max_equity_jump_percent: float = Field(default=50.0, gt=0,
                                            description="A bigger jump with no position or balance change is absurd")
     max_reading_age_seconds: float | None = Field(default=30.0, gt=0,
@@ -88,7 +89,7 @@ class GuardSettings(BaseSettings):
     snapshot_interval_seconds: float = Field(default=5.0, ge=0,
                                              description="At most one AccountAssessed per account per interval")
     consistency_tolerance_percent: float = Field(
-        default=0.5, ge=0, description="|equity - (balance + credit + positions' profit)| allowed, % of equity")
+        default=0.5, ge=0, description="Equity may differ from balance + credit + positions' profit by this % of it")
     max_rate_move_percent: float = Field(default=5.0, gt=0,
                                          description="GBP rate move from the last trusted one that is suspect")
 
@@ -124,7 +125,7 @@ class GuardSettings(BaseSettings):
     @field_validator("symbols")
     @classmethod
     def _known_fields(cls, value: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
-        for symbol, overrides in value.items():
+        for overrides in value.values():
             SymbolRules.model_validate(overrides)  # an unknown or negative field is refused here, at start
         return value
 

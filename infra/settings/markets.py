@@ -94,7 +94,7 @@ class MarketSettings(BaseModel):
     server_clocks: dict[str, str] = Field(default_factory=dict,
                                           description="Per account (user id or login): its broker clock rule")
 
-    _memo: dict[str, object] = PrivateAttr(default_factory=dict)
+    _memo: dict[object, object] = PrivateAttr(default_factory=dict)  # derived values (infra/sessions.py)
 
     @field_validator("timezone")
     @classmethod

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from infra.brokerclock import to_utc
 from producers.mt5 import constants as c
 from schemas.common import DealEntry, DealReason, Direction
 from schemas.reports import (
@@ -52,11 +53,6 @@ DEAL_WAIT_POLLS = 5
 def utc_from_epoch(seconds: int, msc: int | None = None) -> datetime:
     """MT5 times are epoch seconds (and milliseconds) of the server clock, labelled UTC as MT5 does."""
     return datetime.fromtimestamp(msc / 1000 if msc else seconds, tz=UTC)
-
-
-def true_utc(server: datetime, offset_minutes: int) -> datetime:
-    """A server-clock time as true UTC (``infra.brokerclock`` finds the offset)."""
-    return server - timedelta(minutes=offset_minutes) if offset_minutes else server
 
 
 def price_or_none(value: float) -> float | None:
@@ -140,7 +136,7 @@ def observed_position(position: Any, gbp_rate: float, offset: int = 0) -> Observ
         volume=position.volume, price_open=position.price_open, price_current=position.price_current,
         sl=price_or_none(position.sl), tp=price_or_none(position.tp), profit=position.profit,
         profit_gbp=round(position.profit * gbp_rate, 2), magic=position.magic, comment=position.comment[:64],
-        opened_at=true_utc(opened, offset), opened_server_at=opened,
+        opened_at=to_utc(opened, offset), opened_server_at=opened,
     )
 
 
@@ -153,7 +149,8 @@ def observed_deal(deal: Any, gbp_rate: float, offset: int = 0) -> ObservedDeal |
         ticket=deal.ticket, position_id=deal.position_id, symbol=deal.symbol, direction=direction,
         entry=DEAL_ENTRIES[deal.entry], reason=DEAL_REASONS.get(deal.reason, DealReason.CLIENT),
         volume=deal.volume, price=deal.price, profit=deal.profit, profit_gbp=round(deal.profit * gbp_rate, 2),
-        time=true_utc(utc_from_epoch(deal.time, deal.time_msc), offset), server_time=utc_from_epoch(deal.time, deal.time_msc),
+        time=to_utc(utc_from_epoch(deal.time, deal.time_msc), offset),
+        server_time=utc_from_epoch(deal.time, deal.time_msc),
     )
 
 
@@ -164,7 +161,7 @@ def money_flow(deal: Any, gbp_rate: float, offset: int = 0) -> MoneyFlow | None:
         return None
     server = utc_from_epoch(deal.time, deal.time_msc)
     return MoneyFlow(ticket=deal.ticket, kind=kind, amount=deal.profit, amount_gbp=round(deal.profit * gbp_rate, 2),
-                     time=true_utc(server, offset), server_time=server, comment=deal.comment[:64])
+                     time=to_utc(server, offset), server_time=server, comment=deal.comment[:64])
 
 
 def closing_deals(deals: Iterable[Any], gbp_rate: float, *, already_reported: set[int] | frozenset[int],
@@ -196,7 +193,7 @@ def tick_report(symbol: str, tick: Any, *, point: float, market_open: bool, digi
         return None
     server = utc_from_epoch(tick.time, tick.time_msc)
     return TickReport(symbol=symbol, bid=tick.bid, ask=tick.ask, point=point, digits=digits,
-                      quoted_at=true_utc(server, offset), server_quoted_at=server, market_open=market_open)
+                      quoted_at=to_utc(server, offset), server_quoted_at=server, market_open=market_open)
 
 
 def latest_tick_msc(ticks: Iterable[Any]) -> int | None:

@@ -84,13 +84,17 @@ def accept(state: DrawdownState, reading: Reading, report: AccountReport, config
                    day_recent=day_recent)
 
 
-def apply_flows(state: DrawdownState, report: AccountReport) -> DrawdownState:
+def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettings) -> DrawdownState:
     """Shift the peak and the day's start by the money flows new since the last reading.
 
-    With E0 the last trusted equity before the flows and F their net amount (GBP), the peak P and the
-    day's start D become P * (E0 + F) / E0 and D * (E0 + F) / E0: the drawdown and the day's loss in
-    percent are what they were, so a withdrawal never triggers the guard and a deposit is no gain.
-    When E0 <= 0 or E0 + F <= 0 there is nothing to scale: both restart from max(0, E0 + F).
+    With E0 the equity before the flows and F their net amount (GBP), the peak P and the day's start
+    D become P * (E0 + F) / E0 and D * (E0 + F) / E0: the drawdown and the day's loss in percent are
+    what they were, so a withdrawal never triggers the guard and a deposit is no gain. When E0 <= 0
+    or E0 + F <= 0 there is nothing to scale: both restart from max(0, E0 + F).
+
+    E0 is estimated from two readings, so that one reading priced off a bad quote cannot inflate the
+    peak: the last trusted equity, and this report's equity less F when it is consistent; of the
+    two, the larger for a deposit and the smaller for a withdrawal (the lower peak either way).
     """
     seen = {f.ticket for f in state.flows}
     last = state.last
@@ -103,7 +107,8 @@ def apply_flows(state: DrawdownState, report: AccountReport) -> DrawdownState:
     if not new:
         return state
     net = sum(f.amount_gbp for f in new)
-    before, after = last.equity_gbp, last.equity_gbp + net
+    before = _equity_before(state, report, net, config)
+    after = before + net
     ratio = after / before if before > 0 and after > 0 else None
 
     def moved(value: float | None) -> float | None:
@@ -112,12 +117,21 @@ def apply_flows(state: DrawdownState, report: AccountReport) -> DrawdownState:
         return value * ratio if ratio is not None else max(0.0, after)
 
     balance_net = sum(f.amount_gbp for f in new if f.kind.value in ("balance", "charge", "correction"))
-    shifted = replace(last, equity_gbp=after, balance_gbp=last.balance_gbp + balance_net)
+    shifted = replace(last, equity_gbp=last.equity_gbp + net, balance_gbp=last.balance_gbp + balance_net)
     return replace(state, peak_equity_gbp=moved(state.peak_equity_gbp),
                    day_start_equity_gbp=moved(state.day_start_equity_gbp), last=shifted,
                    recent=tuple(moved(v) or 0.0 for v in state.recent),
                    day_recent=tuple(moved(v) or 0.0 for v in state.day_recent),
                    flows=_kept(state.flows, [_applied(f, ratio if ratio is not None else 0.0) for f in new]))
+
+
+def _equity_before(state: DrawdownState, report: AccountReport, net: float, config: GuardSettings) -> float:
+    assert state.last is not None
+    candidates = [state.last.equity_gbp]
+    now_less_flow = report.equity * report.gbp_rate - net
+    if now_less_flow > 0 and consistent(report, config):
+        candidates.append(now_less_flow)
+    return max(candidates) if net > 0 else min(candidates)
 
 
 def _applied(flow: MoneyFlow, ratio: float) -> AppliedFlow:

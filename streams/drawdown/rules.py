@@ -100,7 +100,7 @@ def on_account(state: DrawdownState, event: Envelope[AccountReport], levels: Acc
     report = event.payload
     reading = Reading(event.occurred_at, report.equity * report.gbp_rate, report.balance * report.gbp_rate,
                       tuple(sorted(h.ticket for h in state.positions)), report.gbp_rate)
-    state = apply_flows(state, report)
+    state = apply_flows(state, report, config)
     verdict = judge(state, reading, report, config, now)
     if verdict != TRUSTED:
         return on_untrusted(state, event, reading, verdict, config)

@@ -116,3 +116,34 @@ def test_a_flat_account_without_ticks_still_knows_the_server_clock():
     broker.advance(10)
     outcome, state = poll(broker, mt5, clock, state, cache)
     assert outcome.account.server_time.date().isoformat() == "2026-01-13"  # 00:00 on a UTC+2 server
+
+
+def test_a_holiday_is_closed_on_the_simulated_market_too():
+    broker, mt5 = broker_at("2026-12-24T21:58")  # 16:58 New York on Christmas Eve
+    broker.advance(5 * 60)
+    before = mt5.symbol_info_tick("EURUSD")
+    broker.advance(12 * 3600)  # Christmas Day
+    assert mt5.symbol_info_tick("EURUSD") == before
+    assert broker.market.is_open("EURUSD") is False
+
+
+def test_a_credit_operation_moves_credit_not_balance():
+    broker, mt5 = broker_at("2026-07-06T10:00")
+    deal = broker.credit(LOGIN, 250.0)
+    info = mt5.account_info()
+    assert (info.balance, info.credit, info.equity) == (10_000.0, 250.0, 10_250.0)
+    assert [d.type for d in broker.deals(LOGIN) if d.ticket == deal] == [c.DEAL_TYPE_CREDIT]
+
+
+def test_a_broker_with_suffixed_symbols_keeps_their_base_symbols_sessions():
+    import dataclasses
+
+    from producers.mt5.simulator.market import DEFAULT_SYMBOLS
+
+    renamed = {"XAUUSD": "XAUUSD#", "US30": "US30.cash", "EURUSD": "EURUSD.r"}
+    specs = tuple(dataclasses.replace(s, name=renamed.get(s.name, s.name)) for s in DEFAULT_SYMBOLS)
+    start = datetime(2026, 12, 2, 21, 59, tzinfo=UTC).timestamp()  # 16:59 New York
+    broker = SimulatedBroker(seed=3, start_time=start, symbols=specs)
+    broker.advance(30 * 60)
+    assert not broker.market.is_open("XAUUSD#") and not broker.market.is_open("US30.cash")
+    assert broker.market.is_open("EURUSD.r")

@@ -50,3 +50,20 @@ def test_market_state_round_trips():
 
 def test_an_unknown_account_starts_empty():
     assert load_state(DrawdownState, None) == DrawdownState()
+
+
+def test_drawdown_state_with_applied_flows_round_trips():
+    from schemas.reports import MoneyFlow, MoneyFlowKind
+    from tests.unit.streams.builders import at
+
+    flow = MoneyFlow(ticket=5, kind=MoneyFlowKind.BALANCE, amount=-500.0, amount_gbp=-500.0, time=at(2.5),
+                     server_time=at(2.5))
+    state = DrawdownState()
+    for event in (account(10_000, t=1), account(10_000, t=2)):
+        state = drawdown(state, event, AccountLevels(), CONFIG, event.occurred_at).state
+    withdrawal = account(9_500, t=3, balance=9_500)
+    withdrawal = withdrawal.model_copy(update={"payload": withdrawal.payload.model_copy(
+        update={"money_flows": (flow,)})})
+    state = drawdown(state, withdrawal, AccountLevels(), CONFIG, withdrawal.occurred_at).state
+    loaded = round_trip(state)
+    assert loaded.flows == state.flows and loaded.flows[0].ticket == 5 and loaded.peak_equity_gbp == 9_500
