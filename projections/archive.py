@@ -25,6 +25,7 @@ import asyncpg
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from infra.db import while_database_down
 from infra.dburl import plain_url
 from infra.kafka import group_consumer
 from infra.settings import Settings
@@ -168,18 +169,7 @@ async def archive_batch(writer: ArchiveWriter, records: dict[TopicPartition, lis
 async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
     """Archive every topic until ``stop``; a lost database is waited for with backoff."""
     assert settings.database_url and settings.kafka_bootstrap_servers, "resolve endpoints before serving"
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await _archive(settings, stop=stop)
-            return
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
-            log.warning("archiver: database unavailable (%r); again in %.1f s", error, delay)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
-            delay = min(30.0, delay * 2)
+    await while_database_down(lambda: _archive(settings, stop=stop), stop=stop, what="archiver")
 
 
 async def _archive(settings: Settings, *, stop: asyncio.Event) -> None:
