@@ -86,7 +86,7 @@ class ArchiveWriter:
         self.lock = asyncio.Lock()  # one connection: a rebalance's progress read waits for the write
 
     @classmethod
-    async def connect(cls, database_url: str, *, consumer: str = CONSUMER) -> "ArchiveWriter":
+    async def connect(cls, database_url: str, *, consumer: str = CONSUMER) -> ArchiveWriter:
         return cls(await asyncpg.connect(plain_url(database_url), timeout=10), consumer=consumer)
 
     async def close(self) -> None:

@@ -152,7 +152,8 @@ async def run_services(settings: Settings, specs: list[ServiceSpec], *, stop: as
         raise failed[0].exception()  # type: ignore[misc]
 
 
-def _metrics():  # noqa: ANN202 - `run` sets prometheus's multiprocess directory before metrics are imported
+def _metrics():  # type: ignore[no-untyped-def]
+    """`run` sets prometheus's multiprocess directory before any metric exists: import them late."""
     from infra import metrics
 
     return metrics
@@ -176,7 +177,7 @@ class OperatorAlerts:
                 await asyncio.wait_for(self._producer.start(), 10)
             await asyncio.wait_for(publish_many(self._producer, OPERATOR_ALERTS, self.settings.topic_prefix,
                                                 [envelope]), 10)
-        except Exception as error:  # noqa: BLE001 - the alert is in the log; the guard goes on
+        except Exception as error:
             log.error("could not publish the operator alert (%r); it is in this log only", error)
             await self.close()
 
@@ -278,7 +279,7 @@ async def _watch_embedded_postgres(settings: Settings, endpoints: Endpoints, *, 
         status.state, status.last_error = "restarting", "postmaster died"
         try:
             await asyncio.to_thread(postgres.revive)
-        except Exception as error:  # noqa: BLE001 - try again at the next look
+        except Exception as error:
             log.error("could not start the embedded postgres again: %s", error)
             continue
         status.restarts += 1

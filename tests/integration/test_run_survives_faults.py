@@ -85,7 +85,7 @@ def _count(url: str, sql: str) -> int:
 
     try:
         return asyncio.run(go())
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return -1
 
 

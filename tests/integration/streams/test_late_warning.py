@@ -14,7 +14,14 @@ from infra.kafka import make_consumer, publish
 from infra.settings import Settings
 from schemas import decode, utcnow
 from schemas.topics import ACCOUNT_REPORTS, OPERATOR_ALERTS, POSITION_REPORTS
-from tests.support.streams_worker import Outputs, WorkerProcess, account_id, add_account, for_account, wait_until_working
+from tests.support.streams_worker import (
+    Outputs,
+    WorkerProcess,
+    account_id,
+    add_account,
+    for_account,
+    wait_until_working,
+)
 from tests.unit.streams import builders as b
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
