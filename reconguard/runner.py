@@ -132,12 +132,7 @@ async def run_services(settings: Settings, specs: list[ServiceSpec], *, stop: as
     failure stops them all and is raised. Supervised (`reconguard run`): a failed service starts again
     with backoff while the others go on, and the embedded PostgreSQL is kept alive."""
     if supervise:
-        supervisor = Supervisor(settings)
-        watched = [_watch_embedded_postgres(settings, _running_endpoints, stop=stop)] if _running_endpoints else []
-        try:
-            await asyncio.gather(*(supervisor.keep_running(spec, stop=stop) for spec in specs), *watched)
-        finally:
-            await supervisor.close()
+        await _supervised(settings, specs, stop=stop)
         return
     tasks = {asyncio.create_task(spec.load()(settings, stop=stop), name=spec.name): spec for spec in specs}
     stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -157,6 +152,29 @@ def _metrics():  # type: ignore[no-untyped-def]
     from infra import metrics
 
     return metrics
+
+
+async def _supervised(settings: Settings, specs: list[ServiceSpec], *, stop: asyncio.Event,
+                      grace: float = 30.0) -> None:
+    """Keep every service running until ``stop``; then give them ``grace`` seconds to finish."""
+    supervisor = Supervisor(settings)
+    watched = [_watch_embedded_postgres(settings, _running_endpoints, stop=stop)] if _running_endpoints else []
+    running = asyncio.gather(*(supervisor.keep_running(spec, stop=stop) for spec in specs), *watched)
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        await asyncio.wait([running, stopper], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([running], timeout=grace)
+        if not done:
+            log.error("services still running %.0f s after the stop: %s", grace,
+                      ", ".join(s.name for s in SUPERVISION.services.values() if s.state != "stopped"))
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        else:
+            running.result()  # a failure of the supervisor itself is not swallowed
+    finally:
+        stopper.cancel()
+        await supervisor.close()
 
 
 class OperatorAlerts:
@@ -218,7 +236,7 @@ class Supervisor:
         """Run the service until it returns or fails; clear a crash loop once it has been up long enough."""
         status.state, status.started_at = "running", time.time()
         _metrics().service_up.labels(spec.name).set(1)
-        task = asyncio.create_task(spec.load()(self.settings, stop=stop), name=spec.name)
+        task = asyncio.create_task(self._serve(spec, stop), name=spec.name)
         while not task.done():
             done, _ = await asyncio.wait({task}, timeout=self.policy.stable_after_seconds)
             if not done and status.consecutive_crashes:
@@ -234,6 +252,9 @@ class Supervisor:
         if task.cancelled():
             return asyncio.CancelledError()
         return task.exception()
+
+    async def _serve(self, spec: ServiceSpec, stop: asyncio.Event) -> None:
+        await spec.load()(self.settings, stop=stop)  # loading inside the task: an import error is a crash too
 
     async def _crashed(self, name: str, status: ServiceStatus, error: BaseException | None) -> None:
         now = time.monotonic()
