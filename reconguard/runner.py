@@ -4,8 +4,8 @@
 started again after a backoff while the others go on; its restarts are counted in
 ``infra.service.SUPERVISION`` (read by /health and the live view) and in ``service_restarts_total``.
 A crash loop degrades health and publishes an ``OperatorAlertRaised`` on the operator-alerts topic,
-but never stops the guard. The embedded PostgreSQL is watched the same way and started again if its
-postmaster dies.
+but never stops the guard. The embedded servers are watched too: PostgreSQL is started again on its
+data if its postmaster dies, the broker is started again and its topics restored from the event archive.
 """
 
 from __future__ import annotations
@@ -100,6 +100,11 @@ async def prepare(settings: Settings) -> None:
     assert settings.database_url and settings.kafka_bootstrap_servers
     log.info("database %s: alembic upgrade head", redacted(settings.database_url))
     await asyncio.to_thread(migrate, settings.database_url)
+    await prepare_topics(settings)
+
+
+async def prepare_topics(settings: Settings) -> None:
+    assert settings.kafka_bootstrap_servers
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix,
                         partitions=settings.topic_partitions)
 
@@ -158,7 +163,7 @@ async def _supervised(settings: Settings, specs: list[ServiceSpec], *, stop: asy
                       grace: float = 30.0) -> None:
     """Keep every service running until ``stop``; then give them ``grace`` seconds to finish."""
     supervisor = Supervisor(settings)
-    watched = [_watch_embedded_postgres(settings, _running_endpoints, stop=stop)] if _running_endpoints else []
+    watched = [_watch_embedded_servers(settings, _running_endpoints, stop=stop)] if _running_endpoints else []
     running = asyncio.gather(*(supervisor.keep_running(spec, stop=stop) for spec in specs), *watched)
     stopper = asyncio.create_task(stop.wait(), name="stop")
     try:
@@ -285,28 +290,38 @@ class Supervisor:
 _running_endpoints: Endpoints | None = None
 
 
-async def _watch_embedded_postgres(settings: Settings, endpoints: Endpoints, *, stop: asyncio.Event) -> None:
-    """Start the embedded PostgreSQL again whenever its postmaster dies (a kill -9 included)."""
-    postgres = endpoints.postgres
-    if postgres is None:
-        return
-    status = SUPERVISION.status("postgres")
-    status.state = "running"
+async def _watch_embedded_servers(settings: Settings, endpoints: Endpoints, *, stop: asyncio.Event) -> None:
+    """Start an embedded server again whenever it dies (a kill -9 included): PostgreSQL on its data,
+    the broker empty, its topics then restored from the event archive."""
+    servers: list[tuple[str, Any]] = [(name, server) for name, server in
+                                      (("postgres", endpoints.postgres), ("broker", endpoints.broker))
+                                      if server is not None]
+    for name, _ in servers:
+        SUPERVISION.status(name).state = "running"
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.supervisor.watch_interval_seconds)
-        if stop.is_set() or postgres.running():
-            continue
-        status.state, status.last_error = "restarting", "postmaster died"
-        try:
-            await asyncio.to_thread(postgres.revive)
-        except Exception as error:
-            log.error("could not start the embedded postgres again: %s", error)
-            continue
-        status.restarts += 1
-        status.state = "running"
-        _metrics().embedded_server_restarts_total.labels("postgres").inc()
-    status.state = "stopped"
+        for name, server in servers:
+            if not stop.is_set() and not server.running():
+                await _revive(name, server, settings)
+    for name, _ in servers:
+        SUPERVISION.status(name).state = "stopped"
+
+
+async def _revive(name: str, server: Any, settings: Settings) -> None:
+    status = SUPERVISION.status(name)
+    status.state, status.last_error = "restarting", f"{name} died"
+    try:
+        await asyncio.to_thread(server.revive)
+        if name == "broker":
+            await prepare_topics(settings)
+            await restore_history(settings)
+    except Exception as error:  # noqa: BLE001 - try again at the next look
+        log.error("could not start the embedded %s again: %s", name, error)
+        return
+    status.restarts += 1
+    status.state = "running"
+    _metrics().embedded_server_restarts_total.labels(name).inc()
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
