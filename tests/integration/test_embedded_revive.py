@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -21,20 +19,14 @@ from reconguard.runner import ServiceSpec, embedded_or_given, prepare, run_servi
 from schemas import utcnow
 from schemas.topics import ALERTS
 from tests.support.events import alert, publish_projected
-from tests.support.servers import REPO_ROOT, unique_name
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
-def data_dir() -> Iterator[Path]:
-    path = REPO_ROOT / ".reconguard" / unique_name("revive")  # not pytest's tmp: postgres runs as another user
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def data_dir(server_data_dir: Path) -> Path:
+    return server_data_dir
 
 
 async def _archived(url: str) -> int:

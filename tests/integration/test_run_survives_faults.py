@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -21,19 +19,13 @@ import pytest
 
 from infra.dburl import plain_url
 from infra.embedded import free_port, wait_until
-from tests.support.servers import REPO_ROOT, unique_name
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture
-def data_dir() -> Iterator[Path]:
-    path = REPO_ROOT / ".reconguard" / unique_name("faults")  # not pytest's tmp: postgres runs as another user
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def data_dir(server_data_dir: Path) -> Path:
+    return server_data_dir
 
 
 def _environment(data_dir: Path) -> dict[str, str]:
