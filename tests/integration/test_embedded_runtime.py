@@ -13,9 +13,6 @@ import psutil
 import pytest
 
 from infra.embedded import wait_until
-from tests.support.servers import REPO_ROOT, unique_name as unique
-
-REPO_ROOT_DATA = REPO_ROOT / ".reconguard"  # not pytest's tmp: the server may run as another user
 
 
 def _servers_of(process: psutil.Process) -> list[psutil.Process]:
@@ -45,7 +42,8 @@ def _output(data_dir: Path) -> str:
         pytest.param(signal.SIGKILL, False, id="the parent dies: the kernel stops its servers"),
     ],
 )
-def test_no_server_outlives_reconguard_run(tmp_path, sig, clean_exit):
+def test_no_server_outlives_reconguard_run(server_data_dir, sig, clean_exit):
+    tmp_path = server_data_dir  # postgres runs as another user: not pytest's tmp (see the fixture)
     run = _start_run(tmp_path / "data")
     parent = psutil.Process(run.pid)
     try:
@@ -102,7 +100,7 @@ async def _has_table(url: str, table: str) -> bool:
         await connection.close()
 
 
-def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
+def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path, server_data_dir):
     """What `make run` promises on http://127.0.0.1:PORT: health, OpenAPI, /metrics that include the
     Faust worker's metrics (a child process) beside the poller's, and a dashboard whose charts show
     the running pipeline's accounts (opened in headless Chromium, screenshot in test-artifacts/)."""
@@ -114,7 +112,7 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
     from tests.support.browser import ARTIFACTS, CHROMIUM, chromium, series
 
     port = free_port()
-    run = _start_run(tmp_path / "data", RECONGUARD_HTTP_PORT=str(port))
+    run = _start_run(server_data_dir / "data", RECONGUARD_HTTP_PORT=str(port))
     base = f"http://127.0.0.1:{port}"
 
     def metrics_of_worker_and_poller() -> bool:
@@ -136,7 +134,7 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
         assert httpx.get(f"{base}/health", timeout=5).json()["status"] == "ok"
         assert "/users/{user_id}/logs" in httpx.get(f"{base}/openapi.json", timeout=5).json()["paths"]
         assert "<html" in httpx.get(f"{base}/dashboard", timeout=5).text.lower()
-        dashboard = re.search(r"dashboard (http://\S+/dashboard#token=\S+)", _output(tmp_path / "data"))
+        dashboard = re.search(r"dashboard (http://\S+/dashboard#token=\S+)", _output(server_data_dir / "data"))
         assert dashboard, "run prints the dashboard's address with a token"
         if CHROMIUM is None:
             pytest.skip("chromium is not installed (Debian package `chromium`): dashboard not opened")
@@ -151,7 +149,7 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
         assert run.wait(60) == 0
 
 
-def test_an_embedded_run_keeps_the_database_of_the_last_one(tmp_path):
+def test_an_embedded_run_keeps_the_database_of_the_last_one(server_data_dir):
     """Users, tokens, projections and the archive outlive a run (the topics come back from the archive),
     and each run's database asks for the password kept beside it, which only its owner can read."""
     import asyncio
@@ -163,7 +161,7 @@ def test_an_embedded_run_keeps_the_database_of_the_last_one(tmp_path):
     from infra.settings import Settings
     from reconguard.runner import embedded_or_given, prepare
 
-    settings = Settings(data_dir=REPO_ROOT_DATA / unique("keep"), KAFKA_BOOTSTRAP_SERVERS=None, DATABASE_URL=None)
+    settings = Settings(data_dir=server_data_dir, KAFKA_BOOTSTRAP_SERVERS=None, DATABASE_URL=None)
     assert settings.embedded_broker and settings.embedded_database
 
     async def users(url: str, *, add: str | None = None) -> list[str]:
@@ -175,16 +173,11 @@ def test_an_embedded_run_keeps_the_database_of_the_last_one(tmp_path):
         finally:
             await connection.close()
 
-    try:
-        for run, expected_before in enumerate(([], ["u-kept"])):
-            with embedded_or_given(settings) as resolved:
-                run_file = settings.data_dir / "run.json"
-                assert stat.S_IMODE(run_file.stat().st_mode) == 0o600, "run.json names the database password"
-                asyncio.run(prepare(resolved))
-                assert asyncio.run(users(resolved.database_url)) == expected_before, f"run {run}"
-                if run == 0:
-                    asyncio.run(users(resolved.database_url, add="u-kept"))
-    finally:
-        import shutil
-
-        shutil.rmtree(settings.data_dir, ignore_errors=True)
+    for run, expected_before in enumerate(([], ["u-kept"])):
+        with embedded_or_given(settings) as resolved:
+            run_file = settings.data_dir / "run.json"
+            assert stat.S_IMODE(run_file.stat().st_mode) == 0o600, "run.json names the database password"
+            asyncio.run(prepare(resolved))
+            assert asyncio.run(users(resolved.database_url)) == expected_before, f"run {run}"
+            if run == 0:
+                asyncio.run(users(resolved.database_url, add="u-kept"))
