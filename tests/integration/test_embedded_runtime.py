@@ -100,7 +100,7 @@ async def _has_table(url: str, table: str) -> bool:
         await connection.close()
 
 
-def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path, server_data_dir):
+def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
     """What `make run` promises on http://127.0.0.1:PORT: health, OpenAPI, /metrics that include the
     Faust worker's metrics (a child process) beside the poller's, and a dashboard whose charts show
     the running pipeline's accounts (opened in headless Chromium, screenshot in test-artifacts/)."""
@@ -112,7 +112,7 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path, server_data_d
     from tests.support.browser import ARTIFACTS, CHROMIUM, chromium, series
 
     port = free_port()
-    run = _start_run(server_data_dir / "data", RECONGUARD_HTTP_PORT=str(port))
+    run = _start_run(tmp_path / "data", RECONGUARD_HTTP_PORT=str(port))
     base = f"http://127.0.0.1:{port}"
 
     def metrics_of_worker_and_poller() -> bool:
@@ -134,7 +134,7 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path, server_data_d
         assert httpx.get(f"{base}/health", timeout=5).json()["status"] == "ok"
         assert "/users/{user_id}/logs" in httpx.get(f"{base}/openapi.json", timeout=5).json()["paths"]
         assert "<html" in httpx.get(f"{base}/dashboard", timeout=5).text.lower()
-        dashboard = re.search(r"dashboard (http://\S+/dashboard#token=\S+)", _output(server_data_dir / "data"))
+        dashboard = re.search(r"dashboard (http://\S+/dashboard#token=\S+)", _output(tmp_path / "data"))
         assert dashboard, "run prints the dashboard's address with a token"
         if CHROMIUM is None:
             pytest.skip("chromium is not installed (Debian package `chromium`): dashboard not opened")

@@ -21,6 +21,7 @@ from infra.dburl import plain_url
 from infra.embedded import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(600)
+METRICS_TOKEN = "faults-" + "m" * 32  # where /metrics asks for a token
 
 
 @pytest.fixture
@@ -35,7 +36,8 @@ def _environment(data_dir: Path) -> dict[str, str]:
 
 def _start(data_dir: Path, port: int, log_name: str) -> subprocess.Popen[bytes]:
     variables = _environment(data_dir) | {"RECONGUARD_HTTP_PORT": str(port), "COLUMNS": "300",
-                                          "RECONGUARD_SUPERVISOR_BACKOFF_INITIAL_SECONDS": "0.2"}
+                                          "RECONGUARD_SUPERVISOR_BACKOFF_INITIAL_SECONDS": "0.2",
+                                          "RECONGUARD_API_METRICS_TOKEN": METRICS_TOKEN}
     with (data_dir / log_name).open("wb") as output:
         return subprocess.Popen([sys.executable, "-m", "reconguard", "run"], env=variables, stdout=output,
                                 stderr=subprocess.STDOUT)
@@ -113,7 +115,8 @@ def test_killed_worker_and_database_come_back_and_a_second_run_keeps_and_replays
         wait_until(lambda: _count(url, "SELECT count(*) FROM position_snapshots") > before, timeout=60,
                    interval=0.5, what="snapshots to flow again after the database came back")
         assert run.poll() is None, "no fault stopped the run"
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5,
+                            headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
         assert 'service_restarts_total{service="worker"} 1.0' in metrics
     finally:
         _stop(run, data_dir, "run-1.log")

@@ -81,19 +81,3 @@ async def add_users(database_url: str, *user_ids: str, role: str = "trader") -> 
             [(u, role) for u in user_ids])
     finally:
         await connection.close()
-
-
-async def publish_projected(bootstrap_servers: str, prefix: str, events: list[Envelope[Any]]) -> None:
-    """Publish events of the three projected kinds, each on its topic."""
-    from infra.kafka import make_producer, publish_many
-    from schemas.topics import ACCOUNT_STATE, ALERTS, RECONCILIATION
-
-    topic_of = {"AccountAssessed": ACCOUNT_STATE, "GuardAlertRaised": ALERTS}
-    producer = make_producer(bootstrap_servers)
-    await producer.start()
-    try:
-        for topic in (ACCOUNT_STATE, ALERTS, RECONCILIATION):
-            await publish_many(producer, topic, prefix, [e for e in events
-                                                         if topic_of.get(e.event_type, RECONCILIATION) is topic])
-    finally:
-        await producer.stop()

@@ -15,12 +15,12 @@ from aiokafka import TopicPartition
 
 from infra.dburl import plain_url
 from infra.embedded import EmbeddedBroker
-from infra.kafka import ensure_topics, make_consumer
+from infra.kafka import ensure_topics, make_consumer, make_producer, publish_many
 from projections import archive
 from projections.history import restore_empty_topics
 from projections.replay import prepare_target, replay, replay_archive, table_checksums
 from schemas.topics import ACCOUNT_STATE, ALERTS, RECONCILIATION
-from tests.support.events import EPOCH, add_users, mixed_events, publish_projected
+from tests.support.events import EPOCH, add_users, mixed_events
 from tests.support.servers import REPO_ROOT, unique_name
 from tests.support.waiting import eventually
 
@@ -36,7 +36,16 @@ def events(settings):
     log = [e.model_copy(update={"occurred_at": e.occurred_at - timedelta(days=40)}) if i % 3 == 0 else e
            for i, e in enumerate(log)]
 
-    asyncio.run(publish_projected(settings.kafka_bootstrap_servers, settings.topic_prefix, log))
+    async def publish() -> None:
+        topic_of = {"AccountAssessed": ACCOUNT_STATE, "GuardAlertRaised": ALERTS}
+        producer = make_producer(settings.kafka_bootstrap_servers)
+        await producer.start()
+        for topic in (ACCOUNT_STATE, ALERTS, RECONCILIATION):
+            await publish_many(producer, topic, settings.topic_prefix,
+                               [e for e in log if topic_of.get(e.event_type, RECONCILIATION) is topic])
+        await producer.stop()
+
+    asyncio.run(publish())
     return log
 
 

@@ -7,9 +7,11 @@ from datetime import timedelta
 
 import pytest
 
+from infra.kafka import make_producer, publish_many
 from projections.replay import ReplayError, prepare_target, replay, table_checksums
+from schemas.topics import ACCOUNT_STATE, ALERTS, RECONCILIATION
 from tests.integration.projections.test_projector import running_projector
-from tests.support.events import EPOCH, add_users, mixed_events, publish_projected
+from tests.support.events import EPOCH, add_users, mixed_events
 from tests.support.servers import unique_name
 from tests.support.waiting import eventually
 
@@ -21,7 +23,16 @@ def events(settings):
     asyncio.run(add_users(settings.database_url, *USERS))
     log = mixed_events(USERS, 1500, seed=11)
 
-    asyncio.run(publish_projected(settings.kafka_bootstrap_servers, settings.topic_prefix, log))
+    async def publish() -> None:
+        topic_of = {"AccountAssessed": ACCOUNT_STATE, "GuardAlertRaised": ALERTS}
+        producer = make_producer(settings.kafka_bootstrap_servers)
+        await producer.start()
+        for topic in (ACCOUNT_STATE, ALERTS, RECONCILIATION):
+            await publish_many(producer, topic, settings.topic_prefix,
+                               [e for e in log if topic_of.get(e.event_type, RECONCILIATION) is topic])
+        await producer.stop()
+
+    asyncio.run(publish())
     return log
 
 
