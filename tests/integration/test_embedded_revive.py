@@ -12,13 +12,14 @@ import asyncpg
 import pytest
 
 from infra.dburl import plain_url
+from infra.kafka import make_producer, publish_many
 from infra.service import SUPERVISION
 from infra.settings import Settings
 from reconguard import runner
 from reconguard.runner import ServiceSpec, embedded_or_given, prepare, run_services
 from schemas import utcnow
 from schemas.topics import ALERTS
-from tests.support.events import alert, publish_projected
+from tests.support.events import alert
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
@@ -56,7 +57,12 @@ def test_a_killed_embedded_broker_comes_back_with_its_topics_restored(data_dir):
         running = asyncio.create_task(run_services(resolved, [ServiceSpec("archiver", "projections.archive:serve")],
                                                    stop=stop, supervise=True))
         try:
-            await publish_projected(resolved.kafka_bootstrap_servers, resolved.topic_prefix, events)
+            producer = make_producer(resolved.kafka_bootstrap_servers)
+            await producer.start()
+            try:
+                await publish_many(producer, ALERTS, resolved.topic_prefix, events)
+            finally:
+                await producer.stop()
             await eventually(lambda: _archived(resolved.database_url), until=lambda n: n == len(events), timeout=60,
                              what="the events in the archive")
             broker = runner._running_endpoints.broker
