@@ -1,16 +1,23 @@
-"""The database: engines, and Alembic as the one owner of the schema."""
+"""The database: engines, Alembic as the one owner of the schema, and waiting out an outage."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 from alembic.config import Config
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from alembic import command
 from infra.dburl import sqlalchemy_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
 
 
 def alembic_config(database_url: str, *, schema: str | None = None) -> Config:
@@ -37,3 +44,27 @@ def make_engine(database_url: str, **options: object) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+#: What a lost or unreachable database raises, whichever client noticed it.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError, OperationalError,
+    InterfaceError)
+
+
+async def while_database_down(run: Callable[[], Awaitable[None]], *, stop: asyncio.Event, what: str,
+                              initial: float = 0.5, maximum: float = 30.0) -> None:
+    """Run ``run`` until it returns; while it fails because the database is down, wait with backoff and
+    run it again (it must go on from its stored progress). Any other failure is raised."""
+    delay = initial
+    while not stop.is_set():
+        try:
+            await run()
+            return
+        except DATABASE_DOWN as error:
+            log.warning("%s: database unavailable (%r); again in %.1f s", what, error, delay)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(maximum, delay * 2)

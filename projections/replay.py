@@ -52,6 +52,21 @@ class ReplayResult:
     target: ReplayTarget
 
 
+@dataclass
+class _Counts:
+    read: int = 0
+    inserted: int = 0
+    dead: int = 0
+
+    def add(self, outcome: BatchOutcome) -> None:
+        self.read += outcome.received
+        self.inserted += outcome.inserted
+        self.dead += outcome.dead_lettered
+
+    def result(self, target: ReplayTarget) -> ReplayResult:
+        return ReplayResult(self.read, self.inserted, self.dead, target)
+
+
 def _check_identifier(name: str) -> str:
     import re
 
@@ -150,14 +165,12 @@ async def replay_archive(
     writer = await ProjectionWriter.connect(plain_url(target.database_url), consumer="replay", schema=target.schema)
     producer = make_producer(settings.kafka_bootstrap_servers)
     await producer.start()
-    counts = {"read": 0, "inserted": 0, "dead": 0}
+    counts = _Counts()
 
     async def written(outcome: BatchOutcome) -> None:
-        counts["read"] += outcome.received
-        counts["inserted"] += outcome.inserted
-        counts["dead"] += outcome.dead_lettered
+        counts.add(outcome)
         if progress is not None:
-            progress(counts["read"], None)
+            progress(counts.read, None)
 
     try:
         projector = Projector(writer=writer, producer=producer, prefix=settings.topic_prefix, since=since)
@@ -168,7 +181,7 @@ async def replay_archive(
     finally:
         await producer.stop()
         await writer.close()
-    return ReplayResult(counts["read"], counts["inserted"], counts["dead"], target)
+    return counts.result(target)
 
 
 async def _assign_all(consumer, topics: list[str]) -> list[TopicPartition]:
@@ -186,12 +199,10 @@ async def _assign_all(consumer, topics: list[str]) -> list[TopicPartition]:
 
 async def _read_to_the_end(consumer, projector: Projector, partitions: list[TopicPartition],
                            target: ReplayTarget, progress: Progress | None) -> ReplayResult:
-    counts = {"read": 0, "inserted": 0, "dead": 0}
+    counts = _Counts()
 
     async def written(outcome: BatchOutcome) -> None:
-        counts["read"] += outcome.received
-        counts["inserted"] += outcome.inserted
-        counts["dead"] += outcome.dead_lettered
+        counts.add(outcome)
 
     pipeline = WritePipeline(projector, written=written)
     while True:
@@ -199,12 +210,12 @@ async def _read_to_the_end(consumer, projector: Projector, partitions: list[Topi
         if records:
             await pipeline.put(records)
         if progress is not None:
-            progress(counts["read"], _total(consumer, partitions))
+            progress(counts.read, _total(consumer, partitions))
         if not records and await caught_up(consumer, partitions):
             await pipeline.drain()
             if progress is not None:
-                progress(counts["read"], _total(consumer, partitions))
-            return ReplayResult(counts["read"], counts["inserted"], counts["dead"], target)
+                progress(counts.read, _total(consumer, partitions))
+            return counts.result(target)
 
 
 def _total(consumer, partitions: list[TopicPartition]) -> int | None:

@@ -4,8 +4,8 @@
 started again after a backoff while the others go on; its restarts are counted in
 ``infra.service.SUPERVISION`` (read by /health and the live view) and in ``service_restarts_total``.
 A crash loop degrades health and publishes an ``OperatorAlertRaised`` on the operator-alerts topic,
-but never stops the guard. The embedded PostgreSQL is watched the same way and started again if its
-postmaster dies.
+but never stops the guard. The embedded servers are watched too: PostgreSQL is started again on its
+data if its postmaster dies, the broker is started again and its topics restored from the event archive.
 """
 
 from __future__ import annotations
@@ -100,6 +100,11 @@ async def prepare(settings: Settings) -> None:
     assert settings.database_url and settings.kafka_bootstrap_servers
     log.info("database %s: alembic upgrade head", redacted(settings.database_url))
     await asyncio.to_thread(migrate, settings.database_url)
+    await prepare_topics(settings)
+
+
+async def prepare_topics(settings: Settings) -> None:
+    assert settings.kafka_bootstrap_servers
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix,
                         partitions=settings.topic_partitions)
 
@@ -132,12 +137,7 @@ async def run_services(settings: Settings, specs: list[ServiceSpec], *, stop: as
     failure stops them all and is raised. Supervised (`reconguard run`): a failed service starts again
     with backoff while the others go on, and the embedded PostgreSQL is kept alive."""
     if supervise:
-        supervisor = Supervisor(settings)
-        watched = [_watch_embedded_postgres(settings, _running_endpoints, stop=stop)] if _running_endpoints else []
-        try:
-            await asyncio.gather(*(supervisor.keep_running(spec, stop=stop) for spec in specs), *watched)
-        finally:
-            await supervisor.close()
+        await _supervised(settings, specs, stop=stop)
         return
     tasks = {asyncio.create_task(spec.load()(settings, stop=stop), name=spec.name): spec for spec in specs}
     stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -152,10 +152,34 @@ async def run_services(settings: Settings, specs: list[ServiceSpec], *, stop: as
         raise failed[0].exception()  # type: ignore[misc]
 
 
-def _metrics():  # noqa: ANN202 - `run` sets prometheus's multiprocess directory before metrics are imported
+def _metrics():  # type: ignore[no-untyped-def]
+    """`run` sets prometheus's multiprocess directory before any metric exists: import them late."""
     from infra import metrics
 
     return metrics
+
+
+async def _supervised(settings: Settings, specs: list[ServiceSpec], *, stop: asyncio.Event,
+                      grace: float = 30.0) -> None:
+    """Keep every service running until ``stop``; then give them ``grace`` seconds to finish."""
+    supervisor = Supervisor(settings)
+    watched = [_watch_embedded_servers(settings, _running_endpoints, stop=stop)] if _running_endpoints else []
+    running = asyncio.gather(*(supervisor.keep_running(spec, stop=stop) for spec in specs), *watched)
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        await asyncio.wait([running, stopper], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([running], timeout=grace)
+        if not done:
+            log.error("services still running %.0f s after the stop: %s", grace,
+                      ", ".join(s.name for s in SUPERVISION.services.values() if s.state != "stopped"))
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        else:
+            running.result()  # a failure of the supervisor itself is not swallowed
+    finally:
+        stopper.cancel()
+        await supervisor.close()
 
 
 class OperatorAlerts:
@@ -176,7 +200,7 @@ class OperatorAlerts:
                 await asyncio.wait_for(self._producer.start(), 10)
             await asyncio.wait_for(publish_many(self._producer, OPERATOR_ALERTS, self.settings.topic_prefix,
                                                 [envelope]), 10)
-        except Exception as error:  # noqa: BLE001 - the alert is in the log; the guard goes on
+        except Exception as error:
             log.error("could not publish the operator alert (%r); it is in this log only", error)
             await self.close()
 
@@ -217,7 +241,7 @@ class Supervisor:
         """Run the service until it returns or fails; clear a crash loop once it has been up long enough."""
         status.state, status.started_at = "running", time.time()
         _metrics().service_up.labels(spec.name).set(1)
-        task = asyncio.create_task(spec.load()(self.settings, stop=stop), name=spec.name)
+        task = asyncio.create_task(self._serve(spec, stop), name=spec.name)
         while not task.done():
             done, _ = await asyncio.wait({task}, timeout=self.policy.stable_after_seconds)
             if not done and status.consecutive_crashes:
@@ -233,6 +257,9 @@ class Supervisor:
         if task.cancelled():
             return asyncio.CancelledError()
         return task.exception()
+
+    async def _serve(self, spec: ServiceSpec, stop: asyncio.Event) -> None:
+        await spec.load()(self.settings, stop=stop)  # loading inside the task: an import error is a crash too
 
     async def _crashed(self, name: str, status: ServiceStatus, error: BaseException | None) -> None:
         now = time.monotonic()
@@ -263,28 +290,38 @@ class Supervisor:
 _running_endpoints: Endpoints | None = None
 
 
-async def _watch_embedded_postgres(settings: Settings, endpoints: Endpoints, *, stop: asyncio.Event) -> None:
-    """Start the embedded PostgreSQL again whenever its postmaster dies (a kill -9 included)."""
-    postgres = endpoints.postgres
-    if postgres is None:
-        return
-    status = SUPERVISION.status("postgres")
-    status.state = "running"
+async def _watch_embedded_servers(settings: Settings, endpoints: Endpoints, *, stop: asyncio.Event) -> None:
+    """Start an embedded server again whenever it dies (a kill -9 included): PostgreSQL on its data,
+    the broker empty, its topics then restored from the event archive."""
+    servers: list[tuple[str, Any]] = [(name, server) for name, server in
+                                      (("postgres", endpoints.postgres), ("broker", endpoints.broker))
+                                      if server is not None]
+    for name, _ in servers:
+        SUPERVISION.status(name).state = "running"
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.supervisor.watch_interval_seconds)
-        if stop.is_set() or postgres.running():
-            continue
-        status.state, status.last_error = "restarting", "postmaster died"
-        try:
-            await asyncio.to_thread(postgres.revive)
-        except Exception as error:  # noqa: BLE001 - try again at the next look
-            log.error("could not start the embedded postgres again: %s", error)
-            continue
-        status.restarts += 1
-        status.state = "running"
-        _metrics().embedded_server_restarts_total.labels("postgres").inc()
-    status.state = "stopped"
+        for name, server in servers:
+            if not stop.is_set() and not server.running():
+                await _revive(name, server, settings)
+    for name, _ in servers:
+        SUPERVISION.status(name).state = "stopped"
+
+
+async def _revive(name: str, server: Any, settings: Settings) -> None:
+    status = SUPERVISION.status(name)
+    status.state, status.last_error = "restarting", f"{name} died"
+    try:
+        await asyncio.to_thread(server.revive)
+        if name == "broker":
+            await prepare_topics(settings)
+            await restore_history(settings)
+    except Exception as error:  # noqa: BLE001 - try again at the next look
+        log.error("could not start the embedded %s again: %s", name, error)
+        return
+    status.restarts += 1
+    status.state = "running"
+    _metrics().embedded_server_restarts_total.labels(name).inc()
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -200,7 +200,7 @@ class LogLedger:
             return
         try:
             found = await asyncio.wait_for(self.database.unresolved(), timeout)
-        except Exception as error:  # noqa: BLE001 - the database is a projection: later
+        except Exception as error:
             log.warning("executor ledger: database unavailable (%r); its unresolved rows are read later", error)
             return
         self.database_sending_read = True
@@ -254,7 +254,7 @@ class LogLedger:
         while not stop.is_set() or not self._pending.empty():
             try:
                 operation, arguments = await asyncio.wait_for(self._pending.get(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             while True:
                 try:
@@ -264,7 +264,7 @@ class LogLedger:
                 except IntegrityError as error:
                     log.error("executor ledger: the database refused %s (%s); dropped", operation, error.orig)
                     break
-                except Exception as error:  # noqa: BLE001 - down: keep it, try again
+                except Exception as error:
                     if stop.is_set():
                         log.warning("executor ledger: %d writes not projected (database down at stop); the "
                                     "log has them", self._pending.qsize() + 1)

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from infra.db import make_engine
+from infra.db import make_engine, while_database_down
 from infra.kafka import ensure_topics, group_consumer, make_producer
 from infra.settings import Settings
 from producers.accounts import connect_gateways, load_accounts
@@ -57,7 +57,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
     """The production executor: every user with an MT5 login, through real terminals (RECONGUARD_MT5_*)."""
     if settings.database_url is None:
         raise RuntimeError("the executor reads its accounts from DATABASE_URL")
-    accounts = connect_gateways(await load_accounts(database_url=settings.database_url), settings.mt5)
+    database_url = settings.database_url
+    loaded: list = []
+
+    async def load() -> None:  # the only time the executor needs the database: wait for it if it is down
+        loaded[:] = await load_accounts(database_url=database_url)
+
+    await while_database_down(load, stop=stop, what="executor accounts")
+    if stop.is_set():
+        return
+    accounts = connect_gateways(loaded, settings.mt5)
     await run_executor(settings, stop=stop, gateways={ref.user_id: gateway for ref, gateway in accounts},
                        config=ExecutorConfig(threads=max(1, min(16, len(accounts))),
                                              next_open=market_calendar(settings)))

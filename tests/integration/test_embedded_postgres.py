@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -18,19 +17,11 @@ import pytest
 from infra.dburl import plain_url
 from infra.embedded import EmbeddedPostgres, wait_until
 from infra.internals import postgres_bin_path
-from tests.support.servers import REPO_ROOT, unique_name
 
 
 @pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """Under the repository, not pytest's tmp: other pytest sessions make /tmp/pytest-of-root 0700 again,
-    and the server runs as another user when we are root."""
-    path = REPO_ROOT / ".reconguard" / unique_name("pg-test")
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def data_dir(server_data_dir: Path) -> Path:
+    return server_data_dir
 
 
 @pytest.fixture

@@ -13,9 +13,6 @@ import psutil
 import pytest
 
 from infra.embedded import wait_until
-from tests.support.servers import REPO_ROOT, unique_name as unique
-
-REPO_ROOT_DATA = REPO_ROOT / ".reconguard"  # not pytest's tmp: the server may run as another user
 
 
 def _servers_of(process: psutil.Process) -> list[psutil.Process]:
@@ -45,7 +42,8 @@ def _output(data_dir: Path) -> str:
         pytest.param(signal.SIGKILL, False, id="the parent dies: the kernel stops its servers"),
     ],
 )
-def test_no_server_outlives_reconguard_run(tmp_path, sig, clean_exit):
+def test_no_server_outlives_reconguard_run(server_data_dir, sig, clean_exit):
+    tmp_path = server_data_dir  # postgres runs as another user: not pytest's tmp (see the fixture)
     run = _start_run(tmp_path / "data")
     parent = psutil.Process(run.pid)
     try:
@@ -154,7 +152,7 @@ def test_run_serves_the_api_metrics_and_a_live_dashboard(tmp_path):
         assert run.wait(60) == 0
 
 
-def test_an_embedded_run_keeps_the_database_of_the_last_one(tmp_path):
+def test_an_embedded_run_keeps_the_database_of_the_last_one(server_data_dir):
     """Users, tokens, projections and the archive outlive a run (the topics come back from the archive),
     and each run's database asks for the password kept beside it, which only its owner can read."""
     import asyncio
@@ -166,7 +164,7 @@ def test_an_embedded_run_keeps_the_database_of_the_last_one(tmp_path):
     from infra.settings import Settings
     from reconguard.runner import embedded_or_given, prepare
 
-    settings = Settings(data_dir=REPO_ROOT_DATA / unique("keep"), KAFKA_BOOTSTRAP_SERVERS=None, DATABASE_URL=None)
+    settings = Settings(data_dir=server_data_dir, KAFKA_BOOTSTRAP_SERVERS=None, DATABASE_URL=None)
     assert settings.embedded_broker and settings.embedded_database
 
     async def users(url: str, *, add: str | None = None) -> list[str]:
@@ -178,16 +176,11 @@ def test_an_embedded_run_keeps_the_database_of_the_last_one(tmp_path):
         finally:
             await connection.close()
 
-    try:
-        for run, expected_before in enumerate(([], ["u-kept"])):
-            with embedded_or_given(settings) as resolved:
-                run_file = settings.data_dir / "run.json"
-                assert stat.S_IMODE(run_file.stat().st_mode) == 0o600, "run.json names the database password"
-                asyncio.run(prepare(resolved))
-                assert asyncio.run(users(resolved.database_url)) == expected_before, f"run {run}"
-                if run == 0:
-                    asyncio.run(users(resolved.database_url, add="u-kept"))
-    finally:
-        import shutil
-
-        shutil.rmtree(settings.data_dir, ignore_errors=True)
+    for run, expected_before in enumerate(([], ["u-kept"])):
+        with embedded_or_given(settings) as resolved:
+            run_file = settings.data_dir / "run.json"
+            assert stat.S_IMODE(run_file.stat().st_mode) == 0o600, "run.json names the database password"
+            asyncio.run(prepare(resolved))
+            assert asyncio.run(users(resolved.database_url)) == expected_before, f"run {run}"
+            if run == 0:
+                asyncio.run(users(resolved.database_url, add="u-kept"))

@@ -85,3 +85,25 @@ async def test_a_killed_child_service_restarts_while_its_neighbour_goes_on(setti
         await consumer.stop()
     assert supervision.status("child").state == "stopped"
     assert not psutil.pid_exists(_read_int(pid_file)) or psutil.Process(_read_int(pid_file)).status() == "zombie"
+
+
+async def test_a_service_that_cannot_even_load_is_restarted_and_never_stops_the_others(settings, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.setenv(TICKS_FILE, str(tmp_path / "ticks"))
+    fast = settings.model_copy(update={"supervisor": settings.supervisor.model_copy(update={
+        "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.1})})
+    supervision = Supervision()
+    supervisor = Supervisor(fast, supervision=supervision)
+    stop = asyncio.Event()
+    specs = [ServiceSpec("broken", "tests.support.supervised:no_such_service"),
+             ServiceSpec("neighbour", "tests.support.supervised:ticking_service")]
+    running = asyncio.gather(*(supervisor.keep_running(spec, stop=stop) for spec in specs))
+    try:
+        await eventually(lambda: asyncio.sleep(0, supervision.status("broken").restarts), until=lambda n: n >= 3,
+                         what="the broken service to be retried")
+        assert "AttributeError" in (supervision.status("broken").last_error or "")
+        assert supervision.status("neighbour").state == "running"
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
+        await supervisor.close()

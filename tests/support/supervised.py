@@ -25,7 +25,7 @@ async def child_service(settings: Settings, *, stop: asyncio.Event) -> None:
                 raise RuntimeError(f"child exited with code {child.returncode}")
             try:
                 await asyncio.wait_for(stop.wait(), 0.1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
     finally:
         if child.poll() is None:
@@ -42,5 +42,5 @@ async def ticking_service(settings: Settings, *, stop: asyncio.Event) -> None:
         ticks.write_text(str(count))
         try:
             await asyncio.wait_for(stop.wait(), 0.05)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
