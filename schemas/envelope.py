@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 #: Namespace of every derived id (uuid5). Changing it changes every derived id: never do.
 DERIVED_ID_NAMESPACE = uuid.UUID("6c1f8a5e-3f0b-5a8e-9d57-2f7c9b0e4a11")
@@ -24,9 +24,16 @@ class Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
+    #: Rules across fields that JSON Schema cannot say, as ``{id: sentence}``; the decoder enforces
+    #: them and the published schema lists them (``x-rules``). A subclass adds its own.
+    rules: ClassVar[dict[str, str]] = {}
 
 
 P = TypeVar("P", bound=Payload)
+
+
+#: The envelope's own rule across fields (see ``Payload.rules``).
+ENVELOPE_RULES = {"account-is-user": "account_id equals payload.user_id whenever the payload has a user_id"}
 
 
 class Envelope(BaseModel, Generic[P]):
@@ -43,6 +50,14 @@ class Envelope(BaseModel, Generic[P]):
     correlation_id: uuid.UUID | None = Field(default=None, description="The first event of the chain.")
     causation_id: uuid.UUID | None = Field(default=None, description="The event that caused this one.")
     payload: P
+
+    @model_validator(mode="after")
+    def _one_account(self) -> Envelope[P]:
+        """A payload that names its user belongs to that user's account, and to no other."""
+        user_id = getattr(self.payload, "user_id", None)
+        if user_id is not None and user_id != self.account_id:
+            raise ValueError(f"account_id {self.account_id!r} differs from payload.user_id {user_id!r}")
+        return self
 
 
 @cache

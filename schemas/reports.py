@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import DealEntry, DealReason, Direction, Money, Price, Symbol, Ticket, UserId, Volume
 from schemas.envelope import Payload
@@ -95,6 +95,7 @@ class TickReport(Payload):
     """The last quote of a symbol the account holds."""
 
     event_type: ClassVar[str] = "TickReport"
+    rules: ClassVar[dict[str, str]] = {"not-crossed": "ask is not below bid"}
 
     symbol: Symbol
     bid: Price
@@ -102,3 +103,9 @@ class TickReport(Payload):
     point: float = Field(gt=0, allow_inf_nan=False)
     quoted_at: AwareDatetime
     market_open: bool = True
+
+    @model_validator(mode="after")
+    def _not_crossed(self) -> TickReport:
+        if self.ask < self.bid:
+            raise ValueError(f"crossed quote: ask {self.ask} is below bid {self.bid}")
+        return self
