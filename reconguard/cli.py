@@ -168,13 +168,18 @@ def publish_trade(
     Example: `echo '{"signal_id": "s1", "approval_id": "a1", "user_id": "u-alice", "symbol": "EURUSD",
     "direction": "buy", "volume": 0.1, "entry_price": 1.0841}' | reconguard publish-trade -`
     """
-    from producers.platform import expectation_from_json, publish_expected_trade
+    from producers.platform import UnknownReference, check_references, expectation_from_json, publish_expected_trade
 
     settings = connected(loaded_settings())
     try:
         trade = expectation_from_json(source.read())
     except ValueError as error:
-        console.print(f"[red]not a valid approved trade: {error}[/red]")
+        console.print(f"[red]not a valid approved trade: {error}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        asyncio.run(check_references(settings, trade))
+    except UnknownReference as error:
+        console.print(f"[red]refused: {error}[/red]", highlight=False)
         raise typer.Exit(2) from None
     envelope = asyncio.run(publish_expected_trade(settings, trade))
     console.print(f"published {envelope.event_type} {envelope.event_id}")
