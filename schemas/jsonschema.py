@@ -76,6 +76,9 @@ def rendered() -> dict[str, str]:
         index.append({"topic": f"<prefix>.{topic.base}.v{topic.version}", "key": topic.key,
                       "written_by": topic.written_by,
                       "description": topic.description, "events": events})
+    from schemas.asyncapi import document  # it builds on event_schema above
+
+    files["asyncapi.json"] = _dump(document())
     files["index.json"] = _dump({
         "conventions": CONVENTIONS, "topics": index, "internal_topics": INTERNAL_TOPICS,
         "dead_letter_consumers": list(DEAD_LETTER_CONSUMERS),
