@@ -241,7 +241,7 @@ def replay(
             result = await run_replay(settings, target, since=since,
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
         console.print(f"{result.events_read} events read, {result.rows_inserted} rows written, "
-                      f"{result.dead_lettered} dead-lettered")
+                      f"{result.dead_lettered} unusable (logged; replay writes no dead letters)")
         for table, checksum in (await table_checksums(target.database_url, schema=target.schema)).items():
             console.print(f"  {table}: md5 {checksum}")
 
