@@ -17,7 +17,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
-from schemas.envelope import Envelope, P, Payload, envelope_of
+from schemas.envelope import Envelope, P, Payload, account_mismatch, envelope_of
 from schemas.topics import Topic
 
 #: (event_type, from_version) -> function turning that version's payload dict into the next version's.
@@ -70,6 +70,13 @@ def decode(topic: Topic, raw: bytes | None) -> Envelope[Any]:
     payload_type = type(envelope.payload)  # the topic's payload for this event type, as validated
     if envelope.event_type != payload_type.event_type or envelope.schema_version != payload_type.schema_version:
         return _decode_slowly(topic, raw, None)  # another version to upcast, or a type foreign to the topic
+    return _one_account(envelope)
+
+
+def _one_account(envelope: Envelope[Any]) -> Envelope[Any]:
+    mismatch = account_mismatch(envelope.account_id, envelope.payload)
+    if mismatch is not None:
+        raise DecodeError(f"schema-invalid: {mismatch}")
     return envelope
 
 
@@ -91,7 +98,7 @@ def _decode_slowly(topic: Topic, raw: bytes, error: ValidationError | None) -> E
     elif error is not None:
         raise DecodeError(_describe(error))
     try:  # as JSON again: strict validation of Python objects would refuse a time given as text
-        return _adapter(topic).validate_json(json.dumps(data), strict=True)
+        return _one_account(_adapter(topic).validate_json(json.dumps(data), strict=True))
     except ValidationError as again:
         raise DecodeError(_describe(again)) from None
 
