@@ -54,7 +54,8 @@ from schemas.topics import ACCOUNT_REPORTS, CLOSE_COMMANDS, EXPECTED_TRADES, POS
 ACCOUNTS = 1000
 ROUNDS = 20
 TIMED_RUNS = 2
-BASELINE = Topic("baseline-reports", 1, (), "The plain agent's input: the same bytes as the worker's inputs.")
+BASELINE = Topic("baseline-reports", 1, (), "The plain agent's input: the same bytes as the worker's inputs.",
+                 written_by="bench")
 INPUTS = (EXPECTED_TRADES, ACCOUNT_REPORTS, POSITION_REPORTS, TICKS)
 SYMBOLS = {"EURUSD": (1.085, 0.00001), "GBPUSD": (1.27, 0.00001), "USDJPY": (151.2, 0.001), "XAUUSD": (2350.0, 0.01)}
 
@@ -253,6 +254,9 @@ async def _prepare_throughput(settings: Settings) -> int:
     await ensure_topics(settings.kafka_bootstrap_servers, prefix, partitions=settings.topic_partitions,
                         topics=(BASELINE,))
     encoded = workload(ACCOUNTS, ROUNDS)
+    # The worker refuses the platform's trades for users it does not know: the accounts are users
+    # (with the table's default levels, as before they were users).
+    await _add_users(settings.database_url, [f"bench-{a:05d}" for a in range(ACCOUNTS)])
     ordered = [(t.name(prefix), k, v) for t in INPUTS for k, v in encoded[t.base]]
     await publish_raw(settings.kafka_bootstrap_servers, ordered)
     await publish_raw(settings.kafka_bootstrap_servers, [(BASELINE.name(prefix), k, v) for _, k, v in ordered])
@@ -317,6 +321,15 @@ async def _add_accounts(database_url: str, accounts: list[str]) -> None:
         await connection.executemany(
             "INSERT INTO users (id, display_name, close_grace_seconds) VALUES ($1, $1, 0) ON CONFLICT (id) DO "
             "UPDATE SET close_grace_seconds = 0", [(a,) for a in accounts])
+    finally:
+        await connection.close()
+
+
+async def _add_users(database_url: str, accounts: list[str]) -> None:
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        await connection.executemany("INSERT INTO users (id, display_name) VALUES ($1, $1) ON CONFLICT (id) DO NOTHING",
+                                     [(a,) for a in accounts])
     finally:
         await connection.close()
 

@@ -13,11 +13,14 @@ import logging
 import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+import asyncpg
+from aiokafka import AIOKafkaProducer, TopicPartition
 
-from infra.kafka import ensure_topics, make_consumer, make_producer, publish
+from infra.dburl import plain_url
+from infra.kafka import caught_up, ensure_topics, make_consumer, make_producer, publish
 from infra.settings import Settings
 from schemas import DecodeError, Envelope, decode, observed, utcnow
+from schemas.codec import decode_payload
 from schemas.envelope import DERIVED_ID_NAMESPACE
 from schemas.locks import AccountLocked, AccountUnlocked
 from schemas.platform import TradeApproved, TradeClosedByPlatform
@@ -63,12 +66,16 @@ async def publish_expected_trade(settings: Settings,
 def expectation_from_json(raw: str | bytes) -> Expectation:
     """A payload typed on the command line: a platform close if it has no entry price, else an approval.
 
-    Raises pydantic.ValidationError naming every bad field.
+    Decoded as strictly as every message on the topics (no text for numbers); raises DecodeError
+    (a ValueError) naming every bad field.
     """
-    data = json.loads(raw)
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise DecodeError(f"malformed JSON: {error}") from None
     if isinstance(data, dict) and "entry_price" not in data and "direction" not in data:
-        return TradeClosedByPlatform.model_validate(data)
-    return TradeApproved.model_validate(data)
+        return decode_payload(TradeClosedByPlatform, raw)
+    return decode_payload(TradeApproved, raw)
 
 
 class LockedAccounts:
@@ -104,3 +111,53 @@ async def follow_locks(settings: Settings, locked: LockedAccounts, *, stop: asyn
                         log.warning("platform: unusable account-locks message: %s", error.reason)
     finally:
         await consumer.stop()
+
+
+class UnknownReference(ValueError):
+    """An expectation naming a user or an approval reconguard does not know."""
+
+
+async def check_references(settings: Settings, trade: Expectation) -> None:
+    """Refuse (UnknownReference) a trade for a user not in ``users``, or a platform close of an
+    approval never published on the expected-trades topic."""
+    assert settings.database_url and settings.kafka_bootstrap_servers
+    connection = await asyncpg.connect(plain_url(settings.database_url), timeout=10)
+    try:
+        known = await connection.fetchval("SELECT 1 FROM users WHERE id = $1", trade.user_id)
+    finally:
+        await connection.close()
+    if not known:
+        raise UnknownReference(f"no user {trade.user_id!r}: add it with `reconguard users add` first")
+    if isinstance(trade, TradeClosedByPlatform) and not await approval_published(settings, trade):
+        raise UnknownReference(f"no approval {trade.approval_id!r} of {trade.user_id} was ever published")
+
+
+async def approval_published(settings: Settings, close: TradeClosedByPlatform) -> bool:
+    """Whether the expected-trades topic holds the approval ``close`` closes (read to its end)."""
+    assert settings.kafka_bootstrap_servers
+    name = EXPECTED_TRADES.name(settings.topic_prefix)
+    consumer = make_consumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                             fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        if not partitions:
+            return False
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        while not await caught_up(consumer, partitions):
+            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                if any(_approves(record.value, close) for record in records):
+                    return True
+        return False
+    finally:
+        await consumer.stop()
+
+
+def _approves(raw: bytes | None, close: TradeClosedByPlatform) -> bool:
+    try:
+        payload = decode(EXPECTED_TRADES, raw).payload
+    except DecodeError:
+        return False
+    return isinstance(payload, TradeApproved) and (payload.approval_id, payload.user_id) == (
+        close.approval_id, close.user_id)

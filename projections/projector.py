@@ -58,8 +58,11 @@ class Projector:
     """Turns one fetched batch into rows, dead letters and progress. Shared by live and replay."""
 
     def __init__(
-        self, *, writer: ProjectionWriter, producer: AIOKafkaProducer, prefix: str, since: datetime | None = None,
+        self, *, writer: ProjectionWriter, producer: AIOKafkaProducer | None, prefix: str,
+        since: datetime | None = None,
     ) -> None:
+        """``producer`` None: unusable messages are logged and counted, never dead-lettered (replay:
+        the live dead-letter topic belongs to the live consumers)."""
         self.writer = writer
         self.producer = producer
         self.prefix = prefix
@@ -104,6 +107,8 @@ class Projector:
         for item, reason in rejected:
             source = item.source
             log.warning("dead-lettering %s[%s]@%s: %s", source.topic, source.partition, source.offset, reason)
+            if self.producer is None:
+                continue
             envelope = dead_letter(consumer=self.writer.consumer, topic=source.topic, partition=source.partition,
                                    offset=source.offset, key=source.key, value=source.value, reason=reason)
             await send_dead_letter(self.producer, self.prefix, envelope)

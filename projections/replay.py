@@ -21,7 +21,7 @@ from aiokafka import TopicPartition
 from infra.db import migrate
 from infra.dburl import plain_url, with_database
 from infra.internals import refresh_metadata
-from infra.kafka import caught_up, make_consumer, make_producer
+from infra.kafka import caught_up, make_consumer
 from infra.settings import Settings
 from projections.history import archived, as_records
 from projections.projector import BatchOutcome, Projector, Records, WritePipeline
@@ -141,18 +141,16 @@ async def replay(
     assert settings.kafka_bootstrap_servers and settings.database_url
     await copy_identities(settings.database_url, target)
     writer = await ProjectionWriter.connect(plain_url(target.database_url), consumer="replay", schema=target.schema)
-    producer = make_producer(settings.kafka_bootstrap_servers)
     consumer = make_consumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
                              fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
-    await producer.start()
     await consumer.start()
     try:
         partitions = await _assign_all(consumer, projected_topic_names(settings.topic_prefix))
-        projector = Projector(writer=writer, producer=producer, prefix=settings.topic_prefix, since=since)
+        # No producer: replay writes nothing to Kafka, least of all to the live dead-letter topic.
+        projector = Projector(writer=writer, producer=None, prefix=settings.topic_prefix, since=since)
         return await _read_to_the_end(consumer, projector, partitions, target, progress)
     finally:
         await consumer.stop()
-        await producer.stop()
         await writer.close()
 
 

@@ -194,13 +194,18 @@ def publish_trade(
     Example: `echo '{"signal_id": "s1", "approval_id": "a1", "user_id": "u-alice", "symbol": "EURUSD",
     "direction": "buy", "volume": 0.1, "entry_price": 1.0841}' | reconguard publish-trade -`
     """
-    from producers.platform import expectation_from_json, publish_expected_trade
+    from producers.platform import UnknownReference, check_references, expectation_from_json, publish_expected_trade
 
     settings = connected(loaded_settings())
     try:
         trade = expectation_from_json(source.read())
     except ValueError as error:
-        console.print(f"[red]not a valid approved trade: {error}[/red]")
+        console.print(f"[red]not a valid approved trade: {error}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        asyncio.run(check_references(settings, trade))
+    except UnknownReference as error:
+        console.print(f"[red]refused: {error}[/red]", highlight=False)
         raise typer.Exit(2) from None
     envelope = asyncio.run(publish_expected_trade(settings, trade))
     console.print(f"published {envelope.event_type} {envelope.event_id}")
@@ -269,7 +274,7 @@ def replay(
             result = await run_replay(settings, target, since=since,
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
         console.print(f"{result.events_read} events read, {result.rows_inserted} rows written, "
-                      f"{result.dead_lettered} dead-lettered")
+                      f"{result.dead_lettered} unusable (logged; replay writes no dead letters)")
         for table, checksum in (await table_checksums(target.database_url, schema=target.schema)).items():
             console.print(f"  {table}: md5 {checksum}")
 

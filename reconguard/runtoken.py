@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from infra.db import make_engine, make_sessionmaker
@@ -56,12 +57,17 @@ async def hold(settings: Settings, *, stop: asyncio.Event, renew_every: timedelt
                 await asyncio.wait_for(stop.wait(), renew_every.total_seconds())
             if not stop.is_set():
                 await _renew(sessions)
-        await revoke_tokens_named(sessions=sessions, user_id=ADMIN, name=NAME)
-        log.info("the run's admin token is revoked")
+        try:
+            await revoke_tokens_named(sessions=sessions, user_id=ADMIN, name=NAME)
+        except (OSError, SQLAlchemyError) as error:  # it expires within a lease, and the next run revokes it
+            log.warning("could not revoke the run's admin token (%s); it expires within %s", type(error).__name__,
+                        LEASE)
+        else:
+            log.info("the run's admin token is revoked")
 
 
 async def _renew(sessions: async_sessionmaker) -> None:
     try:
         await extend_tokens_named(sessions=sessions, user_id=ADMIN, name=NAME, expires_at=utcnow() + LEASE)
-    except (OSError, ConnectionError) as error:  # the database is away: the lease still covers a retry
+    except (OSError, SQLAlchemyError) as error:  # the database is away: the lease still covers a retry
         log.warning("could not renew the run's admin token (%s); retrying", type(error).__name__)

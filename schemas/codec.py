@@ -2,6 +2,10 @@
 
 Faust topics carry raw bytes (it has no pydantic support), so this module is the only place
 the wire format is defined. Old schema versions are upcast here, never reinterpreted.
+
+Decoding is strict, for every payload declared now or later: a JSON value must already have the
+type the published JSON Schema gives it (``"1"`` is not an integer, ``"0.1"`` not a number,
+``true`` not a number); only what JSON cannot carry natively arrives as text (times, ids, enums).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
-from schemas.envelope import Envelope, Payload, envelope_of
+from schemas.envelope import Envelope, P, Payload, account_mismatch, envelope_of
 from schemas.reports import UPCASTS as REPORT_UPCASTS
 from schemas.topics import Topic
 
@@ -61,12 +65,19 @@ def decode(topic: Topic, raw: bytes | None) -> Envelope[Any]:
     if not raw:
         raise DecodeError("empty message")
     try:
-        envelope = _adapter(topic).validate_json(raw)
+        envelope = _adapter(topic).validate_json(raw, strict=True)
     except ValidationError as error:
         return _decode_slowly(topic, raw, error)
     payload_type = type(envelope.payload)  # the topic's payload for this event type, as validated
     if envelope.event_type != payload_type.event_type or envelope.schema_version != payload_type.schema_version:
         return _decode_slowly(topic, raw, None)  # another version to upcast, or a type foreign to the topic
+    return _one_account(envelope)
+
+
+def _one_account(envelope: Envelope[Any]) -> Envelope[Any]:
+    mismatch = account_mismatch(envelope.account_id, envelope.payload)
+    if mismatch is not None:
+        raise DecodeError(f"schema-invalid: {mismatch}")
     return envelope
 
 
@@ -87,8 +98,8 @@ def _decode_slowly(topic: Topic, raw: bytes, error: ValidationError | None) -> E
         data = _upcast(data, payload_type, version)
     elif error is not None:
         raise DecodeError(_describe(error))
-    try:
-        return _adapter(topic).validate_python(data)
+    try:  # as JSON again: strict validation of Python objects would refuse a time given as text
+        return _one_account(_adapter(topic).validate_json(json.dumps(data), strict=True))
     except ValidationError as again:
         raise DecodeError(_describe(again)) from None
 
@@ -104,6 +115,16 @@ def _upcast(data: dict[str, Any], payload_type: type[Payload], version: int) -> 
         data = {**data, "payload": step(data.get("payload", {})), "schema_version": version + 1}
         version += 1
     return data
+
+
+def decode_payload(payload_type: type[P], raw: str | bytes) -> P:
+    """One payload typed by a person or sent by a client (``publish-trade``), as strictly as ``decode``.
+
+    Raises DecodeError naming every bad field."""
+    try:
+        return payload_type.model_validate_json(raw, strict=True)
+    except ValidationError as error:
+        raise DecodeError(_describe(error)) from None
 
 
 def _describe(error: ValidationError) -> str:

@@ -24,9 +24,16 @@ class Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
+    #: Rules across fields that JSON Schema cannot say, as ``{id: sentence}``; the decoder enforces
+    #: them and the published schema lists them (``x-rules``). A subclass adds its own.
+    rules: ClassVar[dict[str, str]] = {}
 
 
 P = TypeVar("P", bound=Payload)
+
+
+#: The envelope's own rule across fields (see ``Payload.rules``).
+ENVELOPE_RULES = {"account-is-user": "account_id equals payload.user_id whenever the payload has a user_id"}
 
 
 class Envelope(BaseModel, Generic[P]):
@@ -43,6 +50,24 @@ class Envelope(BaseModel, Generic[P]):
     correlation_id: uuid.UUID | None = Field(default=None, description="The first event of the chain.")
     causation_id: uuid.UUID | None = Field(default=None, description="The event that caused this one.")
     payload: P
+
+
+def account_mismatch(account_id: str, payload: Payload) -> str | None:
+    """Why ``payload`` may not travel under ``account_id`` (ENVELOPE_RULES), or None.
+
+    Checked by the decoder and by ``observed``/``derived`` rather than by a model validator: a
+    Python validator on every envelope would cost the decoder a large share of its speed."""
+    user_id = getattr(payload, "user_id", None)
+    if user_id is not None and user_id != account_id:
+        return f"account_id {account_id!r} differs from payload.user_id {user_id!r}"
+    return None
+
+
+def _same_account(account_id: str, payload: Payload) -> str:
+    mismatch = account_mismatch(account_id, payload)
+    if mismatch is not None:
+        raise ValueError(mismatch)
+    return account_id
 
 
 @cache
@@ -72,7 +97,7 @@ def observed(
         schema_version=payload.schema_version,
         occurred_at=occurred_at,
         recorded_at=now,
-        account_id=account_id,
+        account_id=_same_account(account_id, payload),
         correlation_id=correlation_id,
         payload=payload,
     )
@@ -89,7 +114,7 @@ def derived(
         schema_version=payload.schema_version,
         occurred_at=occurred_at or cause.occurred_at,
         recorded_at=utcnow(),
-        account_id=account_id or cause.account_id,
+        account_id=_same_account(account_id or cause.account_id, payload),
         correlation_id=cause.correlation_id or cause.event_id,
         causation_id=cause.event_id,
         payload=payload,

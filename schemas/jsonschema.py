@@ -1,4 +1,10 @@
-"""JSON Schema of every topic's messages, for downstream consumers (written into docs/schemas/)."""
+"""JSON Schema of every topic's messages, for downstream consumers (written into docs/schemas/).
+
+Each schema is JSON Schema draft 2020-12 with an ``$id``, says exactly what the strict decoder
+(`schemas.codec`) accepts, and lists the rules across fields that JSON Schema cannot express
+(``x-rules``; the decoder enforces them). ``index.json`` says how the topics are keyed and encoded,
+how a reader picks a schema, how a new version ships, and which topics are internal.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,54 @@ import json
 from pathlib import Path
 from typing import Any
 
-from schemas.envelope import Envelope
-from schemas.topics import ALL_TOPICS
+from schemas.deadletters import DEAD_LETTER_CONSUMERS
+from schemas.envelope import ENVELOPE_RULES, Envelope, Payload
+from schemas.topics import ALL_TOPICS, Topic
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "docs" / "schemas"
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+ID_BASE = "urn:reconguard:schema:"
+
+CONVENTIONS = {
+    "key": "The Kafka key is the envelope's account_id (the account owner's user id) as UTF-8 bytes: one "
+           "account's messages stay in order on one partition.",
+    "value": "The Kafka value is one envelope as UTF-8 JSON (an object); no other encoding is used.",
+    "headers": "Kafka headers are not used: everything a reader needs is in the envelope.",
+    "schema_selection": "A topic may carry several event types: read event_type (and schema_version) from the "
+                        "envelope and validate against that event's schema listed below.",
+    "strictness": "Readers in reconguard decode strictly: numbers must be JSON numbers (never text), integers "
+                  "integer literals (1, never 1.0 or \"1\"), booleans JSON booleans (never 0/1), no unknown "
+                  "field; times are RFC 3339 with an offset, ids UUID text; the x-rules of each schema hold too.",
+    "versioning": "A compatible change (a new optional field, a new event type) ships in the same topic version "
+                  "with a new schema_version of that event, and readers upcast older versions. An incompatible "
+                  "change ships as a new topic (<base>.v<N+1>) written beside the old one until every reader "
+                  "has moved.",
+}
+INTERNAL_TOPICS = [
+    {"topic": "<prefix>-streams-<table>-changelog",
+     "description": "Faust table changelogs of the streams worker (tables such as reconciliation, drawdown, "
+                    "market): its private state, not a contract; do not read them."},
+    {"topic": "<prefix>-streams-__assignor-__leader",
+     "description": "Faust's partition assignor topic: internal to the worker group."},
+]
+
+
+def schema_id(topic: Topic, payload: type[Payload]) -> str:
+    return f"{ID_BASE}{topic.base}.v{topic.version}:{payload.event_type}:v{payload.schema_version}"
+
+
+def event_schema(topic: Topic, payload: type[Payload]) -> dict[str, Any]:
+    """The JSON Schema of ``payload``'s envelope on ``topic``."""
+    schema = Envelope[payload].model_json_schema()  # type: ignore[valid-type]
+    rules = {**ENVELOPE_RULES, **payload.rules} if "user_id" in payload.model_fields else dict(payload.rules)
+    schema = {"$schema": DIALECT, "$id": schema_id(topic, payload), **schema}
+    schema["title"] = f"{payload.event_type} on {topic.base}.v{topic.version}"
+    schema["description"] = " ".join((payload.__doc__ or payload.event_type).split())
+    schema["properties"]["event_type"]["const"] = payload.event_type
+    schema["properties"]["schema_version"]["const"] = payload.schema_version
+    if rules:
+        schema["x-rules"] = rules
+    return schema
 
 
 def rendered() -> dict[str, str]:
@@ -20,17 +70,19 @@ def rendered() -> dict[str, str]:
         folder = f"{topic.base}.v{topic.version}"
         events = []
         for payload in topic.payloads:
-            schema = Envelope[payload].model_json_schema()  # type: ignore[valid-type]
-            schema["title"] = f"{payload.event_type} on {topic.base}.v{topic.version}"
-            schema["properties"]["event_type"]["const"] = payload.event_type
-            schema["properties"]["schema_version"]["const"] = payload.schema_version
-            files[f"{folder}/{payload.event_type}.json"] = _dump(schema)
+            files[f"{folder}/{payload.event_type}.json"] = _dump(event_schema(topic, payload))
             events.append({"event_type": payload.event_type, "schema_version": payload.schema_version,
-                           "schema": f"{folder}/{payload.event_type}.json"})
+                           "schema": f"{folder}/{payload.event_type}.json", "$id": schema_id(topic, payload)})
         index.append({"topic": f"<prefix>.{topic.base}.v{topic.version}", "key": topic.key,
                       "written_by": topic.written_by,
                       "description": topic.description, "events": events})
-    files["index.json"] = _dump({"topics": index})
+    from schemas.asyncapi import document  # it builds on event_schema above
+
+    files["asyncapi.json"] = _dump(document())
+    files["index.json"] = _dump({
+        "conventions": CONVENTIONS, "topics": index, "internal_topics": INTERNAL_TOPICS,
+        "dead_letter_consumers": list(DEAD_LETTER_CONSUMERS),
+        "asyncapi": "asyncapi.json"})
     return files
 
 

@@ -16,6 +16,9 @@ class TradeApproved(Payload):
     """The platform approved a signal and placed (or will place) it on the user's account."""
 
     event_type: ClassVar[str] = "TradeApproved"
+    rules: ClassVar[dict[str, str]] = {
+        "stops-around-entry": "buy: stop_loss < entry_price < take_profit; sell: take_profit < entry_price < stop_loss "
+                              "(each stop only when given)"}
 
     signal_id: str = Field(min_length=1, max_length=64)
     approval_id: str = Field(min_length=1, max_length=64)

@@ -12,7 +12,7 @@ import math
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import DealEntry, DealReason, Direction, Money, Price, Symbol, Ticket, UserId, Volume
 from schemas.envelope import Payload
@@ -141,6 +141,7 @@ class TickReport(Payload):
 
     event_type: ClassVar[str] = "TickReport"
     schema_version: ClassVar[int] = 2
+    rules: ClassVar[dict[str, str]] = {"not-crossed": "ask is not below bid"}
 
     symbol: Symbol
     bid: Price
@@ -150,6 +151,12 @@ class TickReport(Payload):
     quoted_at: AwareDatetime = Field(description="True UTC")
     server_quoted_at: AwareDatetime | None = Field(default=None, description="As the terminal wrote it")
     market_open: bool = Field(default=True, description="The symbol's trade mode allows trading (not its session)")
+
+    @model_validator(mode="after")
+    def _not_crossed(self) -> TickReport:
+        if self.ask < self.bid:
+            raise ValueError(f"crossed quote: ask {self.ask} is below bid {self.bid}")
+        return self
 
     @property
     def price_digits(self) -> int:

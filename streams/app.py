@@ -178,6 +178,9 @@ class StreamsRuntime:
             envelope = decode(topic, record.value)
         except DecodeError as error:
             return [await self._dead_letter(record, error.reason)]
+        refused = await self._refusal(envelope, partition)
+        if refused is not None:
+            return [await self._dead_letter(record, refused)]
         sent: list[Any] = []
         for processor in self.routes.get(type(envelope.payload), ()):
             try:
@@ -190,6 +193,19 @@ class StreamsRuntime:
         if isinstance(envelope.payload, PositionReport):
             metrics.reconciliation_latency_seconds.observe(max(0.0, time.time() - envelope.occurred_at.timestamp()))
         return sent
+
+    async def _refusal(self, envelope: Envelope[Any], partition: int) -> str | None:
+        """Why the platform's input cannot be used (an unknown user or approval), or None."""
+        payload = envelope.payload
+        if not isinstance(payload, (TradeApproved, TradeClosedByPlatform)):
+            return None
+        if not await self.levels.knows(envelope.account_id):
+            return f"unknown user {envelope.account_id!r}: not in users"
+        if isinstance(payload, TradeClosedByPlatform) and \
+                payload.approval_id not in self.reconciliation.store.get(envelope.account_id, partition).expected:
+            return (f"unknown approval {payload.approval_id!r} of {envelope.account_id}: never approved "
+                    "(or closed longer ago than the retention)")
+        return None
 
     @staticmethod
     def _step(processor: Processor, envelope: Envelope[Any], partition: int, now: datetime

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import asyncpg
 
@@ -22,10 +23,23 @@ _QUERY = """SELECT id, warning_drawdown_percent, critical_drawdown_percent, dail
 
 
 class AccountLevelsBook:
+    #: A user not seen at the last read is looked up again at most this often (a user just added).
+    RECHECK_SECONDS = 1.0
+
     def __init__(self, database_url: str | None) -> None:
         self.database_url = database_url
         self.levels: dict[str, AccountLevels] = {}
         self.loaded = asyncio.Event()
+        self.read_once = False  # whether ``levels`` is the users table (not just the defaults)
+        self._read_at = 0.0
+
+    async def knows(self, account_id: str) -> bool:
+        """Whether ``account_id`` is a user; True while the table has never been read (no verdict)."""
+        if account_id in self.levels or not self.read_once:
+            return True
+        if time.monotonic() - self._read_at >= self.RECHECK_SECONDS:
+            await self.refresh()
+        return account_id in self.levels
 
     def get(self, account_id: str) -> AccountLevels:
         return self.levels.get(account_id, DEFAULT_LEVELS)
@@ -35,7 +49,9 @@ class AccountLevelsBook:
             self.loaded.set()
             return
         try:
+            self._read_at = time.monotonic()
             self.levels = await read_levels(self.database_url)
+            self.read_once = True
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
             log.warning("could not read guard levels from users (%s); keeping %d known", error, len(self.levels))
         finally:

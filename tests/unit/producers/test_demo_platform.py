@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
 from producers.platform import approval_event_id, expectation_from_json, expected_trade
+from schemas import DecodeError
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 
 APPROVED = ('{"signal_id": "sig-42", "approval_id": "apr-42", "user_id": "u-alice", "symbol": "EURUSD", '
@@ -36,7 +36,10 @@ def test_a_platform_close_is_read_from_json() -> None:
     pytest.param(APPROVED.replace('"stop_loss": 1.0921', '"stop_loss": 1.2'), id="stop on the wrong side"),
     pytest.param(APPROVED.replace('"volume": 0.5', '"volume": -1'), id="negative volume"),
     pytest.param(APPROVED.replace('"symbol"', '"symbl"'), id="a misspelt field is refused, not ignored"),
+    pytest.param(APPROVED.replace('"volume": 0.5', '"volume": "0.5"'), id="a number as text (strict, as the schema)"),
+    pytest.param(APPROVED.replace('"volume": 0.5', '"volume": true'), id="a boolean for a number"),
+    pytest.param(APPROVED[:-3], id="malformed JSON"),
 ])
 def test_bad_approvals_are_refused_before_anything_is_sent(raw: str) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(DecodeError):
         expectation_from_json(raw)
