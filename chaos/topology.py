@@ -214,12 +214,19 @@ class Topology:
             return all(s.alive() and not (s.down and s.down[-1][1] is None) for s in self.services.values())
 
     def _users(self) -> int:
+        return self._count("SELECT count(*) FROM users WHERE mt5_login IS NOT NULL")
+
+    def assessed_accounts(self) -> int:
+        """Accounts the guard has assessed at least once (it measures drawdown from what it has seen)."""
+        return self._count("SELECT count(DISTINCT user_id) FROM position_snapshots")
+
+    def _count(self, sql: str) -> int:
         import asyncpg
 
         async def count() -> int:
             connection = await asyncpg.connect(self.postgres.url)
             try:
-                return int(await connection.fetchval("SELECT count(*) FROM users WHERE mt5_login IS NOT NULL"))
+                return int(await connection.fetchval(sql))
             finally:
                 await connection.close()
 

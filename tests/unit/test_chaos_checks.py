@@ -15,6 +15,7 @@ from chaos.checks import (
     judge,
     liquidations,
     open_positions,
+    still_open_drives,
 )
 from chaos.schedule import FAULTS, plan_round
 from producers.mt5 import constants as c
@@ -80,3 +81,11 @@ def test_a_position_closed_twice_or_opened_by_a_close_is_counted():
     assert closes_per_position(deals) == (1, 1)
     assert closes_per_position(deals[:2]) == (0, 0)
     assert open_positions(deals) == {2}
+
+
+def test_a_drive_position_nobody_closed_is_found():
+    drive = Deal(1, 1, 5, c.DEAL_ENTRY_IN, 0, 2.0, T0, "chaos drive")
+    closed = Deal(1, 2, 5, c.DEAL_ENTRY_OUT, EXECUTOR_MAGIC, 2.0, T0 + 20)
+    other = Deal(1, 3, 6, c.DEAL_ENTRY_IN, 0, 1.0, T0, "by hand")
+    assert still_open_drives([drive, other], "chaos drive") == [drive]
+    assert still_open_drives([drive, closed, other], "chaos drive") == []
