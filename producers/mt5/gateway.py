@@ -3,7 +3,8 @@
 ``Gateway`` is what the poller and the close executor need. The three implementations all wrap an
 object with the ``MetaTrader5`` module's surface and differ only in how they get it:
 - NativeGateway: the ``MetaTrader5`` package itself (Windows only);
-- Mt5LinuxGateway: an ``mt5linux`` client talking RPyC to a terminal under Wine or in a container;
+- Mt5LinuxGateway: mt5linux's RPyC protocol to a terminal under Wine or in a container, or to
+  `reconguard simulator`;
 - SimulatorGateway: a SimulatedTerminal.
 
 Calls block, as the package's do; async callers run them in a thread executor. Results and failures are

@@ -39,7 +39,7 @@ class Simulator:
             [sys.executable, "-m", "reconguard.cli", "simulator", "--accounts", "2", "--base-port",
              str(self.base_port), "--state-dir", str(self.state_dir)], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, env=os.environ | {"RECONGUARD_LOG_LEVEL": "WARNING"})
-        wait_until(self._answers, timeout=30, message="simulator control port")
+        wait_until(self._answers, timeout=90, message="simulator control port")
 
     def _answers(self) -> bool:
         assert self.process is not None
