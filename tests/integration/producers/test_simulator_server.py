@@ -31,7 +31,7 @@ def wait_until(condition: Callable[[], bool], *, timeout: float, message: str) -
 
 class Simulator:
     def __init__(self, state_dir: Path) -> None:
-        self.state_dir, self.base_port = state_dir, random.randrange(20_000, 50_000)
+        self.state_dir, self.base_port = state_dir, random.randrange(20_000, 32_000)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
