@@ -15,6 +15,7 @@ from chaos.checks import (
     judge,
     liquidations,
     open_positions,
+    server_offset,
     still_open_drives,
 )
 from chaos.schedule import FAULTS, plan_round
@@ -89,3 +90,9 @@ def test_a_drive_position_nobody_closed_is_found():
     other = Deal(1, 3, 6, c.DEAL_ENTRY_IN, 0, 1.0, T0, "by hand")
     assert still_open_drives([drive, other], "chaos drive") == [drive]
     assert still_open_drives([drive, closed, other], "chaos drive") == []
+
+
+def test_deal_times_are_brought_back_to_utc_from_the_server_clock():
+    ahead = SimpleNamespace(now=lambda: T0, server_now=lambda: T0 + 7200.04)
+    assert server_offset(ahead) == 7200
+    assert server_offset(SimpleNamespace(now=lambda: T0)) == 0, "a simulator without a server clock"
