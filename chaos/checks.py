@@ -51,6 +51,7 @@ class Deal:
     magic: int
     volume: float
     time: float
+    comment: str = ""
 
 
 @dataclass
@@ -201,6 +202,22 @@ async def read_log(settings: Settings) -> dict[str, list[Record]]:
 
 
 def read_deals(broker: Any, logins: Iterable[int]) -> list[Deal]:
-    """Every deal of these accounts, from the simulator (by value)."""
-    return [Deal(login, d.ticket, d.position_id, d.entry, d.magic, d.volume, d.time_msc / 1000)
+    """Every deal of these accounts, from the simulator (by value), timed in UTC."""
+    offset = server_offset(broker)
+    return [Deal(login, d.ticket, d.position_id, d.entry, d.magic, d.volume, d.time_msc / 1000 - offset, d.comment)
             for login in logins for d in broker.deals(login)]
+
+
+def server_offset(broker: Any) -> float:
+    """How far the terminals' clock runs ahead of UTC (MT5 writes server time labelled as UTC), to the
+    minute; 0 for a simulator without a server clock of its own."""
+    try:
+        return round((broker.server_now() - broker.now()) / 60) * 60
+    except AttributeError:
+        return 0.0
+
+
+def still_open_drives(deals: Sequence[Deal], comment: str) -> list[Deal]:
+    """The positions the harness opened (marked by ``comment``) that nobody has closed."""
+    open_now = open_positions(deals)
+    return [d for d in deals if d.comment == comment and d.entry == c.DEAL_ENTRY_IN and d.position_id in open_now]

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +33,23 @@ from chaos.proxy import CuttableProxy
 from infra.embedded import EmbeddedPostgres, EmbeddedStartError, die_with_parent, free_port, tansu_binary, wait_until
 from infra.settings import Settings
 from producers.mt5.gateway import GatewayUnavailable, simulator_endpoints
+
+def free_port_block(count: int, *, low: int = 20_000, high: int = 32_000) -> int:
+    """The first of ``count`` consecutive free ports, below the kernel's ephemeral range (32768 up by
+    default), where the thousands of client sockets of a run can never take one of them."""
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(low, high - count)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no {count} consecutive free ports between {low} and {high}")
+
 
 SERVICES = ("simulator", "platform", "poller", "worker", "executor", "projector", "api", "telegram")
 COMMANDS = {"platform": "demo-platform"}
@@ -62,7 +81,7 @@ class Topology:
         self.logs = directory / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.broker_port, self.proxy_port = free_port(), free_port()
-        self.simulator_port = free_port()  # the control port; accounts follow it (see the simulator)
+        self.simulator_port = free_port_block(accounts + 5)  # the control port; the accounts' follow it
         self.http_port = free_port()
         self.postgres = EmbeddedPostgres(directory)
         self.proxy = CuttableProxy(self.proxy_port, ("127.0.0.1", self.broker_port))
@@ -214,12 +233,19 @@ class Topology:
             return all(s.alive() and not (s.down and s.down[-1][1] is None) for s in self.services.values())
 
     def _users(self) -> int:
+        return self._count("SELECT count(*) FROM users WHERE mt5_login IS NOT NULL")
+
+    def assessed_accounts(self) -> int:
+        """Accounts the guard has assessed at least once (it measures drawdown from what it has seen)."""
+        return self._count("SELECT count(DISTINCT user_id) FROM position_snapshots")
+
+    def _count(self, sql: str) -> int:
         import asyncpg
 
         async def count() -> int:
             connection = await asyncpg.connect(self.postgres.url)
             try:
-                return int(await connection.fetchval("SELECT count(*) FROM users WHERE mt5_login IS NOT NULL"))
+                return int(await connection.fetchval(sql))
             finally:
                 await connection.close()
 

@@ -12,6 +12,7 @@ table is compared by row id (the id of the event it was made from) and by conten
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -52,6 +53,8 @@ class Verification:
     progress: dict[tuple[str, int], int]
     schema: str
     unreadable: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> events the log lacks
+    # for the first changed row of each table: column -> (live value, replayed value)
+    changed_columns: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
 
     @property
     def differences(self) -> int:
@@ -147,11 +150,27 @@ async def verify(settings: Settings, *, schema: str | None = None, keep: bool = 
     try:
         replay = await asyncio.wait_for(replay_until(settings, target, progress), timeout)
         _, replayed = await read_rows(settings.database_url, schema=schema, consumer="verify")
+        diffs = [compare(t, live[t], replayed[t]) for t in TABLES]
+        columns = {d.table: await _column_diff(settings.database_url, schema, d.table, d.changed[0])
+                   for d in diffs if d.changed}
     finally:
         if not keep:
             await _drop_schema(settings.database_url, schema)
-    return Verification([compare(t, live[t], replayed[t]) for t in TABLES], replay.events, progress, schema,
-                        replay.unreadable)
+    return Verification(diffs, replay.events, progress, schema, replay.unreadable, columns)
+
+
+async def _column_diff(database_url: str, schema: str, table: str, row_id: str) -> dict[str, tuple[str, str]]:
+    """The columns where one live row and its replayed twin differ (the live row may have moved on since
+    the snapshot; the ids in the report are the ones to look at either way)."""
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        query = "SELECT row_to_json(t)::text FROM {} t WHERE id::text = $1"
+        live = await connection.fetchval(query.format(f"public.{table}"), row_id)
+        replayed = await connection.fetchval(query.format(f'"{schema}".{table}'), row_id)
+    finally:
+        await connection.close()
+    a, b = json.loads(live or "{}"), json.loads(replayed or "{}")
+    return {k: (str(a.get(k)), str(b.get(k))) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 async def _drop_schema(database_url: str, schema: str) -> None:
@@ -172,6 +191,9 @@ def report_lines(result: Verification, *, show: int = 5) -> list[str]:
             if ids:
                 more = f" (+{len(ids) - show} more)" if len(ids) > show else ""
                 lines.append(f"  {t.table} {kind}: {', '.join(ids[:show])}{more}")
+    for table, columns in result.changed_columns.items():
+        for column, (live, replayed) in columns.items():
+            lines.append(f"  {table} first changed row, {column}: live {live} / replay {replayed}")
     for partition, missing in sorted(result.unreadable.items()):
         lines.append(f"  {partition}: the log ends {missing} events before the live progress")
     return lines

@@ -3,7 +3,8 @@
 ``Gateway`` is what the poller and the close executor need. The three implementations all wrap an
 object with the ``MetaTrader5`` module's surface and differ only in how they get it:
 - NativeGateway: the ``MetaTrader5`` package itself (Windows only);
-- Mt5LinuxGateway: an ``mt5linux`` client talking RPyC to a terminal under Wine or in a container;
+- Mt5LinuxGateway: mt5linux's RPyC protocol to a terminal under Wine or in a container, or to
+  `reconguard simulator`;
 - SimulatorGateway: a SimulatedTerminal.
 
 Calls block, as the package's do; async callers run them in a thread executor. Results and failures are
@@ -162,7 +163,7 @@ class Mt5LinuxGateway(ModuleGateway):
       as the types of ``producers.mt5.types``; no netref outlives a call;
     - a broken bridge is a terminal without IPC: the call returns None/False and ``last_error()``
       says (-10004, ...), as the package does when its terminal is gone. The next call reconnects
-      (at most once per ``retry_seconds``) and repeats the last successful ``initialize`` first.
+      (after a timeout, not before ``retry_seconds``) and repeats the last successful ``initialize`` first.
     One gateway serialises its calls (an RPyC connection serves one request at a time).
     """
 
@@ -293,12 +294,14 @@ class _Bridge:
         try:
             if self._connection is None:
                 if time.monotonic() - self._failed_at < self.retry_seconds:
-                    return None
+                    return None  # the last connect timed out: do not make every call wait for another
                 self.connect()
             value = self._call(name, args, kwargs)
         except _BRIDGE_ERRORS as error:
             self.disconnect()
-            self._failed_at = time.monotonic()
+            # A refused or reset connection is retried at the next call (it costs nothing and the bridge
+            # may be back); only a connect that timed out (host unreachable) holds retries back.
+            self._failed_at = time.monotonic() if isinstance(error, TimeoutError) else float("-inf")
             self._bridge_error = (c.RES_E_INTERNAL_FAIL_CONNECT, f"No IPC connection (mt5linux bridge "
                                                                  f"{self.host}:{self.port}: {error!r})")
             return None

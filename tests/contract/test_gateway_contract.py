@@ -69,7 +69,7 @@ def _simulator_over_mt5linux() -> tuple[Gateway, int, str, str]:
     world.terminal(SIM_LOGIN, SIM_PASSWORD)
     for _ in range(20):
         try:
-            server = SimulatorServer(world, None, base_port=random.randrange(20_000, 60_000))
+            server = SimulatorServer(world, None, base_port=random.randrange(20_000, 32_000))
             break
         except OSError:  # that port was taken: try another
             continue

@@ -15,6 +15,8 @@ from chaos.checks import (
     judge,
     liquidations,
     open_positions,
+    server_offset,
+    still_open_drives,
 )
 from chaos.schedule import FAULTS, plan_round
 from producers.mt5 import constants as c
@@ -80,3 +82,17 @@ def test_a_position_closed_twice_or_opened_by_a_close_is_counted():
     assert closes_per_position(deals) == (1, 1)
     assert closes_per_position(deals[:2]) == (0, 0)
     assert open_positions(deals) == {2}
+
+
+def test_a_drive_position_nobody_closed_is_found():
+    drive = Deal(1, 1, 5, c.DEAL_ENTRY_IN, 0, 2.0, T0, "chaos drive")
+    closed = Deal(1, 2, 5, c.DEAL_ENTRY_OUT, EXECUTOR_MAGIC, 2.0, T0 + 20)
+    other = Deal(1, 3, 6, c.DEAL_ENTRY_IN, 0, 1.0, T0, "by hand")
+    assert still_open_drives([drive, other], "chaos drive") == [drive]
+    assert still_open_drives([drive, closed, other], "chaos drive") == []
+
+
+def test_deal_times_are_brought_back_to_utc_from_the_server_clock():
+    ahead = SimpleNamespace(now=lambda: T0, server_now=lambda: T0 + 7200.04)
+    assert server_offset(ahead) == 7200
+    assert server_offset(SimpleNamespace(now=lambda: T0)) == 0, "a simulator without a server clock"

@@ -42,14 +42,17 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_PORT = 18900
 CATCH_UP_LIMIT_SECONDS = 3600.0
 LOAD_LOGIN_BASE = 52_000_000  # load accounts: 52000001, 52000002, ...
-_READS = frozenset({
+_NOT_SAVED = frozenset({
     "last_error", "version", "terminal_info", "account_info", "positions_total", "positions_get", "orders_total",
     "orders_get", "history_orders_total", "history_deals_total", "history_orders_get", "history_deals_get",
     "order_check", "order_calc_margin", "order_calc_profit", "symbols_total", "symbols_get", "symbol_info",
     "symbol_info_tick", "copy_rates_from", "copy_rates_from_pos", "copy_rates_range", "copy_ticks_from",
     "copy_ticks_range", "market_book_get",
     # the broker's scenario hooks that only read
-    "now", "symbols", "tick", "deals", "authenticate"})
+    "now", "symbols", "tick", "deals", "authenticate",
+    # a terminal's session and Market Watch are not the world: after a restart clients log in again, as
+    # they must with a restarted terminal (and saving on each would stall every reconnecting client)
+    "initialize", "login", "shutdown", "symbol_select", "market_book_add", "market_book_release"})
 
 
 def load_login(index: int) -> int:
@@ -79,7 +82,7 @@ class Persisted:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._target, name)
-        if name in _READS or name.startswith("_") or not callable(value) or isinstance(value, type):
+        if name in _NOT_SAVED or name.startswith("_") or not callable(value) or isinstance(value, type):
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:

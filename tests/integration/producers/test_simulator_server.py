@@ -31,7 +31,7 @@ def wait_until(condition: Callable[[], bool], *, timeout: float, message: str) -
 
 class Simulator:
     def __init__(self, state_dir: Path) -> None:
-        self.state_dir, self.base_port = state_dir, random.randrange(20_000, 50_000)
+        self.state_dir, self.base_port = state_dir, random.randrange(20_000, 32_000)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -39,7 +39,7 @@ class Simulator:
             [sys.executable, "-m", "reconguard.cli", "simulator", "--accounts", "2", "--base-port",
              str(self.base_port), "--state-dir", str(self.state_dir)], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, env=os.environ | {"RECONGUARD_LOG_LEVEL": "WARNING"})
-        wait_until(self._answers, timeout=30, message="simulator control port")
+        wait_until(self._answers, timeout=90, message="simulator control port")
 
     def _answers(self) -> bool:
         assert self.process is not None

@@ -37,7 +37,7 @@ async def test_live_tables_equal_to_the_replay_verify_clean(settings, projected)
     assert sum(t.live for t in result.tables) == sum(t.replayed for t in result.tables) > 0
 
 
-async def test_a_deleted_and_an_invented_row_are_reported(settings, projected):
+async def test_a_deleted_an_invented_and_a_changed_row_are_reported(settings, projected):
     connection = await asyncpg.connect(plain_url(settings.database_url))
     try:
         gone = await connection.fetchval("DELETE FROM drawdown_alerts WHERE id = (SELECT id FROM drawdown_alerts "
@@ -46,13 +46,18 @@ async def test_a_deleted_and_an_invented_row_are_reported(settings, projected):
             "INSERT INTO reconciliation_logs SELECT gen_random_uuid(), "
             + ", ".join(f"t.{c}" for c in await _columns(connection, "reconciliation_logs") if c != "id")
             + " FROM reconciliation_logs t LIMIT 1 RETURNING id::text")
+        tampered = await connection.fetchval("UPDATE position_snapshots SET sync_error = 'tampered' WHERE id = "
+                                             "(SELECT id FROM position_snapshots ORDER BY id LIMIT 1) "
+                                             "RETURNING id::text")
         result = await verify(settings)
     finally:
         await connection.close()
     by_table = {t.table: t for t in result.tables}
     assert by_table["drawdown_alerts"].lost == [gone]
     assert by_table["reconciliation_logs"].extra == [invented]
-    assert result.differences == 2
+    assert by_table["position_snapshots"].changed == [tampered]
+    assert result.changed_columns["position_snapshots"]["sync_error"][0] == "tampered"
+    assert result.differences == 3
 
 
 async def _columns(connection: asyncpg.Connection, table: str) -> list[str]:
