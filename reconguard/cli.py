@@ -84,6 +84,10 @@ def run(
     """
     settings = loaded_settings()
     specs = EMBEDDED_RUN if demo_wanted(settings, demo) else PRODUCTION_RUN
+    if specs is EMBEDDED_RUN:
+        from producers.demo.service import demo_settings
+
+        settings = demo_settings(settings)
     _share_metrics_between_processes(settings)
     with embedded_or_given(settings) as resolved:
         _redact_database_password(resolved)

@@ -130,6 +130,12 @@ class MarketSettings(BaseModel):
             found = memo[key] = _strip(name, self)
         return found  # type: ignore[return-value]
 
+    def always_open(self) -> MarketSettings:
+        """This calendar with every class trading 24/7 and no holidays: for a simulated market that never
+        closes (the demo's), so the guard's sessions agree with it. A new object: derived values are not shared."""
+        return MarketSettings.model_validate(self.model_dump() | {
+            "classes": {name: SessionHours(always_open=True) for name in self.classes}, "holidays": ()})
+
     def hours(self, symbol: str) -> SessionHours:
         return self.classes[self.symbol_classes.get(self.base_symbol(symbol), self.default_class)]
 

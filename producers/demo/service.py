@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 DEMO_SEED = 20_240_108
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's market never closes (``demo_broker``), so the guard's market calendar must not either:
+    otherwise on a weekend the demo trades while the market guard thinks every market shut."""
+    guard = settings.guard.model_copy(update={"markets": settings.guard.markets.always_open()})
+    return settings.model_copy(update={"guard": guard})
+
+
 def demo_broker(*, seed: int = DEMO_SEED, start_time: float | None = None) -> SimulatedBroker:
     """The demo's market starts at the wall-clock time and never closes (weekends included)."""
     broker = SimulatedBroker(seed, start_time=time.time() if start_time is None else start_time,

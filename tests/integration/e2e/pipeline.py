@@ -37,7 +37,7 @@ Record = asyncpg.Record
 class Pipeline:
     def __init__(self, settings: Settings, *, broker: SimulatedBroker, steps: list[Step]) -> None:
         assert settings.database_url is not None and settings.kafka_bootstrap_servers is not None
-        self.settings, self.broker, self.steps = settings, broker, steps
+        self.settings, self.broker, self.steps = demo.demo_settings(settings), broker, steps
         self.stop_event = asyncio.Event()
         self.services: dict[str, asyncio.Task[None]] = {}
         self.db: asyncpg.Pool | None = None

@@ -72,3 +72,22 @@ async def test_every_divergence_kind_happens_within_two_minutes() -> None:
 
     dave = USERS["u-dave"]
     assert (dave.balance - worst["u-dave"]) / dave.balance * 100 > dave.critical_percent, "critical drawdown"
+
+
+def test_the_demo_guard_keeps_the_demo_market_hours_it_trades_in():
+    """The demo's simulated market never closes; the guard's calendar in the demo must agree (a Saturday,
+    gold's daily break and Christmas are open), while the production calendar keeps them shut."""
+    from datetime import UTC, datetime
+
+    from infra import sessions
+    from infra.settings import Settings
+    from producers.demo.service import demo_settings
+
+    production = Settings()
+    demo = demo_settings(production)
+    moments = [datetime(2026, 12, 5, 12, tzinfo=UTC), datetime(2026, 12, 2, 22, 30, tzinfo=UTC),
+               datetime(2026, 12, 25, 12, tzinfo=UTC)]
+    for at in moments:
+        assert sessions.is_open(demo.guard.markets, "XAUUSD", at), at
+        assert not sessions.is_open(production.guard.markets, "XAUUSD", at), at
+    assert production.guard.markets.classes["metals"].daily_breaks, "the production calendar is unchanged"
