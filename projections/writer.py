@@ -98,11 +98,8 @@ class ProjectionWriter:
             await self.connection.copy_records_to_table(f"stage_{table.name}", records=rows,
                                                         columns=list(table.columns))
             columns = ", ".join(table.columns)
-            latest = " DISTINCT ON (id)" if table.updates else ""
-            order = " ORDER BY id, revision DESC" if table.updates else ""
             status = await self.connection.execute(
-                f"INSERT INTO {table.name} ({columns}) SELECT{latest} {columns} FROM stage_{table.name}{order} "
-                f"{_on_conflict(table)}")
+                f"INSERT INTO {table.name} ({columns}) {_staged(table)} {_on_conflict(table)}")
             inserted += int(status.rsplit(" ", 1)[-1])
         return inserted
 
@@ -138,6 +135,18 @@ class ProjectionWriter:
             "ON CONFLICT (consumer, topic, partition) DO UPDATE SET "
             "next_offset = GREATEST(projection_progress.next_offset, EXCLUDED.next_offset), updated_at = now()",
             [(self.consumer, topic, partition, offset) for (topic, partition), offset in progress.items()])
+
+
+def _staged(table: TableSpec) -> str:
+    """The staged rows to insert. For a table of states, several states of one row in a batch end as if
+    written one by one: the columns a state does not update come from the first (lowest revision), the
+    updated ones from the last, so a live table and a replay (other batch boundaries) agree."""
+    if not table.updates:
+        return f"SELECT {', '.join(table.columns)} FROM stage_{table.name}"
+    picked = ", ".join("id" if c == "id" else f"last.{c}" if c in table.updates else f"first.{c}"
+                       for c in table.columns)
+    return (f"SELECT {picked} FROM (SELECT DISTINCT ON (id) * FROM stage_{table.name} ORDER BY id, revision) first "
+            f"JOIN (SELECT DISTINCT ON (id) * FROM stage_{table.name} ORDER BY id, revision DESC) last USING (id)")
 
 
 def _on_conflict(table: TableSpec) -> str:

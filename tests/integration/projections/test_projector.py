@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -13,9 +14,10 @@ import pytest
 from infra.dburl import plain_url
 from infra.kafka import ensure_topics, make_consumer, make_producer, publish_many
 from projections.projector import BatchOutcome, serve
-from schemas import decode, encode_key
+from schemas import decode, encode_key, observed
+from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
 from schemas.topics import ACCOUNT_STATE, ALERTS, DEAD_LETTERS, RECONCILIATION
-from tests.support.events import add_users, mixed_events
+from tests.support.events import EPOCH, add_users, mixed_events
 from tests.support.servers import unique_name
 from tests.support.waiting import eventually
 
@@ -178,3 +180,46 @@ async def test_a_crash_before_the_database_commit_loses_nothing(settings, monkey
     async with running_projector(settings, "early"):
         await eventually(lambda: _counts(settings), until=lambda c: c == _expected(events), timeout=60,
                          what="every event, the crashed batch included")
+
+
+def _alert_states(user_id: str, start) -> list:
+    """One alert through three states, each a little later and with other numbers, as the tracker
+    publishes them (same ``alert_id``, rising ``revision``)."""
+    first = observed(GuardAlertRaised(
+        user_id=user_id, alert_type=AlertType.DRAWDOWN_CRITICAL, action_taken=ActionTaken.WARNING_SENT,
+        status="open", message="warning", drawdown_percent=10.4, equity_gbp=8960.0, threshold_percent=10.0),
+        account_id=user_id, occurred_at=start)
+    later = [observed(GuardAlertRaised(
+        user_id=user_id, alert_type=AlertType.DRAWDOWN_CRITICAL, action_taken=action, status=status,
+        message=status, drawdown_percent=11.0 + n, equity_gbp=8800.0 - n, threshold_percent=10.0,
+        positions_closed_count=n, alert_id=first.event_id, revision=n), account_id=user_id,
+        occurred_at=start + timedelta(seconds=5 * n))
+        for n, (status, action) in enumerate([("ordered", ActionTaken.WARNING_SENT),
+                                              ("executed", ActionTaken.POSITIONS_CLOSED)], start=1)]
+    return [first, *later]
+
+
+async def test_an_alerts_states_in_one_batch_end_as_written_one_by_one(settings):
+    """Live, the states of an alert arrive in separate batches; a replay reads them in one. Both must
+    end with the first state's creation time and numbers, and the last state's outcome."""
+    batched, apart = _alert_states("u-ann", EPOCH), _alert_states("u-ben", EPOCH)
+    await _publish(settings, batched)
+    async with running_projector(settings, "states"):
+        for state in apart:  # one at a time: each in its own batch
+            await _publish(settings, [state])
+            await eventually(lambda: _counts(settings), until=lambda c: c["drawdown_alerts"] == 2, timeout=60,
+                             what="both alerts projected")
+        connection = await asyncpg.connect(plain_url(settings.database_url))
+        try:
+            async def rows():
+                return await connection.fetch(
+                    "SELECT user_id, created_at, drawdown_percent, equity_gbp, status, revision, "
+                    "positions_closed_count FROM drawdown_alerts ORDER BY user_id")
+            found = await eventually(rows, until=lambda rs: [r["revision"] for r in rs] == [2, 2], timeout=60,
+                                     what="the last state of both alerts")
+        finally:
+            await connection.close()
+    ann, ben = ({k: v for k, v in dict(r).items() if k != "user_id"} for r in found)
+    assert ann == ben
+    assert (ann["created_at"], float(ann["drawdown_percent"]), ann["status"], ann["positions_closed_count"]) == (
+        EPOCH, 10.4, "executed", 2)
