@@ -83,11 +83,25 @@ def embedded_or_given(settings: Settings) -> Iterator[Settings]:
         with os.fdopen(descriptor, "w") as file:
             json.dump({"pid": os.getpid(), "kafka_bootstrap_servers": endpoints.kafka_bootstrap_servers,
                        "database_url": endpoints.database_url}, file)
+        _interrupt_on_sigterm()
         try:
             yield resolved
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the services' own handlers: still an orderly stop
+            log.warning("stopped while starting")
         finally:
             _running_endpoints = None
             path.unlink(missing_ok=True)
+
+
+def _interrupt_on_sigterm() -> None:
+    """Until `run` installs its stop handlers, SIGTERM stops like Ctrl-C (servers stopped, exit code 0)."""
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _with(settings: Settings, endpoints: Endpoints) -> Settings:
