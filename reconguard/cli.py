@@ -83,12 +83,12 @@ def run(
     Example: `reconguard run` (Ctrl-C stops everything, servers included).
     """
     settings = loaded_settings()
+    _share_metrics_between_processes(settings)  # before anything that defines a metric is imported
     specs = EMBEDDED_RUN if demo_wanted(settings, demo) else PRODUCTION_RUN
     if specs is EMBEDDED_RUN:
         from producers.demo.service import demo_settings
 
         settings = demo_settings(settings)
-    _share_metrics_between_processes(settings)
     with embedded_or_given(settings) as resolved:
         _redact_database_password(resolved)
         console.print(f"broker {resolved.kafka_bootstrap_servers}, database ready; Ctrl-C stops everything")
