@@ -161,8 +161,6 @@ async def replay_archive(
     assert settings.kafka_bootstrap_servers and settings.database_url
     await copy_identities(settings.database_url, target)
     writer = await ProjectionWriter.connect(plain_url(target.database_url), consumer="replay", schema=target.schema)
-    producer = make_producer(settings.kafka_bootstrap_servers)
-    await producer.start()
     counts = _Counts()
 
     async def written(outcome: BatchOutcome) -> None:
@@ -171,13 +169,13 @@ async def replay_archive(
             progress(counts.read, None)
 
     try:
-        projector = Projector(writer=writer, producer=producer, prefix=settings.topic_prefix, since=since)
+        # No producer, as for ``replay``: nothing goes to Kafka, least of all to the live dead-letter topic.
+        projector = Projector(writer=writer, producer=None, prefix=settings.topic_prefix, since=since)
         pipeline = WritePipeline(projector, written=written)
         async for batch in archived(settings.database_url, projected_topic_names(settings.topic_prefix), since=since):
             await pipeline.put(as_records(batch))
         await pipeline.drain()
     finally:
-        await producer.stop()
         await writer.close()
     return counts.result(target)
 

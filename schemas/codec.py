@@ -94,7 +94,7 @@ def _decode_slowly(topic: Topic, raw: bytes, error: ValidationError | None) -> E
     if payload_type is None:
         raise DecodeError(f"event_type {event_type!r} does not belong on topic {topic.base}")
     version = data.get("schema_version")
-    if isinstance(version, int) and version != payload_type.schema_version:
+    if type(version) is int and version != payload_type.schema_version:  # JSON true is no version
         data = _upcast(data, payload_type, version)
     elif error is not None:
         raise DecodeError(_describe(error))

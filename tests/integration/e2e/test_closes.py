@@ -179,10 +179,12 @@ async def test_a_liquidation_refused_at_first_is_retried_and_confirmed(stage: St
     assert executed["total_loss_gbp"] == max(Decimal(0), -success["pnl_gbp"])
     assert executed["executed_at"] is not None and executed["executed_at"] >= failed["updated_at"]
     assert await stage.pipeline.open_tickets(DEMO_LOGIN[BOB]) == []
-    texts = await _telegram_texts(stage, BOB, count=3)
-    assert [t.split("</b>", 1)[0] for t in texts[:3]] == [
+    texts = await _telegram_texts(stage, BOB, count=4)
+    titles = [t.split("</b>", 1)[0] for t in texts]
+    assert [t for t in titles if "Account locked" not in t] == [
         "<b>🛑 Drawdown limit breached", "<b>❌ Close failed · Drawdown limit breached",
         "<b>✅ Positions closed · Drawdown limit breached"], "warning, failed, confirmed: one message each"
+    assert titles.count("<b>🔒 Account locked") == 1, "and one for the lock the liquidation put on the account"
 
 
 # --- a stop after a failed guard close ----------------------------------------------------------------------

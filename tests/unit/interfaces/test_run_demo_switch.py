@@ -30,5 +30,6 @@ def test_demo_wanted(description, servers, switch, expected):
 
 
 def test_without_the_demo_run_starts_the_poller_and_executor_on_real_terminals():
-    assert {s.name for s in PRODUCTION_RUN} == {"projector", "worker", "poller", "executor", "api", "telegram"}
+    assert {s.name for s in PRODUCTION_RUN} == {"projector", "worker", "poller", "executor", "api", "telegram",
+                                                  "archiver"}
     assert "demo" in {s.name for s in EMBEDDED_RUN} and not {"poller", "executor"} & {s.name for s in EMBEDDED_RUN}
