@@ -406,7 +406,7 @@ def simulate(
     The simulator, the poller's parsing, the worker's rules and the close executor, on a virtual
     clock: the same file and seed give a byte-identical decision log. Prints a summary table and
     checks the scenario's `expect` list (exit code 1 if one is not met, 2 if the file is invalid).
-    Example: `reconguard simulate docs/scenarios/drawdown-critical.yaml --log decisions.jsonl`
+    Example: `reconguard simulate docs/scenarios/guard-drawdown-critical.yaml --log decisions.jsonl`
     """
     from rich.table import Table
 

@@ -257,6 +257,7 @@ class Expected(Strict):
     action: str | None = Field(None, description="a guard alert's action_taken")
     status: str | None = Field(None, description="a guard alert's status, or a reconciliation row's")
     symbol: str | None = None
+    contains: str | None = Field(None, description="text the decision's payload (as JSON) contains")
     count: int | None = Field(None, ge=0, description="exactly this many (default: at least one)")
 
 

@@ -25,7 +25,7 @@ def test_each_library_scenario_meets_its_expectations(path):
 
 
 def test_the_same_file_and_seed_give_a_byte_identical_decision_log_and_another_seed_another_market():
-    scenario = load(LIBRARY / "drawdown-critical.yaml")
+    scenario = load(LIBRARY / "guard-drawdown-critical.yaml")
     first, second = play(scenario), play(scenario)
     assert first.lines == second.lines
     other = play(scenario, seed=scenario.seed + 1)
