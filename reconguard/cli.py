@@ -416,7 +416,7 @@ def simulate(
     try:
         loaded = load(scenario)
     except ScenarioError as error:
-        console.print(f"[red]{error}[/red]", highlight=False)
+        console.print(f"[red]{error}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     outcome = play(loaded, seed=seed)
     if log == "-":
@@ -432,7 +432,7 @@ def simulate(
     console.print(table)
     missed = unmet(loaded, outcome)
     for line in missed:
-        console.print(f"[red]not met:[/red] {line}", highlight=False)
+        console.print(f"[red]not met:[/red] {line}", highlight=False, soft_wrap=True)
     if loaded.expect:
         console.print(f"{len(loaded.expect) - len(missed)} of {len(loaded.expect)} expectations met")
     raise typer.Exit(1 if missed else 0)

@@ -289,6 +289,6 @@ def _matches(expected: Any, d: dict[str, Any]) -> bool:
     checks = ((expected.type, d["type"]), (expected.account, d["account"]), (expected.reason, reason),
               (expected.alert_type, p.get("alert_type")), (expected.action, p.get("action_taken")),
               (expected.status, p.get("status")), (expected.symbol, p.get("symbol")))
-    if expected.contains is not None and expected.contains not in json.dumps(p):
+    if expected.contains is not None and expected.contains not in json.dumps(p, sort_keys=True, separators=(",", ":")):
         return False
     return all(want is None or want == got for want, got in checks)

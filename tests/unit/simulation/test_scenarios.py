@@ -52,3 +52,33 @@ def test_a_bad_scenario_is_refused_naming_the_line_and_the_field(text, message):
 
 def test_the_published_json_schema_is_current():
     assert SCHEMA_FILE.read_text() == json_schema(), "run `reconguard docs` and commit docs/schemas"
+
+
+def test_every_kind_of_step_is_played_by_some_library_scenario():
+    from simulation.scenario import ACTIONS
+
+    used = {load(path).steps[i].action[0] for path in SCENARIOS for i in range(len(load(path).steps))}
+    assert set(ACTIONS) - used == set()
+
+
+def test_the_command_line_prints_the_summary_writes_the_log_and_says_what_is_not_met(tmp_path):
+    from typer.testing import CliRunner
+
+    from reconguard.cli import app
+
+    runner = CliRunner()
+    log = tmp_path / "decisions.jsonl"
+    done = runner.invoke(app, ["simulate", str(LIBRARY / "guard-drawdown-critical.yaml"), "--log", str(log)])
+    assert done.exit_code == 0, done.output
+    assert "expectations met" in done.output and "drawdown_critical/executed" in done.output
+    assert log.read_text().splitlines() == play(load(LIBRARY / "guard-drawdown-critical.yaml")).lines
+
+    unmet_file = tmp_path / "unmet.yaml"
+    unmet_file.write_text((LIBRARY / "guard-drawdown-critical.yaml").read_text()
+                          .replace("critical_drawdown_percent: 6", "critical_drawdown_percent: 60"))
+    assert runner.invoke(app, ["simulate", str(unmet_file)]).exit_code == 1
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\naccounts:\n  - id: a\n    leverage: 0\n")
+    refused = runner.invoke(app, ["simulate", str(bad)])
+    assert refused.exit_code == 2 and "bad.yaml:4: accounts[0].leverage" in refused.output
