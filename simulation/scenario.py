@@ -23,6 +23,8 @@ from producers.mt5.simulator import DEFAULT_START
 from schemas.common import Direction
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "docs" / "schemas" / "scenario.v1.schema.json"
+#: The guard profiles a scenario account may name (the rules of streams/drawdown: ``default``).
+PROFILES = ("default",)
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?!s))?\s*"
                        r"(?:(\d+(?:\.\d+)?)s)?\s*(?:(\d+)ms)?\s*$")
 
@@ -65,6 +67,13 @@ class Account(Strict):
     leverage: int = Field(100, gt=0)
     levels: Levels = Levels()
     profile: str = Field("default", description="the guard profile (today: `default`, the levels above)")
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        if value not in PROFILES:
+            raise ValueError(f"unknown guard profile {value!r} (known: {', '.join(PROFILES)})")
+        return value
 
 
 class Broker(Strict):

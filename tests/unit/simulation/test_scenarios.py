@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,19 @@ def test_the_command_line_prints_the_summary_writes_the_log_and_says_what_is_not
     bad.write_text("name: x\naccounts:\n  - id: a\n    leverage: 0\n")
     refused = runner.invoke(app, ["simulate", str(bad)])
     assert refused.exit_code == 2 and "bad.yaml:4: accounts[0].leverage" in refused.output
+
+
+def test_the_broker_clock_in_the_log_moves_from_utc_plus_2_to_plus_3_when_new_york_starts_summer_time():
+    scenario = parse("""
+name: dst
+start: 2024-03-09T12:00:00Z
+poll_interval: 1h
+duration: 1d12h
+accounts: [{id: u-alice}]
+""")
+    offsets = {}
+    for d in play(scenario).decisions:
+        if d["type"] == "AccountReport":
+            utc, broker = (datetime.fromisoformat(d[k].removesuffix("Z")) for k in ("utc", "broker"))
+            offsets[d["utc"][:10]] = (broker - utc).total_seconds() / 3600
+    assert offsets["2024-03-09"] == 2 and offsets["2024-03-10"] == 3  # New York: 2024-03-10 07:00 UTC
