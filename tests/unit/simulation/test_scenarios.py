@@ -58,7 +58,7 @@ def test_the_published_json_schema_is_current():
 def test_every_kind_of_step_is_played_by_some_library_scenario():
     from simulation.scenario import ACTIONS
 
-    used = {load(path).steps[i].action[0] for path in SCENARIOS for i in range(len(load(path).steps))}
+    used = {step.action[0] for path in SCENARIOS for step in load(path).steps}
     assert set(ACTIONS) - used == set()
 
 
