@@ -160,7 +160,7 @@ class Simulation:
         self.polls += 1
         for account in self.accounts.values():
             for event in self._poll(account):
-                await self.take(self.worker.process(event, self.now), cause=event)
+                await self.take(self.worker.process(event, self.now))
 
     def _poll(self, a: Polled) -> list[Envelope[Any]]:
         """One account's poll as the poller makes it (position report first), with deterministic ids."""
@@ -194,8 +194,12 @@ class Simulation:
 
     # --- the worker's outputs, the executor ----------------------------------------------------------------
 
-    async def take(self, outputs: list[Envelope[Any]], cause: Envelope[Any] | None = None) -> None:
+    async def take(self, outputs: list[Envelope[Any]]) -> None:
         """Log the worker's decisions; hand close commands to the executor and its results back."""
+        for failed in self.worker.failures:  # the worker dead-letters an event a rule raised on, and goes on
+            self.log(failed.event, {"id": str(failed.event.event_id), "dead_lettered": f"{failed.rule} rule failed: "
+                                                                                       f"{failed.error}"})
+        self.worker.failures.clear()
         for output in outputs:  # all of them first: the worker publishes a batch's outputs together
             self.log(output, {"id": str(output.event_id), "payload": output.payload.model_dump(mode="json")})
             self.locked.apply(output)

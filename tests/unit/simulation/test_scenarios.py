@@ -99,3 +99,16 @@ accounts: [{id: u-alice}]
             utc, broker = (datetime.fromisoformat(d[k].removesuffix("Z")) for k in ("utc", "broker"))
             offsets[d["utc"][:10]] = (broker - utc).total_seconds() / 3600
     assert offsets["2024-03-09"] == 2 and offsets["2024-03-10"] == 3  # New York: 2024-03-10 07:00 UTC
+
+
+def test_an_event_a_rule_raises_on_is_dead_lettered_in_the_log_and_the_run_goes_on(monkeypatch):
+    from streams.market import rules as market
+
+    def broken(state, event, config):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(market, "handle", broken)
+    outcome = play(load(LIBRARY / "guard-drawdown-critical.yaml"))
+    dead = [d for d in outcome.decisions if "dead_lettered" in d]
+    assert dead and dead[0]["dead_lettered"] == "market rule failed: RuntimeError('boom')"
+    assert any(d["type"] == "PositionClosed" for d in outcome.decisions), "the other rules went on"
