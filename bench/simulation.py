@@ -19,7 +19,7 @@ from simulation.scenario import Scenario
 ACCOUNTS = 10
 SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "EURGBP", "XAUUSD")
 #: Seconds simulated (a day by default; BENCH_SIMULATION_SECONDS shortens it for a quick look).
-SECONDS = float(os.environ.get("BENCH_SIMULATION_SECONDS", 86_400))
+SECONDS = float(os.environ.get("BENCH_SIMULATION_SECONDS", "86400"))
 
 
 def trading_day(seconds: float = SECONDS) -> Scenario:

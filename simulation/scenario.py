@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from infra.settings import GuardSettings
 from infra.settings.markets import NEW_YORK_CLOSE, check_clock_rule
@@ -82,7 +91,7 @@ class Broker(Strict):
     sessions: bool = Field(True, description="follow the market calendar (closed markets, weekends)")
 
     @model_validator(mode="after")
-    def _clock(self) -> "Broker":
+    def _clock(self) -> Broker:
         check_clock_rule(self.server_clock)
         return self
 
@@ -159,7 +168,7 @@ class Move(Strict):
     over: Duration = 0.0
 
     @model_validator(mode="after")
-    def _one(self) -> "Move":
+    def _one(self) -> Move:
         if (self.points is None) == (self.percent is None):
             raise ValueError("give exactly one of points and percent")
         return self
@@ -242,7 +251,7 @@ class Step(Strict):
     restart_worker: Literal[True] | None = None
 
     @model_validator(mode="after")
-    def _one_action(self) -> "Step":
+    def _one_action(self) -> Step:
         given = [name for name in ACTIONS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"a step takes exactly one action of {', '.join(ACTIONS)}; got {given or 'none'}")
@@ -299,7 +308,7 @@ class Scenario(Strict):
         return value
 
     @model_validator(mode="after")
-    def _references(self) -> "Scenario":
+    def _references(self) -> Scenario:
         ids = [a.id for a in self.accounts]
         if len(set(ids)) != len(ids):
             raise ValueError("two accounts have the same id")

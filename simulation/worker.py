@@ -28,7 +28,12 @@ from schemas.commands import ClosePosition
 from schemas.locks import UnlockAccount
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
-from schemas.results import PositionClosed, PositionCloseDeferred, PositionCloseFailed, PositionCloseSuperseded
+from schemas.results import (
+    PositionClosed,
+    PositionCloseDeferred,
+    PositionCloseFailed,
+    PositionCloseSuperseded,
+)
 from streams.alerts import lifecycle
 from streams.alerts.state import ORDERED, AlertsState
 from streams.decisions import Decision
@@ -55,7 +60,7 @@ class Rule:
     name: str
     reads: tuple[type, ...]
     state_type: type
-    step: Callable[["Worker", Any, Envelope[Any], datetime], Decision[Any]]
+    step: Callable[[Worker, Any, Envelope[Any], datetime], Decision[Any]]
 
 
 #: The processors of ``StreamsRuntime``, in its order, reading the same types (a unit test compares them).
