@@ -87,7 +87,7 @@ class Simulation:
     def __init__(self, scenario: Scenario, *, seed: int | None = None, log_reports: bool = True) -> None:
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else seed
-        self.guard = GuardSettings(**scenario.guard)
+        self.guard = _with_clock_rules(GuardSettings(**scenario.guard), scenario.accounts)
         self.log_reports = log_reports
         self.now = scenario.start
         self.broker = SimulatedBroker(self.seed, start_time=scenario.start.timestamp(), markets=self.guard.markets,
@@ -238,7 +238,8 @@ REPORT_TYPES = (AccountReport, PositionReport, AccountSyncFailed)
 
 def _report_summary(p: Any) -> dict[str, Any]:
     if isinstance(p, AccountReport):
-        return {"equity": p.equity, "balance": p.balance, "gbp_rate": p.gbp_rate, "poll_seq": p.poll_seq}
+        return {"equity": p.equity, "balance": p.balance, "gbp_rate": p.gbp_rate, "poll_seq": p.poll_seq,
+                "server_time": None if p.server_time is None else p.server_time.isoformat()}
     if isinstance(p, PositionReport):
         return {"tickets": [x.ticket for x in p.positions], "closed_deals": [d.ticket for d in p.closed_deals]}
     return {"stage": p.stage, "error_code": p.error_code, "error": p.error_message}
@@ -250,6 +251,15 @@ def _glitched(read: AccountRead, glitch: dict[str, float]) -> AccountRead:
         return read
     info = read.info._replace(equity=glitch["equity"]) if "equity" in glitch else read.info
     return replace(read, info=info, gbp_rate=glitch.get("gbp_rate", read.gbp_rate))
+
+
+def _with_clock_rules(guard: GuardSettings, accounts: list[Account]) -> GuardSettings:
+    """The guard settings with each account's own broker clock rule (``markets.server_clocks``), if given."""
+    rules = {a.id: a.server_clock for a in accounts if a.server_clock is not None}
+    if not rules:
+        return guard
+    markets = guard.markets.model_copy(update={"server_clocks": guard.markets.server_clocks | rules})
+    return guard.model_copy(update={"markets": markets})
 
 
 def _user(account: Account, login: int) -> DemoUser:

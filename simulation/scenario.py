@@ -76,6 +76,14 @@ class Account(Strict):
     leverage: int = Field(100, gt=0)
     levels: Levels = Levels()
     profile: str = Field("default", description="the guard profile (today: `default`, the levels above)")
+    server_clock: str | None = Field(None, description="the poller's clock rule for this account (MarketSettings."
+                                                       "server_clocks): auto, new-york-close, UTC+HH:MM or a zone; "
+                                                       "default: the guard's markets.server_clock (auto)")
+
+    @field_validator("server_clock")
+    @classmethod
+    def _clock_rule(cls, value: str | None) -> str | None:
+        return None if value is None else check_clock_rule(value)
 
     @field_validator("profile")
     @classmethod

@@ -112,3 +112,21 @@ def test_an_event_a_rule_raises_on_is_dead_lettered_in_the_log_and_the_run_goes_
     dead = [d for d in outcome.decisions if "dead_lettered" in d]
     assert dead and dead[0]["dead_lettered"] == "market rule failed: RuntimeError('boom')"
     assert any(d["type"] == "PositionClosed" for d in outcome.decisions), "the other rules went on"
+
+
+def test_an_account_whose_clock_rule_is_wrong_reads_the_broker_clock_off_by_the_difference():
+    text = """
+name: clock
+duration: 5s
+accounts:
+  - {id: u-right, server_clock: new-york-close}
+  - {id: u-wrong, server_clock: "UTC+00:00"}
+"""
+    reports = {d["account"]: d for d in play(parse(text), log_reports=True).decisions if d["type"] == "AccountReport"}
+    right, wrong = reports["u-right"], reports["u-wrong"]
+    assert right["utc"] == wrong["utc"] == "2024-01-08T08:00:05Z"
+    assert right["broker"] == wrong["broker"] == "2024-01-08T10:00:05", "the broker's real clock: UTC+2"
+    assert right["server_time"].startswith("2024-01-08T10:00:05"), "the poller reads the clock right"
+    assert wrong["server_time"].startswith("2024-01-08T08:00:05"), "a wrong rule: the poller is 2 h off"
+    with pytest.raises(ScenarioError, match="server_clock"):
+        parse(text.replace('"UTC+00:00"', "mars-time"))
