@@ -8,6 +8,12 @@ worker's timer: due liquidations and the alert tracker's retries and answer time
 ``replay(worker, events)`` feeds events in time order and sweeps in between, on the sweep grid,
 only when something is due, so a day of history costs what its events cost.
 
+Feed it the worker's outside inputs only (account, position and tick reports, approved trades and
+platform closes, close results, unlocks): its own close commands are read back here, so a recorded
+command fed in as well would be handled twice. ``levels`` gives each account's guard levels (the
+``users`` row in production). After a run, ``states`` holds every account's state per processor,
+and ``failures`` the events a rule raised on (the worker dead-letters them and goes on).
+
 Nothing here reads the wall clock: ``now`` is the event's own time or the caller's virtual time,
 so the same inputs give the same outputs (ids included, as they are derived from their causes).
 """
