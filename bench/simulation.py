@@ -1,0 +1,48 @@
+"""Simulation speed: simulated seconds per wall second, 10 accounts polled at 1 Hz over a trading day.
+
+The scenario: ten accounts, each holding three positions on different symbols from the first minute,
+through a whole trading day (Monday 00:00 to 24:00 UTC: the FX markets' quiet Asian hours, London,
+New York and the daily break), with the decision log built as ``reconguard simulate`` builds it.
+The baseline is real time (1 simulated second per wall second): the ratio is the speed-up. Target: ≥ 500×.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from simulation.runner import play
+from simulation.scenario import Scenario
+
+ACCOUNTS = 10
+SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "EURGBP", "XAUUSD")
+#: Seconds simulated (a day by default; BENCH_SIMULATION_SECONDS shortens it for a quick look).
+SECONDS = float(os.environ.get("BENCH_SIMULATION_SECONDS", "86400"))
+
+
+def trading_day(seconds: float = SECONDS) -> Scenario:
+    accounts = [{"id": f"u-bench-{i}", "currency": ("GBP", "USD", "EUR")[i % 3], "balance": 100_000,
+                 "levels": {"critical_drawdown_percent": 50, "warning_drawdown_percent": 40,
+                            "daily_loss_limit_percent": 50}} for i in range(ACCOUNTS)]
+    steps: list[dict[str, Any]] = [
+        {"at": 30 + i, "approve": {"account": f"u-bench-{i}", "signal": f"sig-{i}-{k}",
+                                   "symbol": SYMBOLS[(i + k) % len(SYMBOLS)], "direction": "buy" if k % 2 else "sell",
+                                   "volume": 0.1}}
+        for i in range(ACCOUNTS) for k in range(3)]
+    return Scenario.model_validate({"name": "bench-trading-day", "seed": 1, "accounts": accounts, "steps": steps,
+                                    "start": datetime(2024, 1, 8, tzinfo=UTC), "duration": seconds,
+                                    "expect": []})
+
+
+def main() -> dict[str, Any]:
+    scenario = trading_day()
+    started = time.perf_counter()
+    outcome = play(scenario)
+    wall = time.perf_counter() - started
+    return {"accounts": ACCOUNTS, "simulated_seconds": outcome.simulated_seconds, "polls": outcome.polls,
+            "decision_log_lines": len(outcome.lines), "wall_seconds": round(wall, 3),
+            "baseline_real_time_ratio": 1.0,
+            "simulated_seconds_per_wall_second": round(outcome.simulated_seconds / wall, 1),
+            "target_met (>= 500x)": outcome.simulated_seconds / wall >= 500}

@@ -1,0 +1,308 @@
+"""A scenario played in virtual time: the simulator, the poller's parsing, the worker's rules, the executor.
+
+Nothing here waits for the wall clock. The loop moves a virtual clock from event to event: a step of
+the scenario, a poll (every ``poll_interval``), a sweep of the worker's timer (only when something is
+due), the end of a fault. At each poll every account's terminal is read as the poller reads it
+(``read_account``, ``conclude_poll``), the reports go through the worker's processors
+(``simulation.worker``), their close commands through the close executor (``Executor.handle`` with
+its in-memory ledger, trading on the simulated terminal), and its results back into the worker.
+
+Every id is derived from the seed and the scenario (observations) or from its cause (decisions), and
+every time is the virtual clock's, so the same file and seed give a byte-identical decision log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from infra.brokerclock import BrokerClock, server_clock_at
+from infra.settings import AccountLevels, GuardSettings
+from producers.demo.accounts import DemoUser, attach
+from producers.demo.script import DemoPlatform
+from producers.executor.ledger import LogLedger
+from producers.executor.loop import Executor, ExecutorConfig, market_calendar
+from producers.mt5.gateway import Gateway
+from producers.mt5.simulator import SimulatedBroker
+from producers.platform import LockedAccounts, approval_event_id
+from producers.poller.client import AccountRead, ReadFailed, SymbolCache, read_account
+from producers.poller.parsing import PollState, conclude_poll, latest_tick_msc, sync_failed
+from schemas import Envelope, observed
+from schemas.commands import ClosePosition
+from schemas.envelope import DERIVED_ID_NAMESPACE
+from schemas.platform import TradeApproved, TradeClosedByPlatform
+from schemas.reports import AccountReport, AccountSyncFailed, PositionReport
+from simulation.actions import act, apply_move
+from simulation.scenario import Account, Move, Scenario
+from simulation.worker import DEFAULT_SWEEP, Worker, on_grid
+
+FIRST_LOGIN = 51_000_001
+
+
+@dataclass
+class Polled:
+    """One account as the poller sees it: its terminal, what it remembers, its clock."""
+
+    user: DemoUser
+    levels: AccountLevels
+    terminal: Gateway
+    seq: int
+    clock: BrokerClock
+    state: PollState = field(default_factory=PollState)
+    cache: SymbolCache = field(default_factory=SymbolCache)
+    glitch: dict[str, float] = field(default_factory=dict)  # the next reading's wrong figures
+
+
+class _Executor(Executor):
+    """The close executor with its in-memory ledger; results are returned, not published."""
+
+    async def _publish(self, results: list[Envelope[Any]]) -> list[Envelope[Any]]:
+        return results
+
+
+@dataclass
+class Outcome:
+    """What a run produced: the decision log (one JSON object a line) and its counts."""
+
+    lines: list[str]
+    decisions: list[dict[str, Any]]
+    polls: int
+    simulated_seconds: float
+
+    def summary(self) -> list[tuple[str, str, str, int]]:
+        """(account, type, reason or status, count), sorted: the summary table's rows."""
+        counts = Counter((d["account"], d["type"], _kind(d)) for d in self.decisions if d["type"] not in REPORTS)
+        return sorted((a, t, k, n) for (a, t, k), n in counts.items())
+
+
+REPORTS = ("AccountReport", "PositionReport", "AccountSyncFailed")
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario, *, seed: int | None = None, log_reports: bool = True) -> None:
+        self.scenario = scenario
+        self.seed = scenario.seed if seed is None else seed
+        self.guard = _with_clock_rules(GuardSettings(**scenario.guard), scenario.accounts)
+        self.log_reports = log_reports
+        self.now = scenario.start
+        self.broker = SimulatedBroker(self.seed, start_time=scenario.start.timestamp(), markets=self.guard.markets,
+                                      server_clock=scenario.broker.server_clock, sessions=scenario.broker.sessions)
+        self.accounts: dict[str, Polled] = {}
+        users, platform_terminals, executor_terminals = {}, {}, {}
+        first_seq = int(scenario.start.timestamp() * 1000)
+        for i, account in enumerate(scenario.accounts):
+            user = _user(account, FIRST_LOGIN + i)
+            self.broker.add_account(user.login, "demo", currency=user.currency, balance=user.balance,
+                                    leverage=user.leverage, name=user.display_name)
+            users[user.user_id] = user
+            platform_terminals[user.user_id], executor_terminals[user.user_id] = attach(self.broker, user), \
+                attach(self.broker, user)
+            markets = self.guard.markets
+            self.accounts[user.user_id] = Polled(user, AccountLevels(**account.levels.model_dump()),
+                                                 attach(self.broker, user), first_seq, BrokerClock(
+                markets.clock_rule(user.user_id, str(user.login)), markets.server_clock_assumed))
+        self.locked = LockedAccounts()
+        self.platform = DemoPlatform(self.broker, users=users, gateways=platform_terminals, publish=self._expect,
+                                     locked=self.locked)
+        self.executor = _Executor(gateways=executor_terminals, ledger=LogLedger(None), producer=None, prefix="",
+                                  config=ExecutorConfig(next_open=market_calendar(self.guard)),
+                                  clock=lambda: self.now)
+        self.worker = Worker(self.guard, levels=lambda account_id: self.accounts[account_id].levels)
+        self.sweep_interval = DEFAULT_SWEEP
+        self.decisions: list[dict[str, Any]] = []
+        self.releases: list[tuple[datetime, int, Any]] = []  # (when, order, undo) of timed faults
+        self.moves: list[tuple[Move, datetime, datetime, list[float]]] = []
+        self.polls = 0
+
+    # --- the loop -------------------------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        s = self.scenario
+        steps = sorted(zip(s.times(), range(len(s.steps)), s.steps, strict=True), key=lambda x: (x[0], x[1]))
+        end, poll = s.end(), timedelta(seconds=s.poll_interval)
+        next_poll, i = s.start, 0
+        while True:
+            due = self.worker.next_due()
+            sweep_at = on_grid(max(due, self.now), self.sweep_interval) if due is not None else None
+            candidates = [next_poll] + ([steps[i][0]] if i < len(steps) else []) + \
+                ([sweep_at] if sweep_at is not None else []) + [r[0] for r in self.releases]
+            t = min(candidates)
+            if t > end:
+                break
+            self._advance(t)
+            for when, order, undo in sorted(r for r in self.releases if r[0] <= t):
+                undo()
+            self.releases = [r for r in self.releases if r[0] > t]
+            while i < len(steps) and steps[i][0] <= t:
+                await self._act(steps[i][2], steps[i][1])
+                i += 1
+            if sweep_at is not None and sweep_at <= t:
+                await self.take(self.worker.sweep(t))
+            if next_poll <= t:
+                self._apply_moves(t)
+                await self._poll_all()
+                next_poll += poll
+        return Outcome([json.dumps(d, sort_keys=True, separators=(",", ":")) for d in self.decisions],
+                       self.decisions, self.polls, (self.now - s.start).total_seconds())
+
+    def _advance(self, t: datetime) -> None:
+        self.now = max(self.now, t)
+        self.broker.advance_to(self.now.timestamp())
+
+    # --- the poller ------------------------------------------------------------------------------------
+
+    async def _poll_all(self) -> None:
+        self.polls += 1
+        for account in self.accounts.values():
+            for event in self._poll(account):
+                await self.take(self.worker.process(event, self.now))
+
+    def _poll(self, a: Polled) -> list[Envelope[Any]]:
+        """One account's poll as the poller makes it (position report first), with deterministic ids."""
+        seq, at, user_id = a.seq, self.now, a.user.user_id
+        a.seq += 1
+        offset = a.clock.offset_minutes(at)
+        server_now = server_clock_at(at, offset)
+        try:
+            read = read_account(a.terminal, login=a.user.login, cache=a.cache, previous=a.state.volumes,
+                                pending=a.state.waiting, flows_since=a.state.flows_since,
+                                server_now=int(server_now.timestamp()))
+        except ReadFailed as failed:
+            failure = sync_failed(user_id=user_id, login=a.user.login, poll_seq=seq, stage=failed.stage,
+                                  error_code=failed.code, error_message=failed.message)
+            return [self._observed(failure, user_id, f"{seq}")]
+        a.clock.observe(latest_tick_msc(read.ticks.values()), at)
+        offset = a.clock.offset_minutes(at)
+        outcome = conclude_poll(_glitched(read, a.glitch), a.state, user_id=user_id, poll_seq=seq, offset=offset,
+                                server_now=server_clock_at(at, offset))
+        a.state, a.glitch = outcome.state, {}
+        return [self._observed(outcome.positions, user_id, f"{seq}"),
+                self._observed(outcome.account, user_id, f"{seq}"),
+                *(self._observed(t, user_id, f"{seq}/{t.symbol}") for t in outcome.ticks)]
+
+    def _observed(self, payload: Any, account_id: str, key: str) -> Envelope[Any]:
+        event_id = uuid.uuid5(DERIVED_ID_NAMESPACE, f"scenario/{self.seed}/{account_id}/{payload.event_type}/{key}")
+        event = observed(payload, account_id=account_id, occurred_at=self.now, event_id=event_id)
+        if self.log_reports and isinstance(payload, REPORT_TYPES):
+            self.log(event, _report_summary(payload))
+        return event
+
+    # --- the worker's outputs, the executor ----------------------------------------------------------------
+
+    async def take(self, outputs: list[Envelope[Any]]) -> None:
+        """Log the worker's decisions; hand close commands to the executor and its results back."""
+        for failed in self.worker.failures:  # the worker dead-letters an event a rule raised on, and goes on
+            self.log(failed.event, {"id": str(failed.event.event_id), "dead_lettered": f"{failed.rule} rule failed: "
+                                                                                       f"{failed.error}"})
+        self.worker.failures.clear()
+        for output in outputs:  # all of them first: the worker publishes a batch's outputs together
+            self.log(output, {"id": str(output.event_id), "payload": output.payload.model_dump(mode="json")})
+            self.locked.apply(output)
+        for output in outputs:
+            if isinstance(output.payload, ClosePosition):
+                for result in await self.executor.handle(output):
+                    self.log(result, {"id": str(result.event_id), "payload": result.payload.model_dump(mode="json")})
+                    await self.take(self.worker.process(result, self.now))
+
+    def log(self, event: Envelope[Any], fields: dict[str, Any]) -> None:
+        broker_time = datetime.fromtimestamp(self.broker.market.server_msc(round(self.now.timestamp() * 1000)) / 1000,
+                                             UTC).replace(tzinfo=None)
+        self.decisions.append({"utc": self.now.isoformat().replace("+00:00", "Z"),
+                               "broker": broker_time.isoformat(), "account": event.account_id,
+                               "type": event.event_type, **fields})
+
+    # --- the scenario's steps ---------------------------------------------------------------------------------
+
+    async def _expect(self, trade: TradeApproved | TradeClosedByPlatform) -> None:
+        event = observed(trade, account_id=trade.user_id, occurred_at=self.now, event_id=approval_event_id(trade))
+        self.log(event, {"id": str(event.event_id), "payload": trade.model_dump(mode="json")})
+        await self.take(self.worker.process(event, self.now))
+
+    async def _act(self, step: Any, index: int) -> None:
+        await act(self, step, index)
+
+    def _apply_moves(self, t: datetime) -> None:
+        """Price moves spread over a duration: each poll applies what is due by now."""
+        for move in self.moves:
+            apply_move(self, move, t)
+        self.moves = [m for m in self.moves if m[2] > t]
+
+
+REPORT_TYPES = (AccountReport, PositionReport, AccountSyncFailed)
+
+
+def _report_summary(p: Any) -> dict[str, Any]:
+    if isinstance(p, AccountReport):
+        return {"equity": p.equity, "balance": p.balance, "gbp_rate": p.gbp_rate, "poll_seq": p.poll_seq,
+                "server_time": None if p.server_time is None else p.server_time.isoformat()}
+    if isinstance(p, PositionReport):
+        return {"tickets": [x.ticket for x in p.positions], "closed_deals": [d.ticket for d in p.closed_deals]}
+    return {"stage": p.stage, "error_code": p.error_code, "error": p.error_message}
+
+
+def _glitched(read: AccountRead, glitch: dict[str, float]) -> AccountRead:
+    """The read with a terminal glitch applied (a wrong equity, a bad conversion rate), if any."""
+    if not glitch:
+        return read
+    info = read.info._replace(equity=glitch["equity"]) if "equity" in glitch else read.info
+    return replace(read, info=info, gbp_rate=glitch.get("gbp_rate", read.gbp_rate))
+
+
+def _with_clock_rules(guard: GuardSettings, accounts: list[Account]) -> GuardSettings:
+    """The guard settings with each account's own broker clock rule (``markets.server_clocks``), if given."""
+    rules = {a.id: a.server_clock for a in accounts if a.server_clock is not None}
+    if not rules:
+        return guard
+    markets = guard.markets.model_copy(update={"server_clocks": guard.markets.server_clocks | rules})
+    return guard.model_copy(update={"markets": markets})
+
+
+def _user(account: Account, login: int) -> DemoUser:
+    levels = account.levels
+    return DemoUser(account.id, account.id, account.login or login, account.currency, 0,
+                    levels.warning_drawdown_percent, levels.critical_drawdown_percent,
+                    levels.daily_loss_limit_percent, balance=account.balance, leverage=account.leverage)
+
+
+def _kind(d: dict[str, Any]) -> str:
+    p = d.get("payload", {})
+    for key in ("divergence_reason", "alert_type", "reason", "status"):
+        if p.get(key):
+            return str(p[key]) + (f"/{p['status']}" if key == "alert_type" and p.get("status") else "")
+    return ""
+
+
+
+
+
+def play(scenario: Scenario, *, seed: int | None = None, log_reports: bool = True) -> Outcome:
+    """Run a scenario to its end (its own event loop: nothing waits on the wall clock)."""
+    return asyncio.run(Simulation(scenario, seed=seed, log_reports=log_reports).run())
+
+
+def unmet(scenario: Scenario, outcome: Outcome) -> list[str]:
+    """The scenario's expectations that the decisions do not meet, each said in a sentence."""
+    missed = []
+    for expected in scenario.expect:
+        found = sum(1 for d in outcome.decisions if _matches(expected, d))
+        wanted = expected.count
+        if (wanted is None and found == 0) or (wanted is not None and found != wanted):
+            said = {k: v for k, v in expected.model_dump().items() if v is not None and k != "count"}
+            missed.append(f"expected {'at least one' if wanted is None else wanted} decision {said}; found {found}")
+    return missed
+
+
+def _matches(expected: Any, d: dict[str, Any]) -> bool:
+    p = d.get("payload", {})
+    reason = p.get("divergence_reason") or p.get("reason")
+    checks = ((expected.type, d["type"]), (expected.account, d["account"]), (expected.reason, reason),
+              (expected.alert_type, p.get("alert_type")), (expected.action, p.get("action_taken")),
+              (expected.status, p.get("status")), (expected.symbol, p.get("symbol")))
+    if expected.contains is not None and expected.contains not in json.dumps(p, sort_keys=True, separators=(",", ":")):
+        return False
+    return all(want is None or want == got for want, got in checks)
