@@ -9,6 +9,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from infra import logthrottle
 from infra.service import tune_garbage_collector
 
 BENCHMARKS = [
@@ -22,6 +23,7 @@ BENCHMARKS = [
 
 def main(selected: list[str]) -> int:
     tune_garbage_collector()  # as every reconguard process does; baselines in this process share it
+    logthrottle.install()
     console = Console()
     failures = 0
     for name, module, target in BENCHMARKS:
