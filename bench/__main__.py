@@ -46,4 +46,8 @@ def main(selected: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["load"]:  # `python -m bench load`: the whole pipeline, not a part (bench/load.py)
+        from bench.load import main as load
+
+        sys.exit(load(sys.argv[2:]))
     sys.exit(main(sys.argv[1:]))
