@@ -371,14 +371,19 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def search(counts: list[int], *, seconds: float) -> list[Point]:
-    """Run each count in order, stopping at the first that does not hold the bounds."""
+def search(counts: list[int], *, seconds: float, keep_going: bool = False) -> list[Point]:
+    """Run each count in order, stopping at the first that does not hold the bounds (or that could
+    not run at all), unless ``keep_going``."""
     points = []
     for accounts in counts:
-        point = run_point(accounts, seconds=seconds)
+        try:
+            point = run_point(accounts, seconds=seconds)
+        except Exception as error:  # noqa: BLE001 - a count the machine cannot start is a result too
+            print(f"{accounts} accounts: the run failed ({error!r}); stopping here")
+            break
         print_point(point)
         points.append(point)
-        if not point.holds():
+        if not point.holds() and not keep_going:
             break
     return points
 
@@ -389,16 +394,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="account counts to try, in order (stops at the first that breaks the bounds)")
     parser.add_argument("--seconds", type=float, default=600.0, help="measured seconds per count")
     parser.add_argument("--json", type=Path, help="also write every point's numbers here")
+    parser.add_argument("--keep-going", action="store_true", help="run every count, even past the first that fails")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md and its plot")
     options = parser.parse_args(argv)
-    points = search(options.accounts, seconds=options.seconds)
-    if not options.no_docs:
+    points = search(options.accounts, seconds=options.seconds, keep_going=options.keep_going)
+    if points and not options.no_docs:
         from bench import loadreport
 
         command = "python -m bench load " + " ".join(argv if argv is not None else sys.argv[2:])
         print(f"wrote {loadreport.write(points, command=command.strip())}")
     if options.json:
         options.json.write_text(json.dumps([point.__dict__ for point in points], indent=2, default=str))
+    if not points:
+        return 1
     held = [p.accounts for p in points if p.holds()]
     print(f"largest N holding the bounds: {max(held) if held else 'none of those tried'}")
     return 0

@@ -50,6 +50,16 @@ def details(point: Point) -> str:
     return f"Largest run ({point.accounts} accounts, {point.seconds:g} s measured), every figure:\n\n" + "\n".join(rows)
 
 
+def per_account_day(point: Point) -> str:
+    """Bytes per account per day, from the growth measured (the demo's four accounts count too)."""
+    accounts = point.accounts + 4
+    tables = point.numbers["table_bytes_per_hour"]
+    lines = [f"| {name} | {size * 24 / accounts / 2**20:,.2f} |" for name, size in sorted(tables.items()) if size]
+    broker = point.numbers["broker_bytes_per_hour"] * 24 / accounts / 2**20
+    return "\n".join(["| where | MiB per account per day |", "| --- | ---: |",
+                      f"| broker (keys and values published) | {broker:,.2f} |", *lines])
+
+
 def _fmt(value: object) -> str:
     return f"{value:,.2f}" if isinstance(value, float) else str(value)
 
@@ -97,6 +107,11 @@ def write(points: list[Point], *, command: str, docs: Path = DOCS) -> Path:
         f"{max(held) if held else 'none of the counts tried'}.",
         "",
         f"![lag, reaction and CPU against accounts]({PLOT})",
+        "",
+        f"Storage per account per day, estimated from the {largest.accounts}-account run's growth "
+        "(before retention; at 1 Hz, with the demo's four accounts counted):",
+        "",
+        per_account_day(largest),
         "",
         details(largest),
         END,
