@@ -60,6 +60,7 @@ class LoadTopology(Topology):
     def __init__(self, directory: Path, *, accounts: int, telegram_url: str) -> None:
         super().__init__(directory, seed=0, accounts=accounts, telegram_url=telegram_url, restart_delay=lambda: 1.0)
         self.proxy_port = self.broker_port  # settings() and environment() point at the broker itself
+        self.simulator_port = free_port_range(accounts + 5)  # the control port, then one per account
 
     def start_servers(self) -> None:
         import signal
@@ -87,6 +88,30 @@ class LoadTopology(Topology):
             found["tansu"] = [self.tansu.pid]
         found["postgres"] = self.postgres_pids()
         return found
+
+
+def free_port_range(count: int, *, low: int = 10000, high: int = 32000) -> int:
+    """A first port of ``count`` consecutive ports nobody listens on now (the simulator's accounts
+    each listen on one, so a single free port is not enough at hundreds of accounts), below the
+    ephemeral range, so outgoing connections made meanwhile cannot take one."""
+    import random
+    import socket
+
+    for _ in range(200):
+        first = random.randrange(low, high - count)
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 @dataclass
