@@ -298,9 +298,14 @@ class Point:
     def reaction_p99_ms(self) -> float:
         return self.numbers["reaction_p99_ms"]
 
+    @property
+    def polled(self) -> bool:
+        """Whether the accounts were reported about at least every other second (the pipeline ran)."""
+        return self.numbers["events_per_s"].get("account-reports", 0.0) >= 0.5 * self.accounts
+
     def holds(self) -> bool:
-        """Lag under 2 s and reaction p99 under 250 ms (a point with no close cannot hold)."""
-        return self.lag_p99_s < LAG_BOUND_S and self.reaction_p99_ms < REACTION_BOUND_MS
+        """Polled, lag under 2 s and reaction p99 under 250 ms (a point with no close cannot hold)."""
+        return self.polled and self.lag_p99_s < LAG_BOUND_S and self.reaction_p99_ms < REACTION_BOUND_MS
 
 
 def run_point(accounts: int, *, seconds: float, sample: float = 5.0, warmup: float = 20.0,

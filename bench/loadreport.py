@@ -39,8 +39,14 @@ def table(points: list[Point]) -> str:
             f"| {p.accounts} | {p.load_average[0]:.2f} | {sum(n['events_per_s'].values()):,.0f} | "
             f"{n['lag_p99_s'].get(worst, math.nan):.2f} / {n['lag_max_s'].get(worst, math.nan):.2f} ({worst}) | "
             f"{_ms(n['reaction_p50_ms'])} / {_ms(n['reaction_p99_ms'])} | {sum(n['cpu_share'].values()):.2f} | "
-            f"{sum(n['rss_mib'].values()):,.0f} | {'yes' if p.holds() else 'no'} |")
+            f"{sum(n['rss_mib'].values()):,.0f} | {_verdict(p)} |")
     return "\n".join(lines)
+
+
+def _verdict(point: Point) -> str:
+    if not point.polled:
+        return "no: the accounts were not polled (see the poller's log)"
+    return "yes" if point.holds() else "no"
 
 
 def details(point: Point) -> str:
@@ -91,7 +97,7 @@ def plot(points: list[Point], path: Path) -> None:
 def write(points: list[Point], *, command: str, docs: Path = DOCS) -> Path:
     """Replace the results section of docs/performance.md and the plot beside it."""
     plot(points, docs / PLOT)
-    largest = max(points, key=lambda p: p.accounts)
+    largest = max((p for p in points if p.polled), key=lambda p: p.accounts, default=points[-1])
     held = [p.accounts for p in points if p.holds()]
     section = "\n".join([
         START,
