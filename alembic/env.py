@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from infra.dburl import sqlalchemy_url
-from infra.tables import ARCHIVE_PARTITION_PREFIX, Base
+from infra.partitions import is_partition_name
+from infra.tables import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -29,8 +30,8 @@ def _url() -> str:
 
 
 def _not_an_archive_partition(name: str | None, type_: str, parent_names: object) -> bool:
-    """The archive's monthly partitions are made at run time (by the archiver), not by revisions."""
-    return not (type_ == "table" and name is not None and name.startswith(ARCHIVE_PARTITION_PREFIX))
+    """Time partitions (the archive's months, the snapshots' days) are made at run time, not by revisions."""
+    return not (type_ == "table" and name is not None and is_partition_name(name))
 
 
 def _compare_default(context: object, inspected: object, metadata: object, inspected_default: str | None,

@@ -9,6 +9,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from infra import logthrottle
 from infra.service import tune_garbage_collector
 
 BENCHMARKS = [
@@ -24,6 +25,7 @@ BENCHMARKS = [
 
 def main(selected: list[str]) -> int:
     tune_garbage_collector()  # as every reconguard process does; baselines in this process share it
+    logthrottle.install()
     console = Console()
     failures = 0
     for name, module, target in BENCHMARKS:
@@ -46,4 +48,8 @@ def main(selected: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["load"]:  # `python -m bench load`: the whole pipeline, not a part (bench/load.py)
+        from bench.load import main as load
+
+        sys.exit(load(sys.argv[2:]))
     sys.exit(main(sys.argv[1:]))

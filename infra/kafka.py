@@ -66,14 +66,17 @@ async def ensure_topics(
     bootstrap_servers: str, prefix: str, *, partitions: int, topics: Iterable[Topic] = ALL_TOPICS,
     attempts: int = 20,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return every name. Retries while the broker starts."""
-    names = [topic.name(prefix) for topic in topics]
+    """Create the topics that do not exist yet, each with its retention and cleanup policy
+    (``Topic.configs``); return every name. Retries while the broker starts. An existing topic
+    keeps its configuration: change that with the broker's tools."""
+    configs = {topic.name(prefix): topic.configs() for topic in topics}
+    names = list(configs)
     for attempt in range(attempts):
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
-            missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+            missing = [NewTopic(n, partitions, 1, topic_configs=configs[n]) for n in names if n not in existing]
             if missing:
                 try:
                     await admin.create_topics(missing)

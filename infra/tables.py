@@ -33,6 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from infra.partitions import ARCHIVE
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -130,6 +132,8 @@ class PositionSnapshot(Base):
         Index(None, "user_id", "created_at"),
         # "Latest snapshot per user": a backward scan of this index finds it without a sort.
         Index("ix_position_snapshots_latest_per_user", "user_id", text("created_at DESC"), "id"),
+        # Daily partitions (infra/partitions.py), made as days arrive and dropped after the retention.
+        {"postgresql_partition_by": "RANGE (created_at)"},
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -144,7 +148,8 @@ class PositionSnapshot(Base):
     margin_used_percent: Mapped[Decimal] = _zero(Percent)
     last_sync_at: Mapped[datetime | None] = mapped_column(Timestamp)
     sync_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = _now()
+    # In the primary key: a partitioned table's unique keys must hold its partition key.
+    created_at: Mapped[datetime] = mapped_column(Timestamp, primary_key=True, server_default=func.now())
 
 
 class DrawdownAlert(Base):
@@ -293,4 +298,4 @@ class ArchivedEvent(Base):
 
 
 #: Monthly partitions of ``event_archive`` are made at run time, not by Alembic.
-ARCHIVE_PARTITION_PREFIX = "event_archive_y"
+ARCHIVE_PARTITION_PREFIX = ARCHIVE.prefix

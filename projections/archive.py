@@ -28,8 +28,8 @@ from aiokafka.structs import OffsetAndMetadata
 from infra.db import while_database_down
 from infra.dburl import plain_url
 from infra.kafka import caught_up, group_consumer
+from infra.partitions import ARCHIVE, PartitionMaker
 from infra.settings import Settings
-from infra.tables import ARCHIVE_PARTITION_PREFIX
 from schemas.topics import ALL_TOPICS
 
 log = logging.getLogger(__name__)
@@ -70,20 +70,13 @@ def archive_row(record: Any) -> ArchiveRow | None:
         return None
 
 
-def month_partition(at: datetime) -> tuple[str, datetime, datetime]:
-    """The monthly partition holding ``at``: its name and bounds [start, end)."""
-    start = datetime(at.year, at.month, 1, tzinfo=UTC)
-    end = datetime(at.year + (at.month == 12), at.month % 12 + 1, 1, tzinfo=UTC)
-    return f"{ARCHIVE_PARTITION_PREFIX}{at.year:04d}m{at.month:02d}", start, end
-
-
 class ArchiveWriter:
     """Writes archive rows and progress in one transaction, on one connection."""
 
     def __init__(self, connection: asyncpg.Connection, *, consumer: str = CONSUMER) -> None:
         self.connection = connection
         self.consumer = consumer
-        self._months: set[str] = set()
+        self._months = PartitionMaker(ARCHIVE)
         self.lock = asyncio.Lock()  # one connection: a rebalance's progress read waits for the write
 
     @classmethod
@@ -93,25 +86,13 @@ class ArchiveWriter:
     async def close(self) -> None:
         await self.connection.close()
 
-    async def ensure_months(self, times: Iterable[datetime]) -> None:
-        for name, start, end in {month_partition(at) for at in times}:
-            if name in self._months:
-                continue
-            try:
-                await self.connection.execute(
-                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF event_archive "
-                    f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
-            except asyncpg.DuplicateTableError:
-                pass  # another archiver made it at the same moment
-            self._months.add(name)
-
     async def write(self, rows: list[ArchiveRow], progress: dict[tuple[str, int], int]) -> int:
         """Insert the rows new to the archive and save the progress; returns how many were new."""
         async with self.lock:
             return await self._write(rows, progress)
 
     async def _write(self, rows: list[ArchiveRow], progress: dict[tuple[str, int], int]) -> int:
-        await self.ensure_months(r.occurred_at for r in rows)
+        await self._months.ensure(self.connection, (r.occurred_at for r in rows))
         async with self.connection.transaction():
             inserted = 0
             if rows:

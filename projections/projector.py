@@ -26,6 +26,7 @@ from infra.db import while_database_down
 from infra.dburl import plain_url
 from infra.kafka import dead_letter, group_consumer, make_producer, send_dead_letter
 from infra.settings import Settings
+from projections import retention
 from projections.rows import TABLE_OF_TOPIC, row_for, user_of
 from projections.writer import PendingRow, ProjectionWriter, Rejected, projected_topic_names
 from schemas import DecodeError, decode
@@ -239,6 +240,7 @@ async def _project(settings: Settings, *, stop: asyncio.Event, consumer_name: st
     await producer.start()
     await consumer.start()
     log.info("projector reading %s", ", ".join(topics))
+    pruning = asyncio.create_task(retention.serve(settings, stop=stop), name="retention")
     try:
         while not stop.is_set():
             records = await consumer.getmany(timeout_ms=200, max_records=settings.projection_batch_size)
@@ -248,6 +250,7 @@ async def _project(settings: Settings, *, stop: asyncio.Event, consumer_name: st
                 await pipeline.drain()  # nothing new: commit what is written rather than wait
         await pipeline.drain()
     finally:
+        pruning.cancel()
         await consumer.stop()
         await producer.stop()
         await writer.close()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from infra.partitions import SNAPSHOTS, TimePartitioning
 from schemas import Envelope, Topic
 from schemas.decisions import AccountAssessed, GuardAlertRaised, ReconciliationRecord
 from schemas.locks import AccountLocked, AccountUnlocked
@@ -22,6 +23,9 @@ class TableSpec:
     columns: tuple[str, ...]
     #: Columns a later state of the same row updates, when its ``revision`` is higher (empty: insert only).
     updates: tuple[str, ...] = ()
+    #: The table's time partitions (made before rows go in) and the unique key a redelivery hits.
+    partitioning: TimePartitioning | None = None
+    key: tuple[str, ...] = ("id",)
 
 
 RECONCILIATION_LOGS = TableSpec("reconciliation_logs", (
@@ -34,7 +38,7 @@ POSITION_SNAPSHOTS = TableSpec("position_snapshots", (
     "id", "user_id", "equity_gbp", "balance_gbp", "peak_equity_gbp", "drawdown_percent",
     "open_positions_count", "total_volume_lots", "open_pnl_gbp", "margin_used_percent", "last_sync_at",
     "sync_error", "created_at",
-))
+), partitioning=SNAPSHOTS, key=("id", "created_at"))
 DRAWDOWN_ALERTS = TableSpec("drawdown_alerts", (
     "id", "user_id", "alert_type", "drawdown_percent", "equity_gbp", "threshold_percent",
     "positions_closed_count", "total_loss_gbp", "action_taken", "status", "created_at", "executed_at",

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from infra.partitions import PartitionMaker
 from projections.rows import PROJECTED_TOPICS, TABLE_OF_TOPIC, TableSpec
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class ProjectionWriter:
         self.connection = connection
         self.consumer = consumer
         self._known_users: set[str] = set()
+        self._partitions = {t.name: PartitionMaker(t.partitioning) for t in TABLE_OF_TOPIC.values() if t.partitioning}
 
     @classmethod
     async def connect(cls, dsn: str, *, consumer: str, schema: str | None = None) -> "ProjectionWriter":
@@ -82,6 +84,7 @@ class ProjectionWriter:
 
         Returns how many rows were new (duplicates are refused silently by the primary key).
         """
+        await self._ensure_partitions(pending)
         try:
             async with self.connection.transaction():
                 inserted = await self._copy_and_insert(pending)
@@ -90,6 +93,12 @@ class ProjectionWriter:
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as error:
             log.warning("batch refused (%s); writing it row by row to isolate the bad rows", error)
         return await self._write_row_by_row(pending, progress, on_rejected)
+
+    async def _ensure_partitions(self, pending: Sequence[PendingRow]) -> None:
+        for table in {p.table for p in pending if p.table.partitioning}:
+            maker = self._partitions[table.name]
+            at = table.columns.index(maker.partitioning.column)
+            await maker.ensure(self.connection, (p.row[at] for p in pending if p.table is table))
 
     async def _copy_and_insert(self, pending: Sequence[PendingRow]) -> int:
         inserted = 0
@@ -151,10 +160,11 @@ def _staged(table: TableSpec) -> str:
 
 def _on_conflict(table: TableSpec) -> str:
     """A repeated id: refused; or, for a table of states, the newer state (higher revision) wins."""
+    key = ", ".join(table.key)
     if not table.updates:
-        return "ON CONFLICT (id) DO NOTHING"
+        return f"ON CONFLICT ({key}) DO NOTHING"
     assignments = ", ".join(f"{column} = EXCLUDED.{column}" for column in table.updates)
-    return f"ON CONFLICT (id) DO UPDATE SET {assignments} WHERE {table.name}.revision < EXCLUDED.revision"
+    return f"ON CONFLICT ({key}) DO UPDATE SET {assignments} WHERE {table.name}.revision < EXCLUDED.revision"
 
 
 def projected_topic_names(prefix: str) -> list[str]:

@@ -8,7 +8,7 @@ import logging
 import typer
 from rich.logging import RichHandler
 
-from infra import logredact
+from infra import logredact, logthrottle
 from infra.service import tune_garbage_collector
 from infra.settings import ConfigurationError, Settings, load
 from reconguard.console import console
@@ -27,6 +27,7 @@ def loaded_settings() -> Settings:
                         handlers=[RichHandler(console=console, show_path=False)])
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logredact.install_for(settings)
+    logthrottle.install()
     return settings
 
 

@@ -35,6 +35,9 @@ from schemas.results import (
 )
 
 
+DAY_MS = 24 * 3600 * 1000
+
+
 @dataclass(frozen=True)
 class Topic:
     base: str
@@ -43,9 +46,17 @@ class Topic:
     description: str
     written_by: str  # the service that appends to it ("any" for the dead letters)
     key: str = "account_id"
+    #: How long the broker keeps the log (``retention.ms``); the archive keeps every event beyond it.
+    retention_ms: int = 7 * DAY_MS
+    #: Every topic is a log of facts, so "delete": compaction would keep one message per account.
+    cleanup_policy: str = "delete"
 
     def name(self, prefix: str) -> str:
         return f"{prefix}.{self.base}.v{self.version}"
+
+    def configs(self) -> dict[str, str]:
+        """The topic's configuration at creation (Kafka's names and string values)."""
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
 
     def payload_for(self, event_type: str) -> type[Payload] | None:
         return self._payload_of.get(event_type)
@@ -56,10 +67,13 @@ class Topic:
 
 
 ACCOUNT_REPORTS = Topic("account-reports", 1, (AccountReport, AccountSyncFailed),
-                        "Poller: account_info() of each poll, or why the poll failed.", "poller")
+                        "Poller: account_info() of each poll, or why the poll failed.", "poller",
+                        retention_ms=3 * DAY_MS)
 POSITION_REPORTS = Topic("position-reports", 1, (PositionReport,),
-                         "Poller: the full open-position list of each poll, with closing deals.", "poller")
-TICKS = Topic("ticks", 1, (TickReport,), "Poller: last quotes of the symbols each account holds.", "poller")
+                         "Poller: the full open-position list of each poll, with closing deals.", "poller",
+                         retention_ms=3 * DAY_MS)
+TICKS = Topic("ticks", 1, (TickReport,), "Poller: last quotes of the symbols each account holds.", "poller",
+              retention_ms=DAY_MS)
 EXPECTED_TRADES = Topic("expected-trades", 1, (TradeApproved, TradeClosedByPlatform),
                         "Platform: approved trades and the platform's own closes.", "platform")
 RECONCILIATION = Topic("reconciliation", 1,
@@ -67,7 +81,8 @@ RECONCILIATION = Topic("reconciliation", 1,
                         PositionCloseRecorded, BindingRevised),
                        "Streams: reconciliation outcomes (one reconciliation_logs row each).", "streams")
 ACCOUNT_STATE = Topic("drawdown-state", 1, (AccountAssessed,),
-                      "Streams: drawdown guard's assessment per report (position_snapshots).", "streams")
+                      "Streams: drawdown guard's assessment per report (position_snapshots).", "streams",
+                      retention_ms=3 * DAY_MS)
 ALERTS = Topic("alerts", 1, (GuardAlertRaised,), "Streams: guard warnings and triggers (drawdown_alerts).",
                "streams")
 CLOSE_COMMANDS = Topic("close-commands", 1, (ClosePosition,), "Streams: positions to close, and why.", "streams")
@@ -81,10 +96,11 @@ ACCOUNT_LOCKS = Topic("account-locks", 1, (AccountLocked, AccountUnlocked),
 LOCK_COMMANDS = Topic("lock-commands", 1, (UnlockAccount,), "API/command line: an admin ends an account's lock.",
                       "api")
 DEAD_LETTERS = Topic("dead-letters", 1, (MessageDeadLettered,),
-                     "Any consumer: messages it could not use, with the reason.", "any")
+                     "Any consumer: messages it could not use, with the reason.", "any",
+                     retention_ms=30 * DAY_MS)
 OPERATOR_ALERTS = Topic("operator-alerts", 1, (OperatorAlertRaised,),
                         "Supervisor and worker: what an operator must look at (crash loops, late warnings).",
-                        "operations")
+                        "operations", retention_ms=30 * DAY_MS)
 
 ALL_TOPICS: tuple[Topic, ...] = (
     ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, RECONCILIATION, ACCOUNT_STATE, ALERTS,

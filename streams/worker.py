@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings) -> None:
     """Run the Faust worker until SIGTERM or SIGINT (blocking; creates its own event loop)."""
+    from infra import logthrottle
     from infra.logredact import install_for
     from streams.app import create_app
 
     install_for(settings)  # this process's logging is Faust's: redact at the record factory
+    logthrottle.install()  # Faust's and mode's load warnings: once, then a count a minute
 
     if settings.worker.metrics_port is not None:
         from infra.metrics import serve_metrics

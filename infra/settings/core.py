@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         default=50, ge=1, description="Fetch wait; tansu holds fetches for part of it even while data flows."
     )
     projection_batch_size: int = Field(default=2000, ge=1, description="Events per projection transaction.")
+    snapshot_retention_days: int = Field(
+        default=90, ge=0, description="Days of position_snapshots kept (whole daily partitions dropped); 0 keeps all.")
+    archive_retention_days: int = Field(
+        default=0, ge=0, description="Days of event_archive kept (whole monthly partitions dropped); 0 keeps all.")
     http_host: str = Field(default="127.0.0.1", description="Address the API, metrics and dashboard bind.")
     http_port: int = Field(default=8000, ge=0, le=65535, description="Port of the API, metrics and dashboard.")
     log_level: str = Field(default="INFO", description="Python logging level.")
