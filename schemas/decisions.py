@@ -163,7 +163,7 @@ class GuardAlertRaised(Payload):
     user_id: UserId
     alert_type: AlertType
     action_taken: ActionTaken
-    status: str = Field(max_length=32, description="open, ordered, waiting, executed, failed, escalated, superseded")
+    status: str = Field(max_length=32, description="open, ordered, waiting, executed, failed, escalated, superseded, stopped")
     message: str = Field(max_length=2000)
     drawdown_percent: Percent | None = None
     equity_gbp: Money | None = None

@@ -79,7 +79,7 @@ RULES: tuple[Rule, ...] = (
     Rule("market", (TickReport, PositionReport), market.MarketState,
          lambda w, state, event, now: market.handle(state, event, w.guard)),
     Rule("alerts", (ClosePosition, PositionClosed, PositionCloseFailed, PositionCloseSuperseded,
-                    PositionCloseDeferred, PositionReport), AlertsState,
+                    PositionCloseDeferred, PositionReport, UnlockAccount), AlertsState,
          lambda w, state, event, now: lifecycle.handle(state, event, w.guard)),
 )
 

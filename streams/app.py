@@ -135,7 +135,7 @@ class StreamsRuntime:
             lambda state, event, now: market.handle(state, event, guard))
         self.alerts = Processor(
             "alerts", (ClosePosition, PositionClosed, PositionCloseFailed, PositionCloseSuperseded,
-                       PositionCloseDeferred, PositionReport),
+                       PositionCloseDeferred, PositionReport, UnlockAccount),
             StateStore(table("alerts"), AlertsState, flush_seconds=flush),
             lambda state, event, now: lifecycle.handle(state, event, guard))
         self.processors = (self.reconciliation, self.drawdown, self.market, self.alerts)

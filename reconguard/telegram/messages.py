@@ -53,10 +53,12 @@ def _humane(token: str) -> str:
 
 
 #: Alert states a person is told about, beyond an alert's first word (its warning, or the market
-#: guard's "closing"): what the terminal confirmed, a failure, an escalation. "ordered", "waiting"
+#: guard's "closing"): what the terminal confirmed, a failure, an escalation, an admin stopping the
+#: retries. "ordered", "waiting"
 #: and "superseded" change nothing a person must act on (the row and the dashboard show them).
-TOLD_STATES = frozenset({"executed", "failed", "escalated"})
-_STATE_TITLES = {"executed": "✅ Positions closed", "failed": "❌ Close failed", "escalated": "🚨 Liquidation failed"}
+TOLD_STATES = frozenset({"executed", "failed", "escalated", "stopped"})
+_STATE_TITLES = {"executed": "✅ Positions closed", "failed": "❌ Close failed", "escalated": "🚨 Liquidation failed",
+                 "stopped": "⏹ Retries stopped"}
 MAX_TICKET_LINES = 20
 
 

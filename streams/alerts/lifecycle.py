@@ -21,7 +21,9 @@ The alert's states, each published once as a GuardAlertRaised with the next revi
   ``liquidation_retry_seconds`` doubling, ``liquidation_fast_retries`` times;
 - ``waiting``: only deferred tickets remain (market closed): retried at the next open;
 - ``escalated``: the fast retries are used up: "liquidation failed: N positions still open", retried
-  every ``liquidation_escalated_retry_seconds`` until the positions are flat.
+  every ``liquidation_escalated_retry_seconds`` until the positions are flat or an admin intervenes;
+- ``stopped``: an admin intervened: unlocking the account (UnlockAccount, with who and why) ends the
+  retries of its unfinished liquidations; the positions still open are named and left to the admin.
 A close the executor has not answered within ``liquidation_answer_timeout_seconds`` counts as refused
 (its late answer still counts if it confirms the close), so an executor that is down escalates too.
 Once ordered, a liquidation is never cancelled by a recovery (the trigger is fixed, as its deadline).
@@ -38,6 +40,7 @@ from schemas import Envelope, derived
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason
 from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
+from schemas.locks import UnlockAccount
 from schemas.reports import PositionReport
 from schemas.results import CloseOutcome, PositionClosed, PositionCloseDeferred, PositionCloseSuperseded
 from streams.alerts.state import (
@@ -61,11 +64,13 @@ ALERT_OF_REASON = {CloseReason.DRAWDOWN_GUARD: AlertType.DRAWDOWN_CRITICAL,
 LIQUIDATIONS = frozenset({CloseReason.DRAWDOWN_GUARD, CloseReason.DAILY_LOSS_GUARD})
 KEEP_FINISHED = timedelta(days=1)
 _ACTION = {"executed": ActionTaken.POSITIONS_CLOSED, "failed": ActionTaken.FAILED,
-           "escalated": ActionTaken.FAILED}
+           "escalated": ActionTaken.FAILED, "stopped": ActionTaken.FAILED}
 
 
 def handle(state: AlertsState, event: Envelope[Any], config: GuardSettings) -> Decision[AlertsState]:
     payload = event.payload
+    if isinstance(payload, UnlockAccount):
+        return on_unlock(state, event)
     if isinstance(payload, ClosePosition):
         return on_command(state, event)
     if isinstance(payload, CloseOutcome):
@@ -135,6 +140,21 @@ def on_positions(state: AlertsState, event: Envelope[PositionReport], config: Gu
             tickets[t] = replace(s, status=SUPERSEDED, at=at, why=why, retry_at=None)
         decision = _progress(state, replace(alert, tickets=tickets), at, config)
         state, outputs = decision.state, outputs + list(decision.outputs)
+    return Decision(state, tuple(outputs))
+
+
+def on_unlock(state: AlertsState, event: Envelope[UnlockAccount]) -> Decision[AlertsState]:
+    """An admin's unlock is the intervention that ends a failed liquidation's retries: each unfinished
+    liquidation of the account is published ``stopped``, naming who, why and what is still open."""
+    outputs: list[Envelope[Any]] = []
+    for alert in list(state.alerts.values()):
+        if alert.done_at is not None or alert.reason not in LIQUIDATIONS:
+            continue
+        stopped = replace(alert, retry_at=None, done_at=event.occurred_at,
+                          details={**alert.details, "stopped_by": event.payload.requested_by,
+                                   "stopped_because": event.payload.reason})
+        stopped, published = _publish(stopped, "stopped", event.occurred_at)
+        state, outputs = _with(state, stopped), outputs + [published]
     return Decision(state, tuple(outputs))
 
 
@@ -284,6 +304,9 @@ def _message(alert: AlertProgress, status: str, closed: dict[int, TicketState], 
         return f"market closed: {len(remaining)} position(s) close at its next open ({why})"
     if status == "escalated":
         return f"liquidation failed: {len(remaining)} position(s) still open ({why}); retrying until flat"
+    if status == "stopped":
+        return (f"retries stopped by {alert.details.get('stopped_by')} ({alert.details.get('stopped_because')}): "
+                f"{len(remaining)} position(s) left open" + (f" ({why})" if remaining else ""))
     return f"could not close {len(remaining)} position(s) ({why}); retrying"
 
 

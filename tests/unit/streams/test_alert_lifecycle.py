@@ -180,3 +180,19 @@ def test_a_close_the_executor_never_answers_counts_as_refused_and_is_retried():
     late_success = result(first, 1001, t=43)
     _, outputs = run(late_success, state=fire_due(fired.state, at(42), CONFIG).state)
     assert [o.payload.status for o in outputs] == ["executed"], "a late confirmation still counts"
+
+
+def test_an_admins_unlock_stops_the_retries_of_a_failed_liquidation_and_says_what_is_left_open():
+    from schemas.locks import UnlockAccount
+
+    first = command((1001,))
+    state, outputs = run(first, result(first, 1001, PositionCloseFailed, t=11, retcode=10004, error_message="requote"))
+    assert due(state, at(13), CONFIG), "a retry is due"
+    unlock = observed(UnlockAccount(user_id=USER, requested_by="ops-admin", reason="closing by phone"),
+                      account_id=USER, occurred_at=at(12))
+    state, published = run(unlock, state=state)
+    (stopped,) = [o.payload for o in published]
+    assert (stopped.status, stopped.action_taken.value, stopped.positions_closed_count) == ("stopped", "failed", 0)
+    assert stopped.message == "retries stopped by ops-admin (closing by phone): 1 position(s) left open (1001: requote)"
+    assert not due(state, at(1000), CONFIG) and fire_due(state, at(1000), CONFIG).outputs == (), "no retry after it"
+    assert run(unlock, state=state)[1] == [], "a repeated unlock changes nothing"
