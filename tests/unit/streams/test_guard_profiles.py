@@ -154,3 +154,16 @@ def test_no_profile_measures_a_negative_loss(equity: float, peak: float, name: s
     state = DrawdownState(peak_equity_gbp=peak, eod_balance_peak_gbp=peak, day_start_balance_gbp=peak)
     m = measure(state, reading(equity), levels(name), name, PROFILES[name])
     assert m.loss_percent >= 0 and m.daily_percent >= 0
+
+
+def test_the_worked_example_in_the_guard_rules_holds():
+    state = DrawdownState(peak_equity_gbp=10_900, eod_balance_peak_gbp=10_500, day_start_balance_gbp=10_500,
+                          day_start_equity_gbp=10_700)
+    m = measure(state, reading(10_280, balance=10_500), levels("prop-trailing"), "prop-trailing", TRAILING)
+    assert (m.facts["max_loss_reference_gbp"], m.facts["max_loss_floor_gbp"]) == (10_600, 10_000)
+    assert m.daily_percent == pytest.approx(4.2) and m.daily_percent >= m.daily_limit
+    calm = measure(state, reading(10_350, balance=10_500), levels("prop-trailing"), "prop-trailing", TRAILING)
+    assert (calm.loss_percent, calm.daily_percent) == (pytest.approx(2.5), pytest.approx(3.5))
+    assert measure(state, reading(10_280), levels("x"), "x", STATIC).loss_percent == 0
+    eod = measure(state, reading(10_280), levels("x"), "x", EOD)
+    assert eod.loss_percent == pytest.approx(2.2) and eod.daily_percent >= EOD.daily_loss_percent
