@@ -167,3 +167,14 @@ def test_the_worked_example_in_the_guard_rules_holds():
     assert measure(state, reading(10_280), levels("x"), "x", STATIC).loss_percent == 0
     eod = measure(state, reading(10_280), levels("x"), "x", EOD)
     assert eod.loss_percent == pytest.approx(2.2) and eod.daily_percent >= EOD.daily_loss_percent
+
+
+def test_the_profiles_reach_a_child_process_through_its_environment(monkeypatch: pytest.MonkeyPatch):
+    from infra.settings import Settings, environment
+
+    custom = {"default": PROFILES["default"], "tight": GuardProfile(version=3, family=ProfileFamily.STATIC,
+                                                                    max_loss_percent=4, daily_loss_percent=2)}
+    env = environment(Settings(guard=GuardSettings(profiles=custom)))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().guard.profiles == custom
