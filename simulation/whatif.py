@@ -169,12 +169,13 @@ def differences(real: list[Liquidation], simulated: list[Liquidation]) -> list[D
 
 
 def table_rows(outcome: Outcome) -> list[tuple[str, ...]]:
-    return [(d.account_id, d.change.replace("_", " "), d.liquidation.reason, d.liquidation.ordered_at,
+    return [(d.account_id, "would not" if d.change == WOULD_NOT else "would", d.liquidation.reason,
+             d.liquidation.ordered_at[:19].replace("T", " "),
              f"{d.liquidation.loss_percent:.2f}%", f"{d.liquidation.loss_gbp:.2f}",
              f"{d.liquidation.threshold_percent:g}%", d.liquidation.profile or "—") for d in outcome.differences]
 
 
-TABLE_HEADERS = ("account", "change", "reason", "ordered at (UTC)", "loss", "loss GBP", "level", "profile")
+TABLE_HEADERS = ("account", "liquidated?", "reason", "ordered at (UTC)", "loss", "loss GBP", "level", "profile")
 
 
 def dumps(outcome: Outcome) -> str:
