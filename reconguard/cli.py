@@ -352,6 +352,9 @@ def whatif(
     for row in table_rows(outcome):
         table.add_row(*row)
     console.print(table if outcome.differences else "no liquidation would have been different")
+    if outcome.unreproduced:
+        console.print(f"{len(outcome.unreproduced)} recorded liquidation(s) differ even in a replay without the "
+                      "change (the real worker's timing decided them): see --json, 'unreproduced'")
 
 
 @app.command()

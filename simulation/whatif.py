@@ -107,25 +107,48 @@ class Outcome:
     simulated: list[Liquidation]
     differences: list[Difference]
     inputs: int
+    unreproduced: list[Difference] = field(default_factory=list)  # the replay differs even unchanged
 
     def as_json(self) -> dict[str, Any]:
+        def rows(found: list[Difference]) -> list[dict[str, Any]]:
+            return [{"account_id": d.account_id, "change": d.change} | asdict(d.liquidation) for d in found]
+
         return {"inputs_replayed": self.inputs, "real_liquidations": len(self.real),
-                "simulated_liquidations": len(self.simulated),
-                "differences": [{"account_id": d.account_id, "change": d.change} | asdict(d.liquidation)
-                                for d in self.differences]}
+                "simulated_liquidations": len(self.simulated), "differences": rows(self.differences),
+                "unreproduced": rows(self.unreproduced)}
 
 
 def what_if(inputs: list[Envelope[Any]], decided: list[Envelope[Any]], *, guard: GuardSettings,
             recorded_levels: Mapping[str, AccountLevels], changes: Changes,
             until: datetime | None = None) -> Outcome:
-    """Replay ``inputs`` (time order) with ``changes`` and compare its liquidations with ``decided``'s."""
+    """Replay ``inputs`` (time order) with ``changes`` and compare its liquidations with ``decided``'s.
+
+    Virtual time runs to ``until`` (default: the latest recorded event), so a liquidation whose grace
+    ends after the last report is still ordered. The replay runs a second time without the changes:
+    what even that one decides differently from the record (a race the real worker's lag decided, such
+    as a broker's stop-out before a grace ended) is listed as ``unreproduced``, not blamed on the change."""
     changed = changes.applied(guard)
+    if until is None:  # the record ends with its latest event, a close command included
+        until = max((e.occurred_at for e in (*inputs[-1:], *decided)), default=None)
+    real = liquidations(decided)
+    simulated = _replayed(inputs, changed, recorded_levels, changes, until)
+    baseline = _replayed(inputs, guard, recorded_levels, Changes(), until) if changes != Changes() else simulated
+    unreproduced = differences(real, baseline)
+    artefacts = {_key(d) for d in unreproduced}
+    found = [d for d in differences(real, simulated) if _key(d) not in artefacts]
+    return Outcome(real, simulated, found, len(inputs), unreproduced)
+
+
+def _replayed(inputs: list[Envelope[Any]], guard: GuardSettings, recorded_levels: Mapping[str, AccountLevels],
+              changes: Changes, until: datetime | None) -> list[Liquidation]:
     levels = {account: changes.levels_of(recorded_levels.get(account, DEFAULT_LEVELS))
               for account in {e.account_id for e in inputs}}
-    worker = Worker(guard=changed, levels=lambda account: levels.get(account, DEFAULT_LEVELS))
-    outputs = [output for _, output in replay(worker, inputs, until=until)]
-    real, simulated = liquidations(decided), liquidations(outputs)
-    return Outcome(real, simulated, differences(real, simulated), len(inputs))
+    worker = Worker(guard=guard, levels=lambda account: levels.get(account, DEFAULT_LEVELS))
+    return liquidations(output for _, output in replay(worker, inputs, until=until))
+
+
+def _key(d: Difference) -> tuple[str, str, str, str]:
+    return d.change, d.account_id, d.liquidation.reason, d.liquidation.trigger
 
 
 def liquidations(commands: Iterable[Envelope[Any]]) -> list[Liquidation]:

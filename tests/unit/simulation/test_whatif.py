@@ -72,3 +72,19 @@ def test_a_change_that_cannot_apply_is_refused_before_anything_runs(description,
     with pytest.raises(ChangeError, match=message):
         what_if(HISTORY, [], guard=GUARD, recorded_levels=LEVELS,
                 changes=Changes.parse(assignments, profile=profile))
+
+
+def test_a_liquidation_ordered_after_the_last_report_is_still_compared():
+    cut = HISTORY[:-1]  # the record ends with the close command, 10 s after the last report
+    outcome = what_if(cut, recorded(), guard=GUARD, recorded_levels=LEVELS, changes=Changes())
+    assert len(outcome.simulated) == 1 and outcome.differences == []
+
+
+def test_what_the_replay_cannot_reproduce_even_unchanged_is_not_blamed_on_the_change():
+    stricter = {USER: LEVELS[USER].model_copy(update={"critical_drawdown_percent": 8})}
+    record = recorded(stricter)  # the record was made under levels the replay is not told of
+    outcome = what_if(HISTORY, record, guard=GUARD, recorded_levels=LEVELS,
+                      changes=Changes.parse(["guard.critical_drawdown_percent=15"]))
+    assert [(d.change, d.liquidation.loss_percent) for d in outcome.unreproduced] == [
+        (WOULD_NOT, 9.0), (WOULD, 12.0)]
+    assert outcome.simulated == [] and outcome.differences == []  # the 9 % one is unreproduced, not the change's
