@@ -81,6 +81,8 @@ class User(Base):
     critical_drawdown_percent: Mapped[Decimal] = mapped_column(Percent, nullable=False, server_default=text("10"))
     daily_loss_limit_percent: Mapped[Decimal] = mapped_column(Percent, nullable=False, server_default=text("5"))
     close_grace_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("10"))
+    guard_profile: Mapped[str] = mapped_column(String(64), nullable=False, server_default="default")
+    initial_balance_gbp: Mapped[Decimal | None] = mapped_column(Money)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from infra.db import make_engine, make_sessionmaker
 from reconguard import users
+from reconguard.guard_profiles import assign_profile
 from reconguard.startup import connected, loaded_settings
 from schemas.envelope import utcnow
 
@@ -124,4 +125,36 @@ def list_all() -> None:
                      and (t.expires_at is None or t.expires_at > now))
         table.add_row(u.id, u.role, str(u.mt5_login or "—"), str(u.telegram_chat_id or "—"),
                       f"{u.warning_drawdown_percent}", f"{u.critical_drawdown_percent}", str(active))
+    console.print(table)
+
+
+
+@app.command("profile")
+def profile(
+    user_id: str,
+    name: Annotated[str, typer.Argument(help="A profile name (`reconguard users profiles` lists them)")],
+    initial_balance: Annotated[Optional[Decimal], typer.Option(
+        help="Initial balance (GBP) the prop-firm profiles measure from; default: the first reading's balance")
+    ] = None,
+) -> None:
+    """Assign a guard profile to an account (docs/guard-rules.md, "Guard profiles"); the worker takes it up
+    at its next levels refresh.  Example: `reconguard users profile u-alice prop-static --initial-balance 100000`
+    """
+    guard = loaded_settings().guard
+
+    async def assign(s: async_sessionmaker) -> None:
+        async with s() as session:
+            await assign_profile(session, user_id=user_id, profile=name, guard=guard,
+                                 initial_balance_gbp=initial_balance)
+
+    _with_sessions(assign)
+    console.print(f"{user_id} now uses guard profile {name} v{guard.profiles[name].version}")
+
+
+@app.command("profiles")
+def profiles() -> None:
+    """List the guard profiles an account can be given.  Example: `reconguard users profiles`"""
+    table = Table("profile", "version", "family", "description")
+    for key, p in sorted(loaded_settings().guard.profiles.items()):
+        table.add_row(key, str(p.version), p.family.value, p.description)
     console.print(table)

@@ -130,6 +130,7 @@ class AccountAssessed(Payload):
     margin_used_percent: Percent = Field(ge=0)
     last_sync_at: AwareDatetime | None = None
     sync_error: str | None = Field(default=None, max_length=1000)
+    profile: str | None = Field(default=None, max_length=80, description="The guard profile, as name@version")
 
 
 class AlertType(StrEnum):

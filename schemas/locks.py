@@ -22,6 +22,7 @@ class LockKind(StrEnum):
 
     DRAWDOWN = "drawdown"
     DAILY_LOSS = "daily_loss"
+    PROFIT_TARGET = "profit_target"  # a guard profile's profit target was reached: no liquidation
 
 
 class LockEnd(StrEnum):

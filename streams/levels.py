@@ -2,7 +2,8 @@
 
 Only an admin changes a user's levels (in the database or through the API); the worker picks the
 change up at the next refresh. An account with no row, or a database that cannot be read, gets
-the defaults (5 / 10 / 5 %, 10 s); a failed refresh keeps the last levels it read.
+the defaults (5 / 10 / 5 %, 10 s, profile ``default``); a failed refresh keeps the last levels it read.
+The profile is a name in ``GuardSettings.profiles``: the rules resolve it (an unknown name takes ``default``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from infra.settings import DEFAULT_LEVELS, AccountLevels
 log = logging.getLogger(__name__)
 
 _QUERY = """SELECT id, warning_drawdown_percent, critical_drawdown_percent, daily_loss_limit_percent,
-                   close_grace_seconds FROM users"""
+                   close_grace_seconds, guard_profile, initial_balance_gbp FROM users"""
 
 
 class AccountLevelsBook:
@@ -76,4 +77,6 @@ async def read_levels(database_url: str) -> dict[str, AccountLevels]:
         warning_drawdown_percent=float(row["warning_drawdown_percent"]),
         critical_drawdown_percent=float(row["critical_drawdown_percent"]),
         daily_loss_limit_percent=float(row["daily_loss_limit_percent"]),
-        close_grace_seconds=float(row["close_grace_seconds"])) for row in rows}
+        close_grace_seconds=float(row["close_grace_seconds"]), profile=row["guard_profile"],
+        initial_balance_gbp=None if row["initial_balance_gbp"] is None else float(row["initial_balance_gbp"]))
+        for row in rows}

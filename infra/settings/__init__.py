@@ -7,7 +7,7 @@ this tree and a test keeps it in step. Unsafe values are refused at start (``loa
 """
 
 from infra.settings.core import ConfigurationError, Settings, load
-from infra.settings.guard import DEFAULT_LEVELS, AccountLevels, GuardSettings, SymbolRules
+from infra.settings.guard import DEFAULT_LEVELS, AccountLevels, GuardProfile, GuardSettings, ProfileFamily, SymbolRules
 from infra.settings.naming import env_name, environment, explain
 from infra.settings.services import (
     ApiSettings,
@@ -20,4 +20,5 @@ from infra.settings.services import (
 __all__ = [
     "DEFAULT_LEVELS", "AccountLevels", "ApiSettings", "ConfigurationError", "GatewaySettings", "GuardSettings", "Settings",
     "SupervisorSettings", "SymbolRules", "TelegramSettings", "WorkerSettings", "env_name", "environment", "explain", "load",
+    "GuardProfile", "ProfileFamily",
 ]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import time
+from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.settings.markets import MarketSettings
@@ -45,6 +46,64 @@ class AccountLevels(BaseModel):
     critical_drawdown_percent: float = 10.0
     daily_loss_limit_percent: float = 5.0
     close_grace_seconds: float = 10.0
+    profile: str = "default"  # a name in GuardSettings.profiles (docs/guard-rules.md, "Guard profiles")
+    initial_balance_gbp: float | None = None  # None: the balance of the account's first trusted reading
+
+
+class ProfileFamily(StrEnum):
+    """How a guard profile measures the loss it limits (formulas: docs/guard-rules.md, "Guard profiles")."""
+
+    DEFAULT = "default"  # drawdown from the equity high-water mark; daily loss from the day's start equity
+    STATIC = "static"  # maximum loss from the initial balance
+    TRAILING_EQUITY = "trailing_equity"  # maximum loss trailing the equity high-water mark
+    TRAILING_EOD = "trailing_eod"  # maximum loss trailing the end-of-day balance high-water mark
+
+
+class GuardProfile(BaseModel):
+    """A named, versioned rule set: bump ``version`` whenever a field changes (decisions record both)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = Field(ge=1)
+    family: ProfileFamily
+    description: str = ""
+    max_loss_percent: float | None = Field(default=None, gt=0, lt=100,
+                                           description="Of the initial balance; the account's levels for default")
+    warning_loss_percent: float | None = Field(default=None, gt=0, lt=100, description="Of the initial balance")
+    daily_loss_percent: float | None = Field(default=None, gt=0, lt=100,
+                                             description="Of the initial balance, from the day's baseline")
+    trail_stops_at_initial: bool = Field(default=False,
+                                         description="A trailing floor rises no higher than the initial balance")
+    profit_target_percent: float | None = Field(default=None, gt=0,
+                                                description="Equity this far above the initial balance locks")
+
+    @model_validator(mode="after")
+    def _complete(self) -> GuardProfile:
+        if self.family is not ProfileFamily.DEFAULT:
+            if self.max_loss_percent is None or self.daily_loss_percent is None:
+                raise ValueError(f"a {self.family.value} profile needs max_loss_percent and daily_loss_percent")
+            if self.warning_loss_percent is not None and self.warning_loss_percent >= self.max_loss_percent:
+                raise ValueError("warning_loss_percent must be below max_loss_percent")
+        return self
+
+
+def _builtin_profiles() -> dict[str, GuardProfile]:
+    return {
+        "default": GuardProfile(version=1, family=ProfileFamily.DEFAULT,
+                                description="Drawdown from the equity peak and daily loss: the account's levels"),
+        "prop-static": GuardProfile(version=1, family=ProfileFamily.STATIC, max_loss_percent=10,
+                                    warning_loss_percent=8, daily_loss_percent=5, profit_target_percent=10,
+                                    description="10% maximum loss from the initial balance, 5% daily, 10% target"),
+        "prop-trailing": GuardProfile(version=1, family=ProfileFamily.TRAILING_EQUITY, max_loss_percent=6,
+                                      warning_loss_percent=5, daily_loss_percent=4, trail_stops_at_initial=True,
+                                      profit_target_percent=8,
+                                      description="6% trailing the equity peak, stopping at the initial balance"),
+        "prop-trailing-eod": GuardProfile(version=1, family=ProfileFamily.TRAILING_EOD, max_loss_percent=5,
+                                          warning_loss_percent=4, daily_loss_percent=3, trail_stops_at_initial=True,
+                                          profit_target_percent=10,
+                                          description="5% trailing the end-of-day balance peak, stopping at "
+                                                      "the initial balance"),
+    }
 
 
 DEFAULT_LEVELS = AccountLevels()
@@ -110,7 +169,23 @@ class GuardSettings(BaseSettings):
     liquidation_answer_timeout_seconds: float = Field(
         default=30.0, gt=0, description="A close the executor has not answered within this counts as refused")
 
+    # guard profiles (docs/guard-rules.md, "Guard profiles"); a user's ``guard_profile`` names one
+    profiles: dict[str, GuardProfile] = Field(default_factory=_builtin_profiles,
+                                              description="Named, versioned guard rule sets; 'default' is required")
+
     _symbol_rules: dict[str, tuple[object, SymbolRules, SymbolRules]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("profiles")
+    @classmethod
+    def _has_default(cls, value: dict[str, GuardProfile]) -> dict[str, GuardProfile]:
+        if "default" not in value:
+            raise ValueError("profiles must define 'default'")
+        return value
+
+    def profile(self, name: str) -> tuple[str, GuardProfile]:
+        """The profile called ``name``, or ``default`` when no profile has that name (renamed since)."""
+        found = self.profiles.get(name)
+        return (name, found) if found is not None else ("default", self.profiles["default"])
 
     @field_validator("daily_reset_timezone")
     @classmethod

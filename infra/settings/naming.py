@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, SecretStr, ValidationError
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings
 
 
@@ -59,7 +60,7 @@ def _text(value: Any) -> str:
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value)
+        return json.dumps(value, default=to_jsonable_python)  # models inside (guard profiles) too
     return str(value)
 
 

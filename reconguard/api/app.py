@@ -32,6 +32,7 @@ from reconguard.api.headers import secure
 from reconguard.api.ratelimit import SyncLimiter
 from reconguard.api.routes_ops import router as ops_router
 from reconguard.api.routes_locks import router as locks_router
+from reconguard.api.routes_profiles import router as profiles_router
 from reconguard.api.routes_users import router as users_router
 
 log = logging.getLogger("reconguard.api")
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(users_router)
     app.include_router(ops_router)
     app.include_router(locks_router)
+    app.include_router(profiles_router)
     app.middleware("http")(_observe)
     for error in (OperationalError, PoolTimeoutError, OSError, ConnectionError):
         app.add_exception_handler(error, _unavailable)

@@ -6,61 +6,84 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from infra.settings import AccountLevels, GuardSettings
-from schemas import Envelope
+from schemas import Envelope, derived
 from schemas.common import CloseReason
 from schemas.decisions import ActionTaken, AlertType
+from schemas.locks import AccountLocked, LockEnd, LockKind
 from schemas.reports import AccountReport
 from streams.decisions import CauseRef, replace
+from streams.drawdown import profiles
+from streams.drawdown.lock import AccountLock
 from streams.drawdown.outputs import guard_alert
-from streams.drawdown.readings import daily_loss, drawdown_percent
-from streams.drawdown.state import DAILY, DRAWDOWN, WARNING, DrawdownState, Held, PendingClose, Reading
+from streams.drawdown.readings import drawdown_percent
+from streams.drawdown.state import DAILY, DRAWDOWN, TARGET, WARNING, DrawdownState, Held, PendingClose, Reading
 
 
 def assess_levels(state: DrawdownState, event: Envelope[AccountReport], reading: Reading, levels: AccountLevels,
-                   config: GuardSettings, now: datetime | None = None) -> tuple[DrawdownState, list[Envelope[Any]]]:
-    drawdown = drawdown_percent(state, reading)
-    loss_gbp, loss_percent = daily_loss(state, reading)
+                  config: GuardSettings, now: datetime | None = None) -> tuple[DrawdownState, list[Envelope[Any]]]:
+    name, profile = config.profile(levels.profile)
+    state = profiles.track(state, reading)
+    m = profiles.measure(state, reading, levels, name, profile)
     streaks = {
-        DRAWDOWN: state.streaks.get(DRAWDOWN, 0) + 1 if drawdown >= levels.critical_drawdown_percent else 0,
-        DAILY: state.streaks.get(DAILY, 0) + 1 if loss_percent >= levels.daily_loss_limit_percent else 0,
-        WARNING: state.streaks.get(WARNING, 0) + 1 if drawdown >= levels.warning_drawdown_percent else 0,
+        DRAWDOWN: state.streaks.get(DRAWDOWN, 0) + 1 if m.loss_percent >= m.critical else 0,
+        DAILY: state.streaks.get(DAILY, 0) + 1 if m.daily_percent >= m.daily_limit else 0,
+        WARNING: state.streaks.get(WARNING, 0) + 1 if m.loss_percent >= m.warning else 0,
+        TARGET: state.streaks.get(TARGET, 0) + 1 if m.target_reached else 0,
     }
     streaks = {k: min(v, config.confirmations) for k, v in streaks.items() if v}
     state = replace(state, streaks=streaks)
     confirmed = {k for k, v in streaks.items() if v >= config.confirmations}
     if not confirmed and not state.warning_active:
         return state, []  # nothing to say: most readings end here
-    inputs = _inputs(state, reading, drawdown, loss_gbp, loss_percent, levels, config)
+    inputs = _inputs(state, reading, m, levels, config)
     outputs: list[Envelope[Any]] = []
     if state.pending is None and _unordered(state, reading.at, config):
-        trigger = _trigger(state, event, confirmed, drawdown, loss_percent, levels, inputs, now or event.occurred_at)
+        trigger = _trigger(state, event, confirmed, m, levels, inputs, now or event.occurred_at)
         if trigger is not None:
             state, alert = trigger
             outputs.append(alert)
+    if TARGET in confirmed and state.pending is None:
+        state, locked = _target_lock(state, event, m, inputs)
+        return state, outputs + [locked]
     if WARNING in confirmed and not state.warning_active:
         state = replace(state, warning_active=True)
         if not outputs:  # a critical alert said more already
             outputs.append(guard_alert(event, "drawdown/warning", AlertType.DRAWDOWN_WARNING, ActionTaken.WARNING_SENT,
-                                  status="open", message=f"Drawdown {drawdown:.2f}% reached the warning level "
-                                  f"{levels.warning_drawdown_percent:g}%", drawdown_percent=drawdown,
-                                  equity_gbp=reading.equity_gbp, threshold_percent=levels.warning_drawdown_percent,
+                                  status="open", message=f"{m.what} {m.loss_percent:.2f}% reached the warning level "
+                                  f"{m.warning:g}%", drawdown_percent=m.loss_percent,
+                                  equity_gbp=reading.equity_gbp, threshold_percent=m.warning,
                                   details=inputs))
-    elif drawdown < levels.warning_drawdown_percent and state.warning_active:
+    elif m.loss_percent < m.warning and state.warning_active:
         state = replace(state, warning_active=False)  # re-armed: the next crossing warns again
     return state, outputs
 
 
-def _inputs(state: DrawdownState, reading: Reading, drawdown: float, loss_gbp: float, loss_percent: float,
-            levels: AccountLevels, config: GuardSettings) -> dict[str, Any]:
-    """What an alert or close records of the reading and levels that produced it."""
+def _inputs(state: DrawdownState, reading: Reading, m: profiles.Measures, levels: AccountLevels,
+            config: GuardSettings) -> dict[str, Any]:
+    """What an alert or close records of the reading, profile and levels that produced it."""
     return {"equity_gbp": round(reading.equity_gbp, 4), "peak_equity_gbp": round(state.peak_equity_gbp or 0, 4),
-            "drawdown_percent": round(drawdown, 4), "day": state.day,
+            "drawdown_percent": round(drawdown_percent(state, reading), 4), "day": state.day,
             "day_start_equity_gbp": round(state.day_start_equity_gbp or 0, 4),
-            "daily_loss_gbp": round(loss_gbp, 4), "daily_loss_percent": round(loss_percent, 4),
+            "daily_loss_gbp": round(m.daily_loss_gbp, 4), "daily_loss_percent": round(m.daily_percent, 4),
             "confirmations": config.confirmations, "reading_at": reading.at.isoformat(),
             "levels": levels.model_dump(),
             "money_flows": [{"ticket": f.ticket, "kind": f.kind, "amount_gbp": f.amount_gbp, "at": f.at.isoformat(),
-                             "ratio": f.ratio} for f in state.flows]}
+                             "ratio": f.ratio} for f in state.flows]} | m.facts
+
+
+def _target_lock(state: DrawdownState, event: Envelope[AccountReport], m: profiles.Measures,
+                 inputs: dict[str, Any]) -> tuple[DrawdownState, Envelope[Any]]:
+    """The profit target is reached: lock the account (its open positions close as a lock's new ones do)."""
+    profile = m.facts["profile"]
+    payload = AccountLocked(
+        user_id=event.account_id, kind=LockKind.PROFIT_TARGET, ends=LockEnd.ADMIN_UNLOCK, day=state.day,
+        message=f"profit target of profile {profile['name']} v{profile['version']} reached: approve no trade for "
+                "it; its positions are closed until an admin unlocks it",
+        details={"rule": "profit_target/lock", "inputs": inputs})
+    out = derived(payload, cause=event, rule="profit_target/lock")
+    held = AccountLock(out.event_id, LockKind.PROFIT_TARGET, LockEnd.ADMIN_UNLOCK, event.occurred_at, state.day,
+                       trigger=out.event_id)
+    return replace(state, lock=held, streaks={}), out
 
 
 def _unordered(state: DrawdownState, at: datetime, config: GuardSettings) -> list[Held]:
@@ -69,15 +92,14 @@ def _unordered(state: DrawdownState, at: datetime, config: GuardSettings) -> lis
     return [h for h in state.positions if h.ticket not in state.ordered or at - state.ordered[h.ticket] >= window]
 
 
-def _trigger(state: DrawdownState, event: Envelope[AccountReport], confirmed: set[str], drawdown: float,
-             loss_percent: float, levels: AccountLevels, inputs: dict[str, Any], now: datetime
-             ) -> tuple[DrawdownState, Envelope[Any]] | None:
+def _trigger(state: DrawdownState, event: Envelope[AccountReport], confirmed: set[str], m: profiles.Measures,
+             levels: AccountLevels, inputs: dict[str, Any], now: datetime) -> tuple[DrawdownState, Envelope[Any]] | None:
     if DRAWDOWN in confirmed:
-        kind, reason, value, threshold, what = (AlertType.DRAWDOWN_CRITICAL, CloseReason.DRAWDOWN_GUARD, drawdown,
-                                                levels.critical_drawdown_percent, "Drawdown")
+        kind, reason, value, threshold, what = (AlertType.DRAWDOWN_CRITICAL, CloseReason.DRAWDOWN_GUARD,
+                                                m.loss_percent, m.critical, m.what)
     elif DAILY in confirmed:
         kind, reason, value, threshold, what = (AlertType.DAILY_LOSS_CRITICAL, CloseReason.DAILY_LOSS_GUARD,
-                                                loss_percent, levels.daily_loss_limit_percent, "Daily loss")
+                                                m.daily_percent, m.daily_limit, "Daily loss")
     else:
         return None
     grace = levels.close_grace_seconds

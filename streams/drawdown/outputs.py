@@ -31,6 +31,6 @@ def snapshot(state: DrawdownState, event: Envelope[Any], reading: Reading, *, dr
         total_volume_lots=round(sum(h.volume for h in state.positions), 4),
         open_pnl_gbp=round(sum(h.profit_gbp for h in state.positions), 4),
         margin_used_percent=round(margin / equity * 100, 4) if equity > 0 else 0.0,
-        last_sync_at=reading.at, sync_error=state.sync_error)
+        last_sync_at=reading.at, sync_error=state.sync_error, profile=state.profile)
     return derived(assessed, cause=event, rule="drawdown/assessed")
 

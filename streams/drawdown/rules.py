@@ -40,6 +40,7 @@ from streams.drawdown import lock
 from streams.drawdown.levels import assess_levels
 from streams.drawdown.liquidation import fire_due
 from streams.drawdown.outputs import snapshot, snapshot_due
+from streams.drawdown.profiles import label
 from streams.drawdown.readings import SUSPECT, TRUSTED, accept, apply_flows, drawdown_percent, judge
 from streams.drawdown.state import DrawdownState, Held, Reading
 
@@ -101,6 +102,8 @@ def on_account(state: DrawdownState, event: Envelope[AccountReport], levels: Acc
     reading = Reading(event.occurred_at, report.equity * report.gbp_rate, report.balance * report.gbp_rate,
                       tuple(sorted(h.ticket for h in state.positions)), report.gbp_rate)
     state = apply_flows(state, report, config)
+    name, profile = config.profile(levels.profile)
+    state = replace(state, profile=label(name, profile))  # volatile: snapshots name the profile
     verdict = judge(state, reading, report, config, now)
     if verdict != TRUSTED:
         return on_untrusted(state, event, reading, verdict, config)

@@ -64,6 +64,11 @@ class DrawdownState:
     sync_error: str | None = None
     flows: tuple[AppliedFlow, ...] = ()  # the latest money flows applied, newest last
     lock: AccountLock | None = None  # after a liquidation (streams/drawdown/lock.py)
+    # What the prop-firm profiles measure from (streams/drawdown/profiles.py)
+    initial_balance_gbp: float | None = None  # the first trusted reading's balance
+    balance_day: str | None = None  # the broker day day_start_balance_gbp belongs to
+    day_start_balance_gbp: float | None = None  # the day's first trusted balance: the balance at midnight
+    eod_balance_peak_gbp: float | None = None  # the highest end-of-day balance (and the initial balance)
     # Volatile: refreshed by every report; changing them alone does not need a table write.
     positions_at: datetime | None = field(default=None, compare=False)
     last: Reading | None = field(default=None, compare=False)
@@ -75,9 +80,10 @@ class DrawdownState:
     recent: tuple[float, ...] = field(default=(), compare=False)
     day_recent: tuple[float, ...] = field(default=(), compare=False)
     untrusted: int = field(default=0, compare=False)  # untrusted readings seen (shown in snapshots)
+    profile: str | None = field(default=None, compare=False)  # "name@version" of the last assessment
 
 
-DRAWDOWN, DAILY, WARNING = "drawdown", "daily", "warning"
+DRAWDOWN, DAILY, WARNING, TARGET = "drawdown", "daily", "warning", "target"
 #: How many applied money flows the state keeps (and decision records show).
 FLOWS_KEPT = 20
 
