@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from infra.db import make_engine, make_sessionmaker
 from infra.embedded import free_port, wait_until
+from infra.partitions import SNAPSHOTS
 from infra.settings import Settings
 from infra.tables import DrawdownAlert, PositionSnapshot, ReconciliationLog
 from reconguard.api.app import serve
@@ -120,6 +121,10 @@ async def insert_rows(
     engine = make_engine(database_url)
     try:
         async with engine.begin() as connection:
+            # position_snapshots is partitioned by day: the projector makes a day's partition before its
+            # rows; rows put in directly need theirs made too.
+            for day in {SNAPSHOTS.bounds(row["created_at"])[0]: row["created_at"] for row in snapshots}.values():
+                await connection.execute(text(SNAPSHOTS.create_sql(day)))
             for model, rows in (
                 (PositionSnapshot, snapshots),
                 (ReconciliationLog, logs),
