@@ -30,8 +30,9 @@ class ProfileAssignment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     profile: str = Field(min_length=1, max_length=64, description="A name GET /guard-profiles lists")
-    initial_balance_gbp: Decimal | None = Field(default=None, gt=0, max_digits=18, decimal_places=4,
-                                                description="What prop-firm profiles measure from")
+    # A JSON number, as every number at our doors (no text); within the column's NUMERIC(18, 4).
+    initial_balance_gbp: float | None = Field(default=None, gt=0, lt=1e14, allow_inf_nan=False, strict=True,
+                                              description="What prop-firm profiles measure from")
 
 
 class ProfileAssignedPublic(BaseModel):
@@ -51,18 +52,22 @@ async def list_profiles(caller: CurrentCaller, app: App) -> list[GuardProfilePub
 
 @router.put("/users/{user_id}/guard-profile", response_model=ProfileAssignedPublic,
             responses=_UNAUTHORISED | _FORBIDDEN | {404: {"description": "No such user"},
-                                                    422: {"description": "No such profile"}})
+                                                    400: {"description": "No such profile"}})
 async def set_profile(user_id: UserIdPath, body: ProfileAssignment, caller: Admin, session: Session, app: App
                       ) -> ProfileAssignedPublic:
     """Give the account a guard profile (admins only); the worker uses it from its next levels refresh."""
     guard = app.settings.guard
     if body.profile not in guard.profiles:
-        raise HTTPException(422,
+        raise HTTPException(400,
                             detail=f"no guard profile {body.profile!r}; known: {', '.join(sorted(guard.profiles))}")
     try:
         await assign_profile(session, user_id=user_id, profile=body.profile, guard=guard,
-                             initial_balance_gbp=body.initial_balance_gbp)
+                             initial_balance_gbp=_money(body.initial_balance_gbp))
     except UserError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from None
     return ProfileAssignedPublic(user_id=user_id, profile=body.profile, version=guard.profiles[body.profile].version,
-                                 initial_balance_gbp=body.initial_balance_gbp)
+                                 initial_balance_gbp=_money(body.initial_balance_gbp))
+
+
+def _money(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(str(round(value, 4)))

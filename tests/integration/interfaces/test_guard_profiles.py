@@ -70,11 +70,11 @@ def test_the_profiles_are_listed_with_their_versions(api, people):
 
 def test_an_admin_assigns_a_profile_through_the_api_and_the_worker_decides_with_it(api, people, settings):
     assert [a.details["profile"]["name"] for a in alerts_after_a_fall(people.owner, settings)] == ["default"]
-    body = {"profile": "prop-static", "initial_balance_gbp": "10000"}
+    body = {"profile": "prop-static", "initial_balance_gbp": 10000}
     assert api.put(f"/users/{people.owner}/guard-profile", json=body,
                    headers=people.headers("owner")).status_code == 403, "a trader may not choose their rules"
     assert api.put(f"/users/{people.owner}/guard-profile", json={"profile": "lenient"},
-                   headers=people.headers("admin")).status_code == 422
+                   headers=people.headers("admin")).status_code == 400
     assert api.put("/users/nobody/guard-profile", json=body, headers=people.headers("admin")).status_code == 404
     done = api.put(f"/users/{people.owner}/guard-profile", json=body, headers=people.headers("admin"))
     assert done.status_code == 200 and done.json()["version"] == 1, done.text
