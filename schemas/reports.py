@@ -40,6 +40,10 @@ class MoneyFlow(BaseModel):
     time: AwareDatetime = Field(description="True UTC")
     server_time: AwareDatetime = Field(description="As the terminal wrote it (server clock)")
     comment: str = Field(default="", max_length=64)
+    after_previous_poll: bool = Field(
+        default=False, description="The poller's previous read of this account did not have this deal, and a "
+        "read takes the account figures before the deal history: the deal is not in the previous report's "
+        "balance. False on a poller's first read of an account (a look-back over the last day).")
 
 
 class AccountReport(Payload):

@@ -42,10 +42,11 @@ def demo_broker(*, seed: int = DEMO_SEED, start_time: float | None = None) -> Si
 
 
 async def drive_market(broker: SimulatedBroker, *, stop: asyncio.Event, interval: float = 0.25) -> None:
-    """Keep the simulated clock in step with the wall clock (the simulator only moves when told)."""
-    origin_wall, origin_sim = time.monotonic(), broker.now()
+    """Keep the simulated clock on the wall clock (the simulator only moves when told). The market was
+    made with the wall-clock time some seconds before this starts: it catches up first, so deals and
+    ticks carry the true time rather than a time behind it by the start-up."""
     while not stop.is_set():
-        broker.advance_to(origin_sim + time.monotonic() - origin_wall)
+        broker.advance_to(max(broker.now(), time.time()))
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval)
         except TimeoutError:

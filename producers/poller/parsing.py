@@ -154,14 +154,16 @@ def observed_deal(deal: Any, gbp_rate: float, offset: int = 0) -> ObservedDeal |
     )
 
 
-def money_flow(deal: Any, gbp_rate: float, offset: int = 0) -> MoneyFlow | None:
-    """A balance or credit deal as a money flow; None for any other deal."""
+def money_flow(deal: Any, gbp_rate: float, offset: int = 0, after_previous_poll: bool = False) -> MoneyFlow | None:
+    """A balance or credit deal as a money flow; None for any other deal. ``after_previous_poll``: the
+    previous read of the account, which took its figures before its deal history, did not have it."""
     kind = FLOW_TYPES.get(deal.type)
     if kind is None or not deal.profit:
         return None
     server = utc_from_epoch(deal.time, deal.time_msc)
     return MoneyFlow(ticket=deal.ticket, kind=kind, amount=deal.profit, amount_gbp=round(deal.profit * gbp_rate, 2),
-                     time=to_utc(server, offset), server_time=server, comment=deal.comment[:64])
+                     time=to_utc(server, offset), server_time=server, comment=deal.comment[:64],
+                     after_previous_poll=after_previous_poll)
 
 
 def closing_deals(deals: Iterable[Any], gbp_rate: float, *, already_reported: set[int] | frozenset[int],
@@ -282,7 +284,7 @@ def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int, o
         s, read.ticks[s], point=read.points[s], digits=getattr(read, "digits", {}).get(s), offset=offset,
         market_open=read.trade_modes.get(s, c.SYMBOL_TRADE_MODE_FULL) != c.SYMBOL_TRADE_MODE_DISABLED)))
     flows = tuple(f for d in getattr(read, "flows", ()) if d.ticket not in state.flows_reported
-                  and (f := money_flow(d, read.gbp_rate, offset)) is not None)
+                  and (f := money_flow(d, read.gbp_rate, offset, state.flows_since is not None)) is not None)
     profit = round(sum(p.profit + getattr(p, "swap", 0.0) for p in read.positions), 2)
     return PollOutcome(
         account=account_report(read.info, user_id=user_id, poll_seq=poll_seq, gbp_rate=read.gbp_rate,

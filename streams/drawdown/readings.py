@@ -15,7 +15,7 @@ from streams.drawdown.state import DAILY, FLOWS_KEPT, AppliedFlow, DrawdownState
 
 #: Verdicts of ``judge``; every one but TRUSTED is a reason the reading was not trusted.
 TRUSTED, ABSURD, STALE, INCONSISTENT, SUSPECT, RATE = "trusted", "absurd", "stale", "inconsistent", "suspect", "rate"
-#: A flow up to this much older than the last reading is still applied (clock rounding, read order).
+#: A look-back flow (see ``apply_flows``) up to this much older than the last reading is still applied.
 FLOW_TIME_SLACK = timedelta(seconds=5)
 
 
@@ -95,6 +95,11 @@ def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettin
     E0 is estimated from two readings, so that one reading priced off a bad quote cannot inflate the
     peak: the last trusted equity, and this report's equity less F when it is consistent; of the
     two, the larger for a deposit and the smaller for a withdrawal (the lower peak either way).
+
+    Which flows are new to the last reading: one the poller marks ``after_previous_poll`` is, whatever
+    its time (the terminal's clock need not agree with ours). One found by a look-back (a poller's first
+    read) may already be in the last reading's balance: it counts only when it is later than that
+    reading, by the two clocks, with ``FLOW_TIME_SLACK`` for their disagreement.
     """
     seen = {f.ticket for f in state.flows}
     last = state.last
@@ -103,7 +108,7 @@ def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettin
         return state
     if last is None:  # flows before the first reading are already in it
         return replace(state, flows=_kept(state.flows, [_applied(f, 1.0) for f in new]))
-    new = [f for f in new if f.time > last.at - FLOW_TIME_SLACK]
+    new = [f for f in new if f.after_previous_poll or f.time > last.at - FLOW_TIME_SLACK]
     if not new:
         return state
     net = sum(f.amount_gbp for f in new)

@@ -99,7 +99,23 @@ def test_the_poller_reports_true_utc_and_each_money_flow_once():
     assert last.account.server_offset_minutes == 180 and last.account.credit == 300.0
     flows = [f for o in outcomes for f in o.account.money_flows if f.comment != "Initial deposit"]
     assert [(f.kind.value, f.amount) for f in flows] == [("balance", 500.0), ("balance", -200.0), ("credit", 300.0)]
+    assert all(f.after_previous_poll for f in flows)  # found by a later poll: not in an earlier report's balance
     assert last.account.positions_profit == pytest.approx(last.account.equity - last.account.balance - 300.0)
+
+
+def test_a_first_poll_marks_the_flows_it_finds_as_a_look_back():
+    """A poller's first read cannot know whether an earlier report already had the deal in its balance."""
+    broker, mt5 = broker_at("2026-07-06T10:00")
+    broker.advance(1)
+    broker.deposit(LOGIN, 500.0)
+    broker.advance(1)
+    clock, cache = BrokerClock(assumed="UTC+03:00"), SymbolCache()
+    first, state = poll(broker, mt5, clock, PollState(), cache)
+    broker.deposit(LOGIN, -200.0, "Withdrawal")
+    broker.advance(1)
+    second, _ = poll(broker, mt5, clock, state, cache)
+    assert [(f.amount, f.after_previous_poll) for f in first.account.money_flows if f.amount == 500.0] == [(500.0, False)]
+    assert [(f.amount, f.after_previous_poll) for f in second.account.money_flows] == [(-200.0, True)]
 
 
 def test_a_flat_account_without_ticks_still_knows_the_server_clock():

@@ -23,9 +23,10 @@ HELD = positions(position(1001, profit_gbp=0), t=0.5)
 _tickets = iter(range(70_000_000, 80_000_000))
 
 
-def flow(amount: float, *, t: float, kind: MoneyFlowKind = MoneyFlowKind.BALANCE, rate: float = 1.0) -> MoneyFlow:
+def flow(amount: float, *, t: float, kind: MoneyFlowKind = MoneyFlowKind.BALANCE, rate: float = 1.0,
+         after_previous_poll: bool = False) -> MoneyFlow:
     return MoneyFlow(ticket=next(_tickets), kind=kind, amount=amount, amount_gbp=amount * rate, time=at(t),
-                     server_time=at(t) + timedelta(hours=2))
+                     server_time=at(t) + timedelta(hours=2), after_previous_poll=after_previous_poll)
 
 
 def reading(equity: float, *, t: float, balance: float | None = None, credit: float = 0.0,
@@ -69,6 +70,29 @@ def test_a_withdrawal_of_15_percent_with_a_position_open_and_no_loss_triggers_no
     assert alerts(outputs) == [] and closes(outputs) == []
     assert state.peak_equity_gbp == 8_500 and state.day_start_equity_gbp == 8_500
     assert [f.ticket for f in state.flows] == [w.ticket]
+
+
+def test_a_withdrawal_stamped_by_a_broker_clock_behind_ours_still_counts():
+    """The terminal's clock runs 40 s behind ours (or the simulator's lagged under load): the deal's time is
+    before the last reading, but the poller saw it appear after its previous read, so it is new."""
+    w = flow(-1_500, t=-40, after_previous_poll=True)
+    state, outputs = run(HELD, reading(10_000, t=1), reading(10_000, t=2), reading(8_500, t=3.5, flows=(w,)),
+                         reading(8_500, t=4), reading(8_500, t=5))
+    assert alerts(outputs) == [] and closes(outputs) == []
+    assert state.peak_equity_gbp == 8_500 and [f.ticket for f in state.flows] == [w.ticket]
+
+
+def test_a_look_back_flow_older_than_the_last_reading_is_already_in_it():
+    """A restarted poller reports the last day's flows again; the guard, which forgot this one, had the
+    account at 8 500 after it: applying it would lower the peak below the money the account holds."""
+    old = flow(-1_500, t=0.2)
+    state, outputs = run(HELD, reading(8_500, t=1), reading(8_500, t=2), reading(8_500, t=3, flows=(old,)),
+                         reading(8_500, t=4))
+    assert alerts(outputs) == [] and state.peak_equity_gbp == 8_500
+    late = flow(-1_500, t=3.5)  # a look-back flow after the last reading: money left while the poller was down
+    state, outputs = run(reading(7_000, t=60, flows=(late,)), reading(7_000, t=61), reading(7_000, t=62),
+                         state=state)
+    assert alerts(outputs) == [] and state.peak_equity_gbp == 7_000
 
 
 def test_a_deposit_then_a_withdrawal_of_the_same_amount_triggers_nothing():
