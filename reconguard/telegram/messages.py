@@ -13,6 +13,7 @@ from infra.tables import PositionSnapshot
 from schemas import Envelope
 from schemas.decisions import GuardAlertRaised
 from schemas.locks import AccountLocked, AccountUnlocked, LockEnd
+from schemas.operations import OperatorAlertRaised
 from schemas.retcodes import retcode_name
 
 MAX_LENGTH = 4096  # Telegram's limit for one message
@@ -74,7 +75,21 @@ def render(envelope: Envelope[Any], *, account: str) -> str | None:
         return alert_text(payload, account=account, at=envelope.occurred_at)[:MAX_LENGTH]
     if isinstance(payload, AccountLocked | AccountUnlocked):
         return lock_text(payload, account=account, at=envelope.occurred_at)[:MAX_LENGTH]
+    if isinstance(payload, OperatorAlertRaised):
+        return operator_text(payload, at=envelope.occurred_at)[:MAX_LENGTH]
     return None
+
+
+_OPERATOR_TITLES = {"crash_loop": "🔥 Service crash loop", "service_recovered": "✅ Service recovered",
+                    "warning_delayed": "⏱ Warning published late"}
+
+
+def operator_text(alert: OperatorAlertRaised, *, at: datetime) -> str:
+    """For the admins: what the guard survived but an operator must look at (a crash loop, a late warning)."""
+    title = _OPERATOR_TITLES.get(alert.kind, _humane(alert.kind).capitalize())
+    lines = [f"<b>{escape(title)}</b> — service <b>{escape(alert.service)}</b> ({escape(alert.severity)})",
+             escape(alert.message), f"<i>{_when(at)}</i>"]
+    return "\n".join(lines)
 
 
 _LOCK_ENDS = {LockEnd.NEXT_BROKER_DAY: "It ends at the start of the next broker day.",

@@ -3,7 +3,8 @@
 One message per alert state change a person needs (``messages.told``): the warning (or the market
 guard's "closing"), the confirmation with each close's realised P&L, a failure, an escalation; and
 one when the account is locked after a liquidation and one when the lock ends. An escalation
-("liquidation failed") also goes to every admin with a linked chat.
+("liquidation failed") also goes to every admin with a linked chat, and so does every operator alert
+(a service in a crash loop, a warning published late), which goes to no account's owner.
 
 Exactly once, as far as Telegram allows:
 - before sending, ``telegram_deliveries`` is asked whether this event id already went out (to an
@@ -37,11 +38,12 @@ from infra.tables import TelegramDelivery, User
 from reconguard.telegram.messages import render
 from reconguard.telegram.sending import Backoff, Interrupted, Refused, Sent, send
 from schemas import DecodeError, Envelope, Topic, decode, derive_id, utcnow
-from schemas.topics import ACCOUNT_LOCKS, ALERTS
+from schemas.operations import OperatorAlertRaised
+from schemas.topics import ACCOUNT_LOCKS, ALERTS, OPERATOR_ALERTS
 
 log = logging.getLogger(__name__)
 CONSUMER = "telegram"
-TOPICS: tuple[Topic, ...] = (ALERTS, ACCOUNT_LOCKS)
+TOPICS: tuple[Topic, ...] = (ALERTS, ACCOUNT_LOCKS, OPERATOR_ALERTS)
 T = TypeVar("T")
 
 
@@ -107,12 +109,13 @@ class AlertRelay:
         except DecodeError as error:
             await self._dead_letter(record, error.reason)
             return True
-        user = await self._retrying(lambda: self._owner(envelope), what="look up the owner")
+        for_operators = isinstance(envelope.payload, OperatorAlertRaised)  # keyed by a service, not an account
+        user = None if for_operators else await self._retrying(lambda: self._owner(envelope), what="look up the owner")
         text = render(envelope, account=account_label(user) if user else envelope.account_id)
         if text is None:
             return True
         owner_chat = user.telegram_chat_id if user is not None else None
-        if owner_chat is None:
+        if owner_chat is None and not for_operators:
             log.warning(
                 "%s %s for %s not sent: no Telegram chat is linked to that account",
                 envelope.event_type,
@@ -121,7 +124,7 @@ class AlertRelay:
             )
             telegram_messages_total.labels(outcome="no_chat").inc()
         recipients = {owner_chat: envelope.event_id} if owner_chat is not None else {}
-        if getattr(envelope.payload, "status", None) == "escalated":
+        if for_operators or getattr(envelope.payload, "status", None) == "escalated":
             admins = await self._retrying(self._admin_chats, what="look up the admins")
             recipients |= {chat: derive_id(envelope.event_id, f"telegram/{chat}") for chat in admins
                            if chat not in recipients}

@@ -20,7 +20,8 @@ from reconguard.telegram.service import serve
 from schemas import Envelope, decode, observed, utcnow
 from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
 from schemas.locks import AccountLocked, AccountUnlocked, LockEnd, LockKind
-from schemas.topics import ACCOUNT_LOCKS, ALERTS, DEAD_LETTERS
+from schemas.operations import OperatorAlertRaised
+from schemas.topics import ACCOUNT_LOCKS, ALERTS, DEAD_LETTERS, OPERATOR_ALERTS
 from tests.integration.interfaces.support import insert_rows, log_row, seed_people, snapshot_rows
 from tests.support.fake_telegram import FakeTelegram, fake_telegram
 from tests.support.servers import unique_name
@@ -60,7 +61,7 @@ async def own_topics(settings):
     """Topics of this test alone, so no other test's events reach its fake server."""
     prefix = unique_name("tg").replace("_", "-")
     await ensure_topics(
-        settings.kafka_bootstrap_servers, prefix, partitions=2, topics=(ALERTS, ACCOUNT_LOCKS, DEAD_LETTERS)
+        settings.kafka_bootstrap_servers, prefix, partitions=2, topics=(ALERTS, ACCOUNT_LOCKS, OPERATOR_ALERTS, DEAD_LETTERS)
     )
     # The shortest session tansu allows: each (re)start joins the group again.
     return settings.model_copy(update={"topic_prefix": prefix, "consumer_session_timeout_ms": 3000})
@@ -202,6 +203,22 @@ async def test_a_lock_and_its_unlock_reach_the_owner_once_each(own_topics, teleg
         await until_sent(telegram, [f"after {marker}"])
     owner = [t for t in telegram.texts_to(OWNER_CHAT) if marker in t and "after" not in t]
     assert [t.split("</b>", 1)[0] for t in owner] == ["<b>🔒 Account locked", "<b>🔓 Account unlocked"]
+
+
+async def test_an_operator_alert_reaches_every_admin_once_and_no_owner(own_topics, telegram, people, database_url):
+    await seed_people(database_url, tag=unique_name("ops"), chat_ids={"admin": ADMIN_CHAT})
+    marker = f"loop-{uuid.uuid4().hex[:6]}"
+    crash = observed(OperatorAlertRaised(kind="crash_loop", severity="critical", service="executor",
+                                         message=f"executor restarted 5 times in 60 s [{marker}]"),
+                     account_id="executor", occurred_at=utcnow())
+    await publish(own_topics, OPERATOR_ALERTS, [crash, crash])  # delivered twice: told once
+    async with running(own_topics, telegram, group=unique_name("g")):
+        await until_sent(telegram, [marker])
+        await publish(own_topics, ALERTS, [alert(people.owner, f"after {marker}")])
+        await until_sent(telegram, [f"after {marker}"])
+    (told,) = [t for t in telegram.texts_to(ADMIN_CHAT) if marker in t]
+    assert told.startswith("<b>🔥 Service crash loop</b> — service <b>executor</b> (critical)")
+    assert not [t for t in telegram.texts_to(OWNER_CHAT) + telegram.texts_to(OTHER_CHAT) if "restarted" in t]
 
 
 async def test_429_and_5xx_are_retried_without_losing_or_doubling(own_topics, telegram, people):
