@@ -92,10 +92,15 @@ def scenario_of(seed: int) -> Scenario:
             steps.append({"at": round(rng.uniform(1, LAST_APPROVAL), 1), "approve": approve})
             if is_placed:
                 placed.append((account["id"], approve["signal"]))
-    for _ in range(rng.randint(2, 4)):
-        steps.append({"at": round(rng.uniform(15, 100), 1), "move": {
+    for _ in range(rng.randint(1, 3)):
+        steps.append({"at": round(rng.uniform(15, 90), 1), "move": {
             "symbol": rng.choice(SYMBOLS), "points": rng.choice((-1, 1)) * rng.randint(100, 700),
             "over": f"{rng.randint(0, 40)}s"}})
+    for account_id, signal in rng.sample(placed, min(len(placed), rng.randint(0, 2))):  # against a trade
+        approve = next(s["approve"] for s in steps if s.get("approve", {}).get("signal") == signal)
+        steps.append({"at": round(rng.uniform(15, 60), 1), "move": {
+            "symbol": approve["symbol"], "points": (-1 if approve["direction"] == "buy" else 1) * rng.randint(300, 900),
+            "over": f"{rng.randint(0, 30)}s"}})
     for _ in range(rng.randint(0, 2)):
         kind = rng.choice(("deposit", "withdraw"))
         steps.append({"at": round(rng.uniform(20, 120), 1),
@@ -133,17 +138,21 @@ def _approval(rng: random.Random, account_id: str, signal: str) -> tuple[dict[st
 
 
 def plan_of(seed: int, scenario: Scenario) -> FaultPlan:
+    """Half the plans are of delivery faults only (``keeps_truth``), so their runs are compared with the
+    fault-free run; the other half add worker downtime, late redeliveries and terminal disconnects."""
     rng = random.Random(f"faultsim/faults/{seed}")
     end = scenario.duration or DURATION
+    truthful = rng.random() < 0.5
     crashes = tuple(sorted((WorkerCrash(
         at=round(rng.uniform(LAST_APPROVAL, end - 20), 1),
-        downtime=0.0 if rng.random() < 0.5 else round(rng.uniform(0.5, 8.0), 1),
+        downtime=0.0 if truthful or rng.random() < 0.3 else round(rng.uniform(0.5, 8.0), 1),
         redeliver=rng.randint(0, 40), restore=rng.choice(("changelog", "short", "commit")))
         for _ in range(rng.randint(0, 3))), key=lambda c: c.at))
+    kinds = ("lost_reply", "crash") if truthful else ("lost_reply", "crash", "result_lost")
     executor = tuple(ExecutorFault(n, kind, round(rng.uniform(1, 45), 1) if kind == "result_lost" else 0.0)
-                     for n in range(6) if rng.random() < 0.35
-                     for kind in [rng.choice(("lost_reply", "crash", "result_lost"))])
-    disconnects = tuple(TerminalDisconnect(rng.choice(scenario.accounts).id, round(rng.uniform(LAST_APPROVAL + 3, end - 30), 1),
+                     for n in range(4) if rng.random() < 0.5 for kind in [rng.choice(kinds)])
+    disconnects = tuple(TerminalDisconnect(rng.choice(scenario.accounts).id,
+                                           round(rng.uniform(LAST_APPROVAL + 3, end - 30), 1),
                                            round(rng.uniform(2, 30), 1), rng.choice(("server", "ipc")))
-                        for _ in range(1 if rng.random() < 0.3 else 0))
+                        for _ in range(0 if truthful or rng.random() < 0.4 else 1))
     return FaultPlan(crashes, executor, disconnects)

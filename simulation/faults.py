@@ -41,6 +41,7 @@ from datetime import timedelta
 from typing import Any
 
 from chaos.checks import EXECUTOR_MAGIC, Deal, Record, attach_closes, closes_per_position, judge, liquidations, open_positions, read_deals
+from infra.settings import GuardSettings
 from producers.executor.loop import ExecutorConfig, market_calendar
 from producers.executor.ledger import LogLedger
 from producers.mt5 import constants as c
@@ -101,12 +102,22 @@ class FaultSimulation(Simulation):
 
 
 def _with_disconnects(scenario: Scenario, disconnects: Iterable[TerminalDisconnect]) -> Scenario:
+    """The scenario with the plan's disconnects as steps, played long enough after them for a liquidation
+    refused while the terminal was down to be retried once it is back (``recovery``)."""
     steps = [*scenario.steps, *(
         {"at": d.at, "disconnect": {"account": d.account, "duration": d.duration, "kind": d.kind}} for d in disconnects)]
     if len(steps) == len(scenario.steps):
         return scenario
-    return Scenario.model_validate(scenario.model_dump() | {"steps": [
+    return Scenario.model_validate(scenario.model_dump() | {"duration": scenario.end().timestamp() - scenario.start.timestamp() + recovery(scenario), "steps": [
         s if isinstance(s, dict) else s.model_dump(exclude_none=True) for s in steps]})
+
+
+def recovery(scenario: Scenario) -> float:
+    """Seconds from a refused liquidation to its first retry after the fast ones, plus the bound: a close
+    refused by a terminal that was down is retried at the escalated cadence (``docs/guard-rules.md``)."""
+    guard = GuardSettings(**scenario.guard)
+    fast = guard.liquidation_retry_seconds * (2 ** guard.liquidation_fast_retries - 1)
+    return fast + guard.liquidation_escalated_retry_seconds + BOUND
 
 
 # --- one run ------------------------------------------------------------------------------------------------
@@ -188,6 +199,8 @@ def check(run: Run, sim: FaultSimulation, scenario: Scenario) -> None:
     run.stats.update(sim.worker.stats)
     run.stats.update({f"executor {k}": v for k, v in sim.executor.stats.items()})
     run.stats["terminal disconnects"] += len(run.plan.disconnects)
+    ids = Counter(r.envelope.event_id for r in sim.records)
+    run.stats["decisions published again (same id)"] += sum(n - 1 for n in ids.values())
 
 
 def _closes(deals: Iterable[Deal]) -> list[Deal]:
