@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print every run's fault plan")
     args = parser.parse_args(argv)
-    logging.getLogger().setLevel(logging.ERROR)  # the demo platform's refused placings are part of the scenarios
+    logging.getLogger().setLevel(logging.ERROR)  # the demo platform's refused placings are part of the runs
     return print_batch(args.seed, args.runs, verbose=args.verbose, console=Console())
 
 
