@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import traceback
 from collections import Counter
@@ -341,7 +342,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_batch(seed: int, runs: int, *, verbose: bool, console: Any) -> int:
     """Run and print a batch; the exit code is 1 if any invariant count is not 0."""
-    batch = run_batch(seed, runs)
+    started = time.perf_counter()
+
+    def progress(run: Run) -> None:
+        if (run.seed - seed + 1) % 100 == 0:
+            print(f"faultsim: {run.seed - seed + 1} of {runs} runs, {time.perf_counter() - started:.0f} s",
+                  file=sys.stderr, flush=True)
+
+    batch = run_batch(seed, runs, progress=progress)
     for line in report(batch, first_seed=seed, verbose=verbose or runs == 1):
         console.print(line, highlight=False, soft_wrap=True)
     return 1 if batch.failing else 0
