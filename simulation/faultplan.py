@@ -9,7 +9,8 @@ warnings and liquidations, deposits and withdrawals, the platform's own closes.
 scenario of a seed is the same with and without faults):
 - ``WorkerCrash``: the streams worker crashes at ``at``, is down ``downtime`` seconds, and comes back
   with its state from the changelog (``restore``: ``changelog``, every update; ``short``, the last
-  update missing, as tansu may report a partition's end one record short; ``commit``, the state as of
+  update of one table and account missing, as tansu may report a partition's end one record short;
+  ``commit``, the state as of
   the last committed offset), and the consumer re-reads the last ``redeliver`` inputs;
 - ``ExecutorFault`` on the executor's ``command``-th close command: ``lost_reply`` (the terminal closes,
   its answer to order_send is lost), ``crash`` (the executor dies after trading and before publishing;
@@ -28,9 +29,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from simulation.scenario import Scenario
+from simulation.worker import RULES
 
 SYMBOLS = ("EURUSD", "GBPUSD", "EURGBP", "USDJPY")
 DURATION = 120.0  # seconds of market per run
+TABLES = tuple(rule.name for rule in RULES)  # the worker's state tables, one changelog each
 LAST_APPROVAL = 12.0  # approvals come before any move or fault, so every placed trade has a ticket
 Restore = Literal["changelog", "short", "commit"]
 ExecutorFaultKind = Literal["lost_reply", "crash", "result_lost"]
@@ -42,6 +45,7 @@ class WorkerCrash:
     downtime: float  # seconds the worker is away (0: back at once)
     redeliver: int  # inputs after the last committed offset, read again
     restore: Restore
+    short: tuple[str, str] = ("", "")  # restore "short": the (table, account) whose last update is missing
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,8 @@ class FaultPlan:
             all(f.kind != "result_lost" for f in self.executor)
 
     def describe(self) -> str:
-        parts = [f"worker crash at {c.at:g}s ({c.restore}, {c.redeliver} redelivered, down {c.downtime:g}s)"
+        parts = [f"worker crash at {c.at:g}s ({c.restore}{' ' + '/'.join(c.short) if c.restore == 'short' else ''}, "
+                 f"{c.redeliver} redelivered, down {c.downtime:g}s)"
                  for c in self.crashes]
         parts += [f"executor {f.kind} on command {f.command}" + (f" (back after {f.delay:g}s)" if f.delay else "")
                   for f in self.executor]
@@ -146,7 +151,8 @@ def plan_of(seed: int, scenario: Scenario) -> FaultPlan:
     crashes = tuple(sorted((WorkerCrash(
         at=round(rng.uniform(LAST_APPROVAL, end - 20), 1),
         downtime=0.0 if truthful or rng.random() < 0.3 else round(rng.uniform(0.5, 8.0), 1),
-        redeliver=rng.randint(0, 40), restore=rng.choice(("changelog", "short", "commit")))
+        redeliver=rng.randint(0, 40), restore=rng.choice(("changelog", "short", "commit")),
+        short=(rng.choice(TABLES), rng.choice(scenario.accounts).id))
         for _ in range(rng.randint(0, 3))), key=lambda c: c.at))
     kinds = ("lost_reply", "crash") if truthful else ("lost_reply", "crash", "result_lost")
     executor = tuple(ExecutorFault(n, kind, round(rng.uniform(1, 45), 1) if kind == "result_lost" else 0.0)

@@ -2,8 +2,8 @@
 
 ``CrashingWorker`` is the in-memory streams worker (``simulation.worker.Worker``, the production
 rules) that crashes on a plan: its state tables remember what each write replaced (the changelog's
-previous record), so a restart can come back with the state the changelog holds (every update; the
-last update missing; or the state as of the last committed offset), through the JSON round trip of
+previous record), so a restart can come back with the state the changelog holds (every update; one
+table's last update of one account missing; or the state as of the last committed offset), through the JSON round trip of
 ``Worker.restart``; then the consumer re-reads the inputs after the last committed offset, and the
 inputs that came while it was down. While down, its timer does not fire.
 
@@ -108,8 +108,11 @@ class CrashingWorker(Worker):
         if crash.restore == "commit":
             while entries and entries[-1][0] > committed:
                 self._undo(entries.pop())
-        elif crash.restore == "short" and entries:
-            self._undo(entries.pop())
+        elif crash.restore == "short":  # that table's partition of the account: its last record missing
+            last = next((i for i in range(len(entries) - 1, -1, -1) if entries[i][1:3] == crash.short), None)
+            if last is not None:
+                self._undo(entries[last])
+                del entries[last]
         self.recent.clear()
         self.backlog = again
         self._count("worker crashes")
