@@ -32,7 +32,7 @@ from simulation.scenario import Scenario
 from simulation.worker import RULES
 
 SYMBOLS = ("EURUSD", "GBPUSD", "EURGBP", "USDJPY")
-DURATION = 120.0  # seconds of market per run
+DURATION = 90.0  # seconds of market per run
 TABLES = tuple(rule.name for rule in RULES)  # the worker's state tables, one changelog each
 LAST_APPROVAL = 12.0  # approvals come before any move or fault, so every placed trade has a ticket
 Restore = Literal["changelog", "short", "commit"]
@@ -98,21 +98,21 @@ def scenario_of(seed: int) -> Scenario:
             if is_placed:
                 placed.append((account["id"], approve["signal"]))
     for _ in range(rng.randint(1, 3)):
-        steps.append({"at": round(rng.uniform(15, 90), 1), "move": {
+        steps.append({"at": round(rng.uniform(15, 50), 1), "move": {
             "symbol": rng.choice(SYMBOLS), "points": rng.choice((-1, 1)) * rng.randint(100, 700),
-            "over": f"{rng.randint(0, 40)}s"}})
+            "over": f"{rng.randint(0, 25)}s"}})
     for account_id, signal in rng.sample(placed, min(len(placed), rng.randint(0, 2))):  # against a trade
         approve = next(s["approve"] for s in steps if s.get("approve", {}).get("signal") == signal)
-        steps.append({"at": round(rng.uniform(15, 60), 1), "move": {
+        steps.append({"at": round(rng.uniform(15, 45), 1), "move": {
             "symbol": approve["symbol"], "points": (-1 if approve["direction"] == "buy" else 1) * rng.randint(300, 900),
-            "over": f"{rng.randint(0, 30)}s"}})
+            "over": f"{rng.randint(0, 20)}s"}})
     for _ in range(rng.randint(0, 2)):
         kind = rng.choice(("deposit", "withdraw"))
-        steps.append({"at": round(rng.uniform(20, 120), 1),
+        steps.append({"at": round(rng.uniform(20, 70), 1),
                       kind: {"account": rng.choice(accounts)["id"], "amount": rng.choice((300, 1000, 2500))}})
     for account_id, signal in placed:
         if rng.random() < 0.25:
-            steps.append({"at": round(rng.uniform(30, 120), 1), "platform_close": {"account": account_id,
+            steps.append({"at": round(rng.uniform(25, 70), 1), "platform_close": {"account": account_id,
                                                                                   "signal": signal}})
     return Scenario.model_validate({
         "name": f"faultsim-{seed}", "description": "a random scenario of `reconguard faultsim`", "seed": seed,
@@ -149,7 +149,7 @@ def plan_of(seed: int, scenario: Scenario) -> FaultPlan:
     end = scenario.duration or DURATION
     truthful = rng.random() < 0.5
     crashes = tuple(sorted((WorkerCrash(
-        at=round(rng.uniform(LAST_APPROVAL, end - 20), 1),
+        at=round(rng.uniform(LAST_APPROVAL, end - 15), 1),
         downtime=0.0 if truthful or rng.random() < 0.3 else round(rng.uniform(0.5, 8.0), 1),
         redeliver=rng.randint(0, 40), restore=rng.choice(("changelog", "short", "commit")),
         short=(rng.choice(TABLES), rng.choice(scenario.accounts).id))
@@ -158,7 +158,7 @@ def plan_of(seed: int, scenario: Scenario) -> FaultPlan:
     executor = tuple(ExecutorFault(n, kind, round(rng.uniform(1, 45), 1) if kind == "result_lost" else 0.0)
                      for n in range(4) if rng.random() < 0.5 for kind in [rng.choice(kinds)])
     disconnects = tuple(TerminalDisconnect(rng.choice(scenario.accounts).id,
-                                           round(rng.uniform(LAST_APPROVAL + 3, end - 30), 1),
+                                           round(rng.uniform(LAST_APPROVAL + 3, end - 25), 1),
                                            round(rng.uniform(2, 30), 1), rng.choice(("server", "ipc")))
                         for _ in range(0 if truthful or rng.random() < 0.4 else 1))
     return FaultPlan(crashes, executor, disconnects)

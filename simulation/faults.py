@@ -31,12 +31,15 @@ Every count must be 0. A failing seed prints with the command that plays exactly
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import sys
 import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -282,14 +285,19 @@ class Batch:
 
 
 def run_batch(seed: int, runs: int, *, executor_type: type[FaultyExecutor] = FaultyExecutor,
-              progress: Callable[[Run], None] | None = None) -> Batch:
-    """Seeds ``seed`` … ``seed + runs - 1``, one run each."""
+              progress: Callable[[Run], None] | None = None, jobs: int = 1) -> Batch:
+    """Seeds ``seed`` … ``seed + runs - 1``, one run each (in ``jobs`` processes: each run depends only on
+    its seed, so the results are the same)."""
     started = time.perf_counter()
+    one = functools.partial(run_seed, executor_type=executor_type)
     done = []
-    for n in range(seed, seed + runs):
-        done.append(run_seed(n, executor_type=executor_type))
-        if progress is not None:
-            progress(done[-1])
+    with contextlib.ExitStack() as stack:
+        mapped: Iterable[Run] = map(one, range(seed, seed + runs)) if jobs <= 1 else \
+            stack.enter_context(ProcessPoolExecutor(jobs)).map(one, range(seed, seed + runs), chunksize=5)
+        for run in mapped:
+            done.append(run)
+            if progress is not None:
+                progress(run)
     return Batch(done, time.perf_counter() - started)
 
 
@@ -335,12 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print every run's fault plan")
+    parser.add_argument("--jobs", type=int, default=1, help="processes to run the seeds in")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)  # the demo platform's refused placings are part of the runs
-    return print_batch(args.seed, args.runs, verbose=args.verbose, console=Console())
+    return print_batch(args.seed, args.runs, verbose=args.verbose, console=Console(), jobs=args.jobs)
 
 
-def print_batch(seed: int, runs: int, *, verbose: bool, console: Any) -> int:
+def print_batch(seed: int, runs: int, *, verbose: bool, console: Any, jobs: int = 1) -> int:
     """Run and print a batch; the exit code is 1 if any invariant count is not 0."""
     started = time.perf_counter()
 
@@ -349,7 +358,7 @@ def print_batch(seed: int, runs: int, *, verbose: bool, console: Any) -> int:
             print(f"faultsim: {run.seed - seed + 1} of {runs} runs, {time.perf_counter() - started:.0f} s",
                   file=sys.stderr, flush=True)
 
-    batch = run_batch(seed, runs, progress=progress)
+    batch = run_batch(seed, runs, progress=progress, jobs=jobs)
     for line in report(batch, first_seed=seed, verbose=verbose or runs == 1):
         console.print(line, highlight=False, soft_wrap=True)
     return 1 if batch.failing else 0

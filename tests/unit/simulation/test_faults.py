@@ -10,7 +10,9 @@ import pytest
 from producers.executor import client, loop
 from producers.executor.parsing import Attempted, filling_mode
 from producers.mt5 import constants as c
-from simulation.faultplan import plan_of, scenario_of
+from infra.settings import GuardSettings
+from simulation.faultplan import WorkerCrash, plan_of, scenario_of
+from simulation.faultworker import CrashingWorker
 from simulation.faults import INVARIANTS, FaultSimulation, _play, report, reproduce_command, run_batch, run_seed
 
 RUNS = 40  # about a minute on the development machine; `reconguard faultsim` runs 1,000
@@ -42,6 +44,22 @@ def test_a_seed_plays_the_same_run_every_time_and_another_seed_another():
     assert decisions(3) == decisions(3)
     assert decisions(3) != decisions(4)
     assert plan_of(3, scenario_of(3)) == plan_of(3, scenario_of(3))
+
+
+def test_a_restarted_worker_finds_what_its_changelog_holds_and_reads_the_uncommitted_inputs_again():
+    def after_three_inputs() -> CrashingWorker:
+        worker = CrashingWorker(GuardSettings())
+        for n, value in enumerate("abc", 1):
+            worker.changelog.input_no = n
+            worker.recent.append(f"input {n}")
+            worker.states["drawdown"]["u-1"], worker.states["market"]["u-1"] = value, value.upper()
+        return worker
+
+    for restore, expected in (("changelog", ("c", "C")), ("commit", ("a", "A")), ("short", ("b", "C"))):
+        worker = after_three_inputs()
+        worker._crash(WorkerCrash(at=0, downtime=0, redeliver=2, restore=restore, short=("drawdown", "u-1")))
+        assert (worker.states["drawdown"]["u-1"], worker.states["market"]["u-1"]) == expected, restore
+        assert worker.backlog == ["input 2", "input 3"]
 
 
 def _blind_close(gateway, *, ticket, symbol, comment, settings):
