@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench docs clean chaos load
+.PHONY: run test bench docs clean chaos load faultsim
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ bench: $(STAMP)
 # Seeded faults over the separate-process topology at load; CHAOS_ARGS="--seed 2 --rounds 8" to vary.
 chaos: $(STAMP)
 	$(BIN)/python -m chaos $(CHAOS_ARGS)
+
+# Seeded virtual-time runs with faults (simulation/faults.py); FAULTSIM_ARGS="--runs 100 --seed 7" to vary.
+faultsim: $(STAMP)
+	$(BIN)/reconguard faultsim $(FAULTSIM_ARGS)
 
 # The whole pipeline at N accounts (bench/load.py); LOAD_ARGS="--accounts 200 500 --seconds 120" to vary.
 load: $(STAMP)

@@ -3,7 +3,8 @@
 Pure functions (``liquidations``, ``closes_per_position``) judge plain records; ``read_log`` and
 ``read_deals`` fetch them. A liquidation is a critical-level warning (``positions close in N s``):
 - executed: every position its close commands named is closed on the terminal, and a liquidation
-  that found nothing to close said so (its "executed" alert with 0 positions);
+  that found nothing to close said so (its "executed" alert with 0 positions, or its "superseded"
+  alert: every position was closed by something else, before the deadline or after the order);
 - notice: from the moment the warning was published (its record's timestamp) to the executor's
   closing deal (the terminal's clock) is at least the grace;
 - on time: that deal is at most ``bound`` seconds after the deadline, unless the terminal (the
@@ -102,7 +103,8 @@ def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
             found.setdefault(trigger, Liquidation(
                 trigger, alert.user_id, record.timestamp, datetime.fromisoformat(alert.details["deadline"]).timestamp(),
                 float(alert.details["close_grace_seconds"])))
-        elif alert.action_taken is ActionTaken.POSITIONS_CLOSED and alert.positions_closed_count == 0:
+        if (alert.action_taken is ActionTaken.POSITIONS_CLOSED and alert.positions_closed_count == 0) or \
+                alert.status == "superseded":  # nothing left to close at the deadline (liquidation._nothing_to_close)
             if trigger in found:
                 found[trigger].nothing_to_close = True
     for record in commands:

@@ -176,9 +176,8 @@ class DemoPlatform:
         self.broker.set_quote(symbol, tick.bid + points * point, tick.ask + points * point)
 
     def _point(self, symbol: str) -> float:
-        info = next(iter(self.gateways.values())).symbol_info(symbol)
-        assert info is not None
-        return info.point
+        # From the market it moves, not through a terminal: a disconnected terminal must not stop the market.
+        return float(self.broker.market.symbols[symbol].point)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def test_a_round_does_every_fault_once_and_the_same_seed_gives_the_same_plan():
 
 def _warning(trigger: uuid.UUID, *, at: float, deadline: float) -> Record:
     payload = SimpleNamespace(alert_type=AlertType.DRAWDOWN_CRITICAL, action_taken=ActionTaken.WARNING_SENT,
-                              user_id="u-x", positions_closed_count=0,
+                              user_id="u-x", positions_closed_count=0, status="open",
                               details={"deadline": datetime.fromtimestamp(deadline, UTC).isoformat(),
                                        "close_grace_seconds": 10.0})
     return Record(SimpleNamespace(causation_id=trigger, payload=payload), at)
@@ -74,6 +74,19 @@ def test_each_broken_promise_is_counted():
     assert len(_judged(T0 + 40).late) == 1
     excused = _judged(T0 + 40, down=[(T0 + 5, T0 + 35)])
     assert (excused.late, len(excused.excused)) == ([], 1), "the terminal itself was down"
+
+
+def test_a_liquidation_with_nothing_left_to_close_at_its_deadline_is_executed():
+    """The platform closed the position during the grace: the guard's "superseded" alert says nothing was
+    left to close (found by faultsim seed 10; before, the check counted it not executed)."""
+    trigger = uuid.uuid4()
+    warned = _warning(trigger, at=T0, deadline=T0 + 10)
+    nothing = _warning(trigger, at=T0 + 10, deadline=T0 + 10)
+    nothing.envelope.payload.status = "superseded"
+    for alerts, not_executed in (([warned], [str(trigger)]), ([warned, nothing], [])):
+        found = liquidations(alerts, [])
+        attach_closes(found, [], set())
+        assert judge(found, now=T0 + 100, bound=15, terminal_down=[]).not_executed == not_executed
 
 
 def test_a_position_closed_twice_or_opened_by_a_close_is_counted():
