@@ -68,6 +68,7 @@ class Liquidation:
     still_open: set[int] = field(default_factory=set)
     command_ids: set[str] = field(default_factory=set)
     outcomes: list[str] = field(default_factory=list)  # what the executor answered, for the report
+    command_times: list[float] = field(default_factory=list)  # when each close command was appended
 
     @property
     def executed(self) -> bool:
@@ -109,6 +110,7 @@ def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
         liquidation = found.get(str(record.envelope.causation_id))
         if liquidation is not None:
             liquidation.commands += 1
+            liquidation.command_times.append(record.timestamp)
             liquidation.tickets.update(record.envelope.payload.tickets)
             liquidation.command_ids.add(str(record.envelope.event_id))
     by_command = {i: f for f in found.values() for i in f.command_ids}
@@ -117,7 +119,8 @@ def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
         liquidation = by_command.get(str(result.command_id))
         if liquidation is not None:
             liquidation.outcomes.append(f"{record.envelope.event_type} {result.ticket} retcode {result.retcode} "
-                                        f"{result.error_message or ''}".strip())
+                                        f"{result.error_message or ''}".strip()
+                                        + f" (appended {record.timestamp - liquidation.deadline:+.1f} s)")
     return found
 
 

@@ -126,17 +126,23 @@ def _do(topology: Topology, fault: Fault) -> str:
     if fault.kind.startswith("kill "):
         topology.kill(fault.kind.removeprefix("kill "))
     elif fault.kind == "database killed":
+        started = time.time()
         topology.kill_postgres()
         time.sleep(fault.duration)
         topology.restart_postgres()
+        topology.outages.append(("database", started, time.time()))
     elif fault.kind == "database frozen":
+        started = time.time()
         topology.freeze_postgres(True)
         time.sleep(fault.duration)
         topology.freeze_postgres(False)
+        topology.outages.append(("database frozen", started, time.time()))
     elif fault.kind == "broker cut":
+        started = time.time()
         topology.proxy.cut()
         time.sleep(fault.duration)
         topology.proxy.restore()
+        topology.outages.append(("broker", started, time.time()))
     return fault.kind
 
 
@@ -207,10 +213,22 @@ def _check(topology: Topology, broker: RemoteBroker, options: Options, result: R
             f = found[trigger]
             result.notes.append(f"  {kind}: {f.user_id} warned {_clock(f.warned_at)} deadline {_clock(f.deadline)} "
                                 f"closed {_clock(f.last_close)} tickets {sorted(f.tickets)} open {sorted(f.still_open)}"
-                                f"; {f.commands} command(s), results: {'; '.join(f.outcomes[:3]) or 'none'}")
+                                f"; {f.commands} command(s) appended at "
+                                f"{', '.join(f'{t - f.deadline:+.1f} s' for t in sorted(f.command_times))} of the "
+                                f"deadline, results: {'; '.join(f.outcomes[:3]) or 'none'}"
+                                f"; down meanwhile: {_down_between(topology, f.warned_at, f.last_close)}")
     crashed = [f"{s.name} x{s.crashed}" for s in topology.services.values() if s.crashed]
     if crashed:
         result.notes.append("  exited by themselves and were restarted: " + ", ".join(crashed))
+
+
+def _down_between(topology: Topology, start: float, end: float | None) -> str:
+    """The services (and the database) that were down at some time from ``start`` to ``end`` (now if None)."""
+    end = time.time() if end is None else end
+    found = [f"{s.name} {_clock(a)}-{_clock(b)}" for s in topology.services.values() for a, b in s.down
+             if a <= end and (b is None or b >= start)]
+    found += [f"{what} {_clock(a)}-{_clock(b)}" for what, a, b in topology.outages if a <= end and b >= start]
+    return ", ".join(found) or "nothing"
 
 
 def _logins(options: Options) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -55,16 +56,22 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
 
 
 async def while_database_down(run: Callable[[], Awaitable[None]], *, stop: asyncio.Event, what: str,
-                              initial: float = 0.5, maximum: float = 30.0) -> None:
-    """Run ``run`` until it returns; while it fails because the database is down, wait with backoff and
-    run it again (it must go on from its stored progress). Any other failure is raised."""
+                              initial: float = 0.5, maximum: float = 30.0,
+                              also: tuple[type[BaseException], ...] = ()) -> None:
+    """Run ``run`` until it returns; while it fails because the database is down (or with one of ``also``:
+    another server it needs cannot be reached, e.g. the broker), wait with backoff and run it again (it
+    must go on from its stored progress). Any other failure is raised."""
     delay = initial
     while not stop.is_set():
+        started = time.monotonic()
         try:
             await run()
             return
-        except DATABASE_DOWN as error:
-            log.warning("%s: database unavailable (%r); again in %.1f s", what, error, delay)
+        except (*DATABASE_DOWN, *also) as error:
+            if time.monotonic() - started > maximum:  # it ran a while: a new outage, not the same one
+                delay = initial
+            down = "database" if isinstance(error, DATABASE_DOWN) else "a server it needs"
+            log.warning("%s: %s unavailable (%r); again in %.1f s", what, down, error, delay)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(maximum, delay * 2)
