@@ -3,7 +3,9 @@
 Pure functions (``liquidations``, ``closes_per_position``) judge plain records; ``read_log`` and
 ``read_deals`` fetch them. A liquidation is a critical-level warning (``positions close in N s``):
 - executed: every position its close commands named is closed on the terminal, and a liquidation
-  that found nothing to close said so (its "executed" alert with 0 positions);
+  that found nothing to close said so (its "executed" alert with 0 positions, or "superseded": the
+  market guard, a stop or a hand closed them before the deadline; the drives the harness opened are
+  counted apart, as "drives not closed", so a position left open never passes as superseded);
 - notice: from the moment the warning was published (its record's timestamp) to the executor's
   closing deal (the terminal's clock) is at least the grace;
 - on time: that deal is at most ``bound`` seconds after the deadline, unless the terminal (the
@@ -103,7 +105,8 @@ def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
             found.setdefault(trigger, Liquidation(
                 trigger, alert.user_id, record.timestamp, datetime.fromisoformat(alert.details["deadline"]).timestamp(),
                 float(alert.details["close_grace_seconds"])))
-        elif alert.action_taken is ActionTaken.POSITIONS_CLOSED and alert.positions_closed_count == 0:
+        elif (alert.action_taken is ActionTaken.POSITIONS_CLOSED and alert.positions_closed_count == 0
+              or alert.status == "superseded"):  # or something else (the market guard, a stop) closed them first
             if trigger in found:
                 found[trigger].nothing_to_close = True
     for record in commands:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 from alembic.config import Config
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from alembic import command
@@ -55,6 +55,24 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     InterfaceError)
 
 
+#: SQLSTATEs of a server that cannot serve now: class 08 (connection exceptions), and shutting down,
+#: crashed or starting up ("the database system is starting up" while it recovers from a kill -9).
+_DOWN_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def database_down(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot be reached or cannot serve now (rather than refusing a
+    statement). SQLAlchemy wraps asyncpg's refusals while connecting ("the database system is starting
+    up") as a plain ``DBAPIError``: those are told by their SQLSTATE."""
+    if isinstance(error, DATABASE_DOWN):
+        return True
+    if isinstance(error, DBAPIError):
+        state = getattr(error.orig, "sqlstate", None) or ""
+        return error.connection_invalidated or state.startswith(_DOWN_STATES) or isinstance(
+            error.orig, DATABASE_DOWN)
+    return False
+
+
 async def while_database_down(run: Callable[[], Awaitable[None]], *, stop: asyncio.Event, what: str,
                               initial: float = 0.5, maximum: float = 30.0,
                               also: tuple[type[BaseException], ...] = ()) -> None:
@@ -67,10 +85,12 @@ async def while_database_down(run: Callable[[], Awaitable[None]], *, stop: async
         try:
             await run()
             return
-        except (*DATABASE_DOWN, *also) as error:
+        except Exception as error:
+            if not (database_down(error) or isinstance(error, also)):
+                raise
             if time.monotonic() - started > maximum:  # it ran a while: a new outage, not the same one
                 delay = initial
-            down = "database" if isinstance(error, DATABASE_DOWN) else "a server it needs"
+            down = "database" if database_down(error) else "a server it needs"
             log.warning("%s: %s unavailable (%r); again in %.1f s", what, down, error, delay)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)

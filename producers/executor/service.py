@@ -71,7 +71,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
     connected: list = []
 
     async def connect() -> None:  # `reconguard simulator` restarting: its endpoints are asked again
-        connected[:] = await asyncio.to_thread(connect_gateways, loaded, settings.mt5)
+        # Each terminal is attached at its first close (client.ensure_attached), not all of them now.
+        connected[:] = await asyncio.to_thread(connect_gateways, loaded, settings.mt5, attach=False)
 
     await while_database_down(connect, stop=stop, what="executor terminals", maximum=5.0,
                               also=(GatewayUnavailable,))
