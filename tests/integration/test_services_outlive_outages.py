@@ -192,15 +192,22 @@ def test_started_while_the_database_is_down_and_the_broker_cut_they_wait_then_se
     proxy.cut()
     bootstrap = f"127.0.0.1:{proxy._listener.getsockname()[1]}"
     with services(own_settings, postgres.url, bootstrap, telegram.base_url, server_data_dir) as processes:
-        time.sleep(12)  # long enough for a start-up that gives up to have exited
+        _said(processes, server_data_dir, "database unavailable")  # each is waiting for the database
         _alive(processes, server_data_dir)
         postgres.revive()
-        time.sleep(4)  # the database back, the broker still cut
+        _said(processes, server_data_dir, "a server it needs unavailable")  # now for the broker
         _alive(processes, server_data_dir)
         proxy.restore()
         _publish(own_settings, 2)
         wait_until(lambda: _projected(postgres.url) == 2, timeout=90, what="2 alerts projected")
         wait_until(lambda: len(telegram.texts_to(CHAT)) == 2, timeout=60, what="2 alerts sent")
         _alive(processes, server_data_dir)
-    for name in ("projector", "telegram"):
-        assert "unavailable" in (server_data_dir / f"{name}.log").read_text(), f"{name} waited, and said so"
+
+
+def _said(processes: dict[str, subprocess.Popen[bytes]], logs: Path, words: str) -> None:
+    """Wait until every process has logged ``words`` (while none of them exits)."""
+    def every_one() -> bool:
+        _alive(processes, logs)
+        return all(words in (logs / f"{name}.log").read_text() for name in processes)
+
+    wait_until(every_one, timeout=120, what=f"every service to say {words!r}")
