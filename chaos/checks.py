@@ -3,8 +3,9 @@
 Pure functions (``liquidations``, ``closes_per_position``) judge plain records; ``read_log`` and
 ``read_deals`` fetch them. A liquidation is a critical-level warning (``positions close in N s``):
 - executed: every position its close commands named is closed on the terminal, and a liquidation
-  that found nothing to close said so (its "executed" alert with 0 positions, or its "superseded"
-  alert: every position was closed by something else, before the deadline or after the order);
+  that found nothing to close said so (its "executed" alert with 0 positions, or "superseded": the
+  market guard, a stop or a hand closed them before the deadline; the drives the harness opened are
+  counted apart, as "drives not closed", so a position left open never passes as superseded);
 - notice: from the moment the warning was published (its record's timestamp) to the executor's
   closing deal (the terminal's clock) is at least the grace;
 - on time: that deal is at most ``bound`` seconds after the deadline, unless the terminal (the
@@ -69,6 +70,7 @@ class Liquidation:
     still_open: set[int] = field(default_factory=set)
     command_ids: set[str] = field(default_factory=set)
     outcomes: list[str] = field(default_factory=list)  # what the executor answered, for the report
+    command_times: list[float] = field(default_factory=list)  # when each close command was appended
 
     @property
     def executed(self) -> bool:
@@ -103,14 +105,15 @@ def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
             found.setdefault(trigger, Liquidation(
                 trigger, alert.user_id, record.timestamp, datetime.fromisoformat(alert.details["deadline"]).timestamp(),
                 float(alert.details["close_grace_seconds"])))
-        if (alert.action_taken is ActionTaken.POSITIONS_CLOSED and alert.positions_closed_count == 0) or \
-                alert.status == "superseded":  # nothing left to close at the deadline (liquidation._nothing_to_close)
+        elif (alert.action_taken is ActionTaken.POSITIONS_CLOSED and alert.positions_closed_count == 0
+              or alert.status == "superseded"):  # or something else (the market guard, a stop) closed them first
             if trigger in found:
                 found[trigger].nothing_to_close = True
     for record in commands:
         liquidation = found.get(str(record.envelope.causation_id))
         if liquidation is not None:
             liquidation.commands += 1
+            liquidation.command_times.append(record.timestamp)
             liquidation.tickets.update(record.envelope.payload.tickets)
             liquidation.command_ids.add(str(record.envelope.event_id))
     by_command = {i: f for f in found.values() for i in f.command_ids}
@@ -119,7 +122,8 @@ def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
         liquidation = by_command.get(str(result.command_id))
         if liquidation is not None:
             liquidation.outcomes.append(f"{record.envelope.event_type} {result.ticket} retcode {result.retcode} "
-                                        f"{result.error_message or ''}".strip())
+                                        f"{result.error_message or ''}".strip()
+                                        + f" (appended {record.timestamp - liquidation.deadline:+.1f} s)")
     return found
 
 

@@ -126,17 +126,23 @@ def _do(topology: Topology, fault: Fault) -> str:
     if fault.kind.startswith("kill "):
         topology.kill(fault.kind.removeprefix("kill "))
     elif fault.kind == "database killed":
+        started = time.time()
         topology.kill_postgres()
         time.sleep(fault.duration)
         topology.restart_postgres()
+        topology.outages.append(("database", started, time.time()))
     elif fault.kind == "database frozen":
+        started = time.time()
         topology.freeze_postgres(True)
         time.sleep(fault.duration)
         topology.freeze_postgres(False)
+        topology.outages.append(("database frozen", started, time.time()))
     elif fault.kind == "broker cut":
+        started = time.time()
         topology.proxy.cut()
         time.sleep(fault.duration)
         topology.proxy.restore()
+        topology.outages.append(("broker", started, time.time()))
     return fault.kind
 
 
@@ -165,10 +171,11 @@ def _settle(topology: Topology, broker: RemoteBroker, options: Options, *, final
     while time.monotonic() < deadline:
         time.sleep(5.0)
         with contextlib.suppress(Exception):  # a check that cannot read now is simply tried again
+            read_at = time.time()
             log = asyncio.run(read_log(topology.settings))
             found = liquidations(log["alerts"], log["close-commands"])
             drives = still_open_drives(read_deals(broker, _logins(options)), DRIVE_COMMENT)
-            if not drives and all(f.deadline + options.bound < time.time() for f in found.values()):
+            if not drives and all(f.deadline + options.bound < read_at for f in found.values()):
                 return
 
 
@@ -181,6 +188,7 @@ def _check(topology: Topology, broker: RemoteBroker, options: Options, result: R
     result.counts["rows changed"] = sum(len(t.changed) for t in tables.values())
     if checked.differences:
         result.notes += report_lines(checked)
+    read_at = time.time()  # the log as read now: only what was due by now is judged (reading deals takes a while)
     log = asyncio.run(read_log(settings))
     deals = read_deals(broker, _logins(options))
     twice, opened = closes_per_position(deals)
@@ -193,7 +201,7 @@ def _check(topology: Topology, broker: RemoteBroker, options: Options, result: R
     found = liquidations(log["alerts"], log["close-commands"], log["close-results"])
     attach_closes(found, deals, open_positions(deals))
     simulator = topology.services["simulator"]
-    verdict = judge(found, now=time.time(), bound=options.bound, terminal_down=simulator.down)
+    verdict = judge(found, now=read_at, bound=options.bound, terminal_down=simulator.down)
     result.counts["not executed"] = len(verdict.not_executed)
     result.counts["notice < grace"] = len(verdict.short_notice)
     result.counts["late"] = len(verdict.late)
@@ -207,10 +215,22 @@ def _check(topology: Topology, broker: RemoteBroker, options: Options, result: R
             f = found[trigger]
             result.notes.append(f"  {kind}: {f.user_id} warned {_clock(f.warned_at)} deadline {_clock(f.deadline)} "
                                 f"closed {_clock(f.last_close)} tickets {sorted(f.tickets)} open {sorted(f.still_open)}"
-                                f"; {f.commands} command(s), results: {'; '.join(f.outcomes[:3]) or 'none'}")
+                                f"; {f.commands} command(s) appended at "
+                                f"{', '.join(f'{t - f.deadline:+.1f} s' for t in sorted(f.command_times))} of the "
+                                f"deadline, results: {'; '.join(f.outcomes[:3]) or 'none'}"
+                                f"; down meanwhile: "
+                                f"{_down_between(topology, f.warned_at, f.last_close or f.deadline + options.bound)}")
     crashed = [f"{s.name} x{s.crashed}" for s in topology.services.values() if s.crashed]
     if crashed:
         result.notes.append("  exited by themselves and were restarted: " + ", ".join(crashed))
+
+
+def _down_between(topology: Topology, start: float, end: float) -> str:
+    """The services, the database and the broker that were down at some time from ``start`` to ``end``."""
+    found = [f"{s.name} {_clock(a)}-{_clock(b)}" for s in topology.services.values() for a, b in s.down
+             if a <= end and (b is None or b >= start)]
+    found += [f"{what} {_clock(a)}-{_clock(b)}" for what, a, b in topology.outages if a <= end and b >= start]
+    return ", ".join(found) or "nothing"
 
 
 def _logins(options: Options) -> list[int]:

@@ -88,6 +88,7 @@ class Topology:
         self.tansu: subprocess.Popen[bytes] | None = None
         self.telegram_url = telegram_url
         self.services: dict[str, Service] = {}
+        self.outages: list[tuple[str, float, float]] = []  # (database / broker, from, to): wall clock
         self._watch_stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="chaos-orchestrator", daemon=True)
         self._lock = threading.Lock()

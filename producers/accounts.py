@@ -53,9 +53,12 @@ async def load_accounts(*, database_url: str) -> list[AccountRef]:
         await engine.dispose()
 
 
-def connect_gateways(accounts: Iterable[AccountRef],
-                     config: GatewaySettings) -> list[tuple[AccountRef, Gateway]]:
-    """A started gateway per account this process can reach; the others are logged and skipped."""
+def connect_gateways(accounts: Iterable[AccountRef], config: GatewaySettings,
+                     *, attach: bool = True) -> list[tuple[AccountRef, Gateway]]:
+    """A started gateway per account this process can reach; the others are logged and skipped.
+
+    ``attach=False``: no ``initialize()`` now (one round trip per terminal, which at a few hundred
+    accounts delayed a restarted executor by seconds); the caller attaches each terminal on first use."""
     connected: list[tuple[AccountRef, Gateway]] = []
     endpoints = config.endpoint_map()
     if config.gateway == "simulator" and not endpoints:
@@ -64,7 +67,7 @@ def connect_gateways(accounts: Iterable[AccountRef],
         gateway = _gateway_for(account, config, endpoints)
         if gateway is None:
             continue
-        if not gateway.initialize():
+        if attach and not gateway.initialize():
             log.warning("terminal of %s did not initialize: %s (its polls will report it)", account.user_id,
                         gateway.last_error())
         connected.append((account, gateway))

@@ -11,6 +11,7 @@ progress stored in the database, and the primary keys refuse anything seen twice
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,10 +20,11 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from infra import metrics
-from infra.db import while_database_down
+from infra.db import DATABASE_DOWN, while_database_down
 from infra.dburl import plain_url
 from infra.kafka import dead_letter, group_consumer, make_producer, send_dead_letter
 from infra.settings import Settings
@@ -214,10 +216,12 @@ async def serve(
 ) -> None:
     """Run the projector until ``stop`` is set. ``after_db_commit`` lets tests crash at the worst moment.
 
-    A lost database is waited for with backoff; the projector then goes on from its stored progress."""
+    A lost database, or a broker it cannot reach (at start, or a commit refused after a lost
+    connection), is waited for with backoff; the projector then goes on from its stored progress."""
     assert settings.database_url and settings.kafka_bootstrap_servers, "resolve endpoints before serving"
     await while_database_down(lambda: _project(settings, stop=stop, consumer_name=consumer_name,
-                                               after_db_commit=after_db_commit), stop=stop, what=consumer_name)
+                                               after_db_commit=after_db_commit), stop=stop, what=consumer_name,
+                              also=(KafkaError,))
 
 
 async def _project(settings: Settings, *, stop: asyncio.Event, consumer_name: str,
@@ -237,11 +241,12 @@ async def _project(settings: Settings, *, stop: asyncio.Event, consumer_name: st
 
     pipeline = WritePipeline(projector, written=written)
     consumer.subscribe(topics, listener=_SeekToStoredProgress(consumer, writer, pipeline))
-    await producer.start()
-    await consumer.start()
-    log.info("projector reading %s", ", ".join(topics))
-    pruning = asyncio.create_task(retention.serve(settings, stop=stop), name="retention")
+    pruning: asyncio.Task[None] | None = None
     try:
+        await producer.start()
+        await consumer.start()
+        log.info("projector reading %s", ", ".join(topics))
+        pruning = asyncio.create_task(retention.serve(settings, stop=stop), name="retention")
         while not stop.is_set():
             records = await consumer.getmany(timeout_ms=200, max_records=settings.projection_batch_size)
             if records:
@@ -250,7 +255,9 @@ async def _project(settings: Settings, *, stop: asyncio.Event, consumer_name: st
                 await pipeline.drain()  # nothing new: commit what is written rather than wait
         await pipeline.drain()
     finally:
-        pruning.cancel()
+        if pruning is not None:
+            pruning.cancel()
         await consumer.stop()
         await producer.stop()
-        await writer.close()
+        with contextlib.suppress(*DATABASE_DOWN):  # already lost: the outage is what is raised
+            await writer.close()

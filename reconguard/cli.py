@@ -12,7 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from infra.settings import Settings
 from reconguard.console import console
-from reconguard.runner import ServiceSpec, embedded_or_given, install_stop_signals, prepare, run_services
+from reconguard.runner import (
+    ServiceSpec,
+    embedded_or_given,
+    install_stop_signals,
+    prepare_when_reachable,
+    run_services,
+)
 from reconguard.startup import connected, loaded_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
@@ -45,7 +51,9 @@ async def _serve(settings: Settings, specs: list[ServiceSpec], *, live_view: boo
     """``live_view``: None for a single service; False or True for `run` (with or without the view)."""
     stop = asyncio.Event()
     install_stop_signals(stop)
-    await prepare(settings)
+    await prepare_when_reachable(settings, stop=stop)
+    if stop.is_set():
+        return
     if live_view is not None:
         from reconguard.runner import restore_history
 
@@ -158,7 +166,7 @@ def worker() -> None:
     from streams.worker import run_worker
 
     settings = connected(loaded_settings())
-    asyncio.run(prepare(settings))
+    asyncio.run(prepare_when_reachable(settings, stop=asyncio.Event()))
     run_worker(settings)
 
 
@@ -429,7 +437,7 @@ def demo_platform() -> None:
     async def go() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        await prepare(settings)
+        await prepare_when_reachable(settings, stop=stop)
         await serve(settings, stop=stop, simulator=settings.mt5.simulator)
 
     asyncio.run(go())

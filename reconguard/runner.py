@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from aiokafka.errors import KafkaError
 
-from infra.db import migrate
+from infra.db import migrate, while_database_down
 from infra.dburl import redacted
 from infra.embedded import Endpoints, infrastructure
 from infra.kafka import ensure_topics, make_producer, publish_many
@@ -115,6 +116,13 @@ async def prepare(settings: Settings) -> None:
     log.info("database %s: alembic upgrade head", redacted(settings.database_url))
     await asyncio.to_thread(migrate, settings.database_url)
     await prepare_topics(settings)
+
+
+async def prepare_when_reachable(settings: Settings, *, stop: asyncio.Event) -> None:
+    """``prepare``, waiting with backoff (up to 5 s apart) while the database or the broker cannot be
+    reached: a service started during an outage (an orchestrator's restart) waits it out, never exits."""
+    await while_database_down(lambda: prepare(settings), stop=stop, what="start-up", maximum=5.0,
+                              also=(KafkaError,))
 
 
 async def prepare_topics(settings: Settings) -> None:

@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from infra import sessions
 from infra.kafka import dead_letter, publish_many, send_dead_letter
 from infra.metrics import dead_letters_total, positions_autoclosed_total
-from producers.executor.client import close_ticket, gbp_rate, resolve_unknown
+from producers.executor.client import close_ticket, ensure_attached, gbp_rate, resolve_unknown
 from producers.executor.ledger import RATE_LIMITED, Ledger, LedgerRow
 from producers.executor.parsing import Attempted, CloseSettings, close_comment, outcome
 from producers.mt5.gateway import Gateway
@@ -240,6 +240,7 @@ class Executor:
             return None
         comment = close_comment(row.command_id)
         try:
+            await self._call(ensure_attached, gateway)  # a restarted executor attaches terminals on first use
             found = await self._call(resolve_unknown, gateway, ticket=row.ticket, comment=comment,
                                      magic=self.config.close.magic, attempts=row.attempts)
         except ReadFailed as failed:

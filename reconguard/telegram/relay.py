@@ -30,8 +30,10 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from infra.db import DATABASE_DOWN
 from infra.kafka import dead_letter, send_dead_letter
 from infra.metrics import dead_letters_total, telegram_delivery_latency_seconds, telegram_messages_total
 from infra.tables import TelegramDelivery, User
@@ -45,6 +47,12 @@ log = logging.getLogger(__name__)
 CONSUMER = "telegram"
 TOPICS: tuple[Topic, ...] = (ALERTS, ACCOUNT_LOCKS, OPERATOR_ALERTS)
 T = TypeVar("T")
+
+
+#: What a database client here may raise while PostgreSQL is down, restarting or frozen: SQLAlchemy's
+#: wrapped errors, and what asyncpg raises unwrapped while connecting ("the database system is starting
+#: up" after a kill) or SQLAlchemy's pool when no connection came back in time.
+DATABASE_UNAVAILABLE = (DBAPIError, PoolTimeout, *DATABASE_DOWN)
 
 
 class _Stopped(Exception):
@@ -199,7 +207,7 @@ class AlertRelay:
             attempt += 1
             try:
                 return await operation()
-            except (DBAPIError, OSError) as error:
+            except DATABASE_UNAVAILABLE as error:
                 delay = self._backoff.delay(attempt)
                 log.warning("cannot %s (%s); retrying in %.1fs", what, type(error).__name__, delay)
             if stoppable and self._stop.is_set():

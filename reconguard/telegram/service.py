@@ -13,9 +13,10 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from infra.db import make_engine, make_sessionmaker
+from infra.db import make_engine, make_sessionmaker, while_database_down
 from infra.kafka import group_consumer, make_producer
 from infra.metrics import serve_metrics
 from infra.settings import Settings, TelegramSettings
@@ -59,6 +60,17 @@ async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
     if settings.kafka_bootstrap_servers is None or settings.database_url is None:
         raise ValueError("the telegram service needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL")
     metrics_server = _serve_metrics(settings, telegram)
+    try:
+        # A broker it cannot reach (at start, during a cut) is waited for, as the database is (relay.py).
+        await while_database_down(lambda: _serve_once(settings, telegram, stop=stop), stop=stop, what="telegram",
+                                  also=(KafkaError,))
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+
+
+async def _serve_once(settings: Settings, telegram: TelegramSettings, *, stop: asyncio.Event) -> None:
+    assert settings.kafka_bootstrap_servers and settings.database_url
     engine = make_engine(settings.database_url, pool_size=3, max_overflow=2)
     bot = make_bot(telegram)
     producer = make_producer(settings.kafka_bootstrap_servers)
@@ -79,8 +91,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
         for closing in (consumer.stop(), producer.stop(), bot.session.close(), engine.dispose()):
             with contextlib.suppress(Exception):
                 await closing
-        if metrics_server is not None:
-            metrics_server.shutdown()
 
 
 def _serve_metrics(settings: Settings, telegram: TelegramSettings) -> WSGIServer | None:

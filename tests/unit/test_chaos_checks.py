@@ -37,7 +37,7 @@ def test_a_round_does_every_fault_once_and_the_same_seed_gives_the_same_plan():
 
 def _warning(trigger: uuid.UUID, *, at: float, deadline: float) -> Record:
     payload = SimpleNamespace(alert_type=AlertType.DRAWDOWN_CRITICAL, action_taken=ActionTaken.WARNING_SENT,
-                              user_id="u-x", positions_closed_count=0, status="open",
+                              user_id="u-x", positions_closed_count=0,
                               details={"deadline": datetime.fromtimestamp(deadline, UTC).isoformat(),
                                        "close_grace_seconds": 10.0})
     return Record(SimpleNamespace(causation_id=trigger, payload=payload), at)
@@ -76,17 +76,30 @@ def test_each_broken_promise_is_counted():
     assert (excused.late, len(excused.excused)) == ([], 1), "the terminal itself was down"
 
 
-def test_a_liquidation_with_nothing_left_to_close_at_its_deadline_is_executed():
-    """The platform closed the position during the grace: the guard's "superseded" alert says nothing was
-    left to close (found by faultsim seed 10; before, the check counted it not executed)."""
+def _superseded(trigger: uuid.UUID, *, at: float) -> Record:
+    """The guard's "superseded" state of a warning: its positions were closed by something else first."""
+    payload = SimpleNamespace(alert_type=AlertType.DAILY_LOSS_CRITICAL, action_taken=ActionTaken.WARNING_SENT,
+                              status="superseded", user_id="u-x", positions_closed_count=0, details={})
+    return Record(SimpleNamespace(causation_id=trigger, payload=payload), at)
+
+
+def test_a_liquidation_whose_positions_something_else_closed_first_is_executed_not_missing():
     trigger = uuid.uuid4()
-    warned = _warning(trigger, at=T0, deadline=T0 + 10)
-    nothing = _warning(trigger, at=T0 + 10, deadline=T0 + 10)
-    nothing.envelope.payload.status = "superseded"
-    for alerts, not_executed in (([warned], [str(trigger)]), ([warned, nothing], [])):
-        found = liquidations(alerts, [])
-        attach_closes(found, [], set())
-        assert judge(found, now=T0 + 100, bound=15, terminal_down=[]).not_executed == not_executed
+    warning = _warning(trigger, at=T0, deadline=T0 + 10)
+    pending = judge(liquidations([warning], []), now=T0 + 100, bound=15, terminal_down=[])
+    assert len(pending.not_executed) == 1, "no command and no word from the guard: not executed"
+    found = liquidations([warning, _superseded(trigger, at=T0 + 10.2)], [])
+    verdict = judge(found, now=T0 + 100, bound=15, terminal_down=[])
+    assert (verdict.due, verdict.not_executed, verdict.late) == (1, [], [])
+    other = liquidations([warning, _superseded(uuid.uuid4(), at=T0 + 10.2)], [])
+    assert judge(other, now=T0 + 100, bound=15, terminal_down=[]).not_executed, "another warning's word"
+
+
+def test_only_what_was_due_when_the_log_was_read_is_judged():
+    trigger = uuid.uuid4()
+    found = liquidations([_warning(trigger, at=T0, deadline=T0 + 10)], [])
+    assert judge(found, now=T0 + 24, bound=15, terminal_down=[]).due == 0, "its command may be on its way"
+    assert judge(found, now=T0 + 26, bound=15, terminal_down=[]).due == 1
 
 
 def test_a_position_closed_twice_or_opened_by_a_close_is_counted():
