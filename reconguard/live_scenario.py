@@ -68,7 +68,8 @@ async def play_live(settings: Settings, scenario: Scenario, *, seed: int | None 
     market, the platform and the poller stop; the rest runs until the topics are quiet, then stops."""
     from reconguard.cli import SERVICES
 
-    await prepare(settings)  # the schema at head, the topics created
+    async with _preparing:  # alembic's context is the process's: one migration at a time
+        await prepare(settings)  # the schema at head, the topics created
     live = LiveScenario(settings, scenario, seed=seed)
     await live.write_users()  # before the worker starts: it reads the accounts' levels then
     simulated = live.services()
@@ -102,6 +103,9 @@ async def play_live(settings: Settings, scenario: Scenario, *, seed: int | None 
     if failed:
         raise failed[0]
     return live.outcome()
+
+
+_preparing = asyncio.Lock()
 
 
 def _raise_if_done(*tasks: asyncio.Task[Any]) -> None:
