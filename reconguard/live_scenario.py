@@ -24,7 +24,7 @@ from typing import Any
 from infra.embedded import infrastructure
 from infra.settings import Settings
 from reconguard.runner import ServiceSpec, prepare, run_services
-from simulation.pipeline import LiveScenario, check
+from simulation.pipeline import PROBES, LiveScenario, check
 from simulation.runner import Outcome
 from simulation.scenario import Scenario
 
@@ -65,7 +65,8 @@ async def play_live(settings: Settings, scenario: Scenario, *, seed: int | None 
     """Play ``scenario`` in real time through the services on ``settings``' broker, database and topic
     prefix (all the run's own). The worker, the projector and the executor start first; the scenario's
     clock starts once a probe has gone through the worker into Postgres. At the scenario's end the
-    market, the platform and the poller stop; the rest runs until the topics are quiet, then stops."""
+    market, the platform and the poller stop; the rest runs until another probe has gone through and the
+    topics are quiet, then stops."""
     from reconguard.cli import SERVICES
 
     async with _preparing:  # alembic's context is the process's: one migration at a time
@@ -90,6 +91,7 @@ async def play_live(settings: Settings, scenario: Scenario, *, seed: int | None 
         _raise_if_done(backbone, collector, side)
         side_stop.set()
         await side
+        await live.until_working(lambda: _raise_if_done(backbone, collector), probe=PROBES[1])  # the rest is taken
         await live.until_quiet()
         _raise_if_done(backbone, collector)
     finally:

@@ -99,8 +99,9 @@ UNSUPPORTED = {
     "bad_rate": "the real poller derives its conversion rate from quotes; there is no hook to falsify one reading",
     "restart_worker": "restarting the real worker process is not scripted yet",
 }
-#: An account no terminal has: its sync error going through the worker to Postgres shows the pipeline works.
-PROBE = "sim-probe"
+#: Accounts no terminal has: a sync error going through the worker to Postgres shows the pipeline works (at the
+#: start), or has taken what came before it (at the end). One each: the worker reports one outage once.
+PROBES = ("sim-probe-start", "sim-probe-end")
 #: The topics the decision log is read from (ticks are not logged, as in virtual time).
 LOGGED: tuple[Topic, ...] = (EXPECTED_TRADES, LOCK_COMMANDS, ACCOUNT_REPORTS, POSITION_REPORTS, RECONCILIATION,
                              ACCOUNT_STATE, ALERTS, CLOSE_COMMANDS, CLOSE_RESULTS, ACCOUNT_LOCKS, DEAD_LETTERS)
@@ -221,8 +222,9 @@ class LiveScenario:
             for held in self.accounts.values():
                 await connection.execute("UPDATE users SET close_grace_seconds = $2 WHERE id = $1",
                                          held.user.user_id, int(held.levels.close_grace_seconds))
-            await connection.execute("INSERT INTO users (id, display_name) VALUES ($1, $1) ON CONFLICT DO NOTHING",
-                                     PROBE)
+            for probe in PROBES:
+                await connection.execute("INSERT INTO users (id, display_name) VALUES ($1, $1) ON CONFLICT DO NOTHING",
+                                         probe)
         finally:
             await connection.close()
 
@@ -337,9 +339,10 @@ class LiveScenario:
         while time.monotonic() < deadline and time.monotonic() - self._last_seen < quiet:
             await asyncio.sleep(0.2)
 
-    async def until_working(self, check: Callable[[], None], timeout: float = 120.0) -> None:
-        """Until a probe's sync error has gone through the worker to ``reconciliation_logs`` (the worker and
-        the projector are up); ``check`` raises if a service died meanwhile."""
+    async def until_working(self, check: Callable[[], None], *, probe: str = PROBES[0], timeout: float = 120.0) -> None:
+        """Until the ``probe`` account's sync error has gone through the worker to ``reconciliation_logs``:
+        the worker and the projector are up (at the start), or have taken what was sent before it (at the
+        end, with the other probe); ``check`` raises if a service died meanwhile."""
         settings = self.settings
         assert settings.kafka_bootstrap_servers is not None and settings.database_url is not None
         producer = make_producer(settings.kafka_bootstrap_servers)
@@ -347,23 +350,23 @@ class LiveScenario:
         await producer.start()
         deadline = time.monotonic() + timeout
         try:
-            while not await connection.fetchval("SELECT count(*) FROM reconciliation_logs WHERE user_id = $1", PROBE):
+            while not await connection.fetchval("SELECT count(*) FROM reconciliation_logs WHERE user_id = $1", probe):
                 check()
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the streams worker and the projector did not answer within {timeout:g} s "
                                        f"(see {settings.data_dir}/logs)")
-                failure = sync_failed(user_id=PROBE, login=1, poll_seq=0, stage="terminal_info", error_code=-10004,
+                failure = sync_failed(user_id=probe, login=1, poll_seq=0, stage="terminal_info", error_code=-10004,
                                       error_message="probe: is the pipeline up?")
                 await publish(producer, ACCOUNT_REPORTS, settings.topic_prefix,
-                              observed(failure, account_id=PROBE, occurred_at=utcnow()))
+                              observed(failure, account_id=probe, occurred_at=utcnow()))
                 await asyncio.sleep(1.0)
         finally:
             await producer.stop()
             await connection.close()
 
     def outcome(self) -> Outcome:
-        """The decision log of what was read (the probe left out), in time order, and its counts."""
-        events = sorted((e for e in self.seen if e.account_id != PROBE), key=lambda e: e.occurred_at)
+        """The decision log of what was read (the probes left out), in time order, and its counts."""
+        events = sorted((e for e in self.seen if e.account_id not in PROBES), key=lambda e: e.occurred_at)
         decisions = [self._logged(e) for e in events]
         polls = len({e.payload.poll_seq for e in events if e.event_type == "AccountReport"})
         seconds = (self.scenario.end() - self.scenario.start).total_seconds()
