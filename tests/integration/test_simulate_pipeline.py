@@ -29,12 +29,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from infra.embedded import Endpoints
 from infra.kafka import ensure_topics
 from infra.settings import Settings
-from reconguard.cli import app
 from reconguard.live_scenario import play_live
 from simulation.pipeline import PER_POLL, compared
 from simulation.runner import Simulation, unmet
@@ -74,15 +72,3 @@ async def test_three_library_scenarios_reach_the_same_decisions_in_virtual_time_
         assert len(expected) >= 2, f"{scenario.name}: too few decisions to compare"
         assert found == expected, (f"{scenario.name}: only in virtual time {expected - found}; "
                                    f"only through the pipeline {found - expected}")
-
-
-@pytest.mark.parametrize("scenario, message", [
-    ("quality-bad-conversion-rate", "steps[1].bad_rate: not supported with --pipeline"),
-    ("close-deferred-over-the-weekend", "lasts 173700 s; --pipeline plays it on the wall clock"),
-])
-def test_a_scenario_the_pipeline_cannot_play_is_refused_before_anything_starts(scenario, message, tmp_path):
-    result = CliRunner().invoke(app, ["simulate", "--pipeline", str(LIBRARY / f"{scenario}.yaml")],
-                                env={"RECONGUARD_DATA_DIR": str(tmp_path)})
-    assert result.exit_code == 2, result.output
-    assert message in " ".join(result.output.split())
-    assert not (tmp_path / "simulate").exists(), "no server was started"
