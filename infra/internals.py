@@ -55,6 +55,7 @@ before the partition's read offset (a duplicate after a seek) are dropped.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -86,6 +87,15 @@ class Run:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def subset(self, records: Sequence[Any]) -> Run:
+        """The same run with only ``records`` (a tail of its records)."""
+        return Run(self.tp, records, self.consumer, self.generation)
+
+    def current(self) -> bool:
+        """Whether the run was fetched in the present assignment (a rebalance since moves its
+        partition's records back to the committed offset, for whoever owns it now)."""
+        return self.consumer.app.consumer_generation_id == self.generation
 
     def ack(self) -> int:
         """Mark the records processed, for the next commit; return how many were newly acked.
@@ -142,9 +152,10 @@ def _bind(app: faust.App, queue: Any) -> Deliver:
         return pressure.setdefault(tp, (high, drop))
 
     async def deliver(tp: TP, records: Sequence[Any]) -> None:
+        generation = app.consumer_generation_id  # when fetched: a rebalance while it waits makes it stale
         await acquire_flow_control()
         await wait_until_producer_ebb()
-        run = Run(tp, records, consumer, app.consumer_generation_id)
+        run = Run(tp, records, consumer, generation)
         if queue.full():
             on_topic_buffer_full(tp)
             await queue.put(run)
@@ -285,6 +296,30 @@ class StreamsApp(faust.App):
         super().__init__(*args, **kwargs)
         #: topic name -> handler of a partition's fetched records (``direct_delivery``), bypassing the conductor.
         self.direct_topics: dict[str, Deliver] = {}
+        #: Run before partitions are given up, in a rebalance (Faust's ``on_partitions_revoked``
+        #: signal, after its own wait) and at a stop (before Faust stops the consumer, whose
+        #: ``_stop_consumer`` neither waits for the direct runs nor commits): None, nothing.
+        self.before_handover: Callable[[], Awaitable[None]] | None = None
+        self.on_partitions_revoked.connect(self._hand_over_on_revoke, sender=self)
+
+    async def _hand_over_on_revoke(self, *args: Any, **kwargs: Any) -> None:
+        if self.before_handover is not None:
+            await self.before_handover()
+
+    async def on_stop(self) -> None:
+        if self.before_handover is not None and self._consumer is not None:
+            try:
+                await self.before_handover()
+            except Exception:  # noqa: BLE001 - a failed handover must not keep the worker from stopping
+                logging.getLogger(__name__).exception("handover before stopping failed")
+        await super().on_stop()
+
+    async def commit_acked(self) -> None:
+        """Commit the offsets of every acked record now (Faust commits them on a timer). A commit
+        under way may have been computed before the last acks: wait for it, then commit again."""
+        consumer = self.consumer
+        await consumer.maybe_wait_for_commit_to_finish()
+        await consumer.force_commit()
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

@@ -145,6 +145,66 @@ class StreamsRuntime:
         for processor in self.processors:
             for kind in processor.reads:
                 self.routes[kind] = self.routes.get(kind, ()) + (processor,)
+        #: Held while a batch runs through the rules; batches whose sends await acknowledgement (each
+        #: settles after the one before it, so the last settled means all have).
+        self.busy = asyncio.Lock()
+        self.in_flight: deque[asyncio.Future[None]] = deque()
+        self.last_settling: asyncio.Future[None] | None = None
+        #: Per partition, the offset after the last record applied in the present assignment.
+        self._next_offset: dict[Any, int] = {}
+        self._applied_generation: int | None = None
+
+    # ------------------------------------------------------------------------------------- handover
+
+    async def take(self, runs: Sequence[Run]) -> None:
+        """Run a batch through the rules and queue its settling; wait while too many are in flight.
+
+        Runs fetched before a rebalance are dropped: their partition's records are read again
+        from the committed offset, by whichever worker owns it now."""
+        async with self.busy:
+            runs = self._unapplied(runs)
+            if not runs:
+                return
+            sent = await self.apply(runs)
+            self.last_settling = asyncio.ensure_future(self.settle(runs, sent, self.last_settling))
+            self.in_flight.append(self.last_settling)
+        limit = self.settings.worker.max_batches_in_flight
+        while self.in_flight and (self.in_flight[0].done() or len(self.in_flight) > limit):
+            await self.in_flight.popleft()
+
+    def _unapplied(self, runs: Sequence[Run]) -> list[Run]:
+        """The runs of the present assignment, less records this worker has applied already.
+
+        After an assignment, Faust's recovery seeks each partition to its committed offset; a
+        run fetched before that seek and the same records fetched again after it would otherwise
+        both be applied, the second time on a state that already holds them."""
+        fresh: list[Run] = []
+        for run in runs:
+            if not run.current():
+                continue
+            if run.generation != self._applied_generation:
+                self._applied_generation, self._next_offset = run.generation, {}
+            start = self._next_offset.get(run.tp, -1)
+            records = [r for r in run.records if r.offset >= start]
+            if records:
+                self._next_offset[run.tp] = records[-1].offset + 1
+                fresh.append(run if len(records) == len(run.records) else run.subset(records))
+        return fresh
+
+    async def hand_over(self) -> None:
+        """Before partitions move (a rebalance, a stop): finish the batches under way, write every
+        changed state (volatile parts too) and commit the offsets past them, so the next owner
+        restores a state that matches its starting offset: neither older (a reading's effects
+        lost) nor newer (records applied twice, decisions made again under new ids)."""
+        async with self.busy:
+            if self.last_settling is not None:
+                await self.last_settling
+            sent: list[Any] = []
+            for processor in self.processors:
+                sent += await processor.store.flush(force=True)
+            if sent:
+                await asyncio.gather(*sent)
+            await self.app.commit_acked()
 
     # ------------------------------------------------------------------------------------- batches
 
@@ -380,6 +440,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
     app = tuned_app(name or app_id(settings), settings)
     runtime = StreamsRuntime(app, settings)
     app.streams_runtime = runtime  # type: ignore[attr-defined] - for tests and the bench
+    app.before_handover = runtime.hand_over
 
     # Iterating a topic registers it with the conductor, as an agent's stream would (see batching.py).
     channel = runtime.inputs.__aiter__()
@@ -393,14 +454,9 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
         # ones' outputs and changelog records. Each batch's inputs are acked only once its own sends
         # and every earlier batch's are acknowledged (at least once, offsets in order); at most
         # ``max_batches_in_flight`` wait, and a failed send fails the task as before.
-        in_flight: deque[asyncio.Future[None]] = deque()
         async for runs in batches(channel.queue, max_events=worker.batch_size,
                                   within=worker.batch_within_seconds, size=len):
-            sent = await runtime.apply(runs)
-            after = in_flight[-1] if in_flight else None
-            in_flight.append(asyncio.ensure_future(runtime.settle(runs, sent, after)))
-            while in_flight and (in_flight[0].done() or len(in_flight) > worker.max_batches_in_flight):
-                await in_flight.popleft()
+            await runtime.take(runs)
 
     @app.timer(worker.sweep_interval_seconds, name="fire_due_liquidations")
     async def fire_due_liquidations() -> None:

@@ -1,7 +1,9 @@
-"""The streams worker as a child process, and a reader of everything it published.
+"""The streams worker (and any other service) as a child process, and a reader of everything it published.
 
 Shared by the worker's integration tests: the worker runs as ``python -m streams`` (as
-``reconguard run`` runs it) on a test module's topics.
+``reconguard run`` runs it) on a test module's topics. A module that defines an ``accounts``
+fixture (a dict with a ``"probe"`` account in its database) gets a running worker and a reader
+of its outputs by importing the ``worker`` and ``outputs`` fixtures below.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.dburl import plain_url
 from infra.kafka import make_consumer, publish
@@ -30,11 +35,18 @@ from tests.unit.streams import builders as b
 OUTPUTS = (*written_by("streams"), DEAD_LETTERS)
 
 
-class WorkerProcess:
-    """The worker as a child process, restartable, always stopped at the end of the module."""
+STREAMS_WORKER = ("-m", "streams")
+PROJECTOR = ("-m", "reconguard", "projector")
 
-    def __init__(self, settings: Settings, *, name: str = "streams") -> None:
+
+class WorkerProcess:
+    """A service as a child process (the streams worker unless ``command`` says otherwise),
+    restartable, always stopped at the end of the module."""
+
+    def __init__(self, settings: Settings, *, name: str = "streams", command: tuple[str, ...] = STREAMS_WORKER
+                 ) -> None:
         self.settings = settings
+        self.command = command
         self.log = Path(settings.data_dir) / "logs" / f"{name}-test-{settings.topic_prefix}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -42,8 +54,11 @@ class WorkerProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         env = os.environ | environment(self.settings) | {"RECONGUARD_WORKER_STATE_FLUSH_SECONDS": "1"}
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "streams"], env=env, stdout=out,
+            self.process = subprocess.Popen([sys.executable, *self.command], env=env, stdout=out,
                                             stderr=subprocess.STDOUT, start_new_session=True)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -128,6 +143,18 @@ async def add_account(database_url: str, account: str, *, grace: float) -> None:
         await connection.close()
 
 
+async def group_state(settings: Settings, group_id: str) -> tuple[str, int]:
+    """A consumer group's state and number of members, as the broker describes it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group_id])
+    finally:
+        await admin.close()
+    _error, _name, state, _protocol_type, _protocol, members = response.groups[0]
+    return state, len(members)
+
+
 async def wait_until_working(settings: Settings, producer: Any, reader: Outputs, probe: str) -> None:
     """The worker is up once a sync error of the probe account comes back as an indeterminate row."""
     prefix = settings.topic_prefix
@@ -140,3 +167,21 @@ async def wait_until_working(settings: Settings, producer: Any, reader: Outputs,
         return reader.of(probe, "ReconciliationIndeterminate")
 
     await eventually(poke, timeout=45, what="the streams worker to start processing")
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings, accounts: dict[str, str]) -> Iterator[WorkerProcess]:
+    """The module's worker, started once the module's accounts are users."""
+    process = WorkerProcess(settings)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def outputs(settings: Settings, worker: WorkerProcess, accounts: dict[str, str], producer: Any
+                  ) -> AsyncIterator[Outputs]:
+    """A reader of the worker's outputs, once the worker is processing (its probe account answered)."""
+    async with Outputs(settings) as reader:
+        await wait_until_working(settings, producer, reader, accounts["probe"])
+        yield reader

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.kafka import publish
 from infra.settings import Settings
@@ -26,6 +25,7 @@ from tests.support.streams_worker import (
     account_id,
     add_account,
     for_account,
+    group_state,
     wait_until_working,
 )
 from tests.support.waiting import eventually
@@ -58,18 +58,6 @@ def workers(settings: Settings, accounts: list[str]) -> Iterator[tuple[WorkerPro
     second.stop()
 
 
-async def group(settings: Settings) -> tuple[str, int]:
-    """The worker group's state and number of members, as the broker describes it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        [response] = await admin.describe_consumer_groups([app_id(settings)])
-    finally:
-        await admin.close()
-    _error, _name, state, _protocol_type, _protocol, members = response.groups[0]
-    return state, len(members)
-
-
 async def readings(producer: Any, prefix: str, accounts: list[str], equity: float) -> None:
     at = utcnow()
     for account in accounts:
@@ -82,7 +70,7 @@ async def test_a_worker_that_takes_over_judges_against_the_peak_the_other_one_ke
     prefix = settings.topic_prefix
     async with Outputs(settings) as outputs:
         await wait_until_working(settings, producer, outputs, account_id("probe"))
-        await eventually(lambda: group(settings), until=lambda found: found == ("Stable", 2), timeout=30,
+        await eventually(lambda: group_state(settings, app_id(settings)), until=lambda found: found == ("Stable", 2), timeout=30,
                          what="both workers in the group, sharing the partitions")
         held = b.positions(b.position(2001, profit_gbp=-100))
         for account in accounts:

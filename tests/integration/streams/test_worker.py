@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,15 +21,7 @@ from schemas.common import DealReason
 from schemas.results import PositionClosed
 from schemas.topics import ACCOUNT_REPORTS, CLOSE_RESULTS, EXPECTED_TRADES, POSITION_REPORTS
 from streams.app import app_id
-from tests.support.streams_worker import (
-    Outputs,
-    WorkerProcess,
-    account_id,
-    add_account,
-    for_account,
-    opened_now,
-    wait_until_working,
-)
+from tests.support.streams_worker import account_id, add_account, for_account, opened_now
 from tests.support.waiting import eventually
 from tests.unit.streams import builders as b
 
@@ -49,21 +40,6 @@ def accounts(settings: Settings) -> dict[str, str]:
 
     asyncio.run(add_all())
     return ids
-
-
-@pytest.fixture(scope="module")
-def worker(settings: Settings, accounts: dict[str, str]) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(settings)
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-async def outputs(settings: Settings, worker: WorkerProcess, accounts: dict[str, str], producer: Any) -> Any:
-    async with Outputs(settings) as reader:
-        await wait_until_working(settings, producer, reader, accounts["probe"])
-        yield reader
 
 
 async def breach(producer: Any, prefix: str, account: str) -> None:

@@ -5,8 +5,6 @@ changes nothing (no divergence on anyone's account)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -15,13 +13,13 @@ from infra.settings import Settings
 from schemas import observed, utcnow
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.topics import EXPECTED_TRADES
-from tests.support.streams_worker import Outputs, WorkerProcess, account_id, add_account, wait_until_working
+from tests.support.streams_worker import account_id, add_account
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
-def known(settings: Settings) -> dict[str, str]:
+def accounts(settings: Settings) -> dict[str, str]:
     ids = {"probe": account_id("door-probe"), "trader": account_id("door-trader")}
 
     async def add_all() -> None:
@@ -30,21 +28,6 @@ def known(settings: Settings) -> dict[str, str]:
 
     asyncio.run(add_all())
     return ids
-
-
-@pytest.fixture(scope="module")
-def worker(settings: Settings, known: dict[str, str]) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(settings)
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-async def outputs(settings: Settings, worker: WorkerProcess, known: dict[str, str], producer: Any) -> Any:
-    async with Outputs(settings) as reader:
-        await wait_until_working(settings, producer, reader, known["probe"])
-        yield reader
 
 
 def _approval(user: str, approval: str) -> TradeApproved:
@@ -60,8 +43,8 @@ async def test_a_trade_for_an_unknown_user_is_dead_lettered(settings, producer, 
     assert letter.payload.consumer == "streams" and f"unknown user {stranger!r}" in letter.payload.reason
 
 
-async def test_a_close_of_an_unknown_approval_is_dead_lettered(settings, producer, outputs, known):
-    trader = known["trader"]
+async def test_a_close_of_an_unknown_approval_is_dead_lettered(settings, producer, outputs, accounts):
+    trader = accounts["trader"]
     close = TradeClosedByPlatform(signal_id="s-x", approval_id="a-never", user_id=trader)
     await publish(producer, EXPECTED_TRADES, settings.topic_prefix,
                   observed(close, account_id=trader, occurred_at=utcnow()))
