@@ -80,6 +80,8 @@ class Outcome:
 
 
 REPORTS = ("AccountReport", "PositionReport", "AccountSyncFailed")
+#: One decision log line: ``json.dumps(d, sort_keys=True, separators=(",", ":"))``, with one encoder for all.
+LINE = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 class Simulation:
@@ -147,7 +149,7 @@ class Simulation:
                 self._apply_moves(t)
                 await self._poll_all()
                 next_poll += poll
-        return Outcome([json.dumps(d, sort_keys=True, separators=(",", ":")) for d in self.decisions],
+        return Outcome([LINE.encode(d) for d in self.decisions],
                        self.decisions, self.polls, (self.now - s.start).total_seconds())
 
     def _advance(self, t: datetime) -> None:
