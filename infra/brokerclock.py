@@ -13,8 +13,8 @@ the assumed rule (``server_clock_assumed``) stands.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from infra.settings.markets import NEW_YORK_CLOSE, fixed_offset_minutes
