@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from infra.settings.markets import NEW_YORK_CLOSE, fixed_offset_minutes
@@ -44,7 +45,12 @@ def _minutes(delta: timedelta | None) -> int:
 
 def to_utc(server: datetime, offset_minutes: int) -> datetime:
     """A time the terminal wrote (server clock labelled UTC) as true UTC."""
-    return server - timedelta(minutes=offset_minutes) if offset_minutes else server
+    return server - _minutes_delta(offset_minutes) if offset_minutes else server
+
+
+@lru_cache(maxsize=256)
+def _minutes_delta(minutes: int) -> timedelta:
+    return timedelta(minutes=minutes)
 
 
 def server_clock_at(at: datetime, offset_minutes: int) -> datetime:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,7 @@ from producers.poller.client import AccountRead, ReadFailed, SymbolCache, read_a
 from producers.poller.parsing import PollState, conclude_poll, latest_tick_msc, sync_failed
 from schemas import Envelope, observed
 from schemas.commands import ClosePosition
-from schemas.envelope import DERIVED_ID_NAMESPACE
+from schemas.envelope import derived_uuid
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport
 from simulation.actions import act, apply_move
@@ -81,6 +80,8 @@ class Outcome:
 
 
 REPORTS = ("AccountReport", "PositionReport", "AccountSyncFailed")
+#: One decision log line: ``json.dumps(d, sort_keys=True, separators=(",", ":"))``, with one encoder for all.
+LINE = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 class Simulation:
@@ -118,6 +119,7 @@ class Simulation:
         self.releases: list[tuple[datetime, int, Any]] = []  # (when, order, undo) of timed faults
         self.moves: list[tuple[Move, datetime, datetime, list[float]]] = []
         self.polls = 0
+        self._logged_at: tuple[datetime | None, str, str] = (None, "", "")  # (now, utc, broker) of the last line
 
     # --- the loop -------------------------------------------------------------------------------------
 
@@ -147,7 +149,7 @@ class Simulation:
                 self._apply_moves(t)
                 await self._poll_all()
                 next_poll += poll
-        return Outcome([json.dumps(d, sort_keys=True, separators=(",", ":")) for d in self.decisions],
+        return Outcome([LINE.encode(d) for d in self.decisions],
                        self.decisions, self.polls, (self.now - s.start).total_seconds())
 
     def _advance(self, t: datetime) -> None:
@@ -186,7 +188,7 @@ class Simulation:
                 *(self._observed(t, user_id, f"{seq}/{t.symbol}") for t in outcome.ticks)]
 
     def _observed(self, payload: Any, account_id: str, key: str) -> Envelope[Any]:
-        event_id = uuid.uuid5(DERIVED_ID_NAMESPACE, f"scenario/{self.seed}/{account_id}/{payload.event_type}/{key}")
+        event_id = derived_uuid(f"scenario/{self.seed}/{account_id}/{payload.event_type}/{key}")
         event = observed(payload, account_id=account_id, occurred_at=self.now, event_id=event_id)
         if self.log_reports and isinstance(payload, REPORT_TYPES):
             self.log(event, _report_summary(payload))
@@ -210,10 +212,11 @@ class Simulation:
                     await self.take(self.worker.process(result, self.now))
 
     def log(self, event: Envelope[Any], fields: dict[str, Any]) -> None:
-        broker_time = datetime.fromtimestamp(self.broker.market.server_msc(round(self.now.timestamp() * 1000)) / 1000,
-                                             UTC).replace(tzinfo=None)
-        self.decisions.append({"utc": self.now.isoformat().replace("+00:00", "Z"),
-                               "broker": broker_time.isoformat(), "account": event.account_id,
+        if self._logged_at[0] != self.now:  # most lines of a run share their time with the line before
+            broker_time = datetime.fromtimestamp(
+                self.broker.market.server_msc(round(self.now.timestamp() * 1000)) / 1000, UTC).replace(tzinfo=None)
+            self._logged_at = (self.now, self.now.isoformat().replace("+00:00", "Z"), broker_time.isoformat())
+        self.decisions.append({"utc": self._logged_at[1], "broker": self._logged_at[2], "account": event.account_id,
                                "type": event.event_type, **fields})
 
     # --- the scenario's steps ---------------------------------------------------------------------------------

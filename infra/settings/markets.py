@@ -123,7 +123,7 @@ class MarketSettings(BaseModel):
 
     def base_symbol(self, name: str) -> str:
         """``EURUSD.r`` -> ``EURUSD``: the name sessions, spread limits and gap thresholds are kept under."""
-        memo = self._memo
+        memo = self.__pydantic_private__["_memo"]  # type: ignore[index] - not via pydantic's slow __getattr__
         key = "base:" + name
         found = memo.get(key)
         if found is None:
@@ -137,7 +137,12 @@ class MarketSettings(BaseModel):
             "classes": {name: SessionHours(always_open=True) for name in self.classes}, "holidays": ()})
 
     def hours(self, symbol: str) -> SessionHours:
-        return self.classes[self.symbol_classes.get(self.base_symbol(symbol), self.default_class)]
+        memo = self.__pydantic_private__["_memo"]  # type: ignore[index] - asked on every quote: looked up once
+        found = memo.get(("hours", symbol))
+        if found is None:
+            found = memo[("hours", symbol)] = \
+                self.classes[self.symbol_classes.get(self.base_symbol(symbol), self.default_class)]
+        return found  # type: ignore[return-value]
 
     def clock_rule(self, *keys: str) -> str:
         """The broker clock of an account, looked up by each key (user id, login) in turn."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from infra.brokerclock import to_utc
@@ -50,6 +51,7 @@ BASE_CURRENCY = "GBP"
 DEAL_WAIT_POLLS = 5
 
 
+@lru_cache(maxsize=4096)  # an open position's time is read again on every poll
 def utc_from_epoch(seconds: int, msc: int | None = None) -> datetime:
     """MT5 times are epoch seconds (and milliseconds) of the server clock, labelled UTC as MT5 does."""
     return datetime.fromtimestamp(msc / 1000 if msc else seconds, tz=UTC)

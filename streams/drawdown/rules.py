@@ -109,7 +109,7 @@ def on_account(state: DrawdownState, event: Envelope[AccountReport], levels: Acc
         return on_untrusted(state, event, reading, verdict, config)
     state = accept(state, reading, report, config)
     ended = lock.on_reading(state, event)
-    state, outputs = ended.state, list[Envelope[Any]](ended.outputs)
+    state, outputs = ended.state, list(ended.outputs)  # not list[Envelope[Any]](): a generic per call
     if not lock.locked(state):  # a locked account starts no new trigger: the lock closes its new positions
         state, alerts = assess_levels(state, event, reading, levels, config, now)
         outputs += alerts

@@ -8,6 +8,7 @@ import pytest
 
 from schemas import DecodeError, decode, derive_id, derived, encode, observed, utcnow
 from schemas.codec import UPCASTERS
+from schemas.envelope import DERIVED_ID_NAMESPACE, account_mismatch, derived_uuid
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason
 from schemas.reports import AccountReport, TickReport
@@ -101,6 +102,21 @@ def test_derived_ids_depend_only_on_the_cause_and_the_rule():
     assert first.causation_id == cause.event_id and first.correlation_id == cause.event_id
     assert decode(CLOSE_COMMANDS, encode(first)) == first
     assert isinstance(first.event_id, uuid.UUID)
+
+
+def test_derived_ids_are_uuid5_in_the_derived_namespace():
+    """``derived_uuid`` skips uuid5's per-call conversions; the ids must stay exactly uuid5's (they are stored)."""
+    names = ["", "a", "scenario/1/u-bench-0/AccountReport/1704672000000", "é/ü/日本", "x" * 500,
+             *(f"{uuid.UUID(int=i * 7919)}/rule-{i}" for i in range(2000))]
+    for name in names:
+        assert derived_uuid(name) == uuid.uuid5(DERIVED_ID_NAMESPACE, name), name
+        assert derived_uuid(name).version == 5
+
+
+def test_a_payload_without_user_id_travels_under_any_account():
+    tick = TickReport(symbol="EURUSD", bid=1.1, ask=1.1001, point=0.00001, quoted_at=utcnow(), market_open=True)
+    assert account_mismatch("anyone", tick) is None
+    assert account_mismatch("u1", _report()) is None and "differs" in (account_mismatch("u2", _report()) or "")
 
 
 def test_topics_refuse_each_others_events():
