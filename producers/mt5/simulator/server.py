@@ -226,7 +226,7 @@ def _listen(host: str, port: int) -> socket.socket:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
-    listener.listen(64)
+    listener.listen(1024)  # poller and executor start dozens of terminals at once each
     listener.setblocking(False)
     return listener
 
