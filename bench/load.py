@@ -79,7 +79,11 @@ class LoadTopology(Topology):
 
     def start_services(self) -> None:
         super().start_services()
-        self.start("archiver")  # as `reconguard run` does: reactions and broker bytes are read from the archive
+        # As `reconguard run` does: reactions and broker bytes are read from the archive. Under the
+        # orchestrator's lock: it watches every service it knows and took one not started yet for a
+        # crash (and started a second archiver).
+        with self._lock:
+            self.start("archiver")
 
     def pids(self) -> dict[str, list[int]]:
         """Every process of the run by name (PostgreSQL: the postmaster and its backends)."""
@@ -227,7 +231,7 @@ _REACTIONS = """
            extract(epoch FROM (closes.e->>'recorded_at')::timestamptz
                    - (convert_from(cause.value, 'UTF8')::jsonb->>'recorded_at')::timestamptz) * 1000 AS ms
     FROM closes JOIN event_archive cause ON cause.event_id = (closes.e->>'causation_id')::uuid"""
-_NOTICES = """
+_NOTICES = r"""
     WITH events AS (SELECT event_type, convert_from(value, 'UTF8')::jsonb AS e FROM event_archive
                     WHERE event_type IN ('ClosePosition', 'GuardAlertRaised')),
     warned AS (SELECT e->>'account_id' AS account, min((e->>'recorded_at')::timestamptz) AS at FROM events
