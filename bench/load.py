@@ -17,7 +17,9 @@ Measured, every ``sample`` seconds and at the end:
   caused it (``causation_id``), both read back from ``event_archive``, less the account's
   ``close_grace_seconds`` (the guard closes that long after the breach: the notice); warning-to-close
   notice: the first drawdown warning of an account to its first guard close;
-- CPU (share of one core) and RSS per process, RSS slope (MiB per minute, least squares);
+- CPU (share of one core) and memory per process, as PSS (shared pages divided among their
+  sharers, so PostgreSQL's shared buffers count once), and its slope (MiB per minute, least
+  squares) over the whole window and over its second half (a leak still grows there);
 - Postgres rows and bytes per hour per table, broker bytes per hour (keys and values published, as
   archived).
 """
@@ -201,9 +203,19 @@ def _sample(topology: LoadTopology, samples: Samples) -> None:
                 process = psutil.Process(pid)
                 times = process.cpu_times()
                 cpu += times.user + times.system + times.children_user + times.children_system
-                rss += process.memory_info().rss / 2**20
+                rss += _resident(process) / 2**20
         samples.cpu.setdefault(name, []).append(cpu)
         samples.rss.setdefault(name, []).append(rss)
+
+
+def _resident(process: psutil.Process) -> int:
+    """Proportional set size: each shared page counted once over the processes sharing it. RSS counted
+    PostgreSQL's shared buffers again in every backend that touched them, so its sum (and slope) grew
+    with the pages backends touched, not with memory used."""
+    try:
+        return int(process.memory_full_info().pss)
+    except (AttributeError, psutil.AccessDenied):  # no PSS on this platform
+        return int(process.memory_info().rss)
 
 
 def _drive(topology: LoadTopology, *, accounts: int, steps: int = 30, step_percent: float = 0.05) -> None:
@@ -396,6 +408,10 @@ def summarise(samples: Samples, before: dict[str, Any], after: dict[str, Any], g
         "cpu_share": {p: (v[-1] - v[0]) / elapsed for p, v in samples.cpu.items() if len(v) > 1},
         "rss_mib": {p: v[-1] for p, v in samples.rss.items()},
         "rss_slope_mib_per_min": {p: _slope(v, minutes[-len(v):]) for p, v in samples.rss.items()},
+        # Over the second half only: start-up growth (caches, pools, buffers) has flattened by then,
+        # a leak has not.
+        "rss_slope_late_mib_per_min": {p: _slope(v[len(v) // 2:], minutes[-len(v):][len(v) // 2:])
+                                       for p, v in samples.rss.items()},
         "table_rows_per_hour": {t: rows / hours for t, (rows, _) in grown.items() if rows > 0},
         "table_bytes_per_hour": {t: size / hours for t, (rows, size) in grown.items() if rows > 0},
         "broker_bytes_per_hour": (after["broker_bytes"] - before["broker_bytes"]) / hours,

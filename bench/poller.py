@@ -21,7 +21,7 @@ from producers.mt5 import constants as c
 from producers.mt5.gateway import SimulatorGateway
 from producers.mt5.simulator import SimulatedBroker, SimulatedTerminal
 from producers.poller.client import SymbolCache, read_account
-from producers.poller.loop import Poller, RememberedKeyPartitioner
+from producers.poller.loop import Poller
 
 ACCOUNTS = 1_000
 ROUNDS = 30
@@ -61,8 +61,7 @@ async def _measure(bootstrap: str) -> dict[str, float]:
     await ensure_topics(bootstrap, "bench-poller", partitions=4)
     broker, accounts = simulated_accounts(ACCOUNTS)
     baseline = reads_only(broker, accounts)
-    producer = make_producer(bootstrap, linger_ms=10, max_batch_size=512 * 1024,
-                             partitioner=RememberedKeyPartitioner())
+    producer = make_producer(bootstrap, linger_ms=10, max_batch_size=512 * 1024)
     await producer.start()
     poller = Poller(accounts=accounts, producer=producer, prefix="bench-poller")
     cpu, wall, messages = [], [], []

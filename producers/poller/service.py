@@ -14,7 +14,7 @@ from infra.metrics import dead_letters_total
 from infra.settings import Settings
 from producers.accounts import AccountRef, connect_gateways, load_accounts
 from producers.mt5.gateway import Gateway
-from producers.poller.loop import Poller, PollerConfig, RememberedKeyPartitioner
+from producers.poller.loop import Poller, PollerConfig
 from schemas import DecodeError, decode
 from schemas.topics import SYNC_COMMANDS
 
@@ -66,7 +66,7 @@ async def run_poller(settings: Settings, *, stop: asyncio.Event,
     """Poll these (account, terminal) pairs until ``stop``, honouring manual syncs meanwhile."""
     bootstrap = _bootstrap(settings)
     await ensure_topics(bootstrap, settings.topic_prefix, partitions=settings.topic_partitions)
-    producer = make_producer(bootstrap, partitioner=RememberedKeyPartitioner())
+    producer = make_producer(bootstrap, max_batch_size=256 * 1024)  # a round is sent as few large batches
     consumer = group_consumer(settings, SYNC_COMMANDS, name=CONSUMER)
     await producer.start()
     await consumer.start()
