@@ -17,7 +17,9 @@ Measured, every ``sample`` seconds and at the end:
   caused it (``causation_id``), both read back from ``event_archive``, less the account's
   ``close_grace_seconds`` (the guard closes that long after the breach: the notice); warning-to-close
   notice: the first drawdown warning of an account to its first guard close;
-- CPU (share of one core) and RSS per process, RSS slope (MiB per minute, least squares);
+- CPU (share of one core) and memory per process, as PSS (shared pages divided among their
+  sharers, so PostgreSQL's shared buffers count once), and its slope (MiB per minute, least
+  squares) over the whole window and over its second half (a leak still grows there);
 - Postgres rows and bytes per hour per table, broker bytes per hour (keys and values published, as
   archived).
 """
@@ -79,7 +81,11 @@ class LoadTopology(Topology):
 
     def start_services(self) -> None:
         super().start_services()
-        self.start("archiver")  # as `reconguard run` does: reactions and broker bytes are read from the archive
+        # As `reconguard run` does: reactions and broker bytes are read from the archive. Under the
+        # orchestrator's lock: it watches every service it knows and took one not started yet for a
+        # crash (and started a second archiver).
+        with self._lock:
+            self.start("archiver")
 
     def pids(self) -> dict[str, list[int]]:
         """Every process of the run by name (PostgreSQL: the postmaster and its backends)."""
@@ -197,9 +203,19 @@ def _sample(topology: LoadTopology, samples: Samples) -> None:
                 process = psutil.Process(pid)
                 times = process.cpu_times()
                 cpu += times.user + times.system + times.children_user + times.children_system
-                rss += process.memory_info().rss / 2**20
+                rss += _resident(process) / 2**20
         samples.cpu.setdefault(name, []).append(cpu)
         samples.rss.setdefault(name, []).append(rss)
+
+
+def _resident(process: psutil.Process) -> int:
+    """Proportional set size: each shared page counted once over the processes sharing it. RSS counted
+    PostgreSQL's shared buffers again in every backend that touched them, so its sum (and slope) grew
+    with the pages backends touched, not with memory used."""
+    try:
+        return int(process.memory_full_info().pss)
+    except (AttributeError, psutil.AccessDenied):  # no PSS on this platform
+        return int(process.memory_info().rss)
 
 
 def _drive(topology: LoadTopology, *, accounts: int, steps: int = 30, step_percent: float = 0.05) -> None:
@@ -227,7 +243,7 @@ _REACTIONS = """
            extract(epoch FROM (closes.e->>'recorded_at')::timestamptz
                    - (convert_from(cause.value, 'UTF8')::jsonb->>'recorded_at')::timestamptz) * 1000 AS ms
     FROM closes JOIN event_archive cause ON cause.event_id = (closes.e->>'causation_id')::uuid"""
-_NOTICES = """
+_NOTICES = r"""
     WITH events AS (SELECT event_type, convert_from(value, 'UTF8')::jsonb AS e FROM event_archive
                     WHERE event_type IN ('ClosePosition', 'GuardAlertRaised')),
     warned AS (SELECT e->>'account_id' AS account, min((e->>'recorded_at')::timestamptz) AS at FROM events
@@ -309,8 +325,13 @@ class Point:
 
 
 def run_point(accounts: int, *, seconds: float, sample: float = 5.0, warmup: float = 20.0,
-              directory: Path | None = None) -> Point:
-    """The whole pipeline at ``accounts`` for ``seconds`` (after ``warmup``); every process stopped after."""
+              directory: Path | None = None, startup_timeout: float = 600.0) -> Point:
+    """The whole pipeline at ``accounts`` for ``seconds``; every process stopped after.
+
+    Measuring starts ``warmup`` seconds after every account was assessed by the guard at least once
+    (the poller connects to thousands of terminals first: a fixed wait measured its start-up, not
+    its rounds); ``startup_s`` is how long that took from the services' start.
+    """
     from chaos.run import _fake_telegram
 
     directory = (directory or Path(".reconguard") / f"load-{accounts}").resolve()
@@ -321,6 +342,9 @@ def run_point(accounts: int, *, seconds: float, sample: float = 5.0, warmup: flo
             topology.start_servers()
             topology.prepare()
             topology.start_services()
+            started_services = time.monotonic()
+            _wait_until_assessed(topology, accounts, timeout=startup_timeout)
+            startup_s = time.monotonic() - started_services
             time.sleep(warmup)
             before = asyncio.run(_storage(topology.postgres.url))
             samples = Samples()
@@ -340,7 +364,17 @@ def run_point(accounts: int, *, seconds: float, sample: float = 5.0, warmup: flo
             topology.stop()
     numbers = summarise(samples, before, after, guard)
     numbers["services_crashed"] = dead
+    numbers["startup_s"] = startup_s
     return Point(accounts, seconds, load_average, numbers)
+
+
+def _wait_until_assessed(topology: LoadTopology, accounts: int, *, timeout: float) -> None:
+    """Until every load account (and the demo's four) has a position snapshot: polled, judged, projected."""
+    deadline = time.monotonic() + timeout
+    while (seen := topology.assessed_accounts()) < accounts + 4:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {seen} of {accounts + 4} accounts assessed after {timeout:g} s")
+        time.sleep(2.0)
 
 
 def _run_drive(topology: LoadTopology, accounts: int, seconds: float) -> None:
@@ -374,6 +408,10 @@ def summarise(samples: Samples, before: dict[str, Any], after: dict[str, Any], g
         "cpu_share": {p: (v[-1] - v[0]) / elapsed for p, v in samples.cpu.items() if len(v) > 1},
         "rss_mib": {p: v[-1] for p, v in samples.rss.items()},
         "rss_slope_mib_per_min": {p: _slope(v, minutes[-len(v):]) for p, v in samples.rss.items()},
+        # Over the second half only: start-up growth (caches, pools, buffers) has flattened by then,
+        # a leak has not.
+        "rss_slope_late_mib_per_min": {p: _slope(v[len(v) // 2:], minutes[-len(v):][len(v) // 2:])
+                                       for p, v in samples.rss.items()},
         "table_rows_per_hour": {t: rows / hours for t, (rows, _) in grown.items() if rows > 0},
         "table_bytes_per_hour": {t: size / hours for t, (rows, size) in grown.items() if rows > 0},
         "broker_bytes_per_hour": (after["broker_bytes"] - before["broker_bytes"]) / hours,

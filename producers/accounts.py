@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -65,13 +66,26 @@ def connect_gateways(accounts: Iterable[AccountRef], config: GatewaySettings,
         endpoints = config.model_copy(update={"endpoints": simulator_endpoints(config.simulator)}).endpoint_map()
     for account in accounts:
         gateway = _gateway_for(account, config, endpoints)
-        if gateway is None:
-            continue
-        if attach and not gateway.initialize():
-            log.warning("terminal of %s did not initialize: %s (its polls will report it)", account.user_id,
-                        gateway.last_error())
-        connected.append((account, gateway))
+        if gateway is not None:
+            connected.append((account, gateway))
+    if not attach:
+        return connected
+    # Each initialize() is a connect and a round trip or more: thousands of terminals one after the
+    # other took longer than a minute, so they are started a few dozen at a time.
+    with ThreadPoolExecutor(max(1, min(STARTING_AT_ONCE, len(connected))), "mt5-initialize") as pool:
+        for (account, gateway), attached in zip(connected, pool.map(_initialize, connected), strict=True):
+            if not attached:
+                log.warning("terminal of %s did not initialize: %s (its polls will report it)", account.user_id,
+                            gateway.last_error())
     return connected
+
+
+#: Terminals started at once by connect_gateways.
+STARTING_AT_ONCE = 32
+
+
+def _initialize(pair: tuple[AccountRef, Gateway]) -> bool:
+    return pair[1].initialize()
 
 
 def _gateway_for(account: AccountRef, config: GatewaySettings, endpoints: dict[int, tuple[str, int]]

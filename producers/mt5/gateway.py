@@ -18,7 +18,7 @@ import contextlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -182,8 +182,35 @@ class Mt5LinuxGateway(ModuleGateway):
     def last_error(self) -> tuple[int, str]:
         return self.module.last_error()
 
+    def read_many(self, calls: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[Any, tuple[int, str] | None]]:
+        """Several of this interface's reads (name, keyword arguments) in one round trip, in order; each
+        answer is (result, None), or (None/False, last_error() right after that call). Each call is the
+        very ``MetaTrader5`` call the method alone would make, run by a helper the bridge was sent at
+        connect (RPyC classic runs the client's code): a real terminal behind mt5linux sees the same
+        calls, only without a network round trip between them."""
+        module_calls = []
+        for name, kwargs in calls:
+            recorder = _Recorder()
+            getattr(ModuleGateway(recorder), name)(**kwargs)
+            assert recorder.call is not None, name
+            module_calls.append(recorder.call)
+        return self.module.call_many(module_calls)
+
     def close(self) -> None:
         self.module.disconnect()
+
+
+class _Recorder:
+    """Stands in for the module to learn which module call (name, args, kwargs) a gateway method makes."""
+
+    def __init__(self) -> None:
+        self.call: tuple[str, tuple[Any, ...], dict[str, Any]] | None = None
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def record(*args: Any, **kwargs: Any) -> None:
+            self.call = (name, args, kwargs)
+
+        return record
 
 
 def simulator_endpoints(address: str, *, timeout: float = 10.0) -> str:
@@ -230,6 +257,14 @@ def _reconguard_arg(value):
 def _reconguard_call(name, args, kwargs):
     args = [_reconguard_arg(a) for a in args]
     return _reconguard_plain(getattr(mt5, name)(*args, **dict((k, _reconguard_arg(v)) for k, v in kwargs)))
+
+def _reconguard_many(calls):
+    answers = []
+    for name, args, kwargs in calls:
+        value = _reconguard_call(name, args, kwargs)
+        failed = value is None or value is False
+        answers.append((value, _reconguard_plain(mt5.last_error()) if failed else None))
+    return tuple(answers)
 """
 _RECORDS: dict[str, type] = {t.__name__: t for t in (AccountInfo, OrderCheckResult, OrderSendResult, SymbolInfo,
                                                      TerminalInfo, Tick, TradeDeal, TradePosition, TradeRequest)}
@@ -243,6 +278,7 @@ class _Bridge:
         self._lock = threading.Lock()
         self._connection: Any = None
         self._call: Any = None
+        self._many: Any = None
         self._attached: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # last good initialize
         self._failed_at = float("-inf")
         self._bridge_error: tuple[int, str] | None = None
@@ -256,6 +292,7 @@ class _Bridge:
         try:
             connection.execute(_REMOTE_HELPERS)
             self._call = connection.namespace["_reconguard_call"]
+            self._many = connection.namespace["_reconguard_many"]
         except BaseException:
             connection.close()
             raise
@@ -264,7 +301,7 @@ class _Bridge:
             self._call("initialize", *self._attached)
 
     def disconnect(self) -> None:
-        connection, self._connection, self._call = self._connection, None, None
+        connection, self._connection, self._call, self._many = self._connection, None, None, None
         if connection is not None:
             with contextlib.suppress(Exception):
                 connection.close()
@@ -275,6 +312,18 @@ class _Bridge:
                 return self._bridge_error
             value = self._invoke("last_error", (), ())
             return self._bridge_error or (int(value[0]), str(value[1]))
+
+    def call_many(self, calls: Sequence[tuple[str, tuple[Any, ...], Mapping[str, Any]]]
+                  ) -> list[tuple[Any, tuple[int, str] | None]]:
+        """Module calls in one round trip (see Mt5LinuxGateway.read_many); a broken bridge fails them all."""
+        plain = tuple((name, tuple(_plain(a) for a in args), tuple((k, _plain(v)) for k, v in kwargs.items()))
+                      for name, args, kwargs in calls)
+        with self._lock:
+            answers = self._invoke("", (), (), many=plain)
+            if answers is None:
+                failure = self._bridge_error or (c.RES_E_FAIL, "no answer")
+                return [(None, failure) for _ in calls]
+            return [(value, None if error is None else (int(error[0]), str(error[1]))) for value, error in answers]
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -290,20 +339,21 @@ class _Bridge:
 
         return call
 
-    def _invoke(self, name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]) -> Any:
+    def _invoke(self, name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...], *,
+                many: tuple[Any, ...] | None = None) -> Any:
         try:
             if self._connection is None:
                 if time.monotonic() - self._failed_at < self.retry_seconds:
                     return None  # the last connect timed out: do not make every call wait for another
                 self.connect()
-            value = self._call(name, args, kwargs)
+            value = self._call(name, args, kwargs) if many is None else self._many(many)
         except _BRIDGE_ERRORS as error:
             self.disconnect()
             # A refused or reset connection is retried at the next call (it costs nothing and the bridge
             # may be back); only a connect that timed out (host unreachable) holds retries back.
             self._failed_at = time.monotonic() if isinstance(error, TimeoutError) else float("-inf")
-            self._bridge_error = (c.RES_E_INTERNAL_FAIL_CONNECT, f"No IPC connection (mt5linux bridge "
-                                                                 f"{self.host}:{self.port}: {error!r})")
+            self._bridge_error = (c.RES_E_INTERNAL_FAIL_CONNECT, (f"No IPC connection (mt5linux bridge "
+                                                                 f"{self.host}:{self.port}: {error!r})"))
             return None
         self._bridge_error = None
         return _rebuilt(value)

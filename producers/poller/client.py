@@ -74,6 +74,10 @@ class SymbolCache:
     routes: dict[str, Route] = field(default_factory=dict)
     inverses: dict[str, Route | None] = field(default_factory=dict)
     probe: str | None = None  # a symbol whose quotes show the server clock when nothing else is read
+    # From the last good read, so the next can be asked for in one round trip (``read_many``):
+    currency: str | None = None
+    server: str | None = None
+    held: tuple[str, ...] = ()
 
     def point(self, terminal: Gateway, symbol: str) -> float:
         if symbol not in self.points:
@@ -119,40 +123,139 @@ class AccountRead:
     gbp_rate_inverse: float | None = None  # the rate through the opposite pairs, where both are quoted
 
 
+#: A round's quotes by (trade server, symbol): read from the first terminal of that server that needs
+#: them and shared by the others (one market, one quote), so N accounts cost one read per symbol.
+Quotes = dict[tuple[str, str], Any]
+
+
 def read_account(terminal: Gateway, *, login: int, cache: SymbolCache, previous: Mapping[int, float] | None,
-                 pending: Iterable[int] = (), flows_since: int | None = None, server_now: int | None = None
-                 ) -> AccountRead:
+                 pending: Iterable[int] = (), flows_since: int | None = None, server_now: int | None = None,
+                 quotes: Quotes | None = None) -> AccountRead:
     """One poll of one terminal. ``previous``: ticket -> volume at the last good poll (None: no such
-    poll), so the deals of tickets that vanished or shrank since can be read in the same pass."""
+    poll), so the deals of tickets that vanished or shrank since can be read in the same pass.
+    ``quotes``: this round's quotes so far, shared across the terminals of one trade server.
+
+    A terminal that can take several reads in one round trip (``read_many``: the mt5linux bridge)
+    is asked for everything the last read needed in one; what differs (a new symbol, a vanished
+    ticket's deals) is read after, one call each. The checks and their order are the same either way.
+    """
+    quotes = {} if quotes is None else quotes
+    many = getattr(terminal, "read_many", None)
+    if many is not None and cache.currency in cache.routes and cache.server is not None:
+        return _read_batched(terminal, many, login=login, cache=cache, previous=previous, pending=pending,
+                             flows_since=flows_since, server_now=server_now, quotes=quotes)
     status = called(terminal, "terminal_info", terminal.terminal_info())
     if not status.connected:
         raise ReadFailed("terminal_info", NOT_CONNECTED, "terminal is not connected to the trade server")
-    info = called(terminal, "account_info", terminal.account_info())
-    if info.login != login:
-        raise ReadFailed("account_info", WRONG_ACCOUNT, f"terminal is logged into {info.login}, not {login}")
+    info = _checked_login(called(terminal, "account_info", terminal.account_info()), login)
     positions = tuple(called(terminal, "positions_get", terminal.positions_get()))
     route = cache.route(terminal, info.currency)
-    inverse = cache.inverses.get(info.currency) or ()
+    symbols = _symbols(terminal, cache, info.currency, positions)
+    ticks = {s: _tick(terminal, quotes, info.server, s) for s in symbols}
+    priced = _priced(terminal, cache, info, ticks, route)
+    deals = read_history(terminal, tickets_to_explain(previous, positions, pending))
+    return _complete(cache, info, positions, ticks, priced, deals, read_flows(terminal, flows_since, server_now))
+
+
+def _checked_login(info: Any, login: int) -> Any:
+    if info.login != login:
+        raise ReadFailed("account_info", WRONG_ACCOUNT, f"terminal is logged into {info.login}, not {login}")
+    return info
+
+
+def _symbols(terminal: Gateway, cache: SymbolCache, currency: str, positions: Iterable[Any]) -> list[str]:
+    """Symbols a read quotes: those held and those converting ``currency`` into GBP (or a clock probe)."""
+    route, inverse = cache.routes[currency], cache.inverses.get(currency) or ()
     symbols = sorted({p.symbol for p in positions} | {leg.symbol for leg in route + inverse})
     if not symbols and (probe := cache.clock_probe(terminal)) is not None:
         symbols = [probe]
-    ticks = {s: called(terminal, "symbol_info_tick", terminal.symbol_info_tick(s)) for s in symbols}
-    points = {s: cache.point(terminal, s) for s in symbols}
+    return symbols
+
+
+def _tick(terminal: Gateway, quotes: Quotes, server: str, symbol: str) -> Any:
+    if (server, symbol) not in quotes:
+        quotes[server, symbol] = called(terminal, "symbol_info_tick", terminal.symbol_info_tick(symbol))
+    return quotes[server, symbol]
+
+
+def _priced(terminal: Gateway, cache: SymbolCache, info: Any, ticks: dict[str, Any],
+            route: Route) -> tuple[dict[str, float], float, float | None]:
+    """Each quoted symbol's point, the GBP rate and the rate through the opposite pairs (if quoted)."""
+    points = {s: cache.point(terminal, s) for s in ticks}
     rate = route_rate(route, ticks)
     if rate is None:
         raise ReadFailed("gbp_rate", c.RES_E_FAIL, f"no usable quote to convert {info.currency} into GBP")
-    return AccountRead(info, positions, ticks, points, dict(cache.trade_modes), rate,
-                       read_history(terminal, tickets_to_explain(previous, positions, pending)),
-                       read_flows(terminal, flows_since, server_now), dict(cache.digits),
-                       route_rate(inverse, ticks) if inverse else None)
+    inverse = cache.inverses.get(info.currency) or ()
+    return points, rate, route_rate(inverse, ticks) if inverse else None
+
+
+def _complete(cache: SymbolCache, info: Any, positions: tuple[Any, ...], ticks: dict[str, Any],
+              priced: tuple[dict[str, float], float, float | None], deals: dict[int, tuple[Any, ...]],
+              flows: tuple[Any, ...]) -> AccountRead:
+    points, rate, inverse_rate = priced
+    cache.currency, cache.server, cache.held = info.currency, info.server, tuple(sorted({p.symbol for p in positions}))
+    return AccountRead(info, positions, ticks, points, dict(cache.trade_modes), rate, deals, flows,
+                       dict(cache.digits), inverse_rate)
+
+
+def _read_batched(terminal: Gateway, many: Any, *, login: int, cache: SymbolCache,
+                  previous: Mapping[int, float] | None, pending: Iterable[int], flows_since: int | None,
+                  server_now: int | None, quotes: Quotes) -> AccountRead:
+    """``read_account`` in one round trip when nothing changed since the last read (see there)."""
+    assert cache.currency is not None and cache.server is not None
+    server = cache.server
+    expected = [s for s in _symbols(terminal, cache, cache.currency, [_Held(s) for s in cache.held])
+                if (server, s) not in quotes]
+    window = flow_window(flows_since, server_now)
+    plan: list[tuple[str, dict[str, Any]]] = [("terminal_info", {}), ("account_info", {}), ("positions_get", {})]
+    plan += [("symbol_info_tick", {"symbol": s}) for s in expected]
+    plan += [("history_deals_get", window)] if window else []
+    answers = iter(many(plan))
+
+    def answer(stage: str) -> Any:
+        value, error = next(answers)
+        if value is None or value is False:
+            code, message = error or (c.RES_E_FAIL, "no error reported")
+            raise ReadFailed(stage, int(code), str(message))
+        return value
+
+    status = answer("terminal_info")
+    if not status.connected:
+        raise ReadFailed("terminal_info", NOT_CONNECTED, "terminal is not connected to the trade server")
+    info = _checked_login(answer("account_info"), login)
+    positions = tuple(answer("positions_get"))
+    fetched = {s: answer("symbol_info_tick") for s in expected}
+    deals_in_window = answer("history_deals_get") if window else ()
+    if info.server != server:  # the terminal moved to another trade server: its quotes are not these
+        quotes = {}
+    else:
+        quotes.update(((server, s), tick) for s, tick in fetched.items())
+    route = cache.route(terminal, info.currency)
+    ticks = {s: _tick(terminal, quotes, info.server, s) for s in _symbols(terminal, cache, info.currency, positions)}
+    priced = _priced(terminal, cache, info, ticks, route)
+    deals = read_history(terminal, tickets_to_explain(previous, positions, pending))
+    return _complete(cache, info, positions, ticks, priced, deals,
+                     tuple(d for d in deals_in_window if d.type in FLOW_TYPES))
+
+
+@dataclass(frozen=True)
+class _Held:
+    symbol: str
+
+
+def flow_window(since: int | None, server_now: int | None) -> dict[str, datetime] | None:
+    """The history_deals_get dates of a read of money flows (None: no clock to read them by yet)."""
+    if server_now is None:
+        return None
+    start = server_now - FLOW_LOOKBACK_SECONDS if since is None else since - FLOW_OVERLAP_SECONDS
+    return {"date_from": datetime.fromtimestamp(start, UTC), "date_to": datetime.fromtimestamp(server_now + 3600, UTC)}
 
 
 def read_flows(terminal: Gateway, since: int | None, server_now: int | None) -> tuple[Any, ...]:
     """Deposits, withdrawals, credit and bonus deals written since ``since`` (server clock seconds)."""
-    if server_now is None:
+    window = flow_window(since, server_now)
+    if window is None:
         return ()
-    start = server_now - FLOW_LOOKBACK_SECONDS if since is None else since - FLOW_OVERLAP_SECONDS
-    window = {"date_from": datetime.fromtimestamp(start, UTC), "date_to": datetime.fromtimestamp(server_now + 3600, UTC)}
     deals = called(terminal, "history_deals_get", terminal.history_deals_get(**window))
     return tuple(d for d in deals if d.type in FLOW_TYPES)
 

@@ -261,9 +261,11 @@ class PollOutcome:
 
 
 def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int, offset: int = 0,
-                  server_now: datetime | None = None) -> PollOutcome:
+                  server_now: datetime | None = None,
+                  tick_reports: dict[tuple[Any, ...], TickReport | None] | None = None) -> PollOutcome:
     """The reports of one good read, and the state the next poll starts from. ``offset``: the broker's
-    server clock minus true UTC, in minutes; ``server_now``: the server clock at the poll."""
+    server clock minus true UTC, in minutes; ``server_now``: the server clock at the poll;
+    ``tick_reports``: a round's reports by quote, so accounts sharing a quote share its (immutable) report."""
     open_now = {p.ticket: p.volume for p in read.positions}
     deals: list[ObservedDeal] = []
     waiting: dict[int, int] = {}
@@ -282,9 +284,16 @@ def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int, o
     if server_now is None:  # no clock given: the newest quote's time, as MQL5's TimeCurrent
         latest = latest_tick_msc(read.ticks.values())
         server_now = None if latest is None else utc_from_epoch(0, latest)
-    ticks = tuple(t for s in held_symbols(read.positions) if (t := tick_report(
-        s, read.ticks[s], point=read.points[s], digits=getattr(read, "digits", {}).get(s), offset=offset,
-        market_open=read.trade_modes.get(s, c.SYMBOL_TRADE_MODE_FULL) != c.SYMBOL_TRADE_MODE_DISABLED)))
+    memo = {} if tick_reports is None else tick_reports
+    ticks = []
+    for s in held_symbols(read.positions):
+        options = {"point": read.points[s], "digits": getattr(read, "digits", {}).get(s), "offset": offset,
+                   "market_open": read.trade_modes.get(s, c.SYMBOL_TRADE_MODE_FULL) != c.SYMBOL_TRADE_MODE_DISABLED}
+        key = (s, read.ticks[s], *options.values())
+        if key not in memo:
+            memo[key] = tick_report(s, read.ticks[s], **options)
+        if memo[key] is not None:
+            ticks.append(memo[key])
     flows = tuple(f for d in getattr(read, "flows", ()) if d.ticket not in state.flows_reported
                   and (f := money_flow(d, read.gbp_rate, offset, state.flows_since is not None)) is not None)
     profit = round(sum(p.profit + getattr(p, "swap", 0.0) for p in read.positions), 2)
@@ -294,7 +303,7 @@ def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int, o
                                gbp_rate_inverse=getattr(read, "gbp_rate_inverse", None)),
         positions=position_report(read.positions, deals, user_id=user_id, login=read.info.login,
                                   poll_seq=poll_seq, gbp_rate=read.gbp_rate, offset=offset),
-        ticks=ticks,
+        ticks=tuple(ticks),
         state=PollState(volumes=open_now, waiting=waiting, reported=reported,
                         flows_since=int(server_now.timestamp()) if server_now is not None else state.flows_since,
                         flows_reported=frozenset(d.ticket for d in getattr(read, "flows", ()))),

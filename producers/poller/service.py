@@ -66,7 +66,7 @@ async def run_poller(settings: Settings, *, stop: asyncio.Event,
     """Poll these (account, terminal) pairs until ``stop``, honouring manual syncs meanwhile."""
     bootstrap = _bootstrap(settings)
     await ensure_topics(bootstrap, settings.topic_prefix, partitions=settings.topic_partitions)
-    producer = make_producer(bootstrap)
+    producer = make_producer(bootstrap, max_batch_size=256 * 1024)  # a round is sent as few large batches
     consumer = group_consumer(settings, SYNC_COMMANDS, name=CONSUMER)
     await producer.start()
     await consumer.start()

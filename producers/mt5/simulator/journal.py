@@ -5,7 +5,8 @@ pickled whole into one file, replaced atomically (write, fsync, rename, fsync th
 server writes it after every call that changed something and before that call's reply leaves, so
 a client never hears of a trade the disk does not hold: a simulator killed between the trade and
 the write never replied, and the client sees a lost reply, as with a real terminal. Between
-changes the clock moves on its own; its state is written every second, and what a restart loses of
+changes the clock moves on its own; its state is written every second (less often for a world so large that
+its save would take more than a twentieth of the time), and what a restart loses of
 it is regenerated identically, because prices come from the seeded random streams in the file.
 """
 
