@@ -6,8 +6,9 @@ Pure functions (``liquidations``, ``closes_per_position``) judge plain records; 
   that found nothing to close said so (its "executed" alert with 0 positions, or "superseded": the
   market guard, a stop or a hand closed them before the deadline; the drives the harness opened are
   counted apart, as "drives not closed", so a position left open never passes as superseded);
-- notice: from the moment the warning was published (its record's timestamp) to the executor's
-  closing deal (the terminal's clock) is at least the grace;
+- notice: from the moment the warning was published (its record's timestamp) to the closing deal of
+  one of its own commands (the terminal's clock; the deal's comment names the command) is at least
+  the grace; a position the market guard closed first (at once, on a gap) is not this liquidation's;
 - on time: that deal is at most ``bound`` seconds after the deadline, unless the terminal (the
   simulator) was down at some point between the deadline and the close.
 The simulator's clock moves in steps of at most 50 ms, so a deal's time may read up to 50 ms early.
@@ -15,6 +16,7 @@ The simulator's clock moves in steps of at most 50 ms, so a deal's time may read
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from infra.internals import refresh_metadata
 from infra.kafka import caught_up, make_consumer
 from infra.settings import Settings
 from producers.mt5 import constants as c
-from producers.executor.parsing import CloseSettings
+from producers.executor.parsing import CloseSettings, close_comment
 from schemas import DecodeError, decode
 from schemas.decisions import ActionTaken, AlertType
 from schemas.topics import ALERTS, CLOSE_COMMANDS, CLOSE_RESULTS
@@ -96,19 +98,24 @@ def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
                  results: Iterable[Record] = ()) -> dict[str, Liquidation]:
     """Every critical warning, the close commands it led to and their results, by its trigger event id."""
     found: dict[str, Liquidation] = {}
+    trigger_of_alert: dict[str, str] = {}  # an alert's id (its warning's event id) -> the warning's trigger
     for record in alerts:
         alert = record.envelope.payload
         if alert.alert_type not in CRITICAL:
             continue
         trigger = str(record.envelope.causation_id)
-        if alert.action_taken is ActionTaken.WARNING_SENT and "deadline" in alert.details:
+        alert_id = str(getattr(alert, "alert_id", None) or getattr(record.envelope, "event_id", ""))
+        if (alert.action_taken is ActionTaken.WARNING_SENT and "deadline" in alert.details
+                and getattr(alert, "status", "open") == "open"):
             found.setdefault(trigger, Liquidation(
                 trigger, alert.user_id, record.timestamp, datetime.fromisoformat(alert.details["deadline"]).timestamp(),
                 float(alert.details["close_grace_seconds"])))
+            trigger_of_alert.setdefault(alert_id, trigger)
         elif (alert.action_taken is ActionTaken.POSITIONS_CLOSED and alert.positions_closed_count == 0
               or alert.status == "superseded"):  # or something else (the market guard, a stop) closed them first
-            if trigger in found:
-                found[trigger].nothing_to_close = True
+            owner = trigger_of_alert.get(alert_id, trigger)  # a later state names its alert, not the trigger
+            if owner in found:
+                found[owner].nothing_to_close = True
     for record in commands:
         liquidation = found.get(str(record.envelope.causation_id))
         if liquidation is not None:
@@ -128,11 +135,16 @@ def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
 
 
 def attach_closes(found: dict[str, Liquidation], deals: Sequence[Deal], open_tickets: set[int]) -> None:
-    """Each liquidation's closing deals by the executor, and which of its positions are still open."""
-    closing = {d.position_id: d.time for d in sorted(deals, key=lambda d: d.time)
+    """Each liquidation's closing deals made by its own commands (the executor's comment names the
+    command), and which of its positions are still open. A position another command closed first (the
+    market guard's, on a gap: it closes at once, with no notice) is closed, but not by this liquidation,
+    so that close is judged neither for this liquidation's notice nor for its lateness."""
+    closing = {(d.position_id, d.comment): d.time for d in sorted(deals, key=lambda d: d.time, reverse=True)
                if d.magic == EXECUTOR_MAGIC and d.entry in (c.DEAL_ENTRY_OUT, c.DEAL_ENTRY_OUT_BY)}
     for liquidation in found.values():
-        liquidation.closed_at = {t: closing[t] for t in liquidation.tickets if t in closing}
+        own = {close_comment(uuid.UUID(command)) for command in liquidation.command_ids}
+        liquidation.closed_at = {t: at for (t, comment), at in closing.items()
+                                 if t in liquidation.tickets and comment in own}
         liquidation.still_open = liquidation.tickets & open_tickets
 
 

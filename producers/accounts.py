@@ -6,6 +6,7 @@ An account's key on every topic is its user's id: one MT5 account per user.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,15 +56,17 @@ async def load_accounts(*, database_url: str) -> list[AccountRef]:
 
 
 def connect_gateways(accounts: Iterable[AccountRef], config: GatewaySettings,
-                     *, attach: bool = True) -> list[tuple[AccountRef, Gateway]]:
+                     *, attach: bool = True, simulator_wait: float = 120.0) -> list[tuple[AccountRef, Gateway]]:
     """A started gateway per account this process can reach; the others are logged and skipped.
 
     ``attach=False``: no ``initialize()`` now (one round trip per terminal, which at a few hundred
-    accounts delayed a restarted executor by seconds); the caller attaches each terminal on first use."""
+    accounts delayed a restarted executor by seconds); the caller attaches each terminal on first use.
+    A `reconguard simulator` that does not answer (restarting) is asked again for up to ``simulator_wait``
+    seconds, with backoff, before GatewayUnavailable is raised."""
     connected: list[tuple[AccountRef, Gateway]] = []
     endpoints = config.endpoint_map()
     if config.gateway == "simulator" and not endpoints:
-        endpoints = config.model_copy(update={"endpoints": simulator_endpoints(config.simulator)}).endpoint_map()
+        endpoints = _simulator_endpoint_map(config, wait=simulator_wait)
     for account in accounts:
         gateway = _gateway_for(account, config, endpoints)
         if gateway is not None:
@@ -86,6 +89,19 @@ STARTING_AT_ONCE = 32
 
 def _initialize(pair: tuple[AccountRef, Gateway]) -> bool:
     return pair[1].initialize()
+
+
+def _simulator_endpoint_map(config: GatewaySettings, *, wait: float) -> dict[int, tuple[str, int]]:
+    deadline, delay = time.monotonic() + wait, 0.5
+    while True:
+        try:
+            return config.model_copy(update={"endpoints": simulator_endpoints(config.simulator)}).endpoint_map()
+        except GatewayUnavailable as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s; asking again in %.1f s", error, delay)
+        time.sleep(delay)
+        delay = min(5.0, delay * 2)
 
 
 def _gateway_for(account: AccountRef, config: GatewaySettings, endpoints: dict[int, tuple[str, int]]

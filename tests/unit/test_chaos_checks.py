@@ -19,6 +19,7 @@ from chaos.checks import (
     still_open_drives,
 )
 from chaos.schedule import FAULTS, plan_round
+from producers.executor.parsing import close_comment
 from producers.mt5 import constants as c
 from schemas.decisions import ActionTaken, AlertType
 
@@ -37,27 +38,31 @@ def test_a_round_does_every_fault_once_and_the_same_seed_gives_the_same_plan():
 
 def _warning(trigger: uuid.UUID, *, at: float, deadline: float) -> Record:
     payload = SimpleNamespace(alert_type=AlertType.DRAWDOWN_CRITICAL, action_taken=ActionTaken.WARNING_SENT,
-                              user_id="u-x", positions_closed_count=0,
+                              user_id="u-x", positions_closed_count=0, status="open", alert_id=None,
                               details={"deadline": datetime.fromtimestamp(deadline, UTC).isoformat(),
                                        "close_grace_seconds": 10.0})
-    return Record(SimpleNamespace(causation_id=trigger, payload=payload), at)
+    return Record(SimpleNamespace(causation_id=trigger, event_id=uuid.uuid4(), payload=payload), at)
 
 
-def _command(trigger: uuid.UUID, *tickets: int) -> Record:
-    return Record(SimpleNamespace(causation_id=trigger, event_id=uuid.uuid4(), payload=SimpleNamespace(tickets=tickets)),
-                  0.0)
+COMMAND = uuid.UUID("6d1f0c2e-9a3b-4c5d-8e7f-0a1b2c3d4e5f")  # the liquidation's close command in ``_judged``
 
 
-def _deal(position: int, entry: int, at: float, magic: int = EXECUTOR_MAGIC, volume: float = 1.0) -> Deal:
-    return Deal(1, position * 10 + entry, position, entry, magic, volume, at)
+def _command(trigger: uuid.UUID, *tickets: int, command: uuid.UUID | None = None) -> Record:
+    return Record(SimpleNamespace(causation_id=trigger, event_id=command or uuid.uuid4(),
+                                  payload=SimpleNamespace(tickets=tickets)), 0.0)
 
 
-def _judged(close_at: float | None, *, down=()):
+def _deal(position: int, entry: int, at: float, magic: int = EXECUTOR_MAGIC, volume: float = 1.0,
+          comment: str = "") -> Deal:
+    return Deal(1, position * 10 + entry, position, entry, magic, volume, at, comment)
+
+
+def _judged(close_at: float | None, *, down=(), by: uuid.UUID = COMMAND):
     trigger = uuid.uuid4()
-    found = liquidations([_warning(trigger, at=T0, deadline=T0 + 9.5)], [_command(trigger, 7)])
+    found = liquidations([_warning(trigger, at=T0, deadline=T0 + 9.5)], [_command(trigger, 7, command=COMMAND)])
     deals = [_deal(7, c.DEAL_ENTRY_IN, T0 - 60, magic=0)]
     if close_at is not None:
-        deals.append(_deal(7, c.DEAL_ENTRY_OUT, close_at))
+        deals.append(_deal(7, c.DEAL_ENTRY_OUT, close_at, comment=close_comment(by)))
     attach_closes(found, deals, open_positions(deals))
     return judge(found, now=T0 + 100, bound=15, terminal_down=list(down))
 
@@ -76,6 +81,14 @@ def test_each_broken_promise_is_counted():
     assert (excused.late, len(excused.excused)) == ([], 1), "the terminal itself was down"
 
 
+def test_a_close_another_command_made_first_is_not_this_liquidations_to_judge():
+    """The market guard closes at once on a gap, with no notice: that close is neither short notice
+    nor late for the drawdown liquidation whose command then found the position gone."""
+    gap = _judged(T0 + 8.2, by=uuid.UUID("2b7e1516-28ae-42d2-a6ab-f7158809cf4f"))
+    assert (gap.due, gap.not_executed, gap.short_notice, gap.late, gap.min_notice) == (1, [], [], [], None)
+    assert _judged(T0 + 8.2).short_notice, "its own close after 8.2 s is short notice"
+
+
 def _superseded(trigger: uuid.UUID, *, at: float) -> Record:
     """The guard's "superseded" state of a warning: its positions were closed by something else first."""
     payload = SimpleNamespace(alert_type=AlertType.DAILY_LOSS_CRITICAL, action_taken=ActionTaken.WARNING_SENT,
@@ -91,6 +104,14 @@ def test_a_liquidation_whose_positions_something_else_closed_first_is_executed_n
     found = liquidations([warning, _superseded(trigger, at=T0 + 10.2)], [])
     verdict = judge(found, now=T0 + 100, bound=15, terminal_down=[])
     assert (verdict.due, verdict.not_executed, verdict.late) == (1, [], [])
+    with_deadline = _superseded(trigger, at=T0 + 10.2)
+    with_deadline.envelope.payload.details["deadline"] = datetime.fromtimestamp(T0 + 10.3, UTC).isoformat()
+    found = liquidations([warning, with_deadline], [])  # as the guard writes it: its deadline again
+    assert judge(found, now=T0 + 100, bound=15, terminal_down=[]).not_executed == []
+    later = _superseded(uuid.uuid4(), at=T0 + 12)  # a later state names its alert, not the trigger
+    later.envelope.payload.alert_id = warning.envelope.event_id
+    found = liquidations([warning, later], [])
+    assert judge(found, now=T0 + 100, bound=15, terminal_down=[]).not_executed == []
     other = liquidations([warning, _superseded(uuid.uuid4(), at=T0 + 10.2)], [])
     assert judge(other, now=T0 + 100, bound=15, terminal_down=[]).not_executed, "another warning's word"
 
