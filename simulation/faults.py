@@ -353,10 +353,16 @@ def print_batch(seed: int, runs: int, *, verbose: bool, console: Any, jobs: int 
     """Run and print a batch; the exit code is 1 if any invariant count is not 0."""
     started = time.perf_counter()
 
+    failing: list[int] = []
+
     def progress(run: Run) -> None:
-        if (run.seed - seed + 1) % 100 == 0:
-            print(f"faultsim: {run.seed - seed + 1} of {runs} runs, {time.perf_counter() - started:.0f} s",
+        if run.failed:
+            failing.append(run.seed)
+            print(f"faultsim: seed {run.seed} failed: {run.details}; reproduce: {reproduce_command(run.seed)}",
                   file=sys.stderr, flush=True)
+        if (run.seed - seed + 1) % 50 == 0:
+            print(f"faultsim: {run.seed - seed + 1} of {runs} runs, {time.perf_counter() - started:.0f} s, "
+                  f"{len(failing)} failing", file=sys.stderr, flush=True)
 
     batch = run_batch(seed, runs, progress=progress, jobs=jobs)
     for line in report(batch, first_seed=seed, verbose=verbose or runs == 1):

@@ -15,7 +15,7 @@ from simulation.faultplan import WorkerCrash, plan_of, scenario_of
 from simulation.faultworker import CrashingWorker
 from simulation.faults import INVARIANTS, FaultSimulation, _play, report, reproduce_command, run_batch, run_seed
 
-RUNS = 40  # about a minute on the development machine; `reconguard faultsim` runs 1,000
+RUNS = 25  # about half a minute of CPU; `reconguard faultsim` runs 1,000
 
 
 @pytest.fixture(autouse=True)
