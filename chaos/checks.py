@@ -103,10 +103,10 @@ def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
             found.setdefault(trigger, Liquidation(
                 trigger, alert.user_id, record.timestamp, datetime.fromisoformat(alert.details["deadline"]).timestamp(),
                 float(alert.details["close_grace_seconds"])))
-        if (alert.action_taken is ActionTaken.POSITIONS_CLOSED and alert.positions_closed_count == 0) or \
-                alert.status == "superseded":  # nothing left to close at the deadline (liquidation._nothing_to_close)
-            if trigger in found:
-                found[trigger].nothing_to_close = True
+        nothing_left = (alert.action_taken is ActionTaken.POSITIONS_CLOSED and alert.positions_closed_count == 0) \
+            or alert.status == "superseded"  # nothing left to close at the deadline (liquidation._nothing_to_close)
+        if nothing_left and trigger in found:
+            found[trigger].nothing_to_close = True
     for record in commands:
         liquidation = found.get(str(record.envelope.causation_id))
         if liquidation is not None:

@@ -7,13 +7,21 @@ import logging
 
 import pytest
 
+from infra.settings import GuardSettings
 from producers.executor import client, loop
 from producers.executor.parsing import Attempted, filling_mode
 from producers.mt5 import constants as c
-from infra.settings import GuardSettings
 from simulation.faultplan import WorkerCrash, plan_of, scenario_of
+from simulation.faults import (
+    INVARIANTS,
+    FaultSimulation,
+    _play,
+    report,
+    reproduce_command,
+    run_batch,
+    run_seed,
+)
 from simulation.faultworker import CrashingWorker
-from simulation.faults import INVARIANTS, FaultSimulation, _play, report, reproduce_command, run_batch, run_seed
 
 RUNS = 25  # about half a minute of CPU; `reconguard faultsim` runs 1,000
 
