@@ -364,15 +364,18 @@ def print_batch(seed: int, runs: int, *, verbose: bool, console: Any, jobs: int 
     started = time.perf_counter()
 
     failing: list[int] = []
+    totals: Counter[str] = Counter()
 
     def progress(run: Run) -> None:
         if run.failed:
             failing.append(run.seed)
             print(f"faultsim: seed {run.seed} failed: {run.details}; reproduce: {reproduce_command(run.seed)}",
                   file=sys.stderr, flush=True)
+        totals.update(run.counts)
         if (run.seed - seed + 1) % 50 == 0:
             print(f"faultsim: {run.seed - seed + 1} of {runs} runs, {time.perf_counter() - started:.0f} s, "
-                  f"{len(failing)} failing", file=sys.stderr, flush=True)
+                  f"{len(failing)} failing; " + ", ".join(f"{name} {totals[name]}" for name in INVARIANTS),
+                  file=sys.stderr, flush=True)
 
     batch = run_batch(seed, runs, progress=progress, jobs=jobs)
     for line in report(batch, first_seed=seed, verbose=verbose or runs == 1):
