@@ -44,10 +44,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from chaos.checks import EXECUTOR_MAGIC, Deal, Record, attach_closes, closes_per_position, judge, liquidations, open_positions, read_deals
+from chaos.checks import (
+    EXECUTOR_MAGIC,
+    Deal,
+    Record,
+    attach_closes,
+    closes_per_position,
+    judge,
+    liquidations,
+    open_positions,
+    read_deals,
+)
 from infra.settings import GuardSettings
-from producers.executor.loop import ExecutorConfig, market_calendar
 from producers.executor.ledger import LogLedger
+from producers.executor.loop import ExecutorConfig, market_calendar
 from producers.mt5 import constants as c
 from schemas import Envelope
 from schemas.commands import ClosePosition
@@ -158,7 +168,7 @@ def run_seed(seed: int, *, executor_type: type[FaultyExecutor] = FaultyExecutor,
             run.stats["compared with fault-free"] += 1
             clean = _play(FaultSimulation(scenario, FaultPlan(), executor_type=executor_type))
             _compare(run, conclusions(faulted), conclusions(clean))
-    except Exception:  # a crash of the run is a finding, reported with its seed like any other
+    except Exception:  # noqa: BLE001 -- a crash of the run is a finding, reported with its seed like any other
         run.fail("crashed", traceback.format_exc(limit=-3).strip().replace("\n", " | "))
     return run
 
@@ -353,9 +363,18 @@ def print_batch(seed: int, runs: int, *, verbose: bool, console: Any, jobs: int 
     """Run and print a batch; the exit code is 1 if any invariant count is not 0."""
     started = time.perf_counter()
 
+    failing: list[int] = []
+    totals: Counter[str] = Counter()
+
     def progress(run: Run) -> None:
-        if (run.seed - seed + 1) % 100 == 0:
-            print(f"faultsim: {run.seed - seed + 1} of {runs} runs, {time.perf_counter() - started:.0f} s",
+        if run.failed:
+            failing.append(run.seed)
+            print(f"faultsim: seed {run.seed} failed: {run.details}; reproduce: {reproduce_command(run.seed)}",
+                  file=sys.stderr, flush=True)
+        totals.update(run.counts)
+        if (run.seed - seed + 1) % 50 == 0:
+            print(f"faultsim: {run.seed - seed + 1} of {runs} runs, {time.perf_counter() - started:.0f} s, "
+                  f"{len(failing)} failing; " + ", ".join(f"{name} {totals[name]}" for name in INVARIANTS),
                   file=sys.stderr, flush=True)
 
     batch = run_batch(seed, runs, progress=progress, jobs=jobs)

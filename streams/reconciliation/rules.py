@@ -152,6 +152,10 @@ def on_positions(state: ReconciliationState, event: Envelope[PositionReport], co
     at = event.occurred_at
     if state.indeterminate_since is not None and at <= state.indeterminate_since:
         return Decision(state)  # older than the outage: says nothing about the account now
+    if state.positions_at is not None and at <= state.positions_at:
+        # Redelivered (a worker restored from a changelog ahead of its committed offset) or out of order:
+        # an older view of the terminal would report a closed position as unexpected, then resolve it.
+        return Decision(state)
     report = event.payload
     observed = {p.ticket: p for p in report.positions}
     deals = closing_deals(report.closed_deals)
@@ -183,7 +187,7 @@ def on_positions(state: ReconciliationState, event: Envelope[PositionReport], co
             guard_closing is state.guard_closing and state.indeterminate_since is None:
         return Decision(state, tuple(changes + outputs))
     new_state = ReconciliationState(expected=expected, held=held, divergences=divergences,
-                                    guard_closing=guard_closing, indeterminate_since=None)
+                                    guard_closing=guard_closing, indeterminate_since=None, positions_at=at)
     return Decision(new_state, tuple(changes + outputs))
 
 

@@ -72,6 +72,7 @@ class ReconciliationState:
     divergences: dict[str, OpenDivergence] = field(default_factory=dict)
     guard_closing: dict[int, str] = field(default_factory=dict)
     indeterminate_since: datetime | None = None
+    positions_at: datetime | None = None  # the report that last changed this state: older ones are stale
 
 
 @dataclass(frozen=True)

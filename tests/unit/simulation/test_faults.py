@@ -7,15 +7,23 @@ import logging
 
 import pytest
 
+from infra.settings import GuardSettings
 from producers.executor import client, loop
 from producers.executor.parsing import Attempted, filling_mode
 from producers.mt5 import constants as c
-from infra.settings import GuardSettings
 from simulation.faultplan import WorkerCrash, plan_of, scenario_of
+from simulation.faults import (
+    INVARIANTS,
+    FaultSimulation,
+    _play,
+    report,
+    reproduce_command,
+    run_batch,
+    run_seed,
+)
 from simulation.faultworker import CrashingWorker
-from simulation.faults import INVARIANTS, FaultSimulation, _play, report, reproduce_command, run_batch, run_seed
 
-RUNS = 40  # about a minute on the development machine; `reconguard faultsim` runs 1,000
+RUNS = 25  # about half a minute of CPU; `reconguard faultsim` runs 1,000
 
 
 @pytest.fixture(autouse=True)

@@ -242,3 +242,11 @@ def test_a_matched_position_never_yields_a_divergence(entry, volume, direction, 
     held = position(price_open=within, price_current=within, volume=volume, direction=direction, sl=sl, tp=tp)
     _, outputs = run(trade, *[positions(held, t=2 + i) for i in range(polls)])
     assert [o.event_type for o in outputs] == ["PositionMatched"]
+
+
+def test_an_older_position_report_redelivered_after_a_newer_one_concludes_nothing():
+    """Found by faultsim seed 42: a worker restored from a changelog ahead of its committed offset reads
+    again the report from before the platform's close, and saw the closed position as unexpected."""
+    state, _ = run(approved(), positions(position(), t=2), platform_closed(t=60), positions(t=61))
+    again, outputs = run(positions(position(), t=60), positions(t=61), state=state)
+    assert (again, outputs) == (state, [])
