@@ -50,7 +50,6 @@ from producers.accounts import AccountRef
 from producers.demo.accounts import DEMO_PASSWORD, DemoUser, attach, upsert_users
 from producers.demo.script import DemoPlatform
 from producers.demo.service import drive_market
-from producers.executor.loop import ExecutorConfig, market_calendar
 from producers.executor.service import run_executor
 from producers.mt5.gateway import Gateway
 from producers.mt5.simulator import SimulatedBroker
@@ -259,8 +258,7 @@ class LiveScenario:
             await follow_locks(settings, self.locked, stop=stop)
 
         async def executor(settings: Settings, *, stop: asyncio.Event) -> None:
-            await run_executor(settings, stop=stop, gateways=closers,
-                               config=ExecutorConfig(next_open=market_calendar(settings)))
+            await run_executor(settings, stop=stop, gateways=closers)
 
         return {"sim-market": market, "sim-platform": platform, "sim-locks": locks, "poller": poller,
                 "executor": executor}
