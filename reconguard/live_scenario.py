@@ -1,7 +1,7 @@
 """`reconguard simulate --pipeline`: a scenario through the real broker, database and services.
 
 ``simulate_live`` gives the run a broker and a database of its own: embedded ones, started fresh in
-``DATA_DIR/simulate`` and stopped at the end; or, where KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are
+``DATA_DIR/simulate`` (the worker's log goes to its ``logs/``) and stopped at the end; or, where KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are
 set, those servers, with topics under a prefix of the run's own (``sim-…``) and a database of its
 own created on that server (``reconguard_sim_…``, left there for inspection and named in the
 output), so a run never writes into the topics or tables of a running reconguard.
@@ -44,10 +44,9 @@ def simulate_live(settings: Settings, scenario: Scenario, *, seed: int | None = 
                   announce: Callable[[str], None] = print) -> Outcome:
     """Play ``scenario`` through the pipeline on servers of its own (see the module's docstring)."""
     check(scenario)  # before any server starts
-    run = uuid.uuid4().hex[:10]
+    run, data_dir = uuid.uuid4().hex[:10], settings.data_dir / "simulate"
     with infrastructure(kafka_bootstrap_servers=settings.kafka_bootstrap_servers, database_url=settings.database_url,
-                        data_dir=settings.data_dir / "simulate", tansu_bin=settings.tansu_bin,
-                        fresh=True) as endpoints:
+                        data_dir=data_dir, tansu_bin=settings.tansu_bin, fresh=True) as endpoints:
         database_url = endpoints.database_url
         if settings.database_url is not None:
             from projections.replay import prepare_target
@@ -55,7 +54,8 @@ def simulate_live(settings: Settings, scenario: Scenario, *, seed: int | None = 
             database_url = asyncio.run(prepare_target(database_url, database=f"reconguard_sim_{run}")).database_url
             announce(f"database reconguard_sim_{run} created for this run on the given server (drop it when done)")
         resolved = settings.model_copy(update={"kafka_bootstrap_servers": endpoints.kafka_bootstrap_servers,
-                                               "database_url": database_url, "topic_prefix": f"sim-{run}"})
+                                               "database_url": database_url, "topic_prefix": f"sim-{run}",
+                                               "data_dir": data_dir})  # the worker's log: simulate/logs
         announce(f"broker {endpoints.kafka_bootstrap_servers}, topics sim-{run}.*; starting the pipeline")
         return asyncio.run(play_live(resolved, scenario, seed=seed, announce=announce))
 

@@ -18,9 +18,9 @@ What differs from virtual time, by construction:
 - how many polls (and so reports, assessments and matches re-stated each poll) fall in the run
   depends on the wall clock.
 
-``compared(decisions)`` is what both modes must agree on. Scenarios whose actions need a hook the
-real services do not have (``bad_rate``, ``restart_worker``) or that last longer than
-``MAX_SECONDS`` are refused before anything starts (``NotForPipeline``).
+``compared(decisions)`` is what both modes must agree on. Scenarios with a step outside ``SUPPORTED``
+(``bad_rate`` and ``restart_worker`` need a hook the real services do not have) or that last longer
+than ``MAX_SECONDS`` are refused before anything starts (``NotForPipeline``).
 
 The caller provides the broker and the database and runs the pipeline's own services
 (``reconguard/live_scenario.py`` does, with ``reconguard run``'s ``run_services``): ``LiveScenario``
@@ -50,7 +50,6 @@ from producers.accounts import AccountRef
 from producers.demo.accounts import DEMO_PASSWORD, DemoUser, attach, upsert_users
 from producers.demo.script import DemoPlatform
 from producers.demo.service import drive_market
-from producers.executor.loop import ExecutorConfig, market_calendar
 from producers.executor.service import run_executor
 from producers.mt5.gateway import Gateway
 from producers.mt5.simulator import SimulatedBroker
@@ -94,7 +93,12 @@ log = logging.getLogger(__name__)
 
 #: The longest scenario ``--pipeline`` plays (it takes as long on the wall clock).
 MAX_SECONDS = 15 * 60
-#: Actions that need a hook inside a real service, which the pipeline does not have.
+#: The actions played through the pipeline: on the shared simulator (``simulation.actions``), the poller's
+#: terminal (``wrong_equity``) or the lock-commands topic (``unlock``). Any other is refused.
+SUPPORTED = frozenset({"approve", "platform_close", "manual_open", "manual_close", "modify", "touch", "deposit",
+                       "withdraw", "credit", "quote", "move", "gap", "spread", "freeze", "disconnect",
+                       "wrong_equity", "unlock"})
+#: Why the others are not (a new kind of step is refused until it is played here and checked).
 UNSUPPORTED = {
     "bad_rate": "the real poller derives its conversion rate from quotes; there is no hook to falsify one reading",
     "restart_worker": "restarting the real worker process is not scripted yet",
@@ -123,8 +127,9 @@ def check(scenario: Scenario) -> None:
                              f"takes at most {MAX_SECONDS} s (play it in virtual time)")
     for i, step in enumerate(scenario.steps):
         name = step.action[0]
-        if name in UNSUPPORTED:
-            raise NotForPipeline(f"steps[{i}].{name}: not supported with --pipeline: {UNSUPPORTED[name]}")
+        if name not in SUPPORTED:
+            why = UNSUPPORTED.get(name, "not played through the pipeline yet")
+            raise NotForPipeline(f"steps[{i}].{name}: not supported with --pipeline: {why}")
 
 
 def compared(decisions: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
@@ -253,8 +258,7 @@ class LiveScenario:
             await follow_locks(settings, self.locked, stop=stop)
 
         async def executor(settings: Settings, *, stop: asyncio.Event) -> None:
-            await run_executor(settings, stop=stop, gateways=closers,
-                               config=ExecutorConfig(next_open=market_calendar(settings)))
+            await run_executor(settings, stop=stop, gateways=closers)
 
         return {"sim-market": market, "sim-platform": platform, "sim-locks": locks, "poller": poller,
                 "executor": executor}

@@ -75,3 +75,12 @@ def test_a_scenario_the_pipeline_cannot_play_is_refused_before_anything_starts(s
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert not (tmp_path / "simulate").exists(), "no server was started"
+
+
+def test_the_steps_played_through_the_pipeline_and_those_refused_with_a_reason_are_kinds_of_step():
+    """A kind of step in neither list (a new one) is refused too, as "not played through the pipeline yet"."""
+    from simulation.pipeline import SUPPORTED, UNSUPPORTED
+    from simulation.scenario import ACTIONS
+
+    assert SUPPORTED <= set(ACTIONS)
+    assert set(UNSUPPORTED) <= set(ACTIONS) - SUPPORTED
