@@ -162,7 +162,9 @@ class Simulation:
         self.polls += 1
         for account in self.accounts.values():
             for event in self._poll(account):
-                await self.take(self.worker.process(event, self.now))
+                outputs = self.worker.process(event, self.now)
+                if outputs or self.worker.failures:  # most reports decide nothing: no coroutine for them
+                    await self.take(outputs)
 
     def _poll(self, a: Polled) -> list[Envelope[Any]]:
         """One account's poll as the poller makes it (position report first), with deterministic ids."""

@@ -153,6 +153,8 @@ class Worker:
 
     def _with_read_back(self, outputs: list[Envelope[Any]], now: datetime) -> list[Envelope[Any]]:
         """``outputs``, each followed by what the rules decide when the worker reads it back from its topic."""
+        if not any(isinstance(output.payload, READ_BACK) for output in outputs):
+            return outputs  # most events: nothing to read back
         done: list[Envelope[Any]] = []
         queue = deque(outputs)
         while queue:
@@ -168,15 +170,16 @@ class Worker:
             outputs += self._run(rule, event, now)
         return outputs
 
-    def _run(self, rule: Rule, event: Envelope[Any], now: datetime) -> list[Envelope[Any]]:
+    def _run(self, rule: Rule, event: Envelope[Any], now: datetime) -> tuple[Envelope[Any], ...]:
+        state = self.states[rule.name].get(event.account_id)
         try:
-            decision = rule.step(self, self.state(rule.name, event.account_id), event, now)
+            decision = rule.step(self, rule.state_type() if state is None else state, event, now)
         except Exception as error:  # one account's bad event must not stop the others (as in the worker)
             log.exception("%s rule failed on %s %s", rule.name, event.event_type, event.event_id)
             self.failures.append(RuleFailed(rule.name, event, repr(error)))
-            return []
+            return ()
         self.states[rule.name][event.account_id] = decision.state
-        return list(decision.outputs)
+        return decision.outputs
 
     def _keep(self, rule: str, account_id: str, decision: Decision[Any]) -> list[Envelope[Any]]:
         self.states[rule][account_id] = decision.state

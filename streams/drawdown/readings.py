@@ -4,7 +4,8 @@ the money flows that move the peak and the day's start without being a gain or a
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from infra.sessions import trading_day
@@ -151,13 +152,17 @@ def day_of(report: AccountReport, at: datetime, config: GuardSettings) -> str:
     """The trading day of a reading: the broker server's day by default (its clock at the poll), or the
     configured zone applied once to the true UTC time; then shifted by the reset time. A report that
     carries no server clock falls back on the market calendar's trading day (17:00 New York)."""
-    reset = config.daily_reset_time
-    shift = timedelta(hours=reset.hour, minutes=reset.minute, seconds=reset.second)
+    shift = _reset_shift(config.daily_reset_time)
     if config.daily_reset_timezone is not None:
         return (at.astimezone(ZoneInfo(config.daily_reset_timezone)) - shift).date().isoformat()
     if report.server_time is not None:
         return (report.server_time - shift).date().isoformat()
     return trading_day(config.markets, at - shift).isoformat()
+
+
+@lru_cache(maxsize=64)
+def _reset_shift(reset: time) -> timedelta:
+    return timedelta(hours=reset.hour, minutes=reset.minute, seconds=reset.second)
 
 
 def drawdown_percent(state: DrawdownState, reading: Reading) -> float:

@@ -133,8 +133,9 @@ def _gap(tick: TickReport, quote: Quote, previous: Quote, rules: SymbolRules,
         return None
     before, now = previous.twice_mid_points, quote.twice_mid_points
     moved = abs(now - before)
-    if before <= 0 or Decimal(moved) * 100 <= Decimal(str(limit)) * before:
-        return None  # at the limit is within it: exact integer arithmetic
+    if before <= 0 or moved * 100 < limit * before * _SURELY_WITHIN or \
+            Decimal(moved) * 100 <= Decimal(str(limit)) * before:
+        return None  # at the limit is within it: exact integer arithmetic (floats only far below the limit)
     move = moved / before * 100
     what = "between quotes" if kind == "market_gap" else "across a closed session"
     return Breach(CloseReason.MARKET_GAP, AlertType.MARKET_GAP,
@@ -142,6 +143,10 @@ def _gap(tick: TickReport, quote: Quote, previous: Quote, rules: SymbolRules,
                   {"kind": kind, "previous_mid": previous.mid, "mid": quote.mid, "move_percent": round(move, 6),
                    "move_points": moved / 2, "threshold_percent": limit,
                    "previous_quoted_at": previous.quoted_at.isoformat()})
+
+
+#: Below this share of the limit a move is within it whatever the floats' rounding (errors are ~1e-16).
+_SURELY_WITHIN = 1 - 1e-9
 
 
 def _spread(tick: TickReport, quote: Quote, rules: SymbolRules) -> Breach | None:

@@ -117,9 +117,11 @@ def _gapped(direction: Direction, stop: float | None, deal: ObservedDeal, tolera
 def _compare(trade: ExpectedTrade, p: ObservedPosition, config: GuardSettings, at: datetime) -> list[Condition]:
     rules = config.symbol(trade.symbol)
     found: list[Condition] = []
-    base = {"expected": expected_detail(trade), "observed": observed_detail(p)}
+    base: dict[str, Any] = {}  # what was expected and observed: built on the first condition (most polls have none)
 
     def add(reason: DivergenceReason, message: str, **tolerance: Any) -> None:
+        if not base:
+            base.update(expected=expected_detail(trade), observed=observed_detail(p))
         found.append(Condition(reason, trade.approval_id, p.ticket,
                                 {**base, "message": message, "tolerance": tolerance}))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from producers.mt5 import constants as c
 from producers.mt5.simulator.market import SymbolMarket
 from producers.mt5.types import BookInfo, SymbolInfo, TerminalInfo, Tick
@@ -43,6 +45,7 @@ def build_symbol_info(market: SymbolMarket, tick: Tick, *, tick_value: float, se
     return SymbolInfo(**fields)  # type: ignore[arg-type]
 
 
+@lru_cache(maxsize=1024)  # asked on every poll with the same few answers; a TerminalInfo is immutable
 def build_terminal_info(*, connected: bool, trade_allowed: bool, company: str, login: int | None) -> TerminalInfo:
     folder = f"/sim/terminals/{login or 'none'}"
     return TerminalInfo(
