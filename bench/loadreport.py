@@ -37,7 +37,7 @@ def table(points: list[Point]) -> str:
         n = p.numbers
         worst = max(n["lag_p99_s"], key=n["lag_p99_s"].get) if n["lag_p99_s"] else "-"
         lines.append(
-            f"| {p.accounts} | {p.load_average[0]:.2f} | {n.get('startup_s', math.nan):,.0f} | "
+            f"| {p.accounts} | {p.load_average[0]:.2f} | {_seconds(n.get('startup_s'))} | "
             f"{n['events_per_s'].get('account-reports', 0.0):,.0f} | {sum(n['events_per_s'].values()):,.0f} | "
             f"{n['lag_p99_s'].get(worst, math.nan):.2f} / {n['lag_max_s'].get(worst, math.nan):.2f} ({worst}) | "
             f"{_ms(n['reaction_p50_ms'])} / {_ms(n['reaction_p99_ms'])} | {sum(n['cpu_share'].values()):.2f} | "
@@ -45,9 +45,16 @@ def table(points: list[Point]) -> str:
     return "\n".join(lines)
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def _verdict(point: Point) -> str:
-    if not point.polled:
+    rate = point.numbers["events_per_s"].get("account-reports", 0.0) / point.accounts
+    if rate == 0:
         return "no: the accounts were not polled (see the poller's log)"
+    if not point.polled:
+        return f"no: each account polled {rate:.2f} times a second, not 1 (rounds took {1 / rate:.0f} s)"
     return "yes" if point.holds() else "no"
 
 

@@ -23,10 +23,22 @@ def test_the_section_is_replaced_not_appended_and_says_which_counts_held(tmp_pat
     text = doc.read_text()
     assert text.count(START) == 1 and "old figures" not in text
     assert text.startswith("# Performance\n\nabove") and text.rstrip().endswith("below")
-    assert "| 200 | 1.50 | 205 | 0.50 / 1.00 (projector) | 60 / 120 | 0.75 | 100 | yes |" in text
-    assert "| 500 | 1.50 | 505 | 3.00 / 6.00 (projector) | 200 / 400 | 0.75 | 100 | no |" in text
+    assert "| 200 | 1.50 | - | 200 | 205 | 0.50 / 1.00 (projector) | 60 / 120 | 0.75 | 100 | yes |" in text
+    assert "| 500 | 1.50 | - | 500 | 505 | 3.00 / 6.00 (projector) | 200 / 400 | 0.75 | 100 | no |" in text
     assert "Largest N holding lag < 2 s and reaction p99 < 250 ms: 200." in text
     assert "busy machine" in text
     # 500 accounts + the demo's 4 grow position_snapshots 500 MiB an hour: 23.81 MiB per account per day.
     assert "| position_snapshots | 23.81 |" in text
     assert (tmp_path / PLOT).read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_count_polled_slower_than_once_a_second_says_how_slow(tmp_path):
+    (tmp_path / "performance.md").write_text("# Performance\n")
+    slow = _point(1000, 0.5, 120.0)
+    slow.numbers["events_per_s"]["account-reports"] = 250.0
+    slow.numbers["startup_s"] = 95.4
+    write([slow], command="python -m bench load --accounts 1000", docs=tmp_path)
+    text = (tmp_path / "performance.md").read_text()
+    assert "| 1000 | 1.50 | 95 | 250 |" in text
+    assert "no: each account polled 0.25 times a second, not 1 (rounds took 4 s)" in text
+    assert "Largest N holding lag < 2 s and reaction p99 < 250 ms: none of the counts tried." in text
