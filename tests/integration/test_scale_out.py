@@ -214,7 +214,7 @@ def _diverging(script: Script, account: str, p: int) -> None:
 
 
 def _liquidated(script: Script, account: str, p: int) -> None:
-    """A peak of 10,000, a reading at a 6 % drawdown (the warning level), then two at 12 % (the
+    """A peak of 10,000, two readings at a 6 % drawdown (the warning level), then two at 12 % (the
     critical level, confirmed by the second); then silence until its closes are answered, and a
     last position report with the closing deals.
 
@@ -441,7 +441,8 @@ async def test_two_workers_and_two_projectors_decide_and_project_what_one_of_eac
 
 
 async def _at(when: datetime, deployments: tuple[Deployment, ...], producer: Any) -> None:
-    """Until ``when`` (the round's time, so readings are fresh): read decisions and answer closes."""
+    """Until ``when`` (the round's time: reports are published as a poller would): read decisions and
+    answer closes meanwhile."""
     while utcnow() < when:
         for deployment in deployments:
             await deployment.pump(producer)
