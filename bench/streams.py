@@ -29,6 +29,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import queue
 import random
 import statistics
 import sys
@@ -146,10 +147,11 @@ async def publish_raw(bootstrap: str, records: list[Record]) -> None:
 # ------------------------------------------------------------------------- counted child workers
 
 class _Clock:
-    """Counts processed input events in a worker and reports the rate once all have been processed."""
+    """Counts processed input events in a worker and reports the rate once all have been processed;
+    ``progress`` (shared with the parent) shows how far it got meanwhile."""
 
-    def __init__(self, total: int, results: Any) -> None:
-        self.total, self.results = total, results
+    def __init__(self, total: int, results: Any, progress: Any) -> None:
+        self.total, self.results, self.progress = total, results, progress
         self.count, self.first = 0, None
 
     def started(self) -> None:
@@ -158,6 +160,7 @@ class _Clock:
 
     def add(self, n: int) -> None:
         self.count += n
+        self.progress.value = self.count
         if self.count >= self.total and self.results is not None:
             seconds = time.perf_counter() - self.first
             self.results.put({"events": self.count, "seconds": seconds})
@@ -172,14 +175,14 @@ def _run_faust(app: Any) -> None:
     faust_worker(app, loglevel="WARNING").execute_from_commandline()
 
 
-def count_streams_worker(settings: Settings, total: int, results: Any, name: str) -> None:
+def count_streams_worker(settings: Settings, total: int, results: Any, progress: Any, name: str) -> None:
     """Child process: the real streams app (its own consumer group ``name``), its batches counted."""
     from streams.app import create_app
 
     app = create_app(settings, name=name)
     runtime = app.streams_runtime
     inputs = {t.name(settings.topic_prefix) for t in INPUTS}
-    apply, clock = runtime.apply, _Clock(total, results)
+    apply, clock = runtime.apply, _Clock(total, results, progress)
 
     async def started(runs: Any) -> list[Any]:
         clock.started()
@@ -203,22 +206,22 @@ def stock_app(name: str, settings: Settings) -> Any:
         web_enabled=False, datadir=str(settings.data_dir / "faust"))  # no port, no files in the checkout
 
 
-def count_plain_agent(settings: Settings, total: int, results: Any, name: str) -> None:
+def count_plain_agent(settings: Settings, total: int, results: Any, progress: Any, name: str) -> None:
     """Child process: the issue's baseline, one agent writing one table per event, on a stock app."""
-    _count_agent(stock_app(name, settings), settings, total, results)
+    _count_agent(stock_app(name, settings), settings, total, results, progress)
 
 
-def count_tuned_agent(settings: Settings, total: int, results: Any, name: str) -> None:
+def count_tuned_agent(settings: Settings, total: int, results: Any, progress: Any, name: str) -> None:
     """Child process: the same agent on the worker's tuned app settings and transport (for reference)."""
     from streams.app import tuned_app
 
-    _count_agent(tuned_app(name, settings), settings, total, results)
+    _count_agent(tuned_app(name, settings), settings, total, results, progress)
 
 
-def _count_agent(app: Any, settings: Settings, total: int, results: Any) -> None:
+def _count_agent(app: Any, settings: Settings, total: int, results: Any, progress: Any) -> None:
     topic = app.topic(BASELINE.name(settings.topic_prefix), key_serializer="raw", value_serializer="raw")
     latest = app.Table("latest", partitions=settings.topic_partitions)
-    clock = _Clock(total, results)
+    clock = _Clock(total, results, progress)
 
     @app.agent(topic, name="keep_latest")
     async def keep_latest(stream: Any) -> None:
@@ -230,14 +233,35 @@ def _count_agent(app: Any, settings: Settings, total: int, results: Any) -> None
     _run_faust(app)
 
 
-def run_counted(target: Any, settings: Settings, total: int, name: str, *, timeout: float = 150.0
-                ) -> dict[str, float]:
+def run_counted(target: Any, settings: Settings, total: int, name: str, *, stalled_after: float = 90.0,
+                at_most: float = 1800.0) -> dict[str, float]:
+    """Run ``target`` in a child process until it has counted ``total`` events.
+
+    A slow machine is not a failure: the child is given as long as its count keeps moving (up to
+    ``at_most``); it fails, saying how far it got, once the count has not moved for
+    ``stalled_after`` seconds (start-up and group join included) or the child has died."""
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    child = context.Process(target=target, args=(settings, total, results, name), daemon=True)
+    results, progress = context.Queue(), context.Value("q", 0, lock=False)
+    child = context.Process(target=target, args=(settings, total, results, progress, name), daemon=True)
     child.start()
+    started = moved = time.monotonic()
+    last = 0
     try:
-        measured = results.get(timeout=timeout)
+        while True:
+            try:
+                measured = results.get(timeout=5.0)
+                break
+            except queue.Empty:
+                pass
+            now, count = time.monotonic(), progress.value
+            if count != last:
+                last, moved = count, now
+            if not child.is_alive():
+                raise RuntimeError(f"{name}: the counting child exited ({child.exitcode}) after {count:,} of "
+                                   f"{total:,} events")
+            if now - moved > stalled_after or now - started > at_most:
+                raise TimeoutError(f"{name}: {count:,} of {total:,} events counted in {now - started:.0f} s, "
+                                   f"none in the last {now - moved:.0f} s")
     finally:
         child.terminate()
         child.join(20)

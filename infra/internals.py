@@ -41,6 +41,8 @@ Private names used, and why:
 | ``_create_worker_consumer`` | faust ``AIOKafkaConsumerThread`` | to set the fetch wait on it |
 | ``_fetch_max_wait_ms`` | aiokafka ``AIOKafkaConsumer`` | the wait, read when its fetcher starts |
 | ``_new_transport`` | faust ``App`` | to install ``_Transport`` (and so ``_Consumer``) |
+| ``_consumer`` | faust ``App`` | a stop hands over only once a consumer exists |
+| ``on_partitions_revoked`` | faust ``Consumer`` | overridden: hand over before it forgets the acked offsets |
 | ``faust.types.tuples.ack_lock`` | faust | the lock ``Consumer.ack`` holds while acking |
 | ``MemoryStore.data`` | faust ``faust.stores.memory.Store`` | a table's rows, without Mapping layers per lookup |
 | ``_client`` | aiokafka ``AIOKafkaConsumer`` | ``refresh_metadata``: aiokafka has no public metadata refresh |
@@ -152,10 +154,9 @@ def _bind(app: faust.App, queue: Any) -> Deliver:
         return pressure.setdefault(tp, (high, drop))
 
     async def deliver(tp: TP, records: Sequence[Any]) -> None:
-        generation = app.consumer_generation_id  # when fetched: a rebalance while it waits makes it stale
         await acquire_flow_control()
         await wait_until_producer_ebb()
-        run = Run(tp, records, consumer, generation)
+        run = Run(tp, records, consumer, app.consumer_generation_id)
         if queue.full():
             on_topic_buffer_full(tp)
             await queue.put(run)
@@ -174,6 +175,13 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 
 
 class _Consumer(driver.Consumer):
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Hand over first: Faust drops the revoked partitions' acked offsets here, uncommitted."""
+        handover = getattr(self.app, "before_handover", None)
+        if handover is not None:
+            await handover()
+        await super().on_partitions_revoked(revoked)
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -296,15 +304,19 @@ class StreamsApp(faust.App):
         super().__init__(*args, **kwargs)
         #: topic name -> handler of a partition's fetched records (``direct_delivery``), bypassing the conductor.
         self.direct_topics: dict[str, Deliver] = {}
-        #: Run before partitions are given up, in a rebalance (Faust's ``on_partitions_revoked``
-        #: signal, after its own wait) and at a stop (before Faust stops the consumer, whose
-        #: ``_stop_consumer`` neither waits for the direct runs nor commits): None, nothing.
+        #: Run before partitions are given up: in a rebalance, before Faust's consumer forgets the
+        #: revoked partitions' acked offsets (``_Consumer.on_partitions_revoked``), and at a stop,
+        #: before Faust stops the consumer (whose ``_stop_consumer`` neither waits for the direct
+        #: runs nor commits). None: nothing.
         self.before_handover: Callable[[], Awaitable[None]] | None = None
-        self.on_partitions_revoked.connect(self._hand_over_on_revoke, sender=self)
+        #: Run when partitions are assigned (Faust's ``on_partitions_assigned`` signal, before its
+        #: recovery seeks the stream partitions to their committed offsets): None, nothing.
+        self.after_assignment: Callable[[], None] | None = None
+        self.on_partitions_assigned.connect(self._note_assignment, sender=self)
 
-    async def _hand_over_on_revoke(self, *args: Any, **kwargs: Any) -> None:
-        if self.before_handover is not None:
-            await self.before_handover()
+    async def _note_assignment(self, *args: Any, **kwargs: Any) -> None:
+        if self.after_assignment is not None:
+            self.after_assignment()
 
     async def on_stop(self) -> None:
         if self.before_handover is not None and self._consumer is not None:
@@ -314,12 +326,12 @@ class StreamsApp(faust.App):
                 logging.getLogger(__name__).exception("handover before stopping failed")
         await super().on_stop()
 
-    async def commit_acked(self) -> None:
+    async def commit_acked(self) -> bool:
         """Commit the offsets of every acked record now (Faust commits them on a timer). A commit
         under way may have been computed before the last acks: wait for it, then commit again."""
         consumer = self.consumer
         await consumer.maybe_wait_for_commit_to_finish()
-        await consumer.force_commit()
+        return await consumer.force_commit()
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

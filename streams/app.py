@@ -152,7 +152,13 @@ class StreamsRuntime:
         self.last_settling: asyncio.Future[None] | None = None
         #: Per partition, the offset after the last record applied in the present assignment.
         self._next_offset: dict[Any, int] = {}
-        self._applied_generation: int | None = None
+        #: Set by a handover until the next assignment: runs still queued are not applied (they are
+        #: read again from the committed offset, by whoever owns their partition next).
+        self._handed_over = False
+
+    def assigned(self) -> None:
+        """A new assignment: nothing handed over, no record applied in it yet."""
+        self._handed_over, self._next_offset = False, {}
 
     # ------------------------------------------------------------------------------------- handover
 
@@ -162,10 +168,14 @@ class StreamsRuntime:
         Runs fetched before a rebalance are dropped: their partition's records are read again
         from the committed offset, by whichever worker owns it now."""
         async with self.busy:
-            runs = self._unapplied(runs)
+            if self._handed_over:
+                return
+            runs = [run for run in runs if run.current()]
+            fresh = self._unapplied(runs)
             if not runs:
                 return
-            sent = await self.apply(runs)
+            sent = await self.apply(fresh) if fresh else []
+            # Every run is acked, the records applied before too: Faust commits only past acked offsets.
             self.last_settling = asyncio.ensure_future(self.settle(runs, sent, self.last_settling))
             self.in_flight.append(self.last_settling)
         limit = self.settings.worker.max_batches_in_flight
@@ -173,17 +183,13 @@ class StreamsRuntime:
             await self.in_flight.popleft()
 
     def _unapplied(self, runs: Sequence[Run]) -> list[Run]:
-        """The runs of the present assignment, less records this worker has applied already.
+        """The runs less the records this worker has applied already in the present assignment.
 
         After an assignment, Faust's recovery seeks each partition to its committed offset; a
         run fetched before that seek and the same records fetched again after it would otherwise
         both be applied, the second time on a state that already holds them."""
         fresh: list[Run] = []
         for run in runs:
-            if not run.current():
-                continue
-            if run.generation != self._applied_generation:
-                self._applied_generation, self._next_offset = run.generation, {}
             start = self._next_offset.get(run.tp, -1)
             records = [r for r in run.records if r.offset >= start]
             if records:
@@ -193,10 +199,12 @@ class StreamsRuntime:
 
     async def hand_over(self) -> None:
         """Before partitions move (a rebalance, a stop): finish the batches under way, write every
-        changed state (volatile parts too) and commit the offsets past them, so the next owner
+        changed state (volatile parts too) and commit the offsets past them; batches of this
+        assignment still queued are dropped (read again from there after the rebalance). The next owner
         restores a state that matches its starting offset: neither older (a reading's effects
         lost) nor newer (records applied twice, decisions made again under new ids)."""
         async with self.busy:
+            self._handed_over = True
             if self.last_settling is not None:
                 await self.last_settling
             sent: list[Any] = []
@@ -204,7 +212,8 @@ class StreamsRuntime:
                 sent += await processor.store.flush(force=True)
             if sent:
                 await asyncio.gather(*sent)
-            await self.app.commit_acked()
+            committed = await self.app.commit_acked()
+        log.info("handover: %d states written, offsets %s", len(sent), "committed" if committed else "NOT committed")
 
     # ------------------------------------------------------------------------------------- batches
 
@@ -440,7 +449,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
     app = tuned_app(name or app_id(settings), settings)
     runtime = StreamsRuntime(app, settings)
     app.streams_runtime = runtime  # type: ignore[attr-defined] - for tests and the bench
-    app.before_handover = runtime.hand_over
+    app.before_handover, app.after_assignment = runtime.hand_over, runtime.assigned
 
     # Iterating a topic registers it with the conductor, as an agent's stream would (see batching.py).
     channel = runtime.inputs.__aiter__()

@@ -57,9 +57,6 @@ class WorkerProcess:
             self.process = subprocess.Popen([sys.executable, *self.command], env=env, stdout=out,
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
