@@ -45,6 +45,7 @@ from schemas.reports import PositionReport
 from schemas.results import CloseOutcome, PositionClosed, PositionCloseDeferred, PositionCloseSuperseded
 from streams.alerts.state import (
     CLOSED,
+    EARLY_KEPT,
     DEFERRED,
     FAILED,
     FINAL,
@@ -72,7 +73,7 @@ def handle(state: AlertsState, event: Envelope[Any], config: GuardSettings) -> D
     if isinstance(payload, UnlockAccount):
         return on_unlock(state, event)
     if isinstance(payload, ClosePosition):
-        return on_command(state, event)
+        return on_command(state, event, config)
     if isinstance(payload, CloseOutcome):
         return on_result(state, event, config)
     if isinstance(payload, PositionReport) and state.alerts:
@@ -80,7 +81,7 @@ def handle(state: AlertsState, event: Envelope[Any], config: GuardSettings) -> D
     return Decision(state)
 
 
-def on_command(state: AlertsState, event: Envelope[ClosePosition]) -> Decision[AlertsState]:
+def on_command(state: AlertsState, event: Envelope[ClosePosition], config: GuardSettings) -> Decision[AlertsState]:
     c = event.payload
     if c.alert_id is None:
         return Decision(state)
@@ -104,12 +105,22 @@ def on_command(state: AlertsState, event: Envelope[ClosePosition]) -> Decision[A
     if fresh and c.reason in LIQUIDATIONS:  # the market guard's own alert already says "closing"
         alert, published = _publish(alert, "ordered", event.occurred_at)
         outputs = (published,)
-    return Decision(_with(state, alert), outputs)
+    answered = {int(k.split("/")[0]): a for k, a in state.early.items() if a.command == command}
+    if not answered:
+        return Decision(_with(state, alert), outputs)
+    state = replace(state, early={k: a for k, a in state.early.items() if a.command != command})
+    tickets = {**alert.tickets, **{t: a for t, a in answered.items()
+                                   if t in alert.tickets and alert.tickets[t].status not in FINAL}}
+    progressed = _progress(state, replace(alert, tickets=tickets), max(event.occurred_at, *(
+        a.at for a in answered.values() if a.at is not None)), config)
+    return Decision(progressed.state, outputs + tuple(progressed.outputs))
 
 
 def on_result(state: AlertsState, event: Envelope[CloseOutcome], config: GuardSettings) -> Decision[AlertsState]:
     r = event.payload
     alert = state.alerts.get(str(r.alert_id)) if r.alert_id is not None else None
+    if r.alert_id is not None and (alert is None or alert.done_at is None and r.command_id.hex[:16] not in alert.commands):
+        return Decision(_keep_early(state, event))  # its command is on the other topic, not read yet
     ticket = alert.tickets.get(r.ticket) if alert is not None else None
     if alert is None or ticket is None or alert.done_at is not None or ticket.status in FINAL:
         return Decision(state)  # not a guard alert's, unknown, or already settled (a redelivery)
@@ -203,6 +214,17 @@ def _answer(state: AlertsState, ticket: TicketState, event: Envelope[CloseOutcom
         return replace(ticket, status=DEFERRED, command=command, at=at, why=r.error_message, retry_at=r.retry_at)
     why = r.error_message or (f"retcode {r.retcode}" if r.retcode is not None else "not sent")
     return replace(ticket, status=FAILED, command=command, at=at, why=why, retry_at=None)
+
+
+def _keep_early(state: AlertsState, event: Envelope[CloseOutcome]) -> AlertsState:
+    """An answer to a command not read yet, kept until it is (``on_command``); a redelivery changes nothing."""
+    r = event.payload
+    key = f"{r.ticket}/{r.command_id.hex[:16]}"
+    known = state.early.get(key)
+    if known is not None and known.status in FINAL:
+        return state
+    early = {**state.early, key: _answer(state, TicketState(r.symbol), event)}
+    return replace(state, early=dict(list(early.items())[-EARLY_KEPT:]))
 
 
 def _closer(state: AlertsState, r: PositionCloseSuperseded) -> str:

@@ -45,6 +45,13 @@ class AlertProgress:
     done_at: datetime | None = None  # kept a day after it ends, so a redelivered command is recognised
 
 
+#: Results kept for commands not read yet (see ``AlertsState.early``); the oldest go first.
+EARLY_KEPT = 64
+
+
 @dataclass(frozen=True)
 class AlertsState:
     alerts: dict[str, AlertProgress] = field(default_factory=dict)
+    #: Answers that came before their command (results and commands are on two topics, read in no
+    #: set order): "ticket/command" -> the ticket as the answer leaves it, applied when the command comes.
+    early: dict[str, TicketState] = field(default_factory=dict)

@@ -196,3 +196,27 @@ def test_an_admins_unlock_stops_the_retries_of_a_failed_liquidation_and_says_wha
     assert stopped.message == "retries stopped by ops-admin (closing by phone): 1 position(s) left open (1001: requote)"
     assert not due(state, at(1000), CONFIG) and fire_due(state, at(1000), CONFIG).outputs == (), "no retry after it"
     assert run(unlock, state=state)[1] == [], "a repeated unlock changes nothing"
+
+
+def test_an_answer_read_before_its_command_is_kept_and_confirms_the_alert_when_the_command_comes():
+    """Commands and results are on two topics, read in no set order: the executor's answer can come first.
+    Dropped, the alert would wait out the answer timeout, tell the owner the close failed and retry it."""
+    eurusd = command((1001,), every=(1001,))
+    early = result(eurusd, 1001, t=10.2)
+    state, outputs = run(early, early)  # redelivered too
+    assert outputs == [] and len(state.early) == 1
+    state, outputs = run(eurusd, state=state)
+    assert states(outputs) == [("ordered", "warning_sent", 1, 0, 0.0), ("executed", "positions_closed", 2, 1, 50.0)]
+    assert outputs[-1].payload.executed_at == at(10.2) and state.early == {}
+    assert not due(state, at(10 + 120), CONFIG), "nothing is retried"
+    assert load_state(AlertsState, json.loads(json.dumps(dump_state(state)))) == state
+
+
+def test_a_refusal_read_before_a_second_symbols_command_is_a_failure_of_that_command():
+    eurusd = command((1001,), every=(1001, 1003))
+    xauusd = command((1003,), symbol="XAUUSD", every=(1001, 1003))
+    state, outputs = run(eurusd, result(xauusd, 1003, PositionCloseFailed, t=10.3, retcode=10006,
+                                        error_message="rejected"), result(eurusd, 1001, t=10.4))
+    assert states(outputs) == [("ordered", "warning_sent", 1, 0, 0.0)], "the XAUUSD command is not read yet"
+    _, outputs = run(xauusd, state=state)
+    assert [s[0] for s in states(outputs)] == ["failed"], "the refusal counts once its command is read"
