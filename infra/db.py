@@ -52,7 +52,10 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError, OperationalError,
-    InterfaceError)
+    InterfaceError,
+    # The connection's protocol is in a state it cannot leave ("cannot switch to state 15; another
+    # operation (2) is in progress", seen once at a projector's start): only a new connection helps.
+    asyncpg.InternalClientError)
 
 
 #: SQLSTATEs of a server that cannot serve now: class 08 (connection exceptions), and shutting down,

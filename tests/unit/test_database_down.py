@@ -26,6 +26,7 @@ def test_a_server_starting_up_or_unreachable_is_down_and_a_refused_statement_is_
     assert database_down(_wrapped(starting)), "as SQLAlchemy wraps it: a plain DBAPIError with SQLSTATE 57P03"
     assert database_down(ConnectionRefusedError(111, "Connect call failed"))
     assert database_down(_wrapped(asyncpg.ConnectionDoesNotExistError("connection was closed")))
+    assert database_down(asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress"))
     duplicate = asyncpg.UniqueViolationError("duplicate key value violates unique constraint")
     assert not database_down(duplicate)
     assert not database_down(_wrapped(duplicate))
