@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, time
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -129,6 +129,12 @@ class MarketSettings(BaseModel):
         if found is None:
             found = memo[key] = _strip(name, self)
         return found  # type: ignore[return-value]
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> MarketSettings:
+        """A copy with its own derived values (pydantic would share the memo, and with it stale answers)."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__pydantic_private__["_memo"] = {}  # type: ignore[index]
+        return copied
 
     def always_open(self) -> MarketSettings:
         """This calendar with every class trading 24/7 and no holidays: for a simulated market that never

@@ -51,3 +51,11 @@ def test_open_throughout_sees_a_break_between_two_quotes():
 def test_an_unknown_asset_class_is_refused_at_start():
     with pytest.raises(ValueError, match="without session hours"):
         MarketSettings(symbol_classes={"EURUSD": "bonds"})
+
+
+def test_a_copy_with_other_classes_answers_from_its_own_calendar():
+    markets = MarketSettings()
+    assert markets.hours("BTCUSD.r") != markets.hours("EURUSD")  # asked: the answers are remembered
+    fx_only = markets.model_copy(update={"symbol_classes": {}})
+    assert fx_only.hours("BTCUSD.r") == fx_only.hours("EURUSD"), "not the original's remembered answer"
+    assert markets.hours("BTCUSD.r") != markets.hours("EURUSD")
