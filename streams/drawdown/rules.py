@@ -51,6 +51,8 @@ def handle(state: DrawdownState, event: Envelope[Any], levels: AccountLevels, co
     if isinstance(payload, AccountReport):
         return on_account(state, event, levels, config, now)
     if isinstance(payload, PositionReport):
+        if state.positions_at is not None and event.occurred_at <= state.positions_at:
+            return Decision(state)  # redelivered or out of order: its positions are not the account's now
         return lock.close_new_positions(on_positions(state, event), event, config)
     if isinstance(payload, ClosePosition):
         return lock.on_close_command(state, event)

@@ -135,3 +135,12 @@ def test_the_lock_survives_its_state_written_and_read_back():
     state, _ = liquidated()
     state, _ = run(positions(position(2001, symbol="GBPUSD"), t=20), state=state)
     assert load_state(DrawdownState, dump_state(state)) == state
+
+
+def test_a_position_report_redelivered_after_the_liquidation_closed_its_positions_orders_no_close():
+    """Found by faultsim seed 181: a worker restored from its changelog reads again a report from before
+    the liquidation; the lock took the liquidated positions in it for new ones and ordered their close."""
+    state, _ = liquidated()
+    state, _ = run(positions(t=30), state=state)  # the liquidation closed them
+    _, outputs = run(positions(position(1001, profit_gbp=-400), position(1002, profit_gbp=-300), t=25), state=state)
+    assert commands(outputs) == []
