@@ -45,8 +45,8 @@ from schemas.reports import PositionReport
 from schemas.results import CloseOutcome, PositionClosed, PositionCloseDeferred, PositionCloseSuperseded
 from streams.alerts.state import (
     CLOSED,
-    EARLY_KEPT,
     DEFERRED,
+    EARLY_KEPT,
     FAILED,
     FINAL,
     ORDERED,
