@@ -76,7 +76,8 @@ from mode.utils.futures import notify
 
 from infra.kafka import fetched_end_offsets
 
-Deliver = Callable[[TP, Sequence[Any]], Awaitable[None]]
+#: Hands over one partition's fetched records, with the consumer generation they were fetched in.
+Deliver = Callable[[TP, Sequence[Any], int], Awaitable[None]]
 
 
 class Run:
@@ -129,10 +130,10 @@ def direct_delivery(app: faust.App, queue: Any) -> Deliver:
     consumer and producer are looked up at the first run (they exist by then)."""
     bound: list[Deliver] = []
 
-    async def deliver(tp: TP, records: Sequence[Any]) -> None:
+    async def deliver(tp: TP, records: Sequence[Any], generation: int) -> None:
         if not bound:
             bound.append(_bind(app, queue))
-        await bound[0](tp, records)
+        await bound[0](tp, records, generation)
 
     return deliver
 
@@ -153,10 +154,10 @@ def _bind(app: faust.App, queue: Any) -> Deliver:
 
         return pressure.setdefault(tp, (high, drop))
 
-    async def deliver(tp: TP, records: Sequence[Any]) -> None:
-        await acquire_flow_control()
+    async def deliver(tp: TP, records: Sequence[Any], generation: int) -> None:
+        await acquire_flow_control()  # held during a rebalance: the run may be of an older generation now
         await wait_until_producer_ebb()
-        run = Run(tp, records, consumer, app.consumer_generation_id)
+        run = Run(tp, records, consumer, generation)
         if queue.full():
             on_topic_buffer_full(tp)
             await queue.put(run)
@@ -240,9 +241,16 @@ class _Consumer(driver.Consumer):
             if deliver is None:
                 await self._deliver_each(tp, fetched)
             else:
-                await self._deliver_run(tp, fetched, deliver)
+                await self._deliver_run(tp, fetched, deliver, generation)
 
-    async def _deliver_run(self, tp: TP, fetched: list[Any], deliver: Deliver) -> None:
+    async def _deliver_run(self, tp: TP, fetched: list[Any], deliver: Deliver, generation: int) -> None:
+        """Queue a partition's records as a run of the generation they were fetched in.
+
+        A rebalance can begin at any await here (a commit, the flow control, a full queue). Records
+        fetched before it are never acked (``Run.current``), and they must not move the partition's
+        read offset either: the recovery has set it to the committed offset, and the records from
+        there on are fetched again; an offset moved past them would drop them as duplicates, and the
+        next acks would commit past records nobody applied."""
         last = self._read_offset[tp]
         if last is not None and fetched[0].offset < last:
             fetched = [record for record in fetched if record.offset >= last]
@@ -250,9 +258,11 @@ class _Consumer(driver.Consumer):
                 return
         await self._note_gaps(tp, last, fetched)
         await self._commit_if_due()
-        if not self.suspend_flow.is_set():
-            await deliver(tp, fetched)
-        self._read_offset[tp] = fetched[-1].offset
+        if self.suspend_flow.is_set() or self.app.consumer_generation_id != generation:
+            return
+        await deliver(tp, fetched, generation)
+        if self.app.consumer_generation_id == generation:
+            self._read_offset[tp] = fetched[-1].offset
 
     async def _note_gaps(self, tp: TP, last: int | None, fetched: list[Any]) -> None:
         """Offsets the log skipped (compaction, markers) count as acked, as in Faust's loop."""
