@@ -60,7 +60,7 @@ class Deal:
 
 @dataclass
 class Liquidation:
-    trigger: str
+    alert_id: str  # the liquidation's: its warning's id, which its commands and later states carry
     user_id: str
     warned_at: float
     deadline: float
@@ -150,14 +150,14 @@ def judge(found: dict[str, Liquidation], *, now: float, bound: float,
           terminal_down: Sequence[tuple[float, float | None]]) -> LiquidationVerdict:
     """The liquidations whose deadline is ``bound`` seconds past, judged (see the module docstring)."""
     due = [f for f in found.values() if f.deadline + bound < now]
-    not_executed = [f.trigger for f in due if not f.executed]
+    not_executed = [f.alert_id for f in due if not f.executed]
     notices = [(f, f.last_close - f.warned_at) for f in due if f.last_close is not None]
-    short = [f.trigger for f, notice in notices if notice < f.grace]
+    short = [f.alert_id for f, notice in notices if notice < f.grace]
     late, excused = [], []
     for f in due:
         if f.last_close is not None and f.last_close - f.deadline > bound:
             was_down = any(start <= f.last_close and (end is None or end >= f.deadline) for start, end in terminal_down)
-            (excused if was_down else late).append(f.trigger)
+            (excused if was_down else late).append(f.alert_id)
     return LiquidationVerdict(len(found), len(due), not_executed, short, late, excused,
                               min((n for _, n in notices), default=None))
 

@@ -24,6 +24,9 @@ on the decisions the run published and the deals on the simulated terminals:
   liquidation), the first close commands (reason, symbol, tickets), the positions the executor closed,
   and whether the account was locked. Not compared: times, prices, retries and alert revisions,
   which a delivery fault may legitimately change (a close ordered 1 s later fills at another price);
+  nor, when the faulted run ordered an account's liquidation at another time (a trigger derived again
+  after a restart, warned again), its naming and closing of positions the platform (or a stop) closed
+  before the later of the two (``raced``): which of them closes such a position is a race of timing;
 - ``rule failed``: events a rule raised on (dead-lettered); ``crashed``: a run that raised.
 Every count must be 0. A failing seed prints with the command that plays exactly that run again.
 """
@@ -199,16 +202,16 @@ def check(run: Run, sim: FaultSimulation, scenario: Scenario) -> None:
         verdict = judge(mine, now=end, bound=BOUND, terminal_down=down.get(account_id, []))
         down_at_end = any(stop is None or stop >= end for _, stop in down.get(account_id, []))
         run.stats["liquidations judged"] += verdict.due
-        for trigger in verdict.not_executed if not down_at_end else ():
-            run.fail("not executed", f"{account_id} liquidation {trigger}: {sorted(mine[trigger].still_open)} still "
-                                     f"open; answers {mine[trigger].outcomes}")
-        for trigger in verdict.short_notice:
-            f = mine[trigger]
-            run.fail("short notice", f"{account_id} liquidation {trigger}: {f.last_close - f.warned_at:.2f} s of "
+        for alert_id in verdict.not_executed if not down_at_end else ():
+            run.fail("not executed", f"{account_id} liquidation {alert_id}: {sorted(mine[alert_id].still_open)} still "
+                                     f"open; answers {mine[alert_id].outcomes}")
+        for alert_id in verdict.short_notice:
+            f = mine[alert_id]
+            run.fail("short notice", f"{account_id} liquidation {alert_id}: {f.last_close - f.warned_at:.2f} s of "
                                      f"notice, grace {f.grace:g} s")  # type: ignore[operator]
-        for trigger in verdict.late:
-            f = mine[trigger]
-            run.fail("late", f"{account_id} liquidation {trigger}: closed {f.last_close - f.deadline:.2f} s after "
+        for alert_id in verdict.late:
+            f = mine[alert_id]
+            run.fail("late", f"{account_id} liquidation {alert_id}: closed {f.last_close - f.deadline:.2f} s after "
                              f"its deadline")  # type: ignore[operator]
     for failure in sim.rule_failures:
         run.fail("rule failed", failure)
