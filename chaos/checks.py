@@ -60,7 +60,7 @@ class Deal:
 
 @dataclass
 class Liquidation:
-    trigger: str
+    alert_id: str  # the liquidation's: its warning's id, which its commands and later states carry
     user_id: str
     warned_at: float
     deadline: float
@@ -96,28 +96,26 @@ class LiquidationVerdict:
 
 def liquidations(alerts: Iterable[Record], commands: Iterable[Record],
                  results: Iterable[Record] = ()) -> dict[str, Liquidation]:
-    """Every critical warning, the close commands it led to and their results, by its trigger event id."""
+    """Every critical warning, the close commands it led to and their results, by the liquidation's id:
+    its warning's, which every command and later state of it carries as ``alert_id``. A warning published
+    again (the trigger derived again after a restart) is the same liquidation: its first publication
+    gives the notice and the deadline the owner was told."""
     found: dict[str, Liquidation] = {}
-    trigger_of_alert: dict[str, str] = {}  # an alert's id (its warning's event id) -> the warning's trigger
     for record in alerts:
         alert = record.envelope.payload
         if alert.alert_type not in CRITICAL:
             continue
-        trigger = str(record.envelope.causation_id)
-        alert_id = str(getattr(alert, "alert_id", None) or getattr(record.envelope, "event_id", ""))
+        alert_id = str(alert.alert_id or record.envelope.event_id)
         if (alert.action_taken is ActionTaken.WARNING_SENT and "deadline" in alert.details
-                and getattr(alert, "status", "open") == "open"):
-            found.setdefault(trigger, Liquidation(
-                trigger, alert.user_id, record.timestamp, datetime.fromisoformat(alert.details["deadline"]).timestamp(),
+                and alert.status == "open"):
+            found.setdefault(alert_id, Liquidation(
+                alert_id, alert.user_id, record.timestamp, datetime.fromisoformat(alert.details["deadline"]).timestamp(),
                 float(alert.details["close_grace_seconds"])))
-            trigger_of_alert.setdefault(alert_id, trigger)
-        elif (alert.action_taken is ActionTaken.POSITIONS_CLOSED and alert.positions_closed_count == 0
-              or alert.status == "superseded"):  # or something else (the market guard, a stop) closed them first
-            owner = trigger_of_alert.get(alert_id, trigger)  # a later state names its alert, not the trigger
-            if owner in found:
-                found[owner].nothing_to_close = True
+        elif alert_id in found and (alert.action_taken is ActionTaken.POSITIONS_CLOSED and
+                                    alert.positions_closed_count == 0 or alert.status == "superseded"):
+            found[alert_id].nothing_to_close = True  # or something else (the market guard, a stop) closed them first
     for record in commands:
-        liquidation = found.get(str(record.envelope.causation_id))
+        liquidation = found.get(str(record.envelope.payload.alert_id))
         if liquidation is not None:
             liquidation.commands += 1
             liquidation.command_times.append(record.timestamp)
@@ -152,14 +150,14 @@ def judge(found: dict[str, Liquidation], *, now: float, bound: float,
           terminal_down: Sequence[tuple[float, float | None]]) -> LiquidationVerdict:
     """The liquidations whose deadline is ``bound`` seconds past, judged (see the module docstring)."""
     due = [f for f in found.values() if f.deadline + bound < now]
-    not_executed = [f.trigger for f in due if not f.executed]
+    not_executed = [f.alert_id for f in due if not f.executed]
     notices = [(f, f.last_close - f.warned_at) for f in due if f.last_close is not None]
-    short = [f.trigger for f, notice in notices if notice < f.grace]
+    short = [f.alert_id for f, notice in notices if notice < f.grace]
     late, excused = [], []
     for f in due:
         if f.last_close is not None and f.last_close - f.deadline > bound:
             was_down = any(start <= f.last_close and (end is None or end >= f.deadline) for start, end in terminal_down)
-            (excused if was_down else late).append(f.trigger)
+            (excused if was_down else late).append(f.alert_id)
     return LiquidationVerdict(len(found), len(due), not_executed, short, late, excused,
                               min((n for _, n in notices), default=None))
 

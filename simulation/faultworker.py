@@ -4,8 +4,9 @@
 rules) that crashes on a plan: its state tables remember what each write replaced (the changelog's
 previous record), so a restart can come back with the state the changelog holds (every update; one
 table's last update of one account missing; or the state as of the last committed offset), through the JSON round trip of
-``Worker.restart``; then the consumer re-reads the inputs after the last committed offset, and the
-inputs that came while it was down. While down, its timer does not fire.
+``Worker.restart``; then the consumer re-reads the inputs after the last committed offset (its own
+close commands read back among them, as close-commands is one of its input topics), and the inputs
+that came while it was down. While down, its timer does not fire.
 
 ``FaultyExecutor`` is the runner's close executor (``Executor.handle`` with its in-memory ledger) on
 terminals that can lose the answer to an ``order_send`` (the close is done, the reply never comes),
@@ -29,7 +30,7 @@ from schemas import Envelope
 from schemas.commands import ClosePosition
 from simulation.faultplan import ExecutorFault, WorkerCrash
 from simulation.runner import _Executor
-from simulation.worker import RULES, Worker
+from simulation.worker import READ_BACK, RULES, Worker
 
 MISSING = object()
 
@@ -81,7 +82,7 @@ class CrashingWorker(Worker):
 
     def sweep(self, now: datetime) -> list[Envelope[Any]]:
         outputs = self._crash_or_restart(now)
-        return outputs if self.down_until is not None else outputs + super().sweep(now)
+        return outputs if self.down_until is not None else outputs + self._read_back(super().sweep(now))
 
     def next_due(self) -> datetime | None:
         return self.down_until if self.down_until is not None else super().next_due()
@@ -89,7 +90,18 @@ class CrashingWorker(Worker):
     def _input(self, event: Envelope[Any], now: datetime) -> list[Envelope[Any]]:
         self.changelog.input_no += 1
         self.recent.append(event)
-        return super().process(event, now)
+        return self._read_back(super().process(event, now))
+
+    def _read_back(self, outputs: list[Envelope[Any]]) -> list[Envelope[Any]]:
+        """The worker's own commands it has read back (close-commands is one of its input topics) are
+        uncommitted inputs like any other: a crash delivers them again, after what preceded them. (Their
+        state writes count as the preceding input's: a restore as of a commit between them keeps those
+        writes, and the command, delivered again, finds its effect done.)"""
+        for output in outputs:
+            if isinstance(output.payload, READ_BACK):
+                self.changelog.input_no += 1
+                self.recent.append(output)
+        return outputs
 
     def _crash_or_restart(self, now: datetime) -> list[Envelope[Any]]:
         if self.down_until is None and self.crashes and self.crashes[0][0] <= now:

@@ -13,6 +13,7 @@ from schemas.locks import AccountLocked, LockEnd, LockKind
 from schemas.reports import AccountReport
 from streams.decisions import CauseRef, replace
 from streams.drawdown import profiles
+from streams.drawdown.liquidation import liquidation_id
 from streams.drawdown.lock import AccountLock
 from streams.drawdown.outputs import guard_alert
 from streams.drawdown.readings import drawdown_percent
@@ -109,10 +110,14 @@ def _trigger(state: DrawdownState, event: Envelope[AccountReport], confirmed: se
     inputs = inputs | {"threshold_percent": threshold, "close_grace_seconds": grace,
                        "deadline": deadline.isoformat(), "warning_at": warned_at.isoformat(),
                        "trigger_event_id": str(event.event_id)}
-    pending = PendingClose(CauseRef.of(event), kind, reason, deadline, inputs)
+    # The liquidation's identity is the account's n-th liquidation, not the report that confirmed it: a
+    # trigger re-derived from a later report (its first write lost in a restore) is the same alert.
+    alert_id = liquidation_id(event.account_id, state.liquidations)
+    pending = PendingClose(CauseRef.of(event), kind, reason, deadline, inputs, alert_id)
     alert = guard_alert(event, f"{reason.value}/warning", kind, ActionTaken.WARNING_SENT, status="open",
                    message=f"{what} {value:.2f}% reached the critical level {threshold:g}%: "
                            f"positions close in {grace:g} s", drawdown_percent=value,
                    equity_gbp=inputs["equity_gbp"], threshold_percent=threshold, details=inputs)
-    return replace(state, pending=pending), alert
+    return replace(state, pending=pending, liquidations=state.liquidations + 1), \
+        alert.model_copy(update={"event_id": alert_id})
 

@@ -14,6 +14,7 @@ from typing import Any
 from schemas import Envelope, derive_id, derived
 from schemas.commands import ClosePosition
 from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
+from schemas.envelope import derived_uuid
 from streams.decisions import Decision, replace
 from streams.drawdown.state import WARNING, DrawdownState, Held, PendingClose
 
@@ -39,14 +40,34 @@ def fire_due(state: DrawdownState, now: datetime) -> Decision[DrawdownState]:
                                occurred_at=now))
     if not every:
         outputs.append(_nothing_to_close(pending, alert_id, now, details))
-    ordered = state.ordered | {h.ticket: now for h in state.positions}
+    return Decision(_fired(state, every, now), tuple(outputs))
+
+
+def on_own_command(state: DrawdownState, event: Envelope[ClosePosition]) -> DrawdownState:
+    """A close command of the pending liquidation, read back: it has fired already (its closes are on the
+    log, from before a restart whose restored state still held the trigger), so it does not fire again."""
+    pending, command = state.pending, event.payload
+    if pending is None or command.alert_id is None or command.alert_id != trigger_alert_id(pending):
+        return state
+    return _fired(state, command.alert_tickets or command.tickets, event.occurred_at)
+
+
+def _fired(state: DrawdownState, tickets: tuple[int, ...], at: datetime) -> DrawdownState:
+    """The pending liquidation ordered ``tickets`` closed at ``at``: its confirmation streaks start again."""
     streaks = {k: v for k, v in state.streaks.items() if k == WARNING}
-    return Decision(replace(state, pending=None, ordered=ordered, streaks=streaks), tuple(outputs))
+    return replace(state, pending=None, ordered=state.ordered | dict.fromkeys(tickets, at), streaks=streaks)
+
+
+def liquidation_id(account_id: str, number: int) -> uuid.UUID:
+    """The id of an account's ``number``-th liquidation (from 0): its warning's, and every close's and
+    alert state's after it. A pure function of the account's history, not of the report that happened to
+    confirm the breach, so a trigger derived again after a restore is the same liquidation."""
+    return derived_uuid(f"liquidation/{account_id}/{number}")
 
 
 def trigger_alert_id(pending: PendingClose) -> uuid.UUID:
     """The id of the warning the trigger raised (``levels._trigger``): the alert every close belongs to."""
-    return derive_id(pending.cause.event_id, f"{pending.reason.value}/warning")
+    return pending.alert_id or derive_id(pending.cause.event_id, f"{pending.reason.value}/warning")
 
 
 def _nothing_to_close(pending: PendingClose, alert_id: uuid.UUID, now: datetime, details: dict[str, Any]) -> Envelope[Any]:

@@ -38,7 +38,7 @@ from schemas.reports import AccountReport, AccountSyncFailed, PositionReport
 from streams.decisions import Decision, replace
 from streams.drawdown import lock
 from streams.drawdown.levels import assess_levels
-from streams.drawdown.liquidation import fire_due
+from streams.drawdown.liquidation import fire_due, on_own_command
 from streams.drawdown.outputs import snapshot, snapshot_due
 from streams.drawdown.profiles import label
 from streams.drawdown.readings import SUSPECT, TRUSTED, accept, apply_flows, drawdown_percent, judge
@@ -55,7 +55,7 @@ def handle(state: DrawdownState, event: Envelope[Any], levels: AccountLevels, co
             return Decision(state)  # redelivered or out of order: its positions are not the account's now
         return lock.close_new_positions(on_positions(state, event), event, config)
     if isinstance(payload, ClosePosition):
-        return lock.on_close_command(state, event)
+        return lock.on_close_command(on_own_command(state, event), event)
     if isinstance(payload, UnlockAccount):
         return lock.on_unlock(state, event)
     if isinstance(payload, AccountSyncFailed):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -49,6 +50,9 @@ class PendingClose:
     reason: CloseReason
     deadline: datetime
     inputs: dict[str, Any]
+    #: The warning's id, which every close and alert state of this liquidation carries. None: a trigger
+    #: from before liquidations were numbered, whose warning's id was derived from its cause.
+    alert_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ class DrawdownState:
     sync_error: str | None = None
     flows: tuple[AppliedFlow, ...] = ()  # the latest money flows applied, newest last
     lock: AccountLock | None = None  # after a liquidation (streams/drawdown/lock.py)
+    # Liquidations triggered so far: the next one's number, its identity with the account's
+    # (``liquidation.liquidation_id``). It moves in the same write as ``pending``, so a restore that
+    # loses that write re-derives the trigger under the same number, hence the same alert.
+    liquidations: int = 0
     # What the prop-firm profiles measure from (streams/drawdown/profiles.py)
     initial_balance_gbp: float | None = None  # the first trusted reading's balance
     balance_day: str | None = None  # the broker day day_start_balance_gbp belongs to

@@ -59,7 +59,7 @@ def handle(state: ReconciliationState, event: Envelope[Any], config: GuardSettin
     if isinstance(payload, ClosePosition):
         return Decision(on_close_command(state, payload))
     if isinstance(payload, CloseOutcome):
-        return Decision(_not_closing(state, payload), close_records(state, event))
+        return Decision(on_close_result(state, payload), close_records(state, event))
     return Decision(state)
 
 
@@ -120,9 +120,15 @@ def on_close_command(state: ReconciliationState, command: ClosePosition) -> Reco
     return replace(state, guard_closing={**state.guard_closing, **added}) if added else state
 
 
-def _not_closing(state: ReconciliationState, r: CloseOutcome) -> ReconciliationState:
-    """A guard close that failed leaves the ticket open: whatever closes it later is recorded as it happens."""
-    if isinstance(r, PositionClosed) or r.ticket not in state.guard_closing:
+def on_close_result(state: ReconciliationState, r: CloseOutcome) -> ReconciliationState:
+    """A guard close the executor confirmed is the guard's, whether or not its command was read first
+    (commands and results are two topics, read in no set order, and a restart re-reads either); a guard
+    close that failed leaves the ticket open: whatever closes it later is recorded as it happens."""
+    if isinstance(r, PositionClosed):
+        if r.reason not in _GUARD_REASONS or state.guard_closing.get(r.ticket) == r.reason.value:
+            return state
+        return replace(state, guard_closing={**state.guard_closing, r.ticket: r.reason.value})
+    if r.ticket not in state.guard_closing:
         return state
     return replace(state, guard_closing={t: why for t, why in state.guard_closing.items() if t != r.ticket})
 

@@ -36,20 +36,21 @@ def test_a_round_does_every_fault_once_and_the_same_seed_gives_the_same_plan():
     assert len({a for accounts in driven for a in accounts}) == 9, "each round drives accounts of its own"
 
 
-def _warning(trigger: uuid.UUID, *, at: float, deadline: float) -> Record:
+def _warning(liquidation: uuid.UUID, *, at: float, deadline: float) -> Record:
+    """A liquidation's warning: its event id is the liquidation's (``alert_id``), whatever report caused it."""
     payload = SimpleNamespace(alert_type=AlertType.DRAWDOWN_CRITICAL, action_taken=ActionTaken.WARNING_SENT,
                               user_id="u-x", positions_closed_count=0, status="open", alert_id=None,
                               details={"deadline": datetime.fromtimestamp(deadline, UTC).isoformat(),
                                        "close_grace_seconds": 10.0})
-    return Record(SimpleNamespace(causation_id=trigger, event_id=uuid.uuid4(), payload=payload), at)
+    return Record(SimpleNamespace(causation_id=uuid.uuid4(), event_id=liquidation, payload=payload), at)
 
 
 COMMAND = uuid.UUID("6d1f0c2e-9a3b-4c5d-8e7f-0a1b2c3d4e5f")  # the liquidation's close command in ``_judged``
 
 
-def _command(trigger: uuid.UUID, *tickets: int, command: uuid.UUID | None = None) -> Record:
-    return Record(SimpleNamespace(causation_id=trigger, event_id=command or uuid.uuid4(),
-                                  payload=SimpleNamespace(tickets=tickets)), 0.0)
+def _command(liquidation: uuid.UUID, *tickets: int, command: uuid.UUID | None = None) -> Record:
+    return Record(SimpleNamespace(causation_id=uuid.uuid4(), event_id=command or uuid.uuid4(),
+                                  payload=SimpleNamespace(tickets=tickets, alert_id=liquidation)), 0.0)
 
 
 def _deal(position: int, entry: int, at: float, magic: int = EXECUTOR_MAGIC, volume: float = 1.0,
@@ -89,11 +90,12 @@ def test_a_close_another_command_made_first_is_not_this_liquidations_to_judge():
     assert _judged(T0 + 8.2).short_notice, "its own close after 8.2 s is short notice"
 
 
-def _superseded(trigger: uuid.UUID, *, at: float) -> Record:
+def _superseded(liquidation: uuid.UUID, *, at: float) -> Record:
     """The guard's "superseded" state of a warning: its positions were closed by something else first."""
     payload = SimpleNamespace(alert_type=AlertType.DAILY_LOSS_CRITICAL, action_taken=ActionTaken.WARNING_SENT,
-                              status="superseded", user_id="u-x", positions_closed_count=0, details={})
-    return Record(SimpleNamespace(causation_id=trigger, payload=payload), at)
+                              status="superseded", user_id="u-x", positions_closed_count=0, details={},
+                              alert_id=liquidation)
+    return Record(SimpleNamespace(causation_id=uuid.uuid4(), event_id=uuid.uuid4(), payload=payload), at)
 
 
 def test_a_liquidation_whose_positions_something_else_closed_first_is_executed_not_missing():
@@ -107,10 +109,6 @@ def test_a_liquidation_whose_positions_something_else_closed_first_is_executed_n
     with_deadline = _superseded(trigger, at=T0 + 10.2)
     with_deadline.envelope.payload.details["deadline"] = datetime.fromtimestamp(T0 + 10.3, UTC).isoformat()
     found = liquidations([warning, with_deadline], [])  # as the guard writes it: its deadline again
-    assert judge(found, now=T0 + 100, bound=15, terminal_down=[]).not_executed == []
-    later = _superseded(uuid.uuid4(), at=T0 + 12)  # a later state names its alert, not the trigger
-    later.envelope.payload.alert_id = warning.envelope.event_id
-    found = liquidations([warning, later], [])
     assert judge(found, now=T0 + 100, bound=15, terminal_down=[]).not_executed == []
     other = liquidations([warning, _superseded(uuid.uuid4(), at=T0 + 10.2)], [])
     assert judge(other, now=T0 + 100, bound=15, terminal_down=[]).not_executed, "another warning's word"
@@ -143,3 +141,19 @@ def test_deal_times_are_brought_back_to_utc_from_the_server_clock():
     ahead = SimpleNamespace(now=lambda: T0, server_now=lambda: T0 + 7200.04)
     assert server_offset(ahead) == 7200
     assert server_offset(SimpleNamespace(now=lambda: T0)) == 0, "a simulator without a server clock"
+
+
+def test_a_warning_published_again_from_another_report_is_the_same_liquidation_judged_by_its_first_notice():
+    """A restart that lost the trigger's write derives it again from the next report: the same liquidation
+    (its id), whose commands are its own; the owner was told the first deadline, and is judged by it."""
+    liquidation = uuid.uuid4()
+    first, again = _warning(liquidation, at=T0, deadline=T0 + 10), _warning(liquidation, at=T0 + 1, deadline=T0 + 11)
+    found = liquidations([first, again], [_command(liquidation, 7, command=COMMAND)])
+    assert list(found) == [str(liquidation)] and found[str(liquidation)].deadline == T0 + 10
+    deals = [_deal(7, c.DEAL_ENTRY_IN, T0 - 60, magic=0), _deal(7, c.DEAL_ENTRY_OUT, T0 + 11, comment=close_comment(COMMAND))]
+    attach_closes(found, deals, open_positions(deals))
+    verdict = judge(found, now=T0 + 100, bound=15, terminal_down=[])
+    assert (verdict.due, verdict.not_executed, verdict.short_notice, verdict.late) == (1, [], [], [])
+    assert judge(liquidations([first, _warning(uuid.uuid4(), at=T0 + 1, deadline=T0 + 11)],
+                              [_command(liquidation, 7, command=COMMAND)]), now=T0 + 100, bound=15,
+                 terminal_down=[]).due == 2, "a warning with a new id is another liquidation, to be executed too"

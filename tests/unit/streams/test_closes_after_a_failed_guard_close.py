@@ -58,3 +58,15 @@ def test_the_guards_own_close_is_still_recorded_once_from_the_executors_result()
     outputs = run(approved(ticket=1001), positions(position(), t=2), ordered(), close_result(ok=True, t=6),
                   positions(t=8, deals=(deal(reason=DealReason.EXPERT, price=1.095),)))
     assert [r[0] for r in rows(outputs)] == ["PositionMatched", "PositionCloseRecorded"]
+
+
+def test_the_guards_close_confirmed_before_its_command_is_read_is_not_a_close_outside_the_platform():
+    """Commands and results are two topics read in no set order, and a restart re-reads either: the
+    executor's confirmation alone says the guard closed the position."""
+    outputs = run(approved(ticket=1001), positions(position(), t=2), close_result(ok=True, t=6),
+                  positions(t=8, deals=(deal(reason=DealReason.EXPERT, price=1.095),)))
+    assert [r[0] for r in rows(outputs)] == ["PositionMatched", "PositionCloseRecorded"]
+    refused = run(approved(ticket=1001), positions(position(), t=2), close_result(ok=False, t=6),
+                  positions(t=8, deals=(deal(reason=DealReason.CLIENT, price=1.095),)))
+    assert rows(refused)[-1] == ("DivergenceDetected", "divergence", "closed_outside_platform", "manual"), \
+        "a refusal is no such evidence: what closed it later is recorded"

@@ -10,13 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infra.settings import AccountLevels, GuardSettings
-from schemas import Envelope
+from schemas import Envelope, derived
+from schemas.commands import ClosePosition
 from schemas.common import CloseReason
+from streams.decisions import replace
 from streams.drawdown.liquidation import fire_due
 from streams.drawdown.readings import day_of
 from streams.drawdown.rules import handle
 from streams.drawdown.state import DrawdownState
-from tests.unit.streams.builders import account, at, position, positions, sync_failed
+from tests.unit.streams.builders import USER, account, at, position, positions, sync_failed
 
 CONFIG = GuardSettings(max_reading_age_seconds=None)
 LEVELS = AccountLevels(warning_drawdown_percent=5, critical_drawdown_percent=10, daily_loss_limit_percent=50,
@@ -233,3 +235,37 @@ def test_a_late_worker_gives_the_full_notice_from_its_warning_and_records_both_t
     commands = [o for o in fired.outputs if o.event_type == "ClosePosition"]
     assert commands and all(c.payload.details["warning_at"] == warned_at.isoformat()
                             and c.occurred_at == pending.deadline for c in commands)
+
+
+def test_a_trigger_derived_again_from_a_later_report_after_its_write_was_lost_is_the_same_liquidation():
+    """A restore one update short lost the trigger's write: the next report confirms the breach again.
+    It is the account's same liquidation (same alert id: downstream keeps the first warning), not a
+    second one whose first warning is never executed; the next liquidation is another one."""
+    before, _ = run(HELD, *readings(10_000, 8_900))
+    first_state, first = run(account(8_800, t=3), state=before)
+    again_state, again = run(account(8_700, t=4), state=before)  # the write of the report at 3 s lost
+    warnings = [[o for o in outputs if o.event_type == "GuardAlertRaised"] for outputs in (first, again)]
+    warning_ids = [[o.event_id for o in published] for published in warnings]
+    assert warning_ids[0] == warning_ids[1] and len(warning_ids[0]) == 1
+    assert warnings[0][0].causation_id != warnings[1][0].causation_id, "each names the report that confirmed it"
+    fired = [o.payload for o in fire_due(again_state, again_state.pending.deadline).outputs]
+    assert {c.alert_id for c in fired} == set(warning_ids[0]), "its closes belong to the warning the owner got"
+    assert first_state.liquidations == again_state.liquidations == 1
+    reopened = replace(fire_due(first_state, first_state.pending.deadline).state, ordered={})
+    _, next_one = run(account(8_700, t=30), account(8_700, t=31), state=reopened)
+    next_ids = [o.event_id for o in next_one if o.event_type == "GuardAlertRaised"]
+    assert len(next_ids) == 1 and next_ids != warning_ids[0], "the account's next liquidation is another one"
+
+
+def test_a_liquidations_own_command_read_back_after_a_restart_means_it_fired_already():
+    """The restored state still held the trigger (its fire was after the committed offset); the consumer
+    reads the liquidation's close commands again: they are on the log, so the deadline fires nothing more."""
+    state, _ = run(HELD, *readings(10_000, 8_900, 8_800))
+    deadline = state.pending.deadline
+    orders = [o for o in fire_due(state, deadline).outputs if o.event_type == "ClosePosition"]
+    read_back, _ = run(orders[0], state=state)
+    assert read_back.pending is None and set(read_back.ordered) == {1001, 1002, 1003}
+    assert fire_due(read_back, deadline).outputs == ()
+    other = derived(ClosePosition(user_id=USER, symbol="XAUUSD", tickets=(1003,), reason=CloseReason.SPREAD,
+                                  rule="spread/close"), cause=HELD, rule="spread/close/XAUUSD")
+    assert run(other, state=state)[0].pending == state.pending, "another guard's close leaves the trigger pending"
