@@ -30,8 +30,9 @@ Private names used, and why:
 | ``_n_acked`` | faust ``Consumer`` | acks since the last commit (drives ``commit_every``) |
 | ``_waiting_for_ack`` | faust ``Consumer`` | woken when acks arrive, as ``Consumer.ack`` does |
 | ``_commit_every`` | faust ``Consumer`` | commit once this many offsets are acked, as Faust's loop |
-| ``_read_offset`` | faust ``Consumer`` | drop records before the read offset (a duplicate after a seek) |
+| ``_read_offset`` | faust ``Consumer`` | kept as Faust's loop keeps it (the changelogs' path reads it) |
 | ``_add_gap`` | faust ``Consumer`` | offsets the log skipped count as acked, as in Faust's loop |
+| ``seek_to_committed`` | faust ``Consumer`` | overridden: where each partition's records start in this generation |
 | ``_buffered_partitions`` | faust ``Consumer`` | deliver what was fetched for a partition paused meanwhile |
 | ``_to_message`` | faust ``Consumer`` | changelog records still become Faust messages |
 | ``_drain_messages`` | faust ``Consumer`` | the fetch loop, overridden to deliver runs |
@@ -43,6 +44,7 @@ Private names used, and why:
 | ``_new_transport`` | faust ``App`` | to install ``_Transport`` (and so ``_Consumer``) |
 | ``_consumer`` | faust ``App`` | a stop hands over only once a consumer exists |
 | ``on_partitions_revoked`` | faust ``Consumer`` | overridden: hand over before it forgets the acked offsets |
+| ``on_partitions_assigned`` | faust ``Consumer`` | overridden: note the assignment before Faust's chain resumes the flow |
 | ``faust.types.tuples.ack_lock`` | faust | the lock ``Consumer.ack`` holds while acking |
 | ``MemoryStore.data`` | faust ``faust.stores.memory.Store`` | a table's rows, without Mapping layers per lookup |
 | ``_client`` | aiokafka ``AIOKafkaConsumer`` | ``refresh_metadata``: aiokafka has no public metadata refresh |
@@ -50,8 +52,10 @@ Private names used, and why:
 
 What Faust's loop guaranteed still holds. A suspended flow (a rebalance) delivers nothing and
 clears the queue; a run fetched in an older consumer generation is never acked, so its records
-are fetched again from the committed offset (at least once; outputs have derived ids). Records
-before the partition's read offset (a duplicate after a seek) are dropped.
+are fetched again from the committed offset (at least once; outputs have derived ids). Stronger
+than Faust's loop: each partition's records are delivered once and in order from the offset it
+was sought to in the present generation, never from where a fetch begun before that seek had got
+to (``_Consumer._deliver_run``), so no offset is acked that no run held.
 """
 
 from __future__ import annotations
@@ -176,12 +180,28 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 
 
 class _Consumer(driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Per direct partition: the generation it was last sought in, and the next offset to deliver
+        #: (None: no committed offset, the log's start). See ``_deliver_run``.
+        self._positioned: dict[TP, tuple[int, int | None]] = {}
+        #: Per direct partition: the expected offset and the later one a run started at, when it was
+        #: sought back (a second such run means the log starts there).
+        self._sought_again: dict[TP, tuple[int, int]] = {}
+
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Hand over first: Faust drops the revoked partitions' acked offsets here, uncommitted."""
         handover = getattr(self.app, "before_handover", None)
         if handover is not None:
             await handover()
         await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        """Tell the app first: runs of the new assignment can be delivered before Faust's chain ends."""
+        after = getattr(self.app, "after_assignment", None)
+        if after is not None:
+            after()
+        await super().on_partitions_assigned(assigned, generation_id)
 
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -243,35 +263,57 @@ class _Consumer(driver.Consumer):
             else:
                 await self._deliver_run(tp, fetched, deliver, generation)
 
-    async def _deliver_run(self, tp: TP, fetched: list[Any], deliver: Deliver, generation: int) -> None:
-        """Queue a partition's records as a run of the generation they were fetched in.
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek, and note where each partition's records now start, in this generation."""
+        generation = self.app.consumer_generation_id
+        committed = await super().seek_to_committed()
+        self._positioned.update({tp: (generation, offset if offset is not None and offset >= 0 else None)
+                                 for tp, offset in committed.items()})
+        return committed
 
-        A rebalance can begin at any await here (a commit, the flow control, a full queue). Records
-        fetched before it are never acked (``Run.current``), and they must not move the partition's
-        read offset either: the recovery has set it to the committed offset, and the records from
-        there on are fetched again; an offset moved past them would drop them as duplicates, and the
-        next acks would commit past records nobody applied."""
-        last = self._read_offset[tp]
-        if last is not None and fetched[0].offset < last:
-            fetched = [record for record in fetched if record.offset >= last]
-            if not fetched:
+    async def _deliver_run(self, tp: TP, fetched: list[Any], deliver: Deliver, generation: int) -> None:
+        """Queue a partition's records as a run of the generation they were fetched in, each record
+        once and in order from the offset its partition was sought to in this generation.
+
+        A run is not delivered before that seek (a partition kept through a rebalance is fetched
+        from where the last generation left it, past records whose effects the handover dropped),
+        nor when it starts past the next offset expected: it was fetched from a position a seek
+        has left (the fetch ran in the consumer's thread while the recovery sought). The partition
+        is sought there again (also right if its records were fetched while it was paused); a run
+        starting at the same place once more is where the log itself starts (retention), and the
+        offsets before it count as acked, as in Faust's loop. A rebalance can begin at any await
+        here (a commit, the flow control, a full queue): records fetched before it are never acked
+        (``Run.current``) and do not move the expected offset."""
+        positioned = self._positioned.get(tp)
+        if positioned is None or positioned[0] != generation:
+            return
+        expected = positioned[1]
+        if expected is not None:
+            if fetched[-1].offset < expected:
                 return
-        await self._note_gaps(tp, last, fetched)
+            if fetched[0].offset < expected:
+                fetched = [record for record in fetched if record.offset >= expected]
+            if fetched[0].offset > expected:
+                if self._sought_again.get(tp) != (expected, fetched[0].offset):
+                    self._sought_again[tp] = (expected, fetched[0].offset)
+                    try:
+                        await self.seek(tp, expected)
+                    except Exception as error:  # noqa: BLE001 - as Faust's: the partition moved; its next seek holds
+                        self.log.warning(f"seeking {tp} back to {expected} failed: {error!r}")
+                    return
+                await self._add_gap(tp, expected, fetched[0].offset)
+        await self._note_gaps(tp, fetched)
         await self._commit_if_due()
         if self.suspend_flow.is_set() or self.app.consumer_generation_id != generation:
             return
         await deliver(tp, fetched, generation)
-        if self.app.consumer_generation_id == generation:
+        if self.app.consumer_generation_id == generation and self._positioned.get(tp) == positioned:
+            self._positioned[tp] = (generation, fetched[-1].offset + 1)
             self._read_offset[tp] = fetched[-1].offset
 
-    async def _note_gaps(self, tp: TP, last: int | None, fetched: list[Any]) -> None:
-        """Offsets the log skipped (compaction, markers) count as acked, as in Faust's loop."""
-        if not self.app.topics.acks_enabled_for(tp.topic):
-            return
-        first, end = fetched[0].offset, fetched[-1].offset
-        if last and first - last > 1:
-            await self._add_gap(tp, last + 1, first)
-        if end - first + 1 == len(fetched):
+    async def _note_gaps(self, tp: TP, fetched: list[Any]) -> None:
+        """Offsets the log skipped inside a run (compaction, markers) count as acked, as in Faust's loop."""
+        if fetched[-1].offset - fetched[0].offset + 1 == len(fetched) or not self.app.topics.acks_enabled_for(tp.topic):
             return  # consecutive, as almost always
         for before, after in pairwise(fetched):
             if after.offset - before.offset > 1:
@@ -319,14 +361,10 @@ class StreamsApp(faust.App):
         #: before Faust stops the consumer (whose ``_stop_consumer`` neither waits for the direct
         #: runs nor commits). None: nothing.
         self.before_handover: Callable[[], Awaitable[None]] | None = None
-        #: Run when partitions are assigned (Faust's ``on_partitions_assigned`` signal, before its
-        #: recovery seeks the stream partitions to their committed offsets): None, nothing.
+        #: Run when partitions are assigned, first (``_Consumer.on_partitions_assigned``): before
+        #: Faust's chain, whose recovery may resume the flow before its ``on_partitions_assigned``
+        #: signal is sent. None: nothing.
         self.after_assignment: Callable[[], None] | None = None
-        self.on_partitions_assigned.connect(self._note_assignment, sender=self)
-
-    async def _note_assignment(self, *args: Any, **kwargs: Any) -> None:
-        if self.after_assignment is not None:
-            self.after_assignment()
 
     async def on_stop(self) -> None:
         if self.before_handover is not None and self._consumer is not None:

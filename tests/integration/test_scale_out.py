@@ -24,6 +24,11 @@ same content, and is counted once. The projected rows are compared the same way:
 the columns and values that carry those times, in the four projected tables; and each deployment's
 rows must be exactly its distinct decisions on the projected topics (one row per alert).
 
+What it found: records a rebalance skipped (a run queued during a rebalance as a run of the new
+generation; runs of a new assignment dropped as handed over, Faust's signal coming after its
+recovery resumed the flow; a fetch begun before the recovery's seek delivered past the committed
+offset). Each showed as decisions made in one deployment only (``infra/internals.py``).
+
 Not covered: a worker killed (SIGKILL) rather than stopped. Its state may then be ahead of its
 committed offsets, and the records after them are applied again by the next owner.
 """
@@ -441,27 +446,18 @@ async def test_two_workers_and_two_projectors_decide_and_project_what_one_of_eac
         await _finish(deployments, producer, script)
         a, b = await _settled(deployments, producer)
     _expect_the_scenario(a[0])
-    # Nothing lost, nothing doubled: the same decisions (by derived id) and the same rows (by id).
-    assert not (problems := _only_in_one(a[0], b[0], "decision")), "\n".join(problems[:20])
+    # Nothing lost, nothing doubled: the same decisions (by derived id) and the same rows (by id),
+    # with the same content; a decision repeated (at least once) repeats its content.
+    for outputs in (single.outputs, shared.outputs):
+        assert not (problems := repeats_with_other_content(outputs)), "\n".join(problems[:10])
+    assert not (problems := differences(a[0], b[0], "decision")), "\n".join(problems[:20])
     for table in TABLES:
-        assert not (problems := _only_in_one(a[1][table], b[1][table], table)), "\n".join(problems[:20])
+        assert not (problems := differences(a[1][table], b[1][table], table)), "\n".join(problems[:20])
     for deployment, (made, projected) in zip(deployments, (a, b), strict=True):
         for table, topic in TABLES.items():
             assert set(projected[table]) == _on_topic(made, topic), f"{deployment.name}: {table} != its topic"
     assert all(w.process is not None and w.process.poll() is None for w in shared.services()), \
         "every shared service ran to the end"
-    # The same content. A known race is left (issue 15): now and then a worker that takes over a
-    # partition re-applies a record its restored state already holds, and repeats a decision under
-    # the same id with other figures (e.g. a divergence's age). The projector keeps the first.
-    content_differs = [*repeats_with_other_content(single.outputs), *repeats_with_other_content(shared.outputs),
-                       *differences(a[0], b[0], "decision"),
-                       *(p for table in TABLES for p in differences(a[1][table], b[1][table], table))]
-    if content_differs:
-        pytest.xfail("known race after a rebalance: " + "\n".join(content_differs[:10]))
-
-
-def _only_in_one(a: dict[str, Any], b: dict[str, Any], what: str) -> list[str]:
-    return [p for p in differences(a, b, what) if " differs: " not in p]
 
 
 async def _at(when: datetime, deployments: tuple[Deployment, ...], producer: Any) -> None:

@@ -21,6 +21,8 @@ METHODS = [
     ("faust Consumer._add_gap", Consumer._add_gap, ["self", "tp", "offset_from", "offset_to"]),
     ("faust Consumer._to_message", Consumer._to_message, ["self", "tp", "record"]),
     ("faust Consumer.perform_seek", Consumer.perform_seek, ["self"]),
+    ("faust Consumer.on_partitions_assigned", Consumer.on_partitions_assigned, ["self", "assigned", "generation_id"]),
+    ("faust Consumer.on_partitions_revoked", Consumer.on_partitions_revoked, ["self", "revoked"]),
     ("faust aiokafka Consumer._new_consumer_thread", driver.Consumer._new_consumer_thread, ["self"]),
     ("faust AIOKafkaConsumerThread._create_worker_consumer", driver.AIOKafkaConsumerThread._create_worker_consumer,
      ["self", "transport"]),
