@@ -40,8 +40,8 @@ RESTARTS = 3
 ROUND_PAUSE = 0.3  # seconds between two rounds of the history
 TABLES = ("reconciliation", "drawdown", "market", "alerts")
 #: Log lines that mark the steps of a start, and the name each is reported under (seconds after spawn).
-MILESTONES = {"first_log_s": r".", "recovery_started_s": r"\[\^-*Recovery\]|Restoring state",
-              "recovery_done_s": r"Recovery complete|Worker ready"}
+MILESTONES = {"faust_starting_s": r"Worker\]: Starting", "restore_started_s": r"Restoring state from changelog",
+              "restore_done_s": r"Done reading from changelog", "ready_s": r"Worker ready"}
 
 
 def _spawn(settings: Settings, log_path: Path, **env: str) -> subprocess.Popen[bytes]:

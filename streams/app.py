@@ -29,7 +29,7 @@ from typing import Any
 import faust
 
 from infra import metrics
-from infra.internals import Run, StreamsApp, assigned_partitions, direct_delivery, settled
+from infra.internals import Run, StreamsApp, TableManager, assigned_partitions, direct_delivery, settled
 from infra.kafka import dead_letter
 from infra.service import tune_garbage_collector
 from infra.settings import Settings
@@ -435,7 +435,7 @@ def tuned_app(name: str, settings: Settings) -> StreamsApp:
         broker_session_timeout=worker.session_timeout_seconds,
         broker_heartbeat_interval=max(0.5, worker.session_timeout_seconds / 6),
         broker_commit_interval=1.0, topic_partitions=settings.topic_partitions, topic_replication_factor=1,
-        table_standby_replicas=0, producer_linger=0.002, stream_buffer_maxsize=16384,
+        table_standby_replicas=0, producer_linger=0.002, stream_buffer_maxsize=16384, TableManager=TableManager,
         datadir=str(settings.data_dir / "faust"),
     )
     app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
