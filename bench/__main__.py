@@ -18,6 +18,8 @@ BENCHMARKS = [
     ("executor", "bench.executor", "close latency, command appended to result appended"),
     ("streams", "bench.streams", "three processors vs a plain one-table agent (target >= 5x); "
                                  "guard reaction p99 at 500 accounts x 1 Hz (target < 250 ms)"),
+    ("restart", "bench.restart", "a killed streams worker's way back: spawn to its first decision, with its "
+                                 "changelog's records to restore"),
     ("simulation", "bench.simulation", "simulated seconds per wall second, 10 accounts at 1 Hz over a trading day, "
                                        "beside real time (target >= 500x)"),
 ]

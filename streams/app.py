@@ -29,7 +29,7 @@ from typing import Any
 import faust
 
 from infra import metrics
-from infra.internals import Run, StreamsApp, assigned_partitions, direct_delivery, settled
+from infra.internals import Run, StreamsApp, TableManager, assigned_partitions, direct_delivery, settled
 from infra.kafka import dead_letter
 from infra.service import tune_garbage_collector
 from infra.settings import Settings
@@ -43,8 +43,8 @@ from schemas.decisions import (
     DivergenceResolved,
     GuardAlertRaised,
 )
-from schemas.operations import OperatorAlertRaised
 from schemas.locks import UnlockAccount
+from schemas.operations import OperatorAlertRaised
 from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
 from schemas.results import (
@@ -59,8 +59,8 @@ from schemas.topics import (
     CLOSE_RESULTS,
     DEAD_LETTERS,
     EXPECTED_TRADES,
-    OPERATOR_ALERTS,
     LOCK_COMMANDS,
+    OPERATOR_ALERTS,
     POSITION_REPORTS,
     TICKS,
     Topic,
@@ -127,7 +127,8 @@ class StreamsRuntime:
             lambda state, event, now: reconciliation.handle(state, event, guard))
         self.drawdown = Processor(
             "drawdown", (AccountReport, AccountSyncFailed, PositionReport, ClosePosition, UnlockAccount),
-            StateStore(table("drawdown"), DrawdownState, flush_seconds=flush),
+            StateStore(table("drawdown"), DrawdownState, flush_seconds=flush,
+                       watch=lambda state: state.pending is not None),
             lambda state, event, now: drawdown.handle(state, event, self.levels.get(event.account_id), guard, now))
         self.market = Processor(
             "market", (TickReport, PositionReport),
@@ -136,7 +137,8 @@ class StreamsRuntime:
         self.alerts = Processor(
             "alerts", (ClosePosition, PositionClosed, PositionCloseFailed, PositionCloseSuperseded,
                        PositionCloseDeferred, PositionReport, UnlockAccount),
-            StateStore(table("alerts"), AlertsState, flush_seconds=flush),
+            StateStore(table("alerts"), AlertsState, flush_seconds=flush,
+                       watch=lambda state: any(alert.done_at is None for alert in state.alerts.values())),
             lambda state, event, now: lifecycle.handle(state, event, guard))
         self.processors = (self.reconciliation, self.drawdown, self.market, self.alerts)
         #: Called with each batch once its inputs are acked (for the bench); None: nothing.
@@ -294,7 +296,7 @@ class StreamsRuntime:
         sent: list[Any] = []
         store = self.drawdown.store
         active = self._active_partitions()
-        for account, partition in store.pending_accounts():
+        for account, partition in store.watched(self.app.consumer_generation_id):
             if active is not None and partition not in active:
                 continue
             state = store.get(account)
@@ -313,7 +315,7 @@ class StreamsRuntime:
         """Send the retries of guard closes whose time has come (the schedule is in the alerts table)."""
         sent: list[Any] = []
         store = self.alerts.store
-        for account, partition in store.pending_accounts():
+        for account, partition in store.watched(self.app.consumer_generation_id):
             if active is not None and partition not in active:
                 continue
             state = store.get(account)
@@ -435,7 +437,7 @@ def tuned_app(name: str, settings: Settings) -> StreamsApp:
         broker_session_timeout=worker.session_timeout_seconds,
         broker_heartbeat_interval=max(0.5, worker.session_timeout_seconds / 6),
         broker_commit_interval=1.0, topic_partitions=settings.topic_partitions, topic_replication_factor=1,
-        table_standby_replicas=0, producer_linger=0.002, stream_buffer_maxsize=16384,
+        table_standby_replicas=0, producer_linger=0.002, stream_buffer_maxsize=16384, TableManager=TableManager,
         datadir=str(settings.data_dir / "faust"),
     )
     app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms

@@ -3,8 +3,7 @@
 An agent's stream hands events over one at a time (context variables, sensors, processors and
 an ack per event, and ``take()``'s buffer on top); at the worker's rates that plumbing cost more
 than the rules themselves. The fetch loop queues runs of records on the channel's queue, with
-its flow control (the queue pauses fetching when full, and is cleared on a rebalance); this
-takes whatever is queued, up to about ``max_events`` (an item counts ``size(item)`` events),
+its flow control (the queue pauses fetching when full); this takes whatever is queued, up to about ``max_events`` (an item counts ``size(item)`` events),
 waiting at most ``within`` seconds for a batch to fill once its first item is in. The caller
 acks the items after processing them, so offsets are committed only past processed records
 (at least once).

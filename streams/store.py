@@ -14,6 +14,7 @@ only once they are durable.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -36,12 +37,19 @@ class _Entry(Generic[S]):
 
 
 class StateStore(Generic[S]):
-    def __init__(self, table: Table, state_type: type[S], *, flush_seconds: float) -> None:
+    """``watch``: which states a timer must look at (a pending liquidation, an unanswered close);
+    ``watched`` lists the accounts holding one, so a sweep reads those, not every account."""
+
+    def __init__(self, table: Table, state_type: type[S], *, flush_seconds: float,
+                 watch: Callable[[S], bool] = lambda state: False) -> None:
         self.table = table
         self.state_type = state_type
         self.flush_seconds = flush_seconds
+        self._watch = watch
         self._cache: dict[str, _Entry[S]] = {}
         self._dirty: set[str] = set()
+        self._watched: dict[str, int] = {}  # account -> partition, of states ``watch`` accepted
+        self._indexed_for: object = None  # the assignment the index covers every restored row of
 
     def get(self, account_id: str, partition: int | None = None) -> S:
         return self._entry(account_id, partition).state
@@ -57,6 +65,7 @@ class StateStore(Generic[S]):
         if state is not entry.state:
             entry.state, entry.dirty = state, True
             self._dirty.add(account_id)
+            self._index(account_id, entry)
 
     async def flush(self, *, force: bool = False) -> list[Any]:
         """Write the changed states to the table and send them to its changelog; return the sends."""
@@ -73,26 +82,36 @@ class StateStore(Generic[S]):
                 self._dirty.discard(account_id)
         return sent
 
-    def pending_accounts(self) -> list[tuple[str, int]]:
-        """Accounts (and partitions) present in the table, for sweeps."""
-        accounts = [(a, e.partition) for a, e in self._cache.items()]
-        known = set(self._cache)
-        for account_id, raw in list(table_rows(self.table).items()):
-            if account_id not in known and isinstance(raw, dict):
-                accounts.append((account_id, int(raw.get("partition", 0))))
-        return accounts
+    def watched(self, assignment: object) -> list[tuple[str, int]]:
+        """Accounts (and partitions) whose state ``watch`` accepted when last read or written.
+
+        Rows change under the cache only when a recovery restores them, at an assignment: the
+        first call for a new ``assignment`` reads every row once, so restored states are indexed."""
+        if assignment != self._indexed_for:
+            for account_id in list(table_rows(self.table)):
+                self._entry(account_id, None)
+            self._indexed_for = assignment
+        return list(self._watched.items())
+
+    def _index(self, account_id: str, entry: _Entry[S]) -> None:
+        if self._watch(entry.state):
+            self._watched[account_id] = entry.partition
+        else:
+            self._watched.pop(account_id, None)
 
     def _entry(self, account_id: str, partition: int | None) -> _Entry[S]:
         raw = table_rows(self.table).get(account_id)
         entry = self._cache.get(account_id)
         if entry is not None and entry.raw is raw:
-            if partition is not None:
+            if partition is not None and partition != entry.partition:
                 entry.partition = partition
+                self._index(account_id, entry)
             return entry
         state = load_state(self.state_type, raw["state"] if raw else None)
         stored_partition = int(raw["partition"]) if raw else 0
         entry = _Entry(state, state, raw, partition if partition is not None else stored_partition, time.monotonic())
         self._cache[account_id] = entry
+        self._index(account_id, entry)
         return entry
 
     async def _write(self, account_id: str, entry: _Entry[S], now: float) -> Any:

