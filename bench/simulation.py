@@ -4,11 +4,15 @@ The scenario: ten accounts, each holding three positions on different symbols fr
 through a whole trading day (Monday 00:00 to 24:00 UTC: the FX markets' quiet Asian hours, London,
 New York and the daily break), with the decision log built as ``reconguard simulate`` builds it.
 The baseline is real time (1 simulated second per wall second): the ratio is the speed-up. Target: ≥ 500×.
+Beside it, the Python calls per account and poll of a shorter profiled run: the load of a shared machine
+moves CPU seconds by ±20%, and this count not at all.
 """
 
 from __future__ import annotations
 
+import cProfile
 import os
+import pstats
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +24,8 @@ ACCOUNTS = 10
 SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "EURGBP", "XAUUSD")
 #: Seconds simulated (a day by default; BENCH_SIMULATION_SECONDS shortens it for a quick look).
 SECONDS = float(os.environ.get("BENCH_SIMULATION_SECONDS", "86400"))
+#: Seconds simulated by the second, profiled run that counts Python calls.
+CALLS_SECONDS = 600.0
 
 
 def trading_day(seconds: float = SECONDS) -> Scenario:
@@ -36,6 +42,16 @@ def trading_day(seconds: float = SECONDS) -> Scenario:
                                     "expect": []})
 
 
+def calls_per_account_poll(seconds: float = CALLS_SECONDS) -> float:
+    """Python calls (cProfile's count) per account and poll: a figure the machine's load does not move,
+    to tell a change's effect from the noise of CPU time on a shared machine."""
+    profile = cProfile.Profile()
+    profile.enable()
+    outcome = play(trading_day(seconds))
+    profile.disable()
+    return pstats.Stats(profile).total_calls / (outcome.polls * ACCOUNTS)
+
+
 def main() -> dict[str, Any]:
     scenario = trading_day()
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -48,4 +64,5 @@ def main() -> dict[str, Any]:
             "target_met (>= 500x)": outcome.simulated_seconds / wall >= 500,
             # On a shared machine the wall clock counts other processes' time too: the CPU seconds say what
             # the run itself cost (the same as the wall clock on an idle machine).
-            "cpu_seconds": round(cpu, 3), "simulated_seconds_per_cpu_second": round(outcome.simulated_seconds / cpu, 1)}
+            "cpu_seconds": round(cpu, 3), "simulated_seconds_per_cpu_second": round(outcome.simulated_seconds / cpu, 1),
+            f"python_calls_per_account_poll ({CALLS_SECONDS:.0f} s profiled)": round(calls_per_account_poll())}

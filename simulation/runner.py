@@ -29,7 +29,7 @@ from producers.executor.loop import Executor, ExecutorConfig, market_calendar
 from producers.mt5.gateway import Gateway
 from producers.mt5.simulator import SimulatedBroker
 from producers.platform import LockedAccounts, approval_event_id
-from producers.poller.client import AccountRead, ReadFailed, SymbolCache, read_account
+from producers.poller.client import AccountRead, Quotes, ReadFailed, SymbolCache, read_account
 from producers.poller.parsing import PollState, conclude_poll, latest_tick_msc, sync_failed
 from schemas import Envelope, observed
 from schemas.commands import ClosePosition
@@ -68,8 +68,8 @@ class _Executor(Executor):
 class Outcome:
     """What a run produced: the decision log (one JSON object a line) and its counts."""
 
-    lines: list[str]
-    decisions: list[dict[str, Any]]
+    lines: list[str] = field(repr=False)  # asyncio's task repr shows the result: not a day's log
+    decisions: list[dict[str, Any]] = field(repr=False)
     polls: int
     simulated_seconds: float
 
@@ -159,14 +159,18 @@ class Simulation:
     # --- the poller ------------------------------------------------------------------------------------
 
     async def _poll_all(self) -> None:
+        """One round, as the poller's: the accounts share the round's quotes (one market, one quote per
+        symbol) and the tick reports of the same quote (immutable), so N accounts cost one read per symbol."""
         self.polls += 1
+        quotes: Quotes = {}
+        tick_reports: dict[tuple[Any, ...], Any] = {}
         for account in self.accounts.values():
-            for event in self._poll(account):
+            for event in self._poll(account, quotes, tick_reports):
                 outputs = self.worker.process(event, self.now)
                 if outputs or self.worker.failures:  # most reports decide nothing: no coroutine for them
                     await self.take(outputs)
 
-    def _poll(self, a: Polled) -> list[Envelope[Any]]:
+    def _poll(self, a: Polled, quotes: Quotes, tick_reports: dict[tuple[Any, ...], Any]) -> list[Envelope[Any]]:
         """One account's poll as the poller makes it (position report first), with deterministic ids."""
         seq, at, user_id = a.seq, self.now, a.user.user_id
         a.seq += 1
@@ -175,7 +179,7 @@ class Simulation:
         try:
             read = read_account(a.terminal, login=a.user.login, cache=a.cache, previous=a.state.volumes,
                                 pending=a.state.waiting, flows_since=a.state.flows_since,
-                                server_now=int(server_now.timestamp()))
+                                server_now=int(server_now.timestamp()), quotes=quotes)
         except ReadFailed as failed:
             failure = sync_failed(user_id=user_id, login=a.user.login, poll_seq=seq, stage=failed.stage,
                                   error_code=failed.code, error_message=failed.message)
@@ -183,7 +187,7 @@ class Simulation:
         a.clock.observe(latest_tick_msc(read.ticks.values()), at)
         offset = a.clock.offset_minutes(at)
         outcome = conclude_poll(_glitched(read, a.glitch), a.state, user_id=user_id, poll_seq=seq, offset=offset,
-                                server_now=server_clock_at(at, offset))
+                                server_now=server_clock_at(at, offset), tick_reports=tick_reports)
         a.state, a.glitch = outcome.state, {}
         return [self._observed(outcome.positions, user_id, f"{seq}"),
                 self._observed(outcome.account, user_id, f"{seq}"),

@@ -116,7 +116,8 @@ class Worker:
     def process(self, event: Envelope[Any], now: datetime | None = None) -> list[Envelope[Any]]:
         """Run one event through every rule that reads it, then what the worker reads back of the outputs."""
         now = now or event.occurred_at
-        return self._with_read_back(self._step_all(event, now), now)
+        outputs = self._step_all(event, now)
+        return self._with_read_back(outputs, now) if outputs else outputs  # most events decide nothing
 
     def sweep(self, now: datetime) -> list[Envelope[Any]]:
         """The worker's timer at ``now``: due liquidations, then the alerts' retries and timeouts."""
