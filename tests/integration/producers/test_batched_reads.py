@@ -65,13 +65,13 @@ class Counted:
 
     def __init__(self, gateway: Mt5LinuxGateway) -> None:
         self.gateway, self.round_trips = gateway, 0
-        bridge, invoke = gateway.module, gateway.module._invoke
+        bridge, send = gateway.module, gateway.module._send
 
         def counted(*args, **kwargs):
             self.round_trips += 1
-            return invoke(*args, **kwargs)
+            return send(*args, **kwargs)
 
-        bridge._invoke = counted
+        bridge._send = counted
 
 
 def _read(gateway: Mt5LinuxGateway, login: int, cache: SymbolCache, **options) -> AccountRead:
