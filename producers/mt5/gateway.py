@@ -186,18 +186,20 @@ class Mt5LinuxGateway(ModuleGateway):
     def last_error(self) -> tuple[int, str]:
         return self.module.last_error()
 
-    def read_many(self, calls: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Answer]:
-        """Several of this interface's reads (name, keyword arguments) in one round trip, in order; each
-        answer is (result, None), or (None/False, last_error() right after that call). Each call is the
-        very ``MetaTrader5`` call the method alone would make, run by a helper the bridge was sent at
-        connect (RPyC classic runs the client's code): a real terminal behind mt5linux sees the same
-        calls, only without a network round trip between them."""
-        return self.send_many(calls)()
+    @property
+    def connected(self) -> bool:
+        """Whether the bridge is connected now; if not, the next call first connects (which can take
+        up to ``timeout`` when the host does not answer)."""
+        return self.module.connected
 
     def send_many(self, calls: Sequence[tuple[str, Mapping[str, Any]]]) -> Callable[[], list[Answer]]:
-        """``read_many`` in two halves: the request leaves now, and the returned function waits for its
-        answers. So one thread can have a request in flight to every terminal at once, where waiting
-        for each in turn took a thread per terminal (and their switching cost more than the reads)."""
+        """Several of this interface's reads (name, keyword arguments) in one round trip: the request
+        leaves now, and the function returned waits for the answers, in order. Each answer is
+        (result, None), or (None/False, last_error() right after that call). Each call is the very
+        ``MetaTrader5`` call the method alone would make, run by a helper the bridge was sent at connect
+        (RPyC classic runs the client's code): a real terminal behind mt5linux sees the same calls, only
+        without a network round trip between them. Not waiting lets one thread have a request in flight
+        to every terminal at once, where a thread per terminal waiting cost more than the reads."""
         recorder = _Recorder()
         module = ModuleGateway(recorder)
         for name, kwargs in calls:
@@ -331,6 +333,10 @@ class _Bridge:
         self._connection, self._exchange, self._records = connection, exchange, {}
         if self._attached is not None:  # a restarted bridge or terminal: log in again as before
             self._invoke("initialize", *self._attached)
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
 
     def disconnect(self) -> None:
         connection, self._connection, self._exchange = self._connection, None, None
