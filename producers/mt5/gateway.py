@@ -15,7 +15,8 @@ terminal said, never a conclusion drawn here.
 from __future__ import annotations
 
 import contextlib
-import json
+import io
+import pickle
 import sys
 import threading
 import time
@@ -160,11 +161,11 @@ class Mt5LinuxGateway(ModuleGateway):
     namespace, then calls), so it needs ``rpyc`` but not the ``mt5linux`` client package, whose
     newer releases insist on starting a container of their own. Differences from a bare client:
     - results come back by value: a helper sent to the server at connect makes the calls and answers
-      in JSON text (one string for RPyC to carry, encoded and decoded in C: RPyC's own pure-Python
-      serialisation of records was most of a poll's cost on both sides). Records (struct sequences,
-      named tuples) travel as their values; each record type's field names travel once per
-      connection, and the values are rebuilt here by name as the types of ``producers.mt5.types``.
-      No netref outlives a call;
+      with their results as plain data, pickled (as mt5linux's own client obtains results; one bytes
+      object for RPyC to carry, pickled and unpickled in C: RPyC's own pure-Python serialisation of
+      records was most of a poll's cost on both sides). Records (struct sequences, named tuples)
+      travel as their values; each record type's field names travel once per connection, and the
+      values are rebuilt here by name as the types of ``producers.mt5.types``. No netref outlives a call;
     - a broken bridge is a terminal without IPC: the call returns None/False and ``last_error()``
       says (-10004, ...), as the package does when its terminal is gone. The next call reconnects
       (after a timeout, not before ``retry_seconds``) and repeats the last successful ``initialize`` first.
@@ -251,48 +252,40 @@ class SimulatorGateway(ModuleGateway):
 
 _BRIDGE_ERRORS = (OSError, EOFError, TimeoutError)
 # Executed once per connection in the server's namespace (any Python 3 the bridge runs under). A request
-# is JSON text: [[name, args, kwargs], ...]; the answer is JSON text too: [names, [[value, error], ...]],
-# a record being {"record": type name, "values": [...]} and ``names`` the field names of each record type
-# this connection has not been sent yet.
+# is pickled plain data, [(name, args, kwargs), ...]; so is the answer, (names, ((value, error), ...)), a
+# record being {"record": type name, "values": (...)} and ``names`` the field names of each record type
+# this connection has not been sent yet. Pickle protocol 4 reads alike on every Python 3.4 and later.
 _REMOTE_HELPERS = """
-import json
+import pickle
 import MetaTrader5 as mt5
 
 _reconguard_named = set()
+_reconguard_scalars = frozenset((int, float, str, bool, type(None)))
 
 def _reconguard_plain(value, names):
     if hasattr(value, '_asdict'):
         kind = type(value).__name__
         if kind not in _reconguard_named and kind not in names:
-            names[kind] = list(value._asdict())
-        return {'record': kind, 'values': [_reconguard_plain(v, names) if isinstance(v, tuple) else v
-                                           for v in value]}
+            names[kind] = tuple(value._asdict())
+        values = tuple(value)
+        if not _reconguard_scalars.issuperset(map(type, values)):
+            values = tuple([_reconguard_plain(v, names) for v in values])
+        return {'record': kind, 'values': values}
     if isinstance(value, (tuple, list)):
-        return [_reconguard_plain(v, names) for v in value]
+        return tuple(_reconguard_plain(v, names) for v in value)
     if hasattr(value, 'tolist') and not isinstance(value, (str, bytes)):
         return _reconguard_plain(value.tolist(), names)
     return value
 
-def _reconguard_scalar(value):
-    if hasattr(value, 'tolist'):
-        return value.tolist()
-    raise TypeError('a %s cannot be sent' % type(value).__name__)
-
-def _reconguard_arg(value):
-    if isinstance(value, list):
-        return dict(value[1]) if len(value) == 2 and value[0] == '__dict__' else tuple(value)
-    return value
-
 def _reconguard_many(request):
     names, answers = {}, []
-    for name, args, kwargs in json.loads(request):
-        value = getattr(mt5, name)(*[_reconguard_arg(a) for a in args],
-                                   **dict((k, _reconguard_arg(v)) for k, v in kwargs.items()))
+    for name, args, kwargs in pickle.loads(request):
+        value = getattr(mt5, name)(*args, **kwargs)
         failed = value is None or value is False
-        answers.append([_reconguard_plain(value, names), list(mt5.last_error()) if failed else None])
-    text = json.dumps([names, answers], default=_reconguard_scalar)
+        answers.append((_reconguard_plain(value, names), tuple(mt5.last_error()) if failed else None))
+    data = pickle.dumps((names, tuple(answers)), 4)
     _reconguard_named.update(names)
-    return text
+    return data
 """
 _RECORDS: dict[str, type] = {t.__name__: t for t in (AccountInfo, OrderCheckResult, OrderSendResult, SymbolInfo,
                                                      TerminalInfo, Tick, TradeDeal, TradePosition, TradeRequest)}
@@ -389,8 +382,8 @@ class _Bridge:
                 if time.monotonic() - self._failed_at < self.retry_seconds:
                     return None  # the last connect timed out: do not make every call wait for another
                 self.connect()
-            request = json.dumps([[name, [_plain(a) for a in args], {k: _plain(v) for k, v in kwargs.items()}]
-                                  for name, args, kwargs in calls])
+            request = pickle.dumps([(name, tuple(_plain(a) for a in args), {k: _plain(v) for k, v in kwargs.items()})
+                                    for name, args, kwargs in calls], 4)
             pending = self._exchange(request)
             pending.set_expiry(self.timeout)
             return self._connection, pending
@@ -420,16 +413,16 @@ class _Bridge:
         self._bridge_error = (c.RES_E_INTERNAL_FAIL_CONNECT, (f"No IPC connection (mt5linux bridge "
                                                              f"{self.host}:{self.port}: {error!r})"))
 
-    def _decoded(self, text: str) -> list[Answer]:
-        names, answers = json.loads(text)
+    def _decoded(self, data: bytes) -> list[Answer]:
+        names, answers = _PlainUnpickler(io.BytesIO(data)).load()
         for kind, fields in names.items():
             self._records[kind] = _record_builder(kind, tuple(fields))
         return [(self._rebuilt(value), None if error is None else (int(error[0]), str(error[1])))
                 for value, error in answers]
 
     def _rebuilt(self, value: Any) -> Any:
-        """Records as this package's types (by field name), sequences as tuples, as the package returns them."""
-        if type(value) is list:
+        """Records as this package's types (by field name)."""
+        if type(value) is tuple:
             return tuple([self._rebuilt(v) for v in value])
         if type(value) is dict:
             values = value["values"]
@@ -457,13 +450,20 @@ def _record_builder(kind_name: str, fields: tuple[str, ...]) -> Callable[[list[A
     return by_name
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data only (what the helper sends): no class or function is ever looked up."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"the bridge sent {module}.{name}, not plain data")
+
+
 def _plain(value: Any) -> Any:
-    """Arguments by value: numpy scalars as Python numbers, datetimes as epoch seconds, a dict (a trade
-    request) as a tagged list of pairs that the server turns back into a dict."""
+    """Arguments as plain data: numpy scalars as Python numbers, datetimes as epoch seconds, a trade
+    request as a dict of such."""
     if isinstance(value, bool | str | int | float) or value is None:
         return value
     if isinstance(value, datetime):
         return int(value.timestamp())
     if isinstance(value, Mapping):
-        return ["__dict__", [[k, _plain(v)] for k, v in value.items()]]
+        return {k: _plain(v) for k, v in value.items()}
     return value.item() if hasattr(value, "item") else value
