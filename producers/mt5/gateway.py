@@ -15,6 +15,7 @@ terminal said, never a conclusion drawn here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import pickle
 import sys
@@ -223,10 +224,10 @@ class _Recorder:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
     def __getattr__(self, name: str) -> Callable[..., None]:
-        def record(*args: Any, **kwargs: Any) -> None:
-            self.calls.append((name, args, kwargs))
+        return functools.partial(self._record, name)
 
-        return record
+    def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((name, args, kwargs))
 
 
 def simulator_endpoints(address: str, *, timeout: float = 10.0) -> str:
@@ -460,7 +461,7 @@ class _PlainUnpickler(pickle.Unpickler):
 def _plain(value: Any) -> Any:
     """Arguments as plain data: numpy scalars as Python numbers, datetimes as epoch seconds, a trade
     request as a dict of such."""
-    if isinstance(value, bool | str | int | float) or value is None:
+    if type(value) in _SCALARS:
         return value
     if isinstance(value, datetime):
         return int(value.timestamp())
