@@ -67,7 +67,13 @@ class PolledAccount:
     cache: SymbolCache = field(default_factory=SymbolCache)
     reattached_at: float = float("-inf")
     clock: BrokerClock = field(default_factory=BrokerClock)
+    positions_gauge: Any = field(init=False, repr=False)
+    synced_gauge: Any = field(init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        # Labelled once: a labels() lookup per account and poll was a visible share of a round.
+        self.positions_gauge = mt5_positions_total.labels(account=self.ref.user_id)
+        self.synced_gauge = mt5_last_sync_timestamp_seconds.labels(account=self.ref.user_id)
 
 
 @dataclass
@@ -241,8 +247,8 @@ class Poller:
         batch.positions.append(observed(outcome.positions, account_id=ref.user_id, occurred_at=observed_at))
         batch.ticks.extend(observed(t, account_id=ref.user_id, occurred_at=observed_at)
                            for t in outcome.ticks)
-        mt5_positions_total.labels(account=ref.user_id).set(len(outcome.positions.positions))
-        mt5_last_sync_timestamp_seconds.labels(account=ref.user_id).set(observed_at.timestamp())
+        account.positions_gauge.set(len(outcome.positions.positions))
+        account.synced_gauge.set(observed_at.timestamp())
 
     async def _publish(self, batch: Batch) -> None:
         # Position reports before account reports: a consumer that sees a poll's account report
