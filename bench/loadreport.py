@@ -31,8 +31,8 @@ def _ms(value: float) -> str:
 def table(points: list[Point]) -> str:
     lines = [("| accounts | load avg (1 min) at end | start-up (s) | account reports/s | events/s (all topics) | "
               "lag p99 / max, worst group (s) | reaction p50 / p99 (ms) | CPU (cores, all processes) | "
-              "PSS (MiB, all) | holds |"),
-             "| ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | --- |"]
+              "CPU of the poll: poller / simulator (cores) | PSS (MiB, all) | holds |"),
+             "| ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | --- |"]
     for p in points:
         n = p.numbers
         worst = max(n["lag_p99_s"], key=n["lag_p99_s"].get) if n["lag_p99_s"] else "-"
@@ -41,8 +41,13 @@ def table(points: list[Point]) -> str:
             f"{n['events_per_s'].get('account-reports', 0.0):,.0f} | {sum(n['events_per_s'].values()):,.0f} | "
             f"{n['lag_p99_s'].get(worst, math.nan):.2f} / {n['lag_max_s'].get(worst, math.nan):.2f} ({worst}) | "
             f"{_ms(n['reaction_p50_ms'])} / {_ms(n['reaction_p99_ms'])} | {sum(n['cpu_share'].values()):.2f} | "
+            f"{_cores(n['cpu_share'], 'poller')} / {_cores(n['cpu_share'], 'simulator')} | "
             f"{sum(n['rss_mib'].values()):,.0f} | {_verdict(p)} |")
     return "\n".join(lines)
+
+
+def _cores(shares: dict[str, float], process: str) -> str:
+    return f"{shares[process]:.2f}" if process in shares else "-"
 
 
 def _seconds(value: float | None) -> str:

@@ -15,6 +15,9 @@ terminal said, never a conclusion drawn here.
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
+import pickle
 import sys
 import threading
 import time
@@ -158,9 +161,12 @@ class Mt5LinuxGateway(ModuleGateway):
     Speaks the bridge's protocol itself (RPyC classic: ``import MetaTrader5 as mt5`` in the server's
     namespace, then calls), so it needs ``rpyc`` but not the ``mt5linux`` client package, whose
     newer releases insist on starting a container of their own. Differences from a bare client:
-    - results come back by value: the server converts records (named tuples, struct sequences,
-      numpy scalars and records) into plain tuples in the same round trip, and they are rebuilt here
-      as the types of ``producers.mt5.types``; no netref outlives a call;
+    - results come back by value: a helper sent to the server at connect makes the calls and answers
+      with their results as plain data, pickled (as mt5linux's own client obtains results; one bytes
+      object for RPyC to carry, pickled and unpickled in C: RPyC's own pure-Python serialisation of
+      records was most of a poll's cost on both sides). Records (struct sequences, named tuples)
+      travel as their values; each record type's field names travel once per connection, and the
+      values are rebuilt here by name as the types of ``producers.mt5.types``. No netref outlives a call;
     - a broken bridge is a terminal without IPC: the call returns None/False and ``last_error()``
       says (-10004, ...), as the package does when its terminal is gone. The next call reconnects
       (after a timeout, not before ``retry_seconds``) and repeats the last successful ``initialize`` first.
@@ -182,35 +188,46 @@ class Mt5LinuxGateway(ModuleGateway):
     def last_error(self) -> tuple[int, str]:
         return self.module.last_error()
 
-    def read_many(self, calls: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[Any, tuple[int, str] | None]]:
-        """Several of this interface's reads (name, keyword arguments) in one round trip, in order; each
-        answer is (result, None), or (None/False, last_error() right after that call). Each call is the
-        very ``MetaTrader5`` call the method alone would make, run by a helper the bridge was sent at
-        connect (RPyC classic runs the client's code): a real terminal behind mt5linux sees the same
-        calls, only without a network round trip between them."""
-        module_calls = []
+    @property
+    def connected(self) -> bool:
+        """Whether the bridge is connected now; if not, the next call first connects (which can take
+        up to ``timeout`` when the host does not answer)."""
+        return self.module.connected
+
+    def send_many(self, calls: Sequence[tuple[str, Mapping[str, Any]]]) -> Callable[[], list[Answer]]:
+        """Several of this interface's reads (name, keyword arguments) in one round trip: the request
+        leaves now, and the function returned waits for the answers, in order. Each answer is
+        (result, None), or (None/False, last_error() right after that call). Each call is the very
+        ``MetaTrader5`` call the method alone would make, run by a helper the bridge was sent at connect
+        (RPyC classic runs the client's code): a real terminal behind mt5linux sees the same calls, only
+        without a network round trip between them. Not waiting lets one thread have a request in flight
+        to every terminal at once, where a thread per terminal waiting cost more than the reads."""
+        recorder = _Recorder()
+        module = ModuleGateway(recorder)
         for name, kwargs in calls:
-            recorder = _Recorder()
-            getattr(ModuleGateway(recorder), name)(**kwargs)
-            assert recorder.call is not None, name
-            module_calls.append(recorder.call)
-        return self.module.call_many(module_calls)
+            getattr(module, name)(**kwargs)
+        assert len(recorder.calls) == len(calls), calls
+        return self.module.send_many(recorder.calls)
 
     def close(self) -> None:
         self.module.disconnect()
 
 
+#: A call's answer: (result, None), or (None/False, the ``last_error()`` that followed it).
+Answer = tuple[Any, tuple[int, str] | None]
+
+
 class _Recorder:
-    """Stands in for the module to learn which module call (name, args, kwargs) a gateway method makes."""
+    """Stands in for the module to learn which module calls (name, args, kwargs) gateway methods make."""
 
     def __init__(self) -> None:
-        self.call: tuple[str, tuple[Any, ...], dict[str, Any]] | None = None
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
     def __getattr__(self, name: str) -> Callable[..., None]:
-        def record(*args: Any, **kwargs: Any) -> None:
-            self.call = (name, args, kwargs)
+        return functools.partial(self._record, name)
 
-        return record
+    def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((name, args, kwargs))
 
 
 def simulator_endpoints(address: str, *, timeout: float = 10.0) -> str:
@@ -235,39 +252,51 @@ class SimulatorGateway(ModuleGateway):
 
 
 _BRIDGE_ERRORS = (OSError, EOFError, TimeoutError)
-# Evaluated once per connection in the server's namespace (any Python 3 the bridge runs under).
+# Executed once per connection in the server's namespace (any Python 3 the bridge runs under). A request
+# is pickled plain data, [(name, args, kwargs), ...]; so is the answer, (names, ((value, error), ...)), a
+# record being {"record": type name, "values": (...)} and ``names`` the field names of each record type
+# this connection has not been sent yet. Pickle protocol 4 reads alike on every Python 3.4 and later.
 _REMOTE_HELPERS = """
+import pickle
 import MetaTrader5 as mt5
 
-def _reconguard_plain(value):
+_reconguard_named = set()
+_reconguard_scalars = frozenset((int, float, str, bool, type(None)))
+
+def _reconguard_plain(value, names):
     if hasattr(value, '_asdict'):
-        return ('__record__', type(value).__name__,
-                tuple((k, _reconguard_plain(v)) for k, v in value._asdict().items()))
+        kind = type(value).__name__
+        if kind not in _reconguard_named and kind not in names:
+            names[kind] = tuple(value._asdict())
+        values = tuple(value)
+        if not _reconguard_scalars.issuperset(map(type, values)):
+            values = tuple([_reconguard_plain(v, names) for v in values])
+        return {'record': kind, 'values': values}
     if isinstance(value, (tuple, list)):
-        return tuple(_reconguard_plain(v) for v in value)
+        return tuple(_reconguard_plain(v, names) for v in value)
     if hasattr(value, 'tolist') and not isinstance(value, (str, bytes)):
-        return _reconguard_plain(value.tolist())
+        return _reconguard_plain(value.tolist(), names)
     return value
 
-def _reconguard_arg(value):
-    if isinstance(value, tuple) and len(value) == 2 and value[0] == '__dict__':
-        return dict(value[1])
-    return value
-
-def _reconguard_call(name, args, kwargs):
-    args = [_reconguard_arg(a) for a in args]
-    return _reconguard_plain(getattr(mt5, name)(*args, **dict((k, _reconguard_arg(v)) for k, v in kwargs)))
-
-def _reconguard_many(calls):
-    answers = []
-    for name, args, kwargs in calls:
-        value = _reconguard_call(name, args, kwargs)
+def _reconguard_many(request):
+    names, answers = {}, []
+    for name, args, kwargs in pickle.loads(request):
+        value = getattr(mt5, name)(*args, **kwargs)
         failed = value is None or value is False
-        answers.append((value, _reconguard_plain(mt5.last_error()) if failed else None))
-    return tuple(answers)
+        answers.append((_reconguard_plain(value, names), tuple(mt5.last_error()) if failed else None))
+    data = pickle.dumps((names, tuple(answers)), 4)
+    _reconguard_named.update(names)
+    return data
 """
 _RECORDS: dict[str, type] = {t.__name__: t for t in (AccountInfo, OrderCheckResult, OrderSendResult, SymbolInfo,
                                                      TerminalInfo, Tick, TradeDeal, TradePosition, TradeRequest)}
+_SCALARS = frozenset({int, float, str, bool, type(None)})
+Call = tuple[str, tuple[Any, ...], Mapping[str, Any]]
+
+
+class _NamesLost(Exception):
+    """An answer holds a record type whose field names this side never received (an answer was lost):
+    reconnecting makes the server send them again."""
 
 
 class _Bridge:
@@ -277,8 +306,8 @@ class _Bridge:
         self.host, self.port, self.timeout, self.retry_seconds = host, port, timeout, retry_seconds
         self._lock = threading.Lock()
         self._connection: Any = None
-        self._call: Any = None
-        self._many: Any = None
+        self._exchange: Any = None  # the server's _reconguard_many, called without waiting
+        self._records: dict[str, Callable[[list[Any]], Any]] = {}  # record type -> builder, this connection's
         self._attached: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # last good initialize
         self._failed_at = float("-inf")
         self._bridge_error: tuple[int, str] | None = None
@@ -291,17 +320,20 @@ class _Bridge:
                                   config={"sync_request_timeout": self.timeout})
         try:
             connection.execute(_REMOTE_HELPERS)
-            self._call = connection.namespace["_reconguard_call"]
-            self._many = connection.namespace["_reconguard_many"]
+            exchange = rpyc.async_(connection.namespace["_reconguard_many"])
         except BaseException:
             connection.close()
             raise
-        self._connection = connection
+        self._connection, self._exchange, self._records = connection, exchange, {}
         if self._attached is not None:  # a restarted bridge or terminal: log in again as before
-            self._call("initialize", *self._attached)
+            self._invoke("initialize", *self._attached)
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
 
     def disconnect(self) -> None:
-        connection, self._connection, self._call, self._many = self._connection, None, None, None
+        connection, self._connection, self._exchange = self._connection, None, None
         if connection is not None:
             with contextlib.suppress(Exception):
                 connection.close()
@@ -310,74 +342,129 @@ class _Bridge:
         with self._lock:
             if self._bridge_error is not None:
                 return self._bridge_error
-            value = self._invoke("last_error", (), ())
+            value = self._invoke("last_error", (), {})
             return self._bridge_error or (int(value[0]), str(value[1]))
 
-    def call_many(self, calls: Sequence[tuple[str, tuple[Any, ...], Mapping[str, Any]]]
-                  ) -> list[tuple[Any, tuple[int, str] | None]]:
-        """Module calls in one round trip (see Mt5LinuxGateway.read_many); a broken bridge fails them all."""
-        plain = tuple((name, tuple(_plain(a) for a in args), tuple((k, _plain(v)) for k, v in kwargs.items()))
-                      for name, args, kwargs in calls)
+    def send_many(self, calls: Sequence[Call]) -> Callable[[], list[Answer]]:
+        """Module calls in one round trip (see Mt5LinuxGateway.send_many); a broken bridge fails them all."""
         with self._lock:
-            answers = self._invoke("", (), (), many=plain)
-            if answers is None:
-                failure = self._bridge_error or (c.RES_E_FAIL, "no answer")
-                return [(None, failure) for _ in calls]
-            return [(value, None if error is None else (int(error[0]), str(error[1]))) for value, error in answers]
+            pending = self._send(calls)
+
+        def answers() -> list[Answer]:
+            with self._lock:
+                found = self._receive(pending)
+                if found is None:
+                    failure = self._bridge_error or (c.RES_E_FAIL, "no answer")
+                    return [(None, failure) for _ in calls]
+                return found
+
+        return answers
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
-                plain_args = tuple(_plain(a) for a in args)
-                plain_kwargs = tuple((k, _plain(v)) for k, v in kwargs.items())
-                result = self._invoke(name, plain_args, plain_kwargs)
+                result = self._invoke(name, args, kwargs)
                 if name == "initialize" and result:
-                    self._attached = (plain_args, plain_kwargs)
+                    self._attached = (args, kwargs)
                 elif name == "shutdown":
                     self._attached = None
                 return result
 
         return call
 
-    def _invoke(self, name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...], *,
-                many: tuple[Any, ...] | None = None) -> Any:
+    def _invoke(self, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        answers = self._receive(self._send([(name, args, kwargs)]))
+        return None if answers is None else answers[0][0]
+
+    def _send(self, calls: Sequence[Call]) -> tuple[Any, Any] | None:
+        """The request on its way: (connection, its pending answer); None if the bridge is down."""
         try:
             if self._connection is None:
                 if time.monotonic() - self._failed_at < self.retry_seconds:
                     return None  # the last connect timed out: do not make every call wait for another
                 self.connect()
-            value = self._call(name, args, kwargs) if many is None else self._many(many)
+            request = pickle.dumps([(name, tuple(_plain(a) for a in args), {k: _plain(v) for k, v in kwargs.items()})
+                                    for name, args, kwargs in calls], 4)
+            pending = self._exchange(request)
+            pending.set_expiry(self.timeout)
+            return self._connection, pending
         except _BRIDGE_ERRORS as error:
-            self.disconnect()
-            # A refused or reset connection is retried at the next call (it costs nothing and the bridge
-            # may be back); only a connect that timed out (host unreachable) holds retries back.
-            self._failed_at = time.monotonic() if isinstance(error, TimeoutError) else float("-inf")
-            self._bridge_error = (c.RES_E_INTERNAL_FAIL_CONNECT, (f"No IPC connection (mt5linux bridge "
-                                                                 f"{self.host}:{self.port}: {error!r})"))
+            self._broken(error)
+            return None
+
+    def _receive(self, sent: tuple[Any, Any] | None) -> list[Answer] | None:
+        """The answers of a request ``_send`` sent (waiting for them); None if the bridge broke meanwhile."""
+        if sent is None:
+            return None
+        connection, pending = sent
+        try:
+            answers = self._decoded(pending.value)
+        except (*_BRIDGE_ERRORS, _NamesLost) as error:
+            if connection is self._connection:  # not a connection that was replaced since
+                self._broken(error)
             return None
         self._bridge_error = None
-        return _rebuilt(value)
+        return answers
+
+    def _broken(self, error: BaseException) -> None:
+        self.disconnect()
+        # A refused or reset connection is retried at the next call (it costs nothing and the bridge
+        # may be back); only a connect that timed out (host unreachable) holds retries back.
+        self._failed_at = time.monotonic() if isinstance(error, TimeoutError) else float("-inf")
+        self._bridge_error = (c.RES_E_INTERNAL_FAIL_CONNECT, (f"No IPC connection (mt5linux bridge "
+                                                             f"{self.host}:{self.port}: {error!r})"))
+
+    def _decoded(self, data: bytes) -> list[Answer]:
+        names, answers = _PlainUnpickler(io.BytesIO(data)).load()
+        for kind, fields in names.items():
+            self._records[kind] = _record_builder(kind, tuple(fields))
+        return [(self._rebuilt(value), None if error is None else (int(error[0]), str(error[1])))
+                for value, error in answers]
+
+    def _rebuilt(self, value: Any) -> Any:
+        """Records as this package's types (by field name)."""
+        if type(value) is tuple:
+            return tuple([self._rebuilt(v) for v in value])
+        if type(value) is dict:
+            values = value["values"]
+            if not _SCALARS.issuperset(map(type, values)):
+                values = [self._rebuilt(v) for v in values]
+            build = self._records.get(value["record"])
+            if build is None:
+                raise _NamesLost(value["record"])
+            return build(values)
+        return value
 
 
-def _rebuilt(value: Any) -> Any:
-    """Records as this package's types; everything else was already plain."""
-    if isinstance(value, tuple):
-        if len(value) == 3 and value[0] == "__record__":
-            kind, fields = _RECORDS.get(value[1]), {k: _rebuilt(v) for k, v in value[2]}
-            if kind is None:
-                return fields
-            return kind(**{name: fields[name] for name in kind._fields})
-        return tuple(_rebuilt(v) for v in value)
-    return value
+def _record_builder(kind_name: str, fields: tuple[str, ...]) -> Callable[[list[Any]], Any]:
+    """Builds a record of ``kind_name`` from its values in the server's field order."""
+    kind = _RECORDS.get(kind_name)
+    if kind is None:
+        return lambda values: dict(zip(fields, values, strict=True))
+    if fields == kind._fields:
+        return kind._make
+
+    def by_name(values: list[Any]) -> Any:
+        given = dict(zip(fields, values, strict=True))
+        return kind(**{name: given[name] for name in kind._fields})
+
+    return by_name
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data only (what the helper sends): no class or function is ever looked up."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"the bridge sent {module}.{name}, not plain data")
 
 
 def _plain(value: Any) -> Any:
-    """Arguments by value: numpy scalars as Python numbers, datetimes as epoch seconds, a dict (a trade
-    request) as tagged pairs that the server turns back into a dict (RPyC would pass it by reference)."""
-    if isinstance(value, bool | str | int | float) or value is None:
+    """Arguments as plain data: numpy scalars as Python numbers, datetimes as epoch seconds, a trade
+    request as a dict of such."""
+    if type(value) in _SCALARS:
         return value
     if isinstance(value, datetime):
         return int(value.timestamp())
     if isinstance(value, Mapping):
-        return ("__dict__", tuple((k, _plain(v)) for k, v in value.items()))
+        return {k: _plain(v) for k, v in value.items()}
     return value.item() if hasattr(value, "item") else value

@@ -7,7 +7,7 @@ read is never reported, because a missing position list looks exactly like a fla
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -74,7 +74,7 @@ class SymbolCache:
     routes: dict[str, Route] = field(default_factory=dict)
     inverses: dict[str, Route | None] = field(default_factory=dict)
     probe: str | None = None  # a symbol whose quotes show the server clock when nothing else is read
-    # From the last good read, so the next can be asked for in one round trip (``read_many``):
+    # From the last good read, so the next can be asked for in one round trip (``send_read``):
     currency: str | None = None
     server: str | None = None
     held: tuple[str, ...] = ()
@@ -126,6 +126,9 @@ class AccountRead:
 #: A round's quotes by (trade server, symbol): read from the first terminal of that server that needs
 #: them and shared by the others (one market, one quote), so N accounts cost one read per symbol.
 Quotes = dict[tuple[str, str], Any]
+#: In ``Quotes``: a quote a read sent for and has not been answered yet; the reads after it wait for
+#: its answer rather than ask again (and read it themselves if that read failed).
+ASKED = object()
 
 
 def read_account(terminal: Gateway, *, login: int, cache: SymbolCache, previous: Mapping[int, float] | None,
@@ -135,15 +138,16 @@ def read_account(terminal: Gateway, *, login: int, cache: SymbolCache, previous:
     poll), so the deals of tickets that vanished or shrank since can be read in the same pass.
     ``quotes``: this round's quotes so far, shared across the terminals of one trade server.
 
-    A terminal that can take several reads in one round trip (``read_many``: the mt5linux bridge)
-    is asked for everything the last read needed in one; what differs (a new symbol, a vanished
-    ticket's deals) is read after, one call each. The checks and their order are the same either way.
+    A terminal that can take several reads in one round trip (``send_many``: the mt5linux bridge)
+    is asked for everything the last read needed in one (``send_read``, then ``finish_read``); what
+    differs (a new symbol, a vanished ticket's deals) is read after, one call each. The checks and
+    their order are the same either way.
     """
     quotes = {} if quotes is None else quotes
-    many = getattr(terminal, "read_many", None)
-    if many is not None and cache.currency in cache.routes and cache.server is not None:
-        return _read_batched(terminal, many, login=login, cache=cache, previous=previous, pending=pending,
-                             flows_since=flows_since, server_now=server_now, quotes=quotes)
+    sent = send_read(terminal, cache=cache, flows_since=flows_since, server_now=server_now, quotes=quotes)
+    if sent is not None:
+        return finish_read(terminal, sent, login=login, cache=cache, previous=previous, pending=pending,
+                           quotes=quotes)
     status = called(terminal, "terminal_info", terminal.terminal_info())
     if not status.connected:
         raise ReadFailed("terminal_info", NOT_CONNECTED, "terminal is not connected to the trade server")
@@ -173,9 +177,10 @@ def _symbols(terminal: Gateway, cache: SymbolCache, currency: str, positions: It
 
 
 def _tick(terminal: Gateway, quotes: Quotes, server: str, symbol: str) -> Any:
-    if (server, symbol) not in quotes:
-        quotes[server, symbol] = called(terminal, "symbol_info_tick", terminal.symbol_info_tick(symbol))
-    return quotes[server, symbol]
+    tick = quotes.get((server, symbol), ASKED)
+    if tick is ASKED:
+        tick = quotes[server, symbol] = called(terminal, "symbol_info_tick", terminal.symbol_info_tick(symbol))
+    return tick
 
 
 def _priced(terminal: Gateway, cache: SymbolCache, info: Any, ticks: dict[str, Any],
@@ -198,19 +203,39 @@ def _complete(cache: SymbolCache, info: Any, positions: tuple[Any, ...], ticks: 
                        dict(cache.digits), inverse_rate)
 
 
-def _read_batched(terminal: Gateway, many: Any, *, login: int, cache: SymbolCache,
-                  previous: Mapping[int, float] | None, pending: Iterable[int], flows_since: int | None,
-                  server_now: int | None, quotes: Quotes) -> AccountRead:
-    """``read_account`` in one round trip when nothing changed since the last read (see there)."""
-    assert cache.currency is not None and cache.server is not None
+@dataclass(frozen=True)
+class SentRead:
+    """A read's one request, on its way to the terminal (``send_read``)."""
+
+    server: str
+    symbols: tuple[str, ...]  # the quotes asked for
+    window: dict[str, datetime] | None  # of the money flows asked for
+    answers: Callable[[], list[tuple[Any, tuple[int, str] | None]]]
+
+
+def send_read(terminal: Gateway, *, cache: SymbolCache, flows_since: int | None, server_now: int | None,
+              quotes: Quotes) -> SentRead | None:
+    """Everything the last read of this terminal needed, asked in one request that is not waited for
+    (so a round can have one in flight to every terminal at once); None when the terminal cannot take
+    one (not a bridge) or there was no good read yet. ``finish_read`` waits for its answers."""
+    send = getattr(terminal, "send_many", None)
+    if send is None or cache.currency not in cache.routes or cache.server is None:
+        return None
     server = cache.server
-    expected = [s for s in _symbols(terminal, cache, cache.currency, [_Held(s) for s in cache.held])
-                if (server, s) not in quotes]
+    symbols = tuple(s for s in _symbols(terminal, cache, cache.currency, [_Held(s) for s in cache.held])
+                    if (server, s) not in quotes)
+    quotes.update(((server, s), ASKED) for s in symbols)
     window = flow_window(flows_since, server_now)
     plan: list[tuple[str, dict[str, Any]]] = [("terminal_info", {}), ("account_info", {}), ("positions_get", {})]
-    plan += [("symbol_info_tick", {"symbol": s}) for s in expected]
+    plan += [("symbol_info_tick", {"symbol": s}) for s in symbols]
     plan += [("history_deals_get", window)] if window else []
-    answers = iter(many(plan))
+    return SentRead(server, symbols, window, send(plan))
+
+
+def finish_read(terminal: Gateway, sent: SentRead, *, login: int, cache: SymbolCache,
+                previous: Mapping[int, float] | None, pending: Iterable[int], quotes: Quotes) -> AccountRead:
+    """``read_account`` from the answers of ``send_read``'s request (and single calls for what it lacked)."""
+    answers = iter(sent.answers())
 
     def answer(stage: str) -> Any:
         value, error = next(answers)
@@ -224,12 +249,12 @@ def _read_batched(terminal: Gateway, many: Any, *, login: int, cache: SymbolCach
         raise ReadFailed("terminal_info", NOT_CONNECTED, "terminal is not connected to the trade server")
     info = _checked_login(answer("account_info"), login)
     positions = tuple(answer("positions_get"))
-    fetched = {s: answer("symbol_info_tick") for s in expected}
-    deals_in_window = answer("history_deals_get") if window else ()
-    if info.server != server:  # the terminal moved to another trade server: its quotes are not these
+    fetched = {s: answer("symbol_info_tick") for s in sent.symbols}
+    deals_in_window = answer("history_deals_get") if sent.window else ()
+    if info.server != sent.server:  # the terminal moved to another trade server: its quotes are not these
         quotes = {}
     else:
-        quotes.update(((server, s), tick) for s, tick in fetched.items())
+        quotes.update(((sent.server, s), tick) for s, tick in fetched.items())
     route = cache.route(terminal, info.currency)
     ticks = {s: _tick(terminal, quotes, info.server, s) for s in _symbols(terminal, cache, info.currency, positions)}
     priced = _priced(terminal, cache, info, ticks, route)

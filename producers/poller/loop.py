@@ -31,7 +31,17 @@ from infra.settings.markets import MarketSettings
 from producers.accounts import AccountRef
 from producers.mt5 import constants as c
 from producers.mt5.gateway import Gateway
-from producers.poller.client import IPC_FAILURES, AccountRead, Quotes, ReadFailed, SymbolCache, read_account
+from producers.poller.client import (
+    IPC_FAILURES,
+    AccountRead,
+    Quotes,
+    ReadFailed,
+    SentRead,
+    SymbolCache,
+    finish_read,
+    read_account,
+    send_read,
+)
 from producers.poller.parsing import PollState, conclude_poll, latest_tick_msc, sync_failed
 from producers.ratelimit import KeyedRateLimiter, MonotonicClock
 from schemas import Envelope, encode, encode_key, observed, utcnow
@@ -57,7 +67,13 @@ class PolledAccount:
     cache: SymbolCache = field(default_factory=SymbolCache)
     reattached_at: float = float("-inf")
     clock: BrokerClock = field(default_factory=BrokerClock)
+    positions_gauge: Any = field(init=False, repr=False)
+    synced_gauge: Any = field(init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        # Labelled once: a labels() lookup per account and poll was a visible share of a round.
+        self.positions_gauge = mt5_positions_total.labels(account=self.ref.user_id)
+        self.synced_gauge = mt5_last_sync_timestamp_seconds.labels(account=self.ref.user_id)
 
 
 @dataclass
@@ -187,12 +203,25 @@ class Poller:
 
     async def _read_all(self, polled: list[PolledAccount]) -> list[AccountRead | ReadFailed]:
         quotes: Quotes = {}  # this round's quotes, shared by the terminals of one trade server
-        if self._pool is None:
-            return [_read(a, self.config.reattach_every, quotes) for a in polled]
-        loop = asyncio.get_running_loop()
         every = self.config.reattach_every
-        reads = (loop.run_in_executor(self._pool, _read, a, every, quotes) for a in polled)
-        return list(await asyncio.gather(*reads))
+        if self._pool is None:
+            return [_read(a, every, quotes) for a in polled]
+        # Warm reads through a connected bridge go out together from one thread (a request in flight to
+        # every terminal, answers taken in turn); the others (a first read is a call at a time, a
+        # reconnect may wait for a timeout) one per thread, as do the mending of broken pipes.
+        together = [_sendable(a) for a in polled]
+        loop = asyncio.get_running_loop()
+        jobs = [loop.run_in_executor(self._pool, _read, a, every, quotes)
+                for a, t in zip(polled, together, strict=True) if not t]
+        warm = [a for a, t in zip(polled, together, strict=True) if t]
+        if warm:
+            jobs.append(loop.run_in_executor(self._pool, _read_together, warm, quotes))
+        done = await asyncio.gather(*jobs)
+        warm_reads = done.pop() if warm else []
+        mends = [loop.run_in_executor(self._pool, _mended, a, every, quotes, r) if _broken_pipe(r) else _ready(r)
+                 for a, r in zip(warm, warm_reads, strict=True)]
+        singles, mended = iter(done), iter(await asyncio.gather(*mends))
+        return [next(mended) if t else next(singles) for t in together]
 
     def _conclude(self, account: PolledAccount, read: AccountRead | ReadFailed, observed_at: datetime,
                   batch: Batch, tick_reports: dict[tuple[Any, ...], Any]) -> None:
@@ -218,8 +247,8 @@ class Poller:
         batch.positions.append(observed(outcome.positions, account_id=ref.user_id, occurred_at=observed_at))
         batch.ticks.extend(observed(t, account_id=ref.user_id, occurred_at=observed_at)
                            for t in outcome.ticks)
-        mt5_positions_total.labels(account=ref.user_id).set(len(outcome.positions.positions))
-        mt5_last_sync_timestamp_seconds.labels(account=ref.user_id).set(observed_at.timestamp())
+        account.positions_gauge.set(len(outcome.positions.positions))
+        account.synced_gauge.set(observed_at.timestamp())
 
     async def _publish(self, batch: Batch) -> None:
         # Position reports before account reports: a consumer that sees a poll's account report
@@ -237,23 +266,58 @@ class Poller:
 
 
 def _read(account: PolledAccount, reattach_every: float, quotes: Quotes) -> AccountRead | ReadFailed:
-    """One account's read; every failure, including a broken bridge raising, becomes ReadFailed.
+    """One account's read; every failure, including a broken bridge raising, becomes ReadFailed."""
+    return _mended(account, reattach_every, quotes, _read_once(account, quotes))
 
-    A broken pipe is mended with initialize() (now and then) and, once mended, read again at once.
-    """
-    read = _read_once(account, quotes)
-    if isinstance(read, ReadFailed) and read.code in IPC_FAILURES and _reattach(account, reattach_every):
+
+def _mended(account: PolledAccount, reattach_every: float, quotes: Quotes,
+            read: AccountRead | ReadFailed) -> AccountRead | ReadFailed:
+    """``read``; but a broken pipe is mended with initialize() (now and then) and, once mended, read again."""
+    if _broken_pipe(read) and _reattach(account, reattach_every):
         return _read_once(account, quotes)
     return read
 
 
-def _read_once(account: PolledAccount, quotes: Quotes) -> AccountRead | ReadFailed:
+def _broken_pipe(read: AccountRead | ReadFailed) -> bool:
+    return isinstance(read, ReadFailed) and read.code in IPC_FAILURES
+
+
+def _sendable(account: PolledAccount) -> bool:
+    """Whether the account's read can be sent without waiting: a warm read through a connected bridge."""
+    return bool(getattr(account.terminal, "connected", False)) and account.cache.server is not None
+
+
+def _read_together(accounts: list[PolledAccount], quotes: Quotes) -> list[AccountRead | ReadFailed]:
+    """Every account's request sent first, then each one's answers taken and read in turn."""
+    sent = [_send(a, quotes) for a in accounts]
+    return [_read_once(a, quotes, s) for a, s in zip(accounts, sent, strict=True)]
+
+
+async def _ready(read: AccountRead | ReadFailed) -> AccountRead | ReadFailed:
+    return read
+
+
+def _send(account: PolledAccount, quotes: Quotes) -> SentRead | None:
     try:
-        now = utcnow()
-        server_now = int(server_clock_at(now, account.clock.offset_minutes(now)).timestamp())
+        return send_read(account.terminal, cache=account.cache, flows_since=account.state.flows_since,
+                         server_now=_server_now(account), quotes=quotes)
+    except Exception:  # noqa: BLE001 - read call by call instead, where the failure is reported
+        return None
+
+
+def _server_now(account: PolledAccount) -> int:
+    now = utcnow()
+    return int(server_clock_at(now, account.clock.offset_minutes(now)).timestamp())
+
+
+def _read_once(account: PolledAccount, quotes: Quotes, sent: SentRead | None = None) -> AccountRead | ReadFailed:
+    try:
+        if sent is not None:
+            return finish_read(account.terminal, sent, login=account.ref.login, cache=account.cache,
+                               previous=account.state.volumes, pending=account.state.waiting, quotes=quotes)
         return read_account(account.terminal, login=account.ref.login, cache=account.cache,
                             previous=account.state.volumes, pending=account.state.waiting,
-                            flows_since=account.state.flows_since, server_now=server_now, quotes=quotes)
+                            flows_since=account.state.flows_since, server_now=_server_now(account), quotes=quotes)
     except ReadFailed as failed:
         return failed
     except Exception as error:  # noqa: BLE001 - an RPyC or IPC error is a failed read, not a crash

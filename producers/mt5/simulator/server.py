@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import inspect
 import logging
 import selectors
 import socket
@@ -84,6 +85,8 @@ class Persisted:
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._target, name)
         if name in _NOT_SAVED or name.startswith("_") or not callable(value) or isinstance(value, type):
+            if inspect.ismethod(value):  # kept: the next lookup of a reading call costs nothing
+                setattr(self, name, value)
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -92,6 +95,7 @@ class Persisted:
             finally:
                 self._save()
 
+        setattr(self, name, call)
         return call
 
 

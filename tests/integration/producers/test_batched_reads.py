@@ -1,6 +1,6 @@
 """The poller's reads through the mt5linux gateway against the simulator's RPyC server, in this process.
 
-A read that knows what the last one needed asks for it in one round trip (``read_many``); what it
+A read that knows what the last one needed asks for it in one round trip (``send_many``); what it
 returns must be what the one-call-at-a-time read returns, and its failures the same stages and codes.
 The market is not moved here (the server runs without its clock), so two reads see the same quotes.
 """
@@ -8,17 +8,24 @@ The market is not moved here (the server runs without its clock), so two reads s
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from infra.embedded import free_port
+from infra.settings import Settings
+from producers.accounts import AccountRef
 from producers.demo.accounts import DEMO_PASSWORD
 from producers.mt5 import constants as c
-from producers.mt5.gateway import Mt5LinuxGateway
+from producers.mt5.gateway import Mt5LinuxGateway, SimulatorGateway
+from producers.mt5.simulator import SimulatedBroker
+from producers.mt5.simulator.journal import World
 from producers.mt5.simulator.server import SimulatorServer, load_login, new_world
 from producers.poller.client import NOT_CONNECTED, AccountRead, ReadFailed, SymbolCache, read_account
+from producers.poller.loop import Batch, Poller, PollerConfig
 
 
 @dataclass
@@ -61,17 +68,24 @@ def free_port_block() -> int:
 
 
 class Counted:
-    """The gateway with its round trips to the bridge counted (every call and every batch is one)."""
+    """The gateway with its round trips to the bridge counted (every call and every batch is one), and
+    each request sent and answer taken written to ``events`` (shared by several gateways)."""
 
-    def __init__(self, gateway: Mt5LinuxGateway) -> None:
+    def __init__(self, gateway: Mt5LinuxGateway, events: list[str] | None = None) -> None:
         self.gateway, self.round_trips = gateway, 0
-        bridge, invoke = gateway.module, gateway.module._invoke
+        self.events = [] if events is None else events
+        bridge, send, receive = gateway.module, gateway.module._send, gateway.module._receive
 
         def counted(*args, **kwargs):
             self.round_trips += 1
-            return invoke(*args, **kwargs)
+            self.events.append("sent")
+            return send(*args, **kwargs)
 
-        bridge._invoke = counted
+        def received(*args, **kwargs):
+            self.events.append("received")
+            return receive(*args, **kwargs)
+
+        bridge._send, bridge._receive = counted, received
 
 
 def _read(gateway: Mt5LinuxGateway, login: int, cache: SymbolCache, **options) -> AccountRead:
@@ -139,10 +153,10 @@ def test_a_broken_bridge_fails_the_batch_as_a_lost_ipc_connection(served: Served
     login = load_login(0)
     cache = SymbolCache()
     _read(served.gateways[login], login, cache)
-    answers = served.gateways[login].read_many([("terminal_info", {}), ("account_info", {})])
+    answers = served.gateways[login].send_many([("terminal_info", {}), ("account_info", {})])()
     assert [value is not None for value, _ in answers] == [True, True]
     gateway = Mt5LinuxGateway("127.0.0.1", free_port(), connect=False)  # nobody listens there
-    answers = gateway.read_many([("terminal_info", {}), ("account_info", {})])
+    answers = gateway.send_many([("terminal_info", {}), ("account_info", {})])()
     assert [value for value, _ in answers] == [None, None]
     assert {error[0] for _, error in answers} == {c.RES_E_INTERNAL_FAIL_CONNECT}
 
@@ -159,3 +173,52 @@ def test_accounts_of_one_server_share_a_round_s_quotes(served: Served) -> None:
     server = reads[0].info.server
     assert set(quotes) == {(server, s) for s in reads[0].ticks}
     assert reads[1].ticks[next(iter(reads[1].ticks))] is quotes[server, next(iter(reads[1].ticks))]
+
+
+async def test_a_poller_over_the_bridge_reports_what_a_poller_in_process_reports(
+        served: Served, settings: Settings, producer: AIOKafkaProducer) -> None:
+    """A round sends every warm account's request before it takes any answer (one round trip each, from
+    one thread); its reports are those of the same world polled in process, through a new symbol, a
+    close and a terminal that lost its server."""
+    twin = new_world(seed=7, load_accounts=3, start_time=served.broker.now())
+    refs = {login: AccountRef(f"u-{login}", login, served.broker.server, "GBP") for login in served.gateways}
+    events: list[str] = []
+    counted = {login: Counted(gateway, events) for login, gateway in served.gateways.items()}
+    bridged = Poller(accounts=[(refs[login], each.gateway) for login, each in counted.items()], producer=producer,
+                     prefix=settings.topic_prefix, first_seq=0, config=PollerConfig(threads=4, reattach_every=0.0))
+    local = Poller(accounts=[(refs[login], _in_process(twin, login)) for login in served.gateways], producer=producer,
+                   prefix=settings.topic_prefix, first_seq=0, config=PollerConfig(reattach_every=0.0))
+    trader, cut_off = load_login(0), load_login(1)
+    steps: dict[int, Callable[[SimulatedBroker], Any]] = {
+        1: lambda broker: broker.manual_open(trader, "USDJPY", c.ORDER_TYPE_BUY, 0.3),
+        3: lambda broker: broker.manual_close(trader, min(broker.account(trader).positions)),
+        4: lambda broker: broker.disconnect(cut_off),
+        5: lambda broker: broker.reconnect(cut_off)}
+    try:
+        for round_ in range(7):
+            for broker in (served.broker, twin.broker):
+                steps.get(round_, lambda _: None)(broker)
+                broker.advance(1.0)
+            for each in counted.values():
+                each.round_trips = 0
+            events.clear()
+            over_the_bridge, in_process = await bridged.poll(), await local.poll()
+            assert _reported(over_the_bridge) == _reported(in_process), f"round {round_}"
+            if round_ in (2, 6):  # nothing new since the round before: one request per account
+                assert {login: each.round_trips for login, each in counted.items()} == dict.fromkeys(counted, 1)
+                assert events == ["sent"] * len(counted) + ["received"] * len(counted)
+    finally:
+        bridged.close()
+    assert [e.event_type for e in over_the_bridge.accounts] == ["AccountReport"] * len(counted)
+
+
+def _in_process(world: World, login: int) -> SimulatorGateway:
+    gateway = SimulatorGateway(world.terminal(login, DEMO_PASSWORD))
+    assert gateway.initialize(login=login, password=DEMO_PASSWORD)
+    return gateway
+
+
+def _reported(batch: Batch) -> list[Any]:
+    """A round's payloads, less the server clock at the poll (taken from the wall clock)."""
+    return [e.payload.model_dump(mode="json", exclude={"server_time"})
+            for e in batch.accounts + batch.positions + batch.ticks]
