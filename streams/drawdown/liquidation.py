@@ -44,12 +44,23 @@ def fire_due(state: DrawdownState, now: datetime) -> Decision[DrawdownState]:
 
 
 def on_own_command(state: DrawdownState, event: Envelope[ClosePosition]) -> DrawdownState:
-    """A close command of the pending liquidation, read back: it has fired already (its closes are on the
-    log, from before a restart whose restored state still held the trigger), so it does not fire again."""
+    """A liquidation's close command, read back.
+
+    The pending liquidation's: it has fired already (its closes are on the log, from before a restart
+    whose restored state still held the trigger), so it does not fire again. The account's next
+    liquidation's, with none pending: one this state does not count (restored from before its trigger,
+    or rebuilt from the log after the state was lost, as after a restart of the embedded broker, when
+    the replayed reports are too old to trigger anything). It is counted, so the account's next
+    liquidation gets a new identity, never the id of one already on the log."""
     pending, command = state.pending, event.payload
-    if pending is None or command.alert_id is None or command.alert_id != trigger_alert_id(pending):
+    if command.alert_id is None:
         return state
-    return _fired(state, command.alert_tickets or command.tickets, event.occurred_at)
+    tickets = command.alert_tickets or command.tickets
+    if pending is not None:
+        return _fired(state, tickets, event.occurred_at) if command.alert_id == trigger_alert_id(pending) else state
+    if command.alert_id != liquidation_id(event.account_id, state.liquidations):
+        return state
+    return replace(_fired(state, tickets, event.occurred_at), liquidations=state.liquidations + 1)
 
 
 def _fired(state: DrawdownState, tickets: tuple[int, ...], at: datetime) -> DrawdownState:

@@ -14,7 +14,7 @@ from schemas import Envelope, derived
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason
 from streams.decisions import replace
-from streams.drawdown.liquidation import fire_due
+from streams.drawdown.liquidation import fire_due, liquidation_id
 from streams.drawdown.readings import day_of
 from streams.drawdown.rules import handle
 from streams.drawdown.state import DrawdownState
@@ -269,3 +269,15 @@ def test_a_liquidations_own_command_read_back_after_a_restart_means_it_fired_alr
     other = derived(ClosePosition(user_id=USER, symbol="XAUUSD", tickets=(1003,), reason=CloseReason.SPREAD,
                                   rule="spread/close"), cause=HELD, rule="spread/close/XAUUSD")
     assert run(other, state=state)[0].pending == state.pending, "another guard's close leaves the trigger pending"
+
+
+def test_liquidations_read_back_from_the_log_are_counted_so_the_next_one_has_a_new_id():
+    """The drawdown state was lost (the embedded broker's changelog is in memory) and the log replayed:
+    the old reports are too old to trigger, but the old liquidation's commands are read back and counted,
+    once per liquidation, so the next liquidation is not given the id of one already on the log."""
+    state, _ = run(HELD, *readings(10_000, 8_900, 8_800))
+    orders = [o for o in fire_due(state, state.pending.deadline).outputs if o.event_type == "ClosePosition"]
+    assert len(orders) >= 2, "one command per symbol, all of the same liquidation"
+    replayed, _ = run(*orders, state=DrawdownState())
+    assert replayed.liquidations == 1 and replayed.pending is None
+    assert liquidation_id(USER, replayed.liquidations) != orders[0].payload.alert_id
