@@ -206,7 +206,7 @@ class _Consumer(driver.Consumer):
         #: (None: no committed offset, the log's start). See ``_deliver_run``.
         self._positioned: dict[TP, tuple[int, int | None]] = {}
         #: Per direct partition: the expected offset and the later one a run started at, when it was
-        #: sought back (a second such run means the log starts there).
+        #: sought back (a second such run, with nothing delivered between, means the log starts there).
         self._sought_again: dict[TP, tuple[int, int]] = {}
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
@@ -363,6 +363,7 @@ class _Consumer(driver.Consumer):
         if self.app.consumer_generation_id == generation and self._positioned.get(tp) == positioned:
             self._positioned[tp] = (generation, fetched[-1].offset + 1)
             self._read_offset[tp] = fetched[-1].offset
+            self._sought_again.pop(tp, None)
 
     async def _note_gaps(self, tp: TP, fetched: list[Any]) -> None:
         """Offsets the log skipped inside a run (compaction, markers) count as acked, as in Faust's loop."""

@@ -112,3 +112,15 @@ async def test_a_run_is_not_delivered_once_a_rebalance_began(consumer):
     consumer.suspend_flow.set()
     await consumer._deliver_run(PARTITION, records(25, 30), queue.deliver, generation)
     assert queue.runs == [] and consumer._positioned[PARTITION] == (generation, COMMITTED)
+
+
+async def test_a_stale_run_is_sought_back_again_after_runs_were_delivered(consumer):
+    """The note of a seek back lasts until the next delivered run: the same stale start later (a new
+    generation back at the same committed offset) is sought back again, not taken for the log's start."""
+    queue, generation = Queue(), sought_here(consumer)
+    await consumer._deliver_run(PARTITION, records(28, 30), queue.deliver, generation)
+    await consumer._deliver_run(PARTITION, records(25, 27), queue.deliver, generation)
+    generation = sought_here(consumer)  # sought to the committed offset again
+    await consumer._deliver_run(PARTITION, records(28, 30), queue.deliver, generation)
+    assert consumer.sought == [(PARTITION, COMMITTED)] * 2
+    assert queue.runs == [([25, 26, 27], generation)]
