@@ -208,6 +208,8 @@ class _Consumer(driver.Consumer):
         #: Per direct partition: the expected offset and the later one a run started at, when it was
         #: sought back (a second such run, with nothing delivered between, means the log starts there).
         self._sought_again: dict[TP, tuple[int, int]] = {}
+        #: Per direct partition: the first offset of a run dropped before its seek was noted.
+        self._unpositioned: dict[TP, int] = {}
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Hand over first: Faust drops the revoked partitions' acked offsets here, uncommitted."""
@@ -322,6 +324,13 @@ class _Consumer(driver.Consumer):
         committed = await super().seek_to_committed()
         self._positioned.update({tp: (generation, offset if offset is not None and offset >= 0 else None)
                                  for tp, offset in committed.items()})
+        # A partition sought (one by one, while fetches go on) and fetched before this note was dropped
+        # by ``_deliver_run``: seek it again, now that its records will be taken.
+        dropped, self._unpositioned = self._unpositioned, {}
+        for tp, first in dropped.items():
+            if tp in committed and self._positioned[tp][0] == generation:
+                expected = self._positioned[tp][1]
+                await self.seek(tp, expected if expected is not None else first)
         return committed
 
     async def _deliver_run(self, tp: TP, fetched: list[Any], deliver: Deliver, generation: int) -> None:
@@ -339,6 +348,7 @@ class _Consumer(driver.Consumer):
         (``Run.current``) and do not move the expected offset."""
         positioned = self._positioned.get(tp)
         if positioned is None or positioned[0] != generation:
+            self._unpositioned.setdefault(tp, fetched[0].offset)  # sought again once noted
             return
         expected = positioned[1]
         if expected is not None:
