@@ -328,7 +328,7 @@ class _Consumer(driver.Consumer):
         # by ``_deliver_run``: seek it again, now that its records will be taken.
         dropped, self._unpositioned = self._unpositioned, {}
         for tp, first in dropped.items():
-            if tp in committed and self._positioned[tp][0] == generation:
+            if tp in committed:
                 expected = self._positioned[tp][1]
                 await self.seek(tp, expected if expected is not None else first)
         return committed

@@ -14,6 +14,7 @@ from collections import namedtuple
 from typing import Any
 
 import pytest
+from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
 from infra.internals import StreamsApp
@@ -124,3 +125,19 @@ async def test_a_stale_run_is_sought_back_again_after_runs_were_delivered(consum
     await consumer._deliver_run(PARTITION, records(28, 30), queue.deliver, generation)
     assert consumer.sought == [(PARTITION, COMMITTED)] * 2
     assert queue.runs == [([25, 26, 27], generation)]
+
+
+async def test_a_partition_fetched_while_its_seek_was_under_way_is_sought_again(consumer, monkeypatch):
+    """aiokafka seeks partition by partition while fetches go on: a run fetched after the seek but before
+    it was noted is dropped, and the partition is sought again once the note is made."""
+    queue, generation = Queue(), consumer.app.consumer_generation_id
+    await consumer._deliver_run(PARTITION, records(25, 30), queue.deliver, generation)  # not noted yet: dropped
+
+    async def committed_offsets(self: Any) -> dict[TP, int]:
+        return {PARTITION: COMMITTED}
+
+    monkeypatch.setattr(driver.Consumer, "seek_to_committed", committed_offsets)
+    await consumer.seek_to_committed()
+    assert queue.runs == [] and consumer.sought == [(PARTITION, COMMITTED)]
+    await consumer._deliver_run(PARTITION, records(25, 30), queue.deliver, generation)
+    assert queue.runs == [(list(range(25, 31)), generation)]
