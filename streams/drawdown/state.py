@@ -67,6 +67,11 @@ class DrawdownState:
     positions: tuple[Held, ...] = ()
     sync_error: str | None = None
     flows: tuple[AppliedFlow, ...] = ()  # the latest money flows applied, newest last
+    # The time of the newest flow dropped from ``flows``: a flow reported again that is not older is new.
+    flows_floor: datetime | None = None
+    # The first trusted reading's time: a flow the poller did not see appear, and older than this,
+    # was in the account before the guard's first reading (``readings.apply_flows``).
+    since: datetime | None = None
     lock: AccountLock | None = None  # after a liquidation (streams/drawdown/lock.py)
     # Liquidations triggered so far: the next one's number, its identity with the account's
     # (``liquidation.liquidation_id``). It moves in the same write as ``pending``, so a restore that

@@ -262,3 +262,40 @@ def test_no_liquidation_without_a_confirmed_trading_loss_beyond_the_critical_lev
                      "daily_loss_critical": LEVELS.daily_loss_limit_percent}.get(kind)
             if limit is not None:
                 assert loss_after[i - 1] >= limit - 1e-6, repr(steps) + repr(out.payload.details)
+
+
+def test_a_repeated_flow_the_guard_lost_counts_even_on_a_broker_clock_behind_ours():
+    """The report that brought a withdrawal was lost to the guard (a restore one update short); the poller
+    repeats it, no longer new to it. The broker's clock runs 20 s behind ours, so the deal looks older
+    than the last reading: it is still after the guard's first reading, so it is new to the guard."""
+    state, _ = run(HELD, reading(10_000, t=1), reading(10_000, t=2))
+    w = flow(-1_500, t=-17)  # written at t=3 by our clock
+    state, outputs = run(reading(8_500, t=4, flows=(w,)), reading(8_500, t=5, flows=(w,)),
+                         reading(8_500, t=6), state=state)
+    assert alerts(outputs) == [] and [f.ticket for f in state.flows] == [w.ticket]
+    assert state.peak_equity_gbp == 8_500
+
+
+def test_a_flow_from_before_the_guards_first_reading_is_already_in_it():
+    """A restarted poller reports the last day's flows; one from well before the guard's first reading
+    that it never saw is in every balance it read, and must not move the peak."""
+    state, _ = run(HELD, reading(8_500, t=1), reading(8_500, t=2))
+    old = flow(5_000, t=-3600)
+    state, outputs = run(reading(8_500, t=3, flows=(old,)), reading(8_500, t=4), state=state)
+    assert state.peak_equity_gbp == 8_500 and alerts(outputs) == []
+
+
+def test_a_flow_dropped_from_the_kept_ones_is_not_applied_again():
+    """The state keeps the last ``FLOWS_KEPT`` flows; one dropped and reported again (a look-back) is
+    older than the newest dropped one, so it is known, however recent."""
+    from streams.drawdown.state import FLOWS_KEPT
+    state, _ = run(HELD, reading(10_000, t=1), reading(10_000, t=2))
+    many = [flow(100.0 if i % 2 == 0 else -100.0, t=3 + i / 100, after_previous_poll=True)
+            for i in range(FLOWS_KEPT + 2)]
+    state, _ = run(*(reading(10_000 if i % 2 else 10_100, t=3.5 + i / 10, flows=(f,)) for i, f in enumerate(many)),
+                   state=state)
+    assert state.flows[0].ticket == many[2].ticket and state.flows_floor == many[1].time
+    peak = state.peak_equity_gbp
+    again = many[0].model_copy(update={"after_previous_poll": False})
+    state, _ = run(reading(10_000, t=9, flows=(again,)), reading(10_000, t=10), state=state)
+    assert state.peak_equity_gbp == peak and again.ticket not in {f.ticket for f in state.flows}
