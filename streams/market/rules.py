@@ -41,6 +41,8 @@ class Quote:
     ask: float
     quoted_at: datetime
     digits: int = 5
+    #: When the guard first saw this quote (our clock): a quote's age is judged by both clocks.
+    seen_at: datetime | None = None
 
     @property
     def mid(self) -> float:
@@ -97,25 +99,27 @@ def on_tick(state: MarketState, event: Envelope[TickReport], config: GuardSettin
     previous = state.quotes.get(tick.symbol)
     if previous is not None and tick.quoted_at < previous.quoted_at:
         return Decision(state)  # an older quote, delivered late
-    quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits)
+    same = previous is not None and previous.quoted_at == tick.quoted_at and previous.seen_at is not None
+    seen_at = previous.seen_at if same and previous is not None else event.occurred_at
+    quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits, seen_at)
     state = replace(state, quotes={**state.quotes, tick.symbol: quote})
     tickets = state.held.get(tick.symbol)
     if not tickets:
         return Decision(state)
-    breach = assess(tick, previous, event.occurred_at, config.symbol(tick.symbol), config.markets)
+    breach = assess(tick, previous, event.occurred_at, config.symbol(tick.symbol), config.markets, seen_at)
     if breach is None or _recently_closed(state, tick.symbol, event.occurred_at, config):
         return Decision(state)
     return _close(state, event, tickets, breach, config)
 
 
 def assess(tick: TickReport, previous: Quote | None, polled_at: datetime, rules: SymbolRules,
-           markets: MarketSettings) -> Breach | None:
+           markets: MarketSettings, seen_at: datetime | None = None) -> Breach | None:
     """The abnormality this quote shows, if any (gap, then spread, then staleness); None while closed."""
     if not (tick.market_open and is_open(markets, tick.symbol, polled_at)):
         return None
     quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits)
     breach = _gap(tick, quote, previous, rules, markets) if previous is not None else None
-    return breach or _spread(tick, quote, rules) or _stale(tick, polled_at, rules, markets)
+    return breach or _spread(tick, quote, rules) or _stale(tick, polled_at, rules, markets, seen_at)
 
 
 def _gap(tick: TickReport, quote: Quote, previous: Quote, rules: SymbolRules,
@@ -158,10 +162,15 @@ def _spread(tick: TickReport, quote: Quote, rules: SymbolRules) -> Breach | None
                   {"spread_points": spread, "max_spread_points": rules.max_spread_points})
 
 
-def _stale(tick: TickReport, polled_at: datetime, rules: SymbolRules, markets: MarketSettings) -> Breach | None:
+def _stale(tick: TickReport, polled_at: datetime, rules: SymbolRules, markets: MarketSettings,
+           seen_at: datetime | None) -> Breach | None:
     """Older than the limit in open-market time: the market must have been open for the whole last
-    ``stale_quote_seconds`` (a quote from before a break is not stale until the break is that long over)."""
-    age = (polled_at - tick.quoted_at).total_seconds()
+    ``stale_quote_seconds`` (a quote from before a break is not stale until the break is that long over).
+
+    The age is the lesser of the quote's own (its true UTC time depends on the broker clock's offset,
+    which before it is learned rests on an assumed rule, possibly hours off) and how long the guard has
+    seen this same quote: a wrong offset alone never makes a live feed stale."""
+    age = (polled_at - max(tick.quoted_at, seen_at or tick.quoted_at)).total_seconds()
     window_start = polled_at - timedelta(seconds=rules.stale_quote_seconds)
     if age <= rules.stale_quote_seconds or not open_throughout(markets, tick.symbol, window_start, polled_at):
         return None
