@@ -202,15 +202,23 @@ step = st.one_of(
     st.tuples(st.just("credit"), st.floats(min_value=0.0, max_value=0.5)),
     st.tuples(st.just("night"), st.just(0.0)),  # eight hours pass: the broker's day may change
     st.tuples(st.just("quote"), st.floats(min_value=-0.3, max_value=0.3)),  # one bad quote, consistent
+    st.tuples(st.just("lost"), st.just(0.0)),  # the guard loses the last report's update (a restore one short)
+    st.tuples(st.just("lost flow"), st.floats(min_value=-0.6, max_value=2.0)),  # a flow whose report's is lost
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(step, min_size=1, max_size=30))
 def test_no_liquidation_without_a_confirmed_trading_loss_beyond_the_critical_level(steps):
-    """Replays random readings, money flows, bad readings and day changes; tracks the true trading
-    return (flows taken out, time-weighted) and checks every liquidation against it."""
+    """Replays random readings, money flows, bad readings, day changes and lost updates; tracks the true
+    trading return (flows taken out, time-weighted) and checks every liquidation against it. As the
+    poller does, every report repeats the flows of the last minute."""
     events: list[Envelope[Any]] = [HELD]
+    lost: set[int] = set()  # events whose state update the guard loses
+    flows: list[MoneyFlow] = []
+
+    def recent() -> tuple[MoneyFlow, ...]:
+        return tuple(f for f in flows if f.time > at(t - 60))
     equity, credit, t = 10_000.0, 0.0, 1.0
     growth, peak_growth = 1.0, 1.0  # trading-only growth of one unit of money, and its high-water mark
     loss_after: list[float] = []  # the true drawdown (%) at each event
@@ -219,39 +227,46 @@ def test_no_liquidation_without_a_confirmed_trading_loss_beyond_the_critical_lev
         t += 1
         if kind == "quote" and last_trusted == "quote":
             continue
-        if kind in ("trade", "flow", "credit", "quote"):
+        if kind in ("trade", "flow", "lost flow", "credit", "quote"):
             last_trusted = kind
         if kind == "night":
             t += 8 * 3600
             continue
+        if kind == "lost":
+            lost.add(len(events) - 1)
+            continue
         if kind == "trade":
             equity *= 1 + x
             growth *= 1 + x
-        elif kind in ("flow", "credit"):
+        elif kind in ("flow", "lost flow", "credit"):
             amount = round(equity * x, 2)
             if equity + amount <= 1:
                 continue
             flow_kind = MoneyFlowKind.CREDIT if kind == "credit" else MoneyFlowKind.BALANCE
             credit += amount if kind == "credit" else 0.0
             equity += amount
-            events.append(reading(equity, t=t, credit=credit, flows=(flow(amount, t=t - 0.5, kind=flow_kind),)))
+            flows.append(flow(amount, t=t - 0.5, kind=flow_kind))
+            events.append(reading(equity, t=t, credit=credit, flows=recent()))
             loss_after.append((1 - growth / peak_growth) * 100)
+            if kind == "lost flow":
+                lost.add(len(events) - 1)
             continue
         elif kind == "quote":  # one poll priced off a bad quote: consistent, but not the account's truth
-            events.append(reading(equity * (1 + x), t=t, balance=equity - credit, credit=credit))
+            events.append(reading(equity * (1 + x), t=t, balance=equity - credit, credit=credit, flows=recent()))
             loss_after.append((1 - growth / peak_growth) * 100)
             continue
         else:  # a reading whose equity disagrees with its balance: untrusted
-            events.append(reading(equity * (1 + x), t=t, balance=equity - credit, credit=credit, profit=0.0))
+            events.append(reading(equity * (1 + x), t=t, balance=equity - credit, credit=credit, profit=0.0,
+                                  flows=recent()))
             loss_after.append((1 - growth / peak_growth) * 100)
             continue
         peak_growth = max(peak_growth, growth)
-        events.append(reading(equity, t=t, credit=credit))
+        events.append(reading(equity, t=t, credit=credit, flows=recent()))
         loss_after.append((1 - growth / peak_growth) * 100)
     state = DrawdownState()
     for i, event in enumerate(events):
         decision = handle(state, event, LEVELS, CONFIG, event.occurred_at)
-        state = decision.state
+        state = state if i in lost else decision.state  # its outputs were published all the same
         for out in decision.outputs:
             if out.event_type != "GuardAlertRaised" or out.payload.action_taken.value != "warning_sent":
                 continue  # the trigger; its execution follows at the deadline whatever equity does then
