@@ -290,7 +290,8 @@ class StreamsRuntime:
         return decision.outputs
 
     async def sweep(self) -> datetime | None:
-        """Fire due liquidations (also after a restart: the deadline is in the table); flush state.
+        """Fire due liquidations (also after a restart: the deadline is in the table); flush state
+        unless a batch is under way.
 
         Returns the earliest deadline still pending (None: none), so the caller can sleep until it
         rather than a whole interval: a liquidation fires at its deadline, not up to an interval after."""
@@ -314,8 +315,11 @@ class StreamsRuntime:
             store.put(account, decision.state)
             sent += [await self._publish(output) for output in decision.outputs]
         sent += await self._retry_alerts(now, active)
-        for processor in self.processors:
-            sent += await processor.store.flush()
+        if not self.busy.locked():
+            # Mid-batch (the batch awaits a send, or yields), the states hold part of the batch: the
+            # batch's own flush writes them, and its inputs are acked only once those writes are.
+            for processor in self.processors:
+                sent += await processor.store.flush()
         if sent:
             await asyncio.gather(*sent)
         return upcoming
