@@ -478,7 +478,8 @@ def tuned_app(name: str, settings: Settings) -> StreamsApp:
         processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
         broker_session_timeout=worker.session_timeout_seconds,
         broker_heartbeat_interval=max(0.5, worker.session_timeout_seconds / 6),
-        broker_commit_interval=1.0, topic_partitions=settings.topic_partitions, topic_replication_factor=1,
+        broker_commit_interval=worker.commit_interval_seconds, topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
         table_standby_replicas=0, producer_linger=0.002, stream_buffer_maxsize=16384, TableManager=TableManager,
         datadir=str(settings.data_dir / "faust"),
     )
