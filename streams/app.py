@@ -69,7 +69,7 @@ from schemas.topics import (
 )
 from streams.alerts import lifecycle
 from streams.alerts.state import AlertsState
-from streams.batching import batches
+from streams.batching import Pacer, batches
 from streams.decisions import Decision, replace
 from streams.drawdown import liquidation
 from streams.drawdown import rules as drawdown
@@ -84,6 +84,9 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "streams"
 RUNS_BUFFERED = 256
+#: A batch hands the loop back after this much work (the sweep, the producer's sender and the
+#: offset commit run between its events; see ``streams.batching.Pacer``).
+YIELD_AFTER_SECONDS = 0.005
 INPUTS = (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS, EXPECTED_TRADES, CLOSE_COMMANDS, CLOSE_RESULTS, LOCK_COMMANDS)
 
 
@@ -236,10 +239,12 @@ class StreamsRuntime:
         await self.levels.ready()
         now = utcnow()
         sent: list[Any] = []
+        pacer = Pacer(slice=YIELD_AFTER_SECONDS)
         for run in runs:
             topic, partition = self.topic_of[run.tp.topic], run.tp.partition
             for record in run.records:
                 sent += await self._apply_record(record, topic, partition, now)
+                await pacer.pace()
         for processor in self.processors:
             sent += await processor.store.flush()
         return sent
