@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from infra.sessions import is_open, open_throughout, session_at
 from infra.settings import GuardSettings
+from infra.settings.markets import MarketSettings
 from streams.decisions import replace
 from streams.drawdown.state import DrawdownState, Held, Reading
 from streams.market.rules import MarketState, Quote
@@ -51,3 +55,22 @@ def test_symbol_rules_are_merged_once_and_follow_the_config() -> None:
     assert plain.symbol("XAUUSD") is plain.default_symbol
     custom = GuardSettings(symbols={"XAUUSD": {"max_spread_points": 90}})
     assert custom.symbol("XAUUSD").max_spread_points == 90 and custom.symbol("XAUUSD").quote_gap_percent == 1.0
+
+
+@pytest.mark.parametrize("symbol", ["EURUSD", "XAUUSD#", "US30.cash", "BTCUSD"])
+def test_one_session_lookup_answers_what_is_open_and_open_throughout_answer(symbol: str) -> None:
+    """The market guard asks ``session_at`` once per quote and compares times with it: across weekends,
+    daily breaks, a holiday and both DST changes, that gives what ``is_open``/``open_throughout`` give."""
+    markets = MarketSettings()
+    for start in (datetime(2026, 3, 6, tzinfo=UTC), datetime(2026, 10, 23, tzinfo=UTC),
+                  datetime(2026, 12, 22, tzinfo=UTC)):
+        for step in range(0, 12 * 24 * 60, 17):
+            at = start + timedelta(minutes=step)
+            session = session_at(markets, symbol, at)
+            assert (session is not None) == is_open(markets, symbol, at), at
+            if session is None:
+                continue
+            for minutes in (1, 40, 180):
+                earlier, later = at - timedelta(minutes=minutes), at + timedelta(minutes=minutes)
+                assert (session[0] <= earlier) == open_throughout(markets, symbol, earlier, at), (at, minutes)
+                assert (later < session[1]) == open_throughout(markets, symbol, at, later), (at, minutes)
