@@ -7,6 +7,8 @@ into UTC once and memoised, so the rules can ask on every quote:
 - ``is_open(markets, symbol, at)``: whether the market trades at ``at``;
 - ``open_throughout(markets, symbol, start, end)``: open at every moment of [start, end] (two quotes of
   the same session);
+- ``session_at(markets, symbol, at)``: the session holding ``at`` itself, so a rule that asks both of one
+  quote looks the calendar up once;
 - ``next_open(settings, symbol, at)``: ``at`` itself when open, else the next session's first moment
   (the close executor retries a "market closed" refusal then).
 """
@@ -27,6 +29,8 @@ HORIZON_DAYS = 21
 LOOKBACK_DAYS = 9
 
 Interval = tuple[datetime, datetime]  # [start, end) in UTC
+#: The one session of a market that never closes: every time is within it.
+ALWAYS: Interval = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 
 
 def is_open(markets: MarketSettings, symbol: str, at: datetime) -> bool:
@@ -44,6 +48,17 @@ def open_throughout(markets: MarketSettings, symbol: str, start: datetime, end: 
     first, last = min(start, end), max(start, end)
     session = _containing(markets, hours, first)
     return session is not None and last < session[1]
+
+
+def session_at(markets: MarketSettings, symbol: str, at: datetime) -> Interval | None:
+    """The open session holding ``at`` (``ALWAYS`` for a market that never closes), None while closed.
+
+    Sessions do not overlap, so [a, b] lies in this session exactly when ``start <= a`` and ``b < end``:
+    ``open_throughout`` of two times around ``at`` without a second lookup (the market guard's quotes)."""
+    hours = markets.hours(symbol)
+    if hours.always_open:
+        return ALWAYS
+    return _containing(markets, hours, at)
 
 
 def next_open(settings: object, symbol: str, at: datetime) -> datetime | None:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from infra.sessions import is_open, open_throughout
+from infra.sessions import Interval, open_throughout, session_at
 from infra.settings import GuardSettings, SymbolRules
 from infra.settings.markets import MarketSettings
 from schemas import Envelope, derived
@@ -50,13 +50,15 @@ class Quote:
 
     @property
     def twice_mid_points(self) -> int:
-        """bid + ask in whole points: twice the mid, exact."""
-        return points(self.bid, self.digits) + points(self.ask, self.digits)
+        """bid + ask in whole points of the symbol (1.09512 -> 109512 with 5 digits): twice the mid, exact."""
+        scale = 10 ** self.digits
+        return round(self.bid * scale) + round(self.ask * scale)
 
-
-def points(price: float, digits: int) -> int:
-    """A price in whole points of a symbol quoted with ``digits`` decimals (1.09512 -> 109512)."""
-    return round(price * 10 ** digits)
+    @property
+    def spread_points(self) -> int:
+        """ask - bid in whole points: exact, so a spread at its limit is within it."""
+        scale = 10 ** self.digits
+        return round(self.ask * scale) - round(self.bid * scale)
 
 
 @dataclass(frozen=True)
@@ -96,39 +98,48 @@ def on_positions(state: MarketState, event: Envelope[PositionReport]) -> MarketS
 
 def on_tick(state: MarketState, event: Envelope[TickReport], config: GuardSettings) -> Decision[MarketState]:
     tick = event.payload
-    previous = state.quotes.get(tick.symbol)
+    symbol = tick.symbol
+    previous = state.quotes.get(symbol)
     if previous is not None and tick.quoted_at < previous.quoted_at:
         return Decision(state)  # an older quote, delivered late
     same = previous is not None and previous.quoted_at == tick.quoted_at and previous.seen_at is not None
     seen_at = previous.seen_at if same and previous is not None else event.occurred_at
     quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits, seen_at)
-    state = replace(state, quotes={**state.quotes, tick.symbol: quote})
-    tickets = state.held.get(tick.symbol)
+    state = replace(state, quotes={**state.quotes, symbol: quote})
+    tickets = state.held.get(symbol)
     if not tickets:
         return Decision(state)
-    breach = assess(tick, previous, event.occurred_at, config.symbol(tick.symbol), config.markets, seen_at)
-    if breach is None or _recently_closed(state, tick.symbol, event.occurred_at, config):
+    breach = assess(tick, previous, event.occurred_at, config.symbol(symbol), config.markets, quote)
+    if breach is None or _recently_closed(state, symbol, event.occurred_at, config):
         return Decision(state)
     return _close(state, event, tickets, breach, config)
 
 
 def assess(tick: TickReport, previous: Quote | None, polled_at: datetime, rules: SymbolRules,
-           markets: MarketSettings, seen_at: datetime | None = None) -> Breach | None:
-    """The abnormality this quote shows, if any (gap, then spread, then staleness); None while closed."""
-    if not (tick.market_open and is_open(markets, tick.symbol, polled_at)):
+           markets: MarketSettings, quote: Quote | None = None) -> Breach | None:
+    """The abnormality this quote shows, if any (gap, then spread, then staleness); None while closed.
+
+    The calendar is asked once, for the session at the poll; the gap and the staleness compare their
+    times with it (``session_at``), and ask again only when a time falls outside it."""
+    session = session_at(markets, tick.symbol, polled_at) if tick.market_open else None
+    if session is None:
         return None
-    quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits)
-    breach = _gap(tick, quote, previous, rules, markets) if previous is not None else None
-    return breach or _spread(tick, quote, rules) or _stale(tick, polled_at, rules, markets, seen_at)
+    if quote is None:
+        quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits)
+    breach = _gap(tick.symbol, quote, previous, rules, markets, session) if previous is not None else None
+    if breach is None and rules.max_spread_points is not None:
+        breach = _spread(tick.symbol, quote, rules.max_spread_points)
+    return breach or _stale(tick, quote, polled_at, rules, markets, session)
 
 
-def _gap(tick: TickReport, quote: Quote, previous: Quote, rules: SymbolRules,
-         markets: MarketSettings) -> Breach | None:
-    if not previous.quoted_at < tick.quoted_at:
+def _gap(symbol: str, quote: Quote, previous: Quote, rules: SymbolRules, markets: MarketSettings,
+         session: Interval) -> Breach | None:
+    if not previous.quoted_at < quote.quoted_at:
         return None
-    same_session = open_throughout(markets, tick.symbol, previous.quoted_at, tick.quoted_at)
+    same_session = session[0] <= previous.quoted_at and quote.quoted_at < session[1] or \
+        open_throughout(markets, symbol, previous.quoted_at, quote.quoted_at)
     if same_session:
-        if (tick.quoted_at - previous.quoted_at).total_seconds() > rules.gap_window_seconds:
+        if (quote.quoted_at - previous.quoted_at).total_seconds() > rules.gap_window_seconds:
             return None  # not consecutive quotes: nothing held in between, or a silent feed
         limit, kind = rules.quote_gap_percent, "market_gap"
     elif rules.session_gap_percent is not None:
@@ -143,7 +154,7 @@ def _gap(tick: TickReport, quote: Quote, previous: Quote, rules: SymbolRules,
     move = moved / before * 100
     what = "between quotes" if kind == "market_gap" else "across a closed session"
     return Breach(CloseReason.MARKET_GAP, AlertType.MARKET_GAP,
-                  f"{tick.symbol} gapped {move:.3f}% {what} (limit {limit:g}%)",
+                  f"{symbol} gapped {move:.3f}% {what} (limit {limit:g}%)",
                   {"kind": kind, "previous_mid": previous.mid, "mid": quote.mid, "move_percent": round(move, 6),
                    "move_points": moved / 2, "threshold_percent": limit,
                    "previous_quoted_at": previous.quoted_at.isoformat()})
@@ -153,26 +164,28 @@ def _gap(tick: TickReport, quote: Quote, previous: Quote, rules: SymbolRules,
 _SURELY_WITHIN = 1 - 1e-9
 
 
-def _spread(tick: TickReport, quote: Quote, rules: SymbolRules) -> Breach | None:
-    spread = points(tick.ask, quote.digits) - points(tick.bid, quote.digits)
-    if rules.max_spread_points is None or spread <= rules.max_spread_points:
+def _spread(symbol: str, quote: Quote, max_spread_points: float) -> Breach | None:
+    spread = quote.spread_points
+    if spread <= max_spread_points:
         return None
     return Breach(CloseReason.SPREAD, AlertType.SPREAD,
-                  f"{tick.symbol} spread {spread} points beyond its maximum {rules.max_spread_points:g}",
-                  {"spread_points": spread, "max_spread_points": rules.max_spread_points})
+                  f"{symbol} spread {spread} points beyond its maximum {max_spread_points:g}",
+                  {"spread_points": spread, "max_spread_points": max_spread_points})
 
 
-def _stale(tick: TickReport, polled_at: datetime, rules: SymbolRules, markets: MarketSettings,
-           seen_at: datetime | None) -> Breach | None:
+def _stale(tick: TickReport, quote: Quote, polled_at: datetime, rules: SymbolRules, markets: MarketSettings,
+           session: Interval) -> Breach | None:
     """Older than the limit in open-market time: the market must have been open for the whole last
     ``stale_quote_seconds`` (a quote from before a break is not stale until the break is that long over).
 
     The age is the lesser of the quote's own (its true UTC time depends on the broker clock's offset,
     which before it is learned rests on an assumed rule, possibly hours off) and how long the guard has
-    seen this same quote: a wrong offset alone never makes a live feed stale."""
-    age = (polled_at - max(tick.quoted_at, seen_at or tick.quoted_at)).total_seconds()
+    seen this same quote (``seen_at``): a wrong offset alone never makes a live feed stale."""
+    age = (polled_at - max(tick.quoted_at, quote.seen_at or tick.quoted_at)).total_seconds()
+    if age <= rules.stale_quote_seconds:
+        return None
     window_start = polled_at - timedelta(seconds=rules.stale_quote_seconds)
-    if age <= rules.stale_quote_seconds or not open_throughout(markets, tick.symbol, window_start, polled_at):
+    if not (session[0] <= window_start or open_throughout(markets, tick.symbol, window_start, polled_at)):
         return None
     return Breach(CloseReason.STALE_FEED, AlertType.STALE_FEED,
                   f"{tick.symbol} quote is {age:.0f} s old while the market is open "

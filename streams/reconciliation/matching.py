@@ -20,6 +20,8 @@ _CLOSING_ENTRIES = frozenset({DealEntry.OUT, DealEntry.OUT_BY, DealEntry.INOUT})
 def closing_deals(deals: tuple[ObservedDeal, ...]) -> dict[int, ObservedDeal]:
     """The last closing deal of each position in this report."""
     closing: dict[int, ObservedDeal] = {}
+    if not deals:  # most reports
+        return closing
     for deal in sorted(deals, key=lambda d: d.time):
         if deal.entry in _CLOSING_ENTRIES:
             closing[deal.position_id] = deal
@@ -43,11 +45,12 @@ def bind(expected: dict[str, ExpectedTrade], observed: dict[int, ObservedPositio
     evidence is taken from any trade that had only guessed it; the guesses are then made again,
     all together, over the positions left, so two trades close in time do not end up crosswise."""
     result = dict(expected)
-    strong = {a: t for a, t in expected.items() if t.done_at is None and _firm(t)}
-    taken = {t.ticket for t in expected.values() if t.ticket is not None and
-             (t.approval_id in strong or t.done_at is not None or t.ticket not in observed)}
-    guessing = sorted((t for t in expected.values() if t.done_at is None and t.approval_id not in strong
+    guessing = sorted((t for t in expected.values() if t.done_at is None and not _firm(t)
                        and (t.ticket is None or t.ticket in observed)), key=lambda t: (t.approved_at, t.approval_id))
+    if not guessing:  # every open trade is bound for good (most reports): nothing is revised
+        return result, []
+    taken = {t.ticket for t in expected.values() if t.ticket is not None and
+             (t.done_at is not None or _firm(t) or t.ticket not in observed)}
     for trade in list(guessing):
         found = _by_identity(trade, observed, taken, config)
         if found is not None:

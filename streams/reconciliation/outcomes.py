@@ -128,7 +128,8 @@ def _compare(trade: ExpectedTrade, p: ObservedPosition, config: GuardSettings, a
     if p.direction != trade.direction:
         add(DivergenceReason.DIRECTION_MISMATCH, f"expected {trade.direction.value}, found {p.direction.value}")
     want = trade.open_volume
-    unclosed = _partial_close_pending(trade, p, rules.volume_tolerance_lots)
+    unclosed = None if trade.platform_closed_at is None else \
+        _partial_close_pending(trade, p, rules.volume_tolerance_lots)
     if unclosed is not None:
         assert trade.platform_closed_at is not None
         if (at - trade.platform_closed_at).total_seconds() > config.platform_close_timeout_seconds:
@@ -143,9 +144,10 @@ def _compare(trade: ExpectedTrade, p: ObservedPosition, config: GuardSettings, a
     if slip > rules.slippage_percent:
         add(DivergenceReason.SLIPPAGE, f"opened at {p.price_open:g}, approved at {trade.entry_price:g} "
             f"({slip:.4f}% > {rules.slippage_percent}%)", slippage_percent=rules.slippage_percent)
-    drift = _stop_drift(trade, p, rules.sl_tp_drift_percent)
-    if drift:
-        add(DivergenceReason.SL_TP_DRIFT, "; ".join(drift), sl_tp_drift_percent=rules.sl_tp_drift_percent)
+    if trade.stop_loss is not None or trade.take_profit is not None:  # most trades ask for neither
+        drift = _stop_drift(trade, p, rules.sl_tp_drift_percent)
+        if drift:
+            add(DivergenceReason.SL_TP_DRIFT, "; ".join(drift), sl_tp_drift_percent=rules.sl_tp_drift_percent)
     return found
 
 

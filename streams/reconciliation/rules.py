@@ -34,7 +34,7 @@ from schemas.decisions import (
     ReconciliationStatus,
 )
 from schemas.platform import TradeApproved, TradeClosedByPlatform
-from schemas.reports import AccountSyncFailed, PositionReport
+from schemas.reports import AccountSyncFailed, ObservedPosition, PositionReport
 from schemas.results import CloseOutcome, PositionClosed
 from streams.decisions import Decision, replace
 from streams.reconciliation.matching import bind, closing_deals, note_partial_closes
@@ -181,10 +181,9 @@ def on_positions(state: ReconciliationState, event: Envelope[PositionReport], co
                    if p.ticket not in bound and p.ticket not in state.guard_closing
                    and (at - p.opened_at).total_seconds() >= config.unexpected_after_seconds]
     divergences, changes = diff_divergences(state.divergences, conditions, event, at, expected=expected, observed=observed)
-    held = {t: Held.of(p) for t, p in observed.items()}
     # Keep the same objects where nothing changed: an unchanged state is the same state (no table write,
     # no deep comparison).
-    held = _same_or(state.held, held)
+    held = _held(state.held, observed)
     expected = _same_or(state.expected, _prune(expected, at, config))
     divergences = _same_or(state.divergences, divergences)
     guard_closing = state.guard_closing if all(t in observed for t in state.guard_closing) else \
@@ -213,8 +212,23 @@ def _same_or(before: dict[Any, Any], after: dict[Any, Any]) -> dict[Any, Any]:
 _ABSENT = object()
 
 
+def _held(before: dict[int, Held], observed: dict[int, ObservedPosition]) -> dict[int, Held]:
+    """The positions' stable parts: ``before`` itself when none changed (most reports), built anew otherwise."""
+    if len(before) == len(observed):
+        for ticket, p in observed.items():
+            old = before.get(ticket)
+            if old is None or not old.same_as(p):
+                break
+        else:
+            return before
+    return {t: Held.of(p) for t, p in observed.items()}
+
+
 def _prune(expected: dict[str, ExpectedTrade], at: datetime, config: GuardSettings) -> dict[str, ExpectedTrade]:
-    """Forget finished trades after the retention period, so state stays bounded."""
+    """Forget finished trades after the retention period, so state stays bounded (``expected`` itself
+    when no trade is finished: most reports)."""
+    if all(t.done_at is None for t in expected.values()):
+        return expected
     horizon = at - timedelta(seconds=config.closed_trade_retention_seconds)
     return {k: t for k, t in expected.items() if t.done_at is None or t.done_at > horizon}
 

@@ -56,6 +56,12 @@ class Held:
     def of(cls, p: ObservedPosition) -> "Held":
         return cls(p.ticket, p.symbol, p.direction, p.volume, p.price_open, p.sl, p.tp, p.comment, p.opened_at)
 
+    def same_as(self, p: ObservedPosition) -> bool:
+        """``Held.of(p) == self``, without building one: asked of every position at every report."""
+        return (self.ticket, self.symbol, self.direction, self.volume, self.price_open, self.sl, self.tp,
+                self.comment, self.opened_at) == (p.ticket, p.symbol, p.direction, p.volume, p.price_open, p.sl,
+                                                  p.tp, p.comment, p.opened_at)
+
 
 @dataclass(frozen=True)
 class OpenDivergence:

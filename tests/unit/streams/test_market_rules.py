@@ -80,3 +80,14 @@ def test_quotes_alone_do_not_change_the_durable_state():
     state, _ = run(HELD)
     after, _ = run(tick(bid=1.1, t=1), tick(bid=1.1002, t=2), state=state)
     assert after == state and after.quotes != state.quotes
+
+
+def test_a_symbol_without_a_spread_limit_is_never_closed_for_its_spread():
+    no_limits = GuardSettings(symbols={})
+    state = MarketState()
+    outputs = []
+    for event in (HELD, tick(bid=1.1, t=1), tick(bid=1.07506, ask=1.12506, t=2)):  # the same mid
+        decision = handle(state, event, no_limits)
+        state, outputs = decision.state, outputs + list(decision.outputs)
+    assert no_limits.symbol("EURUSD").max_spread_points is None and outputs == []
+    assert state.quotes["EURUSD"].spread_points == 5000
