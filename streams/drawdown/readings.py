@@ -131,10 +131,17 @@ def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettin
 
     balance_net = sum(f.amount_gbp for f in new if f.kind.value in ("balance", "charge", "correction"))
     shifted = replace(last, equity_gbp=last.equity_gbp + net, balance_gbp=last.balance_gbp + balance_net)
+
+    def added(value: float | None) -> float | None:  # a balance the prop profiles measure from
+        return None if value is None else value + balance_net
+
     moved_state = replace(state, peak_equity_gbp=moved(state.peak_equity_gbp),
                           day_start_equity_gbp=moved(state.day_start_equity_gbp), last=shifted,
                           recent=tuple(moved(v) or 0.0 for v in state.recent),
-                          day_recent=tuple(moved(v) or 0.0 for v in state.day_recent))
+                          day_recent=tuple(moved(v) or 0.0 for v in state.day_recent),
+                          day_start_balance_gbp=added(state.day_start_balance_gbp),
+                          eod_balance_peak_gbp=added(state.eod_balance_peak_gbp),
+                          flows_net_gbp=round(state.flows_net_gbp + net, 4))
     return _with_kept(moved_state, [_applied(f, ratio if ratio is not None else 0.0) for f in new])
 
 

@@ -82,6 +82,9 @@ class DrawdownState:
     balance_day: str | None = None  # the broker day day_start_balance_gbp belongs to
     day_start_balance_gbp: float | None = None  # the day's first trusted balance: the balance at midnight
     eod_balance_peak_gbp: float | None = None  # the highest end-of-day balance (and the initial balance)
+    # The net of the money flows applied since the first reading: the prop profiles' initial balance
+    # moves by it, so a withdrawal is no loss and a deposit no gain for them either.
+    flows_net_gbp: float = 0.0
     # Volatile: refreshed by every report; changing them alone does not need a table write.
     positions_at: datetime | None = field(default=None, compare=False)
     last: Reading | None = field(default=None, compare=False)
