@@ -149,8 +149,13 @@ def _equity_before(state: DrawdownState, report: AccountReport, net: float, conf
     assert state.last is not None
     candidates = [state.last.equity_gbp]
     now_less_flow = report.equity * report.gbp_rate - net
-    if now_less_flow > 0 and consistent(report, config):
-        candidates.append(now_less_flow)
+    if consistent(report, config):
+        if now_less_flow > 0:
+            candidates.append(now_less_flow)
+    else:  # its equity says nothing (a flow repeated on a spike); its balance still does
+        balance_before = (report.balance + report.credit) * report.gbp_rate - net
+        if balance_before > 0:
+            candidates.append(balance_before)
     return max(candidates) if net > 0 else min(candidates)
 
 

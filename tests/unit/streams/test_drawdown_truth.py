@@ -207,7 +207,7 @@ step = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(step, min_size=1, max_size=30))
 def test_no_liquidation_without_a_confirmed_trading_loss_beyond_the_critical_level(steps):
     """Replays random readings, money flows, bad readings, day changes and lost updates; tracks the true
@@ -222,14 +222,23 @@ def test_no_liquidation_without_a_confirmed_trading_loss_beyond_the_critical_lev
     equity, credit, t = 10_000.0, 0.0, 1.0
     growth, peak_growth = 1.0, 1.0  # trading-only growth of one unit of money, and its high-water mark
     loss_after: list[float] = []  # the true drawdown (%) at each event
-    last_trusted = ""  # two bad quotes in a row are two trusted readings agreeing: beyond any guard
+    kind_at: dict[int, str] = {}  # what each event is
+
+    def last_trusted() -> str:
+        """The last event the guard judged as a trusted reading (not a spike, not one whose update it lost)."""
+        return next((kind_at[i] for i in range(len(events) - 1, 0, -1) if i not in lost
+                     and kind_at.get(i) not in (None, "spike")), "")
+
     for kind, x in steps:
         t += 1
-        if kind == "quote" and last_trusted == "quote":
-            continue
-        if kind in ("trade", "flow", "lost flow", "credit", "quote"):
-            last_trusted = kind
-        if kind == "night":
+        if kind == "quote" and last_trusted() == "quote":
+            continue  # two bad quotes in a row are two trusted readings agreeing: beyond any guard
+        if kind == "night":  # the poller's next polls come first, each repeating the last minute's flows
+            for _ in range(2):  # two: a lost update drops one report, never every repeat of a flow
+                events.append(reading(equity, t=t, credit=credit, flows=recent()))
+                kind_at[len(events) - 1] = kind
+                loss_after.append((1 - growth / peak_growth) * 100)
+                t += 1
             t += 8 * 3600
             continue
         if kind == "lost":
@@ -247,21 +256,25 @@ def test_no_liquidation_without_a_confirmed_trading_loss_beyond_the_critical_lev
             equity += amount
             flows.append(flow(amount, t=t - 0.5, kind=flow_kind))
             events.append(reading(equity, t=t, credit=credit, flows=recent()))
+            kind_at[len(events) - 1] = kind
             loss_after.append((1 - growth / peak_growth) * 100)
             if kind == "lost flow":
                 lost.add(len(events) - 1)
             continue
         elif kind == "quote":  # one poll priced off a bad quote: consistent, but not the account's truth
             events.append(reading(equity * (1 + x), t=t, balance=equity - credit, credit=credit, flows=recent()))
+            kind_at[len(events) - 1] = kind
             loss_after.append((1 - growth / peak_growth) * 100)
             continue
         else:  # a reading whose equity disagrees with its balance: untrusted
             events.append(reading(equity * (1 + x), t=t, balance=equity - credit, credit=credit, profit=0.0,
                                   flows=recent()))
+            kind_at[len(events) - 1] = "spike"
             loss_after.append((1 - growth / peak_growth) * 100)
             continue
         peak_growth = max(peak_growth, growth)
         events.append(reading(equity, t=t, credit=credit, flows=recent()))
+        kind_at[len(events) - 1] = kind
         loss_after.append((1 - growth / peak_growth) * 100)
     state = DrawdownState()
     for i, event in enumerate(events):
