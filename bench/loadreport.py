@@ -37,7 +37,7 @@ def table(points: list[Point]) -> str:
         n = p.numbers
         worst = max(n["lag_p99_s"], key=n["lag_p99_s"].get) if n["lag_p99_s"] else "-"
         lines.append(
-            f"| {p.accounts} | {p.load_average[0]:.2f} | {_seconds(n.get('startup_s'))} | "
+            f"| {p.accounts}{f' ({p.workers} workers)' if p.workers > 1 else ''} | {p.load_average[0]:.2f} | {_seconds(n.get('startup_s'))} | "
             f"{n['events_per_s'].get('account-reports', 0.0):,.0f} | {sum(n['events_per_s'].values()):,.0f} | "
             f"{n['lag_p99_s'].get(worst, math.nan):.2f} / {n['lag_max_s'].get(worst, math.nan):.2f} ({worst}) | "
             f"{_ms(n['reaction_p50_ms'])} / {_ms(n['reaction_p99_ms'])} | {sum(n['cpu_share'].values()):.2f} | "
