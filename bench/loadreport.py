@@ -37,7 +37,7 @@ def table(points: list[Point]) -> str:
         n = p.numbers
         worst = max(n["lag_p99_s"], key=n["lag_p99_s"].get) if n["lag_p99_s"] else "-"
         lines.append(
-            f"| {p.accounts} | {p.load_average[0]:.2f} | {_seconds(n.get('startup_s'))} | "
+            f"| {p.accounts}{f' ({p.workers} workers)' if p.workers > 1 else ''} | {p.load_average[0]:.2f} | {_seconds(n.get('startup_s'))} | "
             f"{n['events_per_s'].get('account-reports', 0.0):,.0f} | {sum(n['events_per_s'].values()):,.0f} | "
             f"{n['lag_p99_s'].get(worst, math.nan):.2f} / {n['lag_max_s'].get(worst, math.nan):.2f} ({worst}) | "
             f"{_ms(n['reaction_p50_ms'])} / {_ms(n['reaction_p99_ms'])} | {sum(n['cpu_share'].values()):.2f} | "
@@ -90,19 +90,22 @@ def plot(points: list[Point], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    accounts = [p.accounts for p in points]
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    axes[0].plot(accounts, [p.lag_p99_s for p in points], marker="o")
+    for workers in sorted({p.workers for p in points}):  # one line per worker count
+        series = [p for p in points if p.workers == workers]
+        accounts, label = [p.accounts for p in series], f"{workers} worker{'s' if workers > 1 else ''}"
+        axes[0].plot(accounts, [p.lag_p99_s for p in series], marker="o", label=label)
+        axes[1].plot(accounts, [p.reaction_p99_ms for p in series], marker="o", label=label)
+        axes[2].plot(accounts, [sum(p.numbers["cpu_share"].values()) for p in series], marker="o", label=label)
     axes[0].axhline(2.0, color="red", linestyle="--", linewidth=1)
     axes[0].set_title("worst group lag p99 (s)")
-    axes[1].plot(accounts, [p.reaction_p99_ms for p in points], marker="o")
     axes[1].axhline(250.0, color="red", linestyle="--", linewidth=1)
     axes[1].set_title("guard reaction p99 (ms)")
-    axes[2].plot(accounts, [sum(p.numbers["cpu_share"].values()) for p in points], marker="o")
     axes[2].set_title("CPU, all processes (cores)")
     for axis in axes:
         axis.set_xlabel("accounts")
         axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
