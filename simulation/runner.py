@@ -189,9 +189,9 @@ class Simulation:
         outcome = conclude_poll(_glitched(read, a.glitch), a.state, user_id=user_id, poll_seq=seq, offset=offset,
                                 server_now=server_clock_at(at, offset), tick_reports=tick_reports)
         a.state, a.glitch = outcome.state, {}
-        return [self._observed(outcome.positions, user_id, f"{seq}"),
-                self._observed(outcome.account, user_id, f"{seq}"),
-                *(self._observed(t, user_id, f"{seq}/{t.symbol}") for t in outcome.ticks)]
+        events = [self._observed(outcome.positions, user_id, f"{seq}"), self._observed(outcome.account, user_id, f"{seq}")]
+        events += [self._observed(t, user_id, f"{seq}/{t.symbol}") for t in outcome.ticks]
+        return events
 
     def _observed(self, payload: Any, account_id: str, key: str) -> Envelope[Any]:
         event_id = derived_uuid(f"scenario/{self.seed}/{account_id}/{payload.event_type}/{key}")
