@@ -185,9 +185,10 @@ class Simulation:
                                   error_code=failed.code, error_message=failed.message)
             return [self._observed(failure, user_id, f"{seq}")]
         a.clock.observe(latest_tick_msc(read.ticks.values()), at)
-        offset = a.clock.offset_minutes(at)
+        if (learned := a.clock.offset_minutes(at)) != offset:  # the read taught the clock: read it again
+            offset, server_now = learned, server_clock_at(at, learned)
         outcome = conclude_poll(_glitched(read, a.glitch), a.state, user_id=user_id, poll_seq=seq, offset=offset,
-                                server_now=server_clock_at(at, offset), tick_reports=tick_reports)
+                                server_now=server_now, tick_reports=tick_reports)
         a.state, a.glitch = outcome.state, {}
         events = [self._observed(outcome.positions, user_id, f"{seq}"), self._observed(outcome.account, user_id, f"{seq}")]
         events += [self._observed(t, user_id, f"{seq}/{t.symbol}") for t in outcome.ticks]
