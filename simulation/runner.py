@@ -191,13 +191,15 @@ class Simulation:
                                 server_now=server_now, tick_reports=tick_reports)
         a.state, a.glitch = outcome.state, {}
         events = [self._observed(outcome.positions, user_id, f"{seq}"), self._observed(outcome.account, user_id, f"{seq}")]
-        events += [self._observed(t, user_id, f"{seq}/{t.symbol}") for t in outcome.ticks]
+        events += [self._observed(t, user_id, f"{seq}/{t.symbol}", report=False) for t in outcome.ticks]
         return events
 
-    def _observed(self, payload: Any, account_id: str, key: str) -> Envelope[Any]:
+    def _observed(self, payload: Any, account_id: str, key: str, *, report: bool = True) -> Envelope[Any]:
+        """The envelope of an observation; a report's summary goes into the log (a tick report's does not:
+        the caller says which, rather than every tick asking its type)."""
         event_id = derived_uuid(f"scenario/{self.seed}/{account_id}/{payload.event_type}/{key}")
         event = observed(payload, account_id=account_id, occurred_at=self.now, event_id=event_id)
-        if self.log_reports and isinstance(payload, REPORT_TYPES):
+        if report and self.log_reports:
             self.log(event, _report_summary(payload))
         return event
 
