@@ -185,18 +185,21 @@ class Simulation:
                                   error_code=failed.code, error_message=failed.message)
             return [self._observed(failure, user_id, f"{seq}")]
         a.clock.observe(latest_tick_msc(read.ticks.values()), at)
-        offset = a.clock.offset_minutes(at)
+        if (learned := a.clock.offset_minutes(at)) != offset:  # the read taught the clock: read it again
+            offset, server_now = learned, server_clock_at(at, learned)
         outcome = conclude_poll(_glitched(read, a.glitch), a.state, user_id=user_id, poll_seq=seq, offset=offset,
-                                server_now=server_clock_at(at, offset), tick_reports=tick_reports)
+                                server_now=server_now, tick_reports=tick_reports)
         a.state, a.glitch = outcome.state, {}
-        return [self._observed(outcome.positions, user_id, f"{seq}"),
-                self._observed(outcome.account, user_id, f"{seq}"),
-                *(self._observed(t, user_id, f"{seq}/{t.symbol}") for t in outcome.ticks)]
+        events = [self._observed(outcome.positions, user_id, f"{seq}"), self._observed(outcome.account, user_id, f"{seq}")]
+        events += [self._observed(t, user_id, f"{seq}/{t.symbol}", report=False) for t in outcome.ticks]
+        return events
 
-    def _observed(self, payload: Any, account_id: str, key: str) -> Envelope[Any]:
+    def _observed(self, payload: Any, account_id: str, key: str, *, report: bool = True) -> Envelope[Any]:
+        """The envelope of an observation; a report's summary goes into the log (a tick report's does not:
+        the caller says which, rather than every tick asking its type)."""
         event_id = derived_uuid(f"scenario/{self.seed}/{account_id}/{payload.event_type}/{key}")
         event = observed(payload, account_id=account_id, occurred_at=self.now, event_id=event_id)
-        if self.log_reports and isinstance(payload, REPORT_TYPES):
+        if report and self.log_reports:
             self.log(event, _report_summary(payload))
         return event
 

@@ -78,10 +78,10 @@ def parse_request(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> TradeRequ
 
 def to_epoch(value: object) -> int:
     """A date argument: int seconds, float (truncated) or datetime; stored by the package as 32-bit."""
+    if isinstance(value, datetime):  # the poller's dates: asked first, as a bool is never one
+        return int(value.timestamp())
     if isinstance(value, bool):
         raise ApiError("Invalid arguments")
-    if isinstance(value, datetime):
-        return int(value.timestamp())
     if isinstance(value, int | float):
         return int(value)
     raise ApiError("Invalid arguments")
@@ -107,6 +107,8 @@ def group_matches(group: str, name: str) -> bool:
 
 def filters(kwargs: Mapping[str, Any]) -> tuple[int | None, str | None, str | None]:
     """positions_get/orders_get keyword filters (ticket, symbol, group), validated like the package."""
+    if not kwargs:  # every poll asks for all positions
+        return None, None, None
     ticket, symbol, group = kwargs.get("ticket"), kwargs.get("symbol"), kwargs.get("group")
     if ticket is not None and not (isinstance(ticket, int) and 0 <= ticket < 2**64):
         raise ApiError('Invalid "ticket" argument')
@@ -143,7 +145,7 @@ def arity(args: tuple[Any, ...], count: int) -> None:
 
 def history_query(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
     """("ticket", T) | ("position", P) | ("dates", from, to, group) from history_*_get arguments."""
-    for key in ("ticket", "position"):
+    for key in ("ticket", "position") if kwargs else ():  # a poll's dates come without keywords
         if kwargs.get(key) is not None:
             if args:
                 raise ApiError("Unnamed arguments not allowed")

@@ -318,31 +318,26 @@ class MarketModel:
     def steps_until(self, target_msc: int, faults: FaultConfig) -> Iterator[list[SymbolMarket]]:
         """Advance the clock tick interval by tick interval; yield the symbols that ticked at each step."""
         dt = self.step_msc / 1000
+        markets, calendar = self.symbols.values(), self.calendar
         while self._next_tick_msc <= target_msc:
-            if self._skip_closed_minute():
-                continue
-            self.clock_msc = self._next_tick_msc
+            t = self.clock_msc = self._next_tick_msc
             self._next_tick_msc += self.step_msc
-            ticked = [m for m in self.symbols.values()
-                      if m.step(self.clock_msc, dt, faults, calendar=self.calendar)]
+            ticked = [m for m in markets if m.step(t, dt, faults, calendar=calendar)]  # a shut one marks itself
             if ticked:
                 self.revision += 1
                 yield ticked
+            elif calendar is not None and not any(calendar.is_open(name, t // 1000) for name in self.symbols):
+                self._skip_closed_minute(t)
         self.clock_msc = max(self.clock_msc, target_msc)
 
-    def _skip_closed_minute(self) -> bool:
-        """With every market shut (weekends), jump to the next minute: sessions change on whole minutes,
-        and stepping through a weekend tick by tick would cost seconds of CPU for nothing."""
-        t = self._next_tick_msc
-        calendar = self.calendar
-        if calendar is None or any(calendar.is_open(name, t // 1000) for name in self.symbols):
-            return False
+    def _skip_closed_minute(self, t: int) -> None:
+        """With every market shut at ``t`` (weekends), jump to the next minute: sessions change on whole
+        minutes, and stepping through a weekend tick by tick would cost seconds of CPU for nothing.
+        Asked only of a step at which nothing ticked, so an open market's steps never pay for it."""
         for market in self.symbols.values():
-            market.mark_closed()
+            market.mark_closed()  # a paused feed too: it opens with a gap, as one stepped would
         minute_end = (t // 60_000 + 1) * 60_000
         self._next_tick_msc = t + -(-(minute_end - t) // self.step_msc) * self.step_msc
-        self.clock_msc = t
-        return True
 
     def is_open(self, symbol: str) -> bool:
         return self.calendar is None or self.calendar.is_open(symbol, self.clock_msc // 1000)

@@ -79,6 +79,22 @@ def test_no_ticks_over_the_weekend_and_a_gap_at_the_open() -> None:
     assert abs(ticks["bid"][0] / friday_close.bid - 1) > 0.001
 
 
+def test_a_feed_paused_over_the_weekend_still_opens_with_a_gap() -> None:
+    """A step at which nothing ticks asks whether every market is shut, and then marks every symbol closed,
+    a paused one too (a scenario's frozen feed): so the week opens with a gap on that symbol as well."""
+    gappy = tuple(dataclasses.replace(s, session_gap_pct=2.0) for s in DEFAULT_SYMBOLS)
+    broker = SimulatedBroker(seed=5, start_time=FRIDAY_2158 - 3600, symbols=gappy, server_clock=UTC_CLOCK)
+    mt5 = _attached(broker, 1)
+    market = broker.market.symbols["EURUSD"]
+    market.step = lambda *args, **kwargs: False  # type: ignore[method-assign]  # paused before the close
+    paused = mt5.symbol_info_tick("EURUSD")
+    broker.advance_to(SUNDAY_2158 + 60)
+    del market.step
+    broker.advance_to(SUNDAY_2158 + 3 * 60)
+    opened = mt5.copy_ticks_range("EURUSD", SUNDAY_2158, SUNDAY_2158 + 3 * 60, c.COPY_TICKS_ALL)
+    assert abs(opened["bid"][0] / paused.bid - 1) > 0.001
+
+
 def test_xauusd_and_us30_have_a_daily_break() -> None:
     broker = SimulatedBroker(seed=5, start_time=DEFAULT_START + 13 * 3600 + 59 * 60,  # Monday 21:59 UTC
                              server_clock=UTC_CLOCK)

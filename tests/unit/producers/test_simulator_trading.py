@@ -309,6 +309,23 @@ def test_server_disconnect_shows_stale_data(broker: SimulatedBroker, mt5: Simula
     assert mt5.history_deals_get(position=ticket)[-1].reason == c.DEAL_REASON_SL
 
 
+def test_a_terminal_cut_off_knows_the_history_up_to_the_cut_only(broker: SimulatedBroker, mt5: SimulatedTerminal,
+                                                                  deal: DealBuilder) -> None:
+    bid = mt5.symbol_info_tick("EURUSD").bid
+    ticket = _open(mt5, deal(sl=round(bid - 0.002, 5)))
+    broker.advance(5)
+    broker.disconnect(LOGIN)
+    broker.advance(5)
+    broker.set_quote("EURUSD", round(bid - 0.01, 5))  # the stop fires on the server while it is cut off
+    window = (0, 2**31 - 1)
+    assert [d.entry for d in mt5.history_deals_get(*window) if d.position_id == ticket] == [c.DEAL_ENTRY_IN]
+    assert len(mt5.history_orders_get(*window)) == 1 == mt5.history_orders_total(*window)
+    broker.reconnect(LOGIN)
+    entries = [d.entry for d in mt5.history_deals_get(*window) if d.position_id == ticket]
+    assert entries == [c.DEAL_ENTRY_IN, c.DEAL_ENTRY_OUT]
+    assert len(mt5.history_orders_get(*window)) == 2 == mt5.history_orders_total(*window)
+
+
 def test_ipc_disconnect_fails_every_call(broker: SimulatedBroker, mt5: SimulatedTerminal) -> None:
     broker.disconnect(LOGIN, kind="ipc")
     assert mt5.account_info() is None and mt5.last_error() == (-10004, "No IPC connection")
