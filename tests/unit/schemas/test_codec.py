@@ -221,3 +221,10 @@ def test_a_topic_of_several_payloads_decodes_as_its_union_does(monkeypatch, desc
     choice by a Python function): the same envelopes and the same refusals, reasons included."""
     message = raw()
     assert _outcome(ACCOUNT_REPORTS, message) == _by_union_only(monkeypatch, ACCOUNT_REPORTS, message), description
+
+
+def test_encoded_bytes_are_the_models_own_json():
+    tick = TickReport(symbol="EURUSD", bid=1.1, ask=1.1001, point=0.00001, quoted_at=utcnow(), market_open=True)
+    for envelope in (observed(_report(server="Démo-1"), account_id="u1", occurred_at=utcnow()),
+                     observed(tick, account_id="u1", occurred_at=utcnow())):
+        assert encode(envelope) == envelope.model_dump_json().encode()
