@@ -34,9 +34,17 @@ def rule_offset_minutes(rule: str, at: datetime) -> int:
     if fixed is not None:
         return fixed
     if rule == NEW_YORK_CLOSE:
-        return _minutes(_NEW_YORK.utcoffset(at.astimezone(_NEW_YORK))) + 7 * 60
+        return _new_york_close_in_hour(int(at.timestamp() // 3600))
     zone = ZoneInfo(rule)
     return _minutes(zone.utcoffset(at.astimezone(zone)))
+
+
+@lru_cache(maxsize=64)
+def _new_york_close_in_hour(hour: int) -> int:
+    """The new-york-close offset through one whole hour of true UTC (hours since the epoch): New York
+    changes its clocks at 02:00 local, a whole UTC hour, so the hour decides it. Asked per account
+    and poll, where a time-zone conversion each time was a visible share of the poller's round."""
+    return _minutes(_NEW_YORK.utcoffset(datetime.fromtimestamp(hour * 3600, UTC).astimezone(_NEW_YORK))) + 7 * 60
 
 
 def _minutes(delta: timedelta | None) -> int:
@@ -55,7 +63,7 @@ def _minutes_delta(minutes: int) -> timedelta:
 
 def server_clock_at(at: datetime, offset_minutes: int) -> datetime:
     """What the server clock reads at true time ``at``, labelled UTC as MT5 labels it."""
-    return (at + timedelta(minutes=offset_minutes)).astimezone(UTC)
+    return (at + _minutes_delta(offset_minutes)).astimezone(UTC)
 
 
 @dataclass

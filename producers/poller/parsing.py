@@ -133,13 +133,13 @@ def route_rate(route: Route, quotes: Mapping[str, Any]) -> float | None:
 
 def observed_position(position: Any, gbp_rate: float, offset: int = 0) -> ObservedPosition:
     opened = utc_from_epoch(position.time, position.time_msc)
-    return ObservedPosition(
-        ticket=position.ticket, symbol=position.symbol, direction=position_direction(position.type),
-        volume=position.volume, price_open=position.price_open, price_current=position.price_current,
-        sl=price_or_none(position.sl), tp=price_or_none(position.tp), profit=position.profit,
-        profit_gbp=round(position.profit * gbp_rate, 2), magic=position.magic, comment=position.comment[:64],
-        opened_at=to_utc(opened, offset), opened_server_at=opened,
-    )
+    return ObservedPosition.model_validate({  # a dict: validated as keyword arguments are, with less work
+        "ticket": position.ticket, "symbol": position.symbol, "direction": position_direction(position.type),
+        "volume": position.volume, "price_open": position.price_open, "price_current": position.price_current,
+        "sl": price_or_none(position.sl), "tp": price_or_none(position.tp), "profit": position.profit,
+        "profit_gbp": round(position.profit * gbp_rate, 2), "magic": position.magic,
+        "comment": position.comment[:64], "opened_at": to_utc(opened, offset), "opened_server_at": opened,
+    })
 
 
 def observed_deal(deal: Any, gbp_rate: float, offset: int = 0) -> ObservedDeal | None:
@@ -196,8 +196,9 @@ def tick_report(symbol: str, tick: Any, *, point: float, market_open: bool, digi
     if tick is None or tick.bid <= 0 or tick.ask <= 0:
         return None
     server = utc_from_epoch(tick.time, tick.time_msc)
-    return TickReport(symbol=symbol, bid=tick.bid, ask=tick.ask, point=point, digits=digits,
-                      quoted_at=to_utc(server, offset), server_quoted_at=server, market_open=market_open)
+    return TickReport.model_validate({"symbol": symbol, "bid": tick.bid, "ask": tick.ask, "point": point,
+                                      "digits": digits, "quoted_at": to_utc(server, offset),
+                                      "server_quoted_at": server, "market_open": market_open})
 
 
 def latest_tick_msc(ticks: Iterable[Any]) -> int | None:
@@ -211,20 +212,21 @@ def latest_tick_msc(ticks: Iterable[Any]) -> int | None:
 def account_report(info: Any, *, user_id: str, poll_seq: int, gbp_rate: float, server_time: datetime | None,
                    offset: int | None = None, positions_profit: float | None = None,
                    flows: tuple[MoneyFlow, ...] = (), gbp_rate_inverse: float | None = None) -> AccountReport:
-    return AccountReport(
-        user_id=user_id, login=info.login, server=info.server, currency=info.currency, poll_seq=poll_seq,
-        balance=info.balance, equity=info.equity, profit=info.profit, margin=max(0.0, info.margin),
-        margin_free=info.margin_free, margin_level=max(0.0, info.margin_level), gbp_rate=gbp_rate,
-        server_time=server_time, server_offset_minutes=offset, credit=getattr(info, "credit", 0.0),
-        positions_profit=positions_profit, money_flows=flows, gbp_rate_inverse=gbp_rate_inverse,
-    )
+    return AccountReport.model_validate({
+        "user_id": user_id, "login": info.login, "server": info.server, "currency": info.currency,
+        "poll_seq": poll_seq, "balance": info.balance, "equity": info.equity, "profit": info.profit,
+        "margin": max(0.0, info.margin), "margin_free": info.margin_free,
+        "margin_level": max(0.0, info.margin_level), "gbp_rate": gbp_rate, "server_time": server_time,
+        "server_offset_minutes": offset, "credit": getattr(info, "credit", 0.0),
+        "positions_profit": positions_profit, "money_flows": flows, "gbp_rate_inverse": gbp_rate_inverse,
+    })
 
 
 def position_report(positions: Sequence[Any], deals: Sequence[ObservedDeal], *, user_id: str, login: int,
                     poll_seq: int, gbp_rate: float, offset: int = 0) -> PositionReport:
     observed = tuple(sorted((observed_position(p, gbp_rate, offset) for p in positions), key=lambda p: p.ticket))
-    return PositionReport(user_id=user_id, login=login, poll_seq=poll_seq, positions=observed,
-                          closed_deals=tuple(deals))
+    return PositionReport.model_validate({"user_id": user_id, "login": login, "poll_seq": poll_seq,
+                                          "positions": observed, "closed_deals": tuple(deals)})
 
 
 def sync_failed(*, user_id: str, login: int, poll_seq: int, stage: str, error_code: int,
@@ -251,6 +253,25 @@ class PollState:
     flows_since: int | None = None  # server-clock second the next read of money flows starts from
     flows_reported: frozenset[int] = frozenset()  # flow deals already reported (the reads overlap)
     flows_window: tuple[int, int] | None = None  # the server-clock seconds the last read's flows covered
+
+
+def _tick_reports(read: Any, offset: int, memo: dict[tuple[Any, ...], TickReport | None]) -> list[TickReport]:
+    """The reports of the held symbols' quotes; ``memo``: by quote, symbol and what else they say."""
+    digits, modes, reports = getattr(read, "digits", {}), read.trade_modes, []
+    for s in held_symbols(read.positions):
+        tick = read.ticks[s]
+        market_open = modes.get(s, c.SYMBOL_TRADE_MODE_FULL) != c.SYMBOL_TRADE_MODE_DISABLED
+        key = (s, tick, read.points[s], digits.get(s), offset, market_open)
+        report = memo.get(key, _UNSEEN)
+        if report is _UNSEEN:
+            report = memo[key] = tick_report(s, tick, point=key[2], digits=key[3], offset=offset,
+                                             market_open=market_open)
+        if report is not None:
+            reports.append(report)
+    return reports
+
+
+_UNSEEN = object()
 
 
 @dataclass(frozen=True)
@@ -285,16 +306,7 @@ def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int, o
     if server_now is None:  # no clock given: the newest quote's time, as MQL5's TimeCurrent
         latest = latest_tick_msc(read.ticks.values())
         server_now = None if latest is None else utc_from_epoch(0, latest)
-    memo = {} if tick_reports is None else tick_reports
-    ticks = []
-    for s in held_symbols(read.positions):
-        options = {"point": read.points[s], "digits": getattr(read, "digits", {}).get(s), "offset": offset,
-                   "market_open": read.trade_modes.get(s, c.SYMBOL_TRADE_MODE_FULL) != c.SYMBOL_TRADE_MODE_DISABLED}
-        key = (s, read.ticks[s], *options.values())
-        if key not in memo:
-            memo[key] = tick_report(s, read.ticks[s], **options)
-        if memo[key] is not None:
-            ticks.append(memo[key])
+    ticks = _tick_reports(read, offset, {} if tick_reports is None else tick_reports)
     # Every flow of the read's window, the ones already reported included (about a minute's worth: the
     # reads overlap), so a report whose effect the guard lost (a restore one update short) is healed by
     # the next. A flow is new to the previous report's balance only when the previous read looked at

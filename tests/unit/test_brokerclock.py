@@ -67,3 +67,17 @@ def test_a_configured_rule_overrides_learning():
 def test_server_times_back_to_true_utc():
     server = utc("2026-07-01T15:00")
     assert to_utc(server, 180) == utc("2026-07-01T12:00")
+
+
+def test_new_york_close_looked_up_by_the_hour_is_the_zone_conversion_at_every_instant():
+    """The offset is remembered per UTC hour: New York's switches fall on whole UTC hours, so every
+    second around them reads exactly as the zone conversion does."""
+    from zoneinfo import ZoneInfo
+
+    new_york = ZoneInfo("America/New_York")
+    switches = ["2024-03-10T07:00", "2024-11-03T06:00", "2026-03-08T07:00", "2026-11-01T06:00", "2031-03-09T07:00"]
+    for switch in switches:
+        for seconds in [*range(-7200, 7200, 59), -1, 0, 1]:
+            at = utc(switch) + timedelta(seconds=seconds, microseconds=999_999 if seconds == -1 else 0)
+            direct = round(new_york.utcoffset(at.astimezone(new_york)).total_seconds() / 60) + 7 * 60
+            assert rule_offset_minutes("new-york-close", at) == direct, at

@@ -113,6 +113,40 @@ def test_derived_ids_are_uuid5_in_the_derived_namespace():
         assert derived_uuid(name).version == 5
 
 
+def test_random_ids_are_uuid4_and_never_repeat():
+    from schemas.envelope import random_uuid
+
+    ids = [random_uuid() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert all(i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
+
+
+def test_a_quickly_made_id_is_a_uuid_like_any_other():
+    import pickle
+
+    from schemas.envelope import random_uuid
+
+    made = random_uuid()
+    usual = uuid.UUID(str(made))
+    assert made == usual and hash(made) == hash(usual) and repr(made) == repr(usual)
+    assert made.is_safe == usual.is_safe and pickle.loads(pickle.dumps(made)) == usual
+
+
+def test_a_forked_child_draws_ids_of_its_own():
+    import os
+
+    from schemas.envelope import random_uuid
+
+    random_uuid()  # the parent holds a pool of bits now
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(writing, random_uuid().bytes)
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(reading, 16) != random_uuid().bytes
+
+
 def test_a_payload_without_user_id_travels_under_any_account():
     tick = TickReport(symbol="EURUSD", bid=1.1, ask=1.1001, point=0.00001, quoted_at=utcnow(), market_open=True)
     assert account_mismatch("anyone", tick) is None
@@ -187,3 +221,10 @@ def test_a_topic_of_several_payloads_decodes_as_its_union_does(monkeypatch, desc
     choice by a Python function): the same envelopes and the same refusals, reasons included."""
     message = raw()
     assert _outcome(ACCOUNT_REPORTS, message) == _by_union_only(monkeypatch, ACCOUNT_REPORTS, message), description
+
+
+def test_encoded_bytes_are_the_models_own_json():
+    tick = TickReport(symbol="EURUSD", bid=1.1, ask=1.1001, point=0.00001, quoted_at=utcnow(), market_open=True)
+    for envelope in (observed(_report(server="Démo-1"), account_id="u1", occurred_at=utcnow()),
+                     observed(tick, account_id="u1", occurred_at=utcnow())):
+        assert encode(envelope) == envelope.model_dump_json().encode()
