@@ -47,9 +47,7 @@ def replace(obj: T, **changes: Any) -> T:
     instance dict with the changes applied is the same object ``dataclasses.replace`` would build.
     """
     new = object.__new__(type(obj))
-    fields = new.__dict__
-    fields.update(obj.__dict__)
-    fields.update(changes)
+    new.__dict__.update(obj.__dict__, **changes)
     return new
 
 

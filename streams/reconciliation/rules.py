@@ -227,7 +227,10 @@ def _held(before: dict[int, Held], observed: dict[int, ObservedPosition]) -> dic
 def _prune(expected: dict[str, ExpectedTrade], at: datetime, config: GuardSettings) -> dict[str, ExpectedTrade]:
     """Forget finished trades after the retention period, so state stays bounded (``expected`` itself
     when no trade is finished: most reports)."""
-    if all(t.done_at is None for t in expected.values()):
+    for trade in expected.values():
+        if trade.done_at is not None:
+            break
+    else:
         return expected
     horizon = at - timedelta(seconds=config.closed_trade_retention_seconds)
     return {k: t for k, t in expected.items() if t.done_at is None or t.done_at > horizon}
