@@ -120,8 +120,9 @@ def assess(tick: TickReport, previous: Quote | None, polled_at: datetime, rules:
     bid, ask = quote.points  # once per quote: the gap and the spread both compare them
     breach = _gap(tick.symbol, quote, bid + ask, previous, rules, markets, session) if previous is not None \
         else None
-    if breach is None and rules.max_spread_points is not None:
-        breach = _spread(tick.symbol, ask - bid, rules.max_spread_points)
+    limit = rules.max_spread_points
+    if breach is None and limit is not None and ask - bid > limit:
+        breach = _spread(tick.symbol, ask - bid, limit)
     return breach or _stale(tick, polled_at, rules, markets, session)
 
 
@@ -158,9 +159,8 @@ def _gap(symbol: str, quote: Quote, twice_mid: int, previous: Quote, rules: Symb
 _SURELY_WITHIN = 1 - 1e-9
 
 
-def _spread(symbol: str, spread: int, max_spread_points: float) -> Breach | None:
-    if spread <= max_spread_points:
-        return None
+def _spread(symbol: str, spread: int, max_spread_points: float) -> Breach:
+    """A spread beyond the symbol's maximum (in whole points: one at the maximum is within it)."""
     return Breach(CloseReason.SPREAD, AlertType.SPREAD,
                   f"{symbol} spread {spread} points beyond its maximum {max_spread_points:g}",
                   {"spread_points": spread, "max_spread_points": max_spread_points})
