@@ -186,8 +186,9 @@ def on_positions(state: ReconciliationState, event: Envelope[PositionReport], co
     held = _held(state.held, observed)
     expected = _same_or(state.expected, _prune(expected, at, config))
     divergences = _same_or(state.divergences, divergences)
-    guard_closing = state.guard_closing if all(t in observed for t in state.guard_closing) else \
-        {t: r for t, r in state.guard_closing.items() if t in observed}
+    guard_closing = state.guard_closing
+    if guard_closing and not all(t in observed for t in guard_closing):  # forget the closes that are done
+        guard_closing = {t: r for t, r in guard_closing.items() if t in observed}
     if expected is state.expected and held is state.held and divergences is state.divergences and \
             guard_closing is state.guard_closing and state.indeterminate_since is None:
         return Decision(state, tuple(changes + outputs))
