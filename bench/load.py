@@ -2,8 +2,9 @@
 
 The topology is the chaos harness's (``chaos/topology.py``) without its proxy and without faults:
 tansu, a real PostgreSQL, and `reconguard simulator` (N load accounts plus the demo's four, all
-polled at 1 Hz), `demo-platform`, `poller`, `worker`, `executor`, `projector` (with the archiver),
-`api` and `telegram` (to the tests' Bot API stand-in). A quarter into the run, a few load accounts
+polled at 1 Hz), `demo-platform`, `poller`, `worker` (``--workers N``: N worker processes in one
+group, sharing the partitions), `executor`, `projector` (with the archiver), `api` and `telegram`
+(to the tests' Bot API stand-in). A quarter into the run, a few load accounts
 open a 2-lot EURUSD buy and the quote is stepped down 1.5 % over 30 s, so warnings, liquidations
 and their closes happen under load (the demo's own accounts add their divergences).
 
@@ -11,12 +12,17 @@ Measured, every ``sample`` seconds and at the end:
 - events/s per topic (growth of each topic's end offsets);
 - consumer lag per group: messages behind (end − committed), and in seconds the age of the oldest
   record its group has not committed (broker timestamps); p99 and max over the samples. Lag by
-  committed offsets includes each consumer's commit cadence (the worker commits at Faust's
-  ``broker_commit_interval``), so it is an upper bound of how late the group's processing is;
+  committed offsets includes each consumer's commit cadence (the worker commits every
+  ``RECONGUARD_WORKER_COMMIT_INTERVAL_SECONDS``), so it is an upper bound of how late the group's
+  processing is;
 - guard reaction: a guard ClosePosition's ``recorded_at`` minus that of the critical report that
   caused it (``causation_id``), both read back from ``event_archive``, less the account's
   ``close_grace_seconds`` (the guard closes that long after the breach: the notice); warning-to-close
-  notice: the first drawdown warning of an account to its first guard close;
+  notice: the first drawdown warning of an account to its first guard close. The reaction in three
+  parts, from the times the close command carries (``details``): *judged*, the report's recording
+  to the worker's judgement (``warning_at``: queueing, lag, the batch); *warned*, how much later
+  than the judgement plus the grace the deadline was set (the notice runs from the warning's
+  acknowledgement); *late*, the close's recording after its deadline (the sweep, the send);
 - CPU (share of one core) and memory per process, as PSS (shared pages divided among their
   sharers, so PostgreSQL's shared buffers count once), and its slope (MiB per minute, least
   squares) over the whole window and over its second half (a leak still grows there);
@@ -59,8 +65,9 @@ GRACE_MS = DEFAULT_LEVELS.close_grace_seconds * 1000
 class LoadTopology(Topology):
     """The chaos topology with clients straight on the broker (no proxy between)."""
 
-    def __init__(self, directory: Path, *, accounts: int, telegram_url: str) -> None:
+    def __init__(self, directory: Path, *, accounts: int, telegram_url: str, workers: int = 1) -> None:
         super().__init__(directory, seed=0, accounts=accounts, telegram_url=telegram_url, restart_delay=lambda: 1.0)
+        self.workers = workers
         self.proxy_port = self.broker_port  # settings() and environment() point at the broker itself
         self.simulator_port = free_port_range(accounts + 5)  # the control port, then one per account
 
@@ -86,6 +93,11 @@ class LoadTopology(Topology):
         # crash (and started a second archiver).
         with self._lock:
             self.start("archiver")
+            for number in range(2, self.workers + 1):  # one group: the partitions are shared among them
+                self.start(f"worker-{number}")
+
+    def argv(self, name: str) -> list[str]:
+        return super().argv("worker" if name.startswith("worker-") else name)
 
     def pids(self) -> dict[str, list[int]]:
         """Every process of the run by name (PostgreSQL: the postmaster and its backends)."""
@@ -238,11 +250,22 @@ def _drive(topology: LoadTopology, *, accounts: int, steps: int = 30, step_perce
 
 _REACTIONS = """
     WITH closes AS (
-        SELECT convert_from(value, 'UTF8')::jsonb AS e FROM event_archive WHERE event_type = 'ClosePosition')
-    SELECT cause.event_type AS cause, closes.e->'payload'->>'reason' AS reason,
-           extract(epoch FROM (closes.e->>'recorded_at')::timestamptz
-                   - (convert_from(cause.value, 'UTF8')::jsonb->>'recorded_at')::timestamptz) * 1000 AS ms
-    FROM closes JOIN event_archive cause ON cause.event_id = (closes.e->>'causation_id')::uuid"""
+        SELECT convert_from(value, 'UTF8')::jsonb AS e FROM event_archive WHERE event_type = 'ClosePosition'),
+    timed AS (
+        SELECT cause.event_type AS cause, closes.e->'payload'->>'reason' AS reason,
+               (closes.e->>'recorded_at')::timestamptz AS closed,
+               (convert_from(cause.value, 'UTF8')::jsonb->>'recorded_at')::timestamptz AS reported,
+               (closes.e->'payload'->'details'->>'warning_at')::timestamptz AS judged,
+               (closes.e->'payload'->'details'->>'deadline')::timestamptz AS deadline,
+               (closes.e->'payload'->'details'->>'close_grace_seconds')::float8 AS grace
+        FROM closes JOIN event_archive cause ON cause.event_id = (closes.e->>'causation_id')::uuid)
+    SELECT cause, reason, extract(epoch FROM closed - reported) * 1000 AS ms,
+           extract(epoch FROM judged - reported) * 1000 AS judged_ms,
+           (extract(epoch FROM deadline - judged) - grace) * 1000 AS warned_ms,
+           extract(epoch FROM closed - deadline) * 1000 AS late_ms
+    FROM timed"""
+#: The parts of a guard close's reaction (see the module's docstring); they add up to it.
+PARTS = ("judged", "warned", "late")
 _NOTICES = r"""
     WITH events AS (SELECT event_type, convert_from(value, 'UTF8')::jsonb AS e FROM event_archive
                     WHERE event_type IN ('ClosePosition', 'GuardAlertRaised')),
@@ -279,10 +302,18 @@ async def _guard(url: str) -> dict[str, Any]:
     """Reaction of every close (by what caused it and why) and warning-to-close notices."""
     connection = await asyncpg.connect(url)
     try:
-        reactions = [(r["cause"], r["reason"], float(r["ms"])) for r in await connection.fetch(_REACTIONS)]
-        return {"reactions": reactions, "notices_s": [float(r["s"]) for r in await connection.fetch(_NOTICES)]}
+        rows = await connection.fetch(_REACTIONS)
+        reactions = [(r["cause"], r["reason"], float(r["ms"])) for r in rows]
+        parts = {part: [float(r[f"{part}_ms"]) for r in rows if _guard_close(r["reason"]) and r[f"{part}_ms"] is not None]
+                 for part in PARTS}
+        return {"reactions": reactions, "parts": parts,
+                "notices_s": [float(r["s"]) for r in await connection.fetch(_NOTICES)]}
     finally:
         await connection.close()
+
+
+def _guard_close(reason: str | None) -> bool:
+    return bool(reason) and reason.endswith("_guard")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -305,6 +336,7 @@ class Point:
     seconds: float
     load_average: tuple[float, float, float]
     numbers: dict[str, Any]
+    workers: int = 1
 
     @property
     def lag_p99_s(self) -> float:
@@ -324,7 +356,7 @@ class Point:
         return self.polled and self.lag_p99_s < LAG_BOUND_S and self.reaction_p99_ms < REACTION_BOUND_MS
 
 
-def run_point(accounts: int, *, seconds: float, sample: float = 5.0, warmup: float = 20.0,
+def run_point(accounts: int, *, seconds: float, workers: int = 1, sample: float = 5.0, warmup: float = 20.0,
               directory: Path | None = None, startup_timeout: float = 600.0) -> Point:
     """The whole pipeline at ``accounts`` for ``seconds``; every process stopped after.
 
@@ -337,7 +369,7 @@ def run_point(accounts: int, *, seconds: float, sample: float = 5.0, warmup: flo
     directory = (directory or Path(".reconguard") / f"load-{accounts}").resolve()
     shutil.rmtree(directory, ignore_errors=True)
     with _fake_telegram(accounts) as telegram_url:
-        topology = LoadTopology(directory, accounts=accounts, telegram_url=telegram_url)
+        topology = LoadTopology(directory, accounts=accounts, telegram_url=telegram_url, workers=workers)
         try:
             topology.start_servers()
             topology.prepare()
@@ -365,7 +397,7 @@ def run_point(accounts: int, *, seconds: float, sample: float = 5.0, warmup: flo
     numbers = summarise(samples, before, after, guard)
     numbers["services_crashed"] = dead
     numbers["startup_s"] = startup_s
-    return Point(accounts, seconds, load_average, numbers)
+    return Point(accounts, seconds, load_average, numbers, workers)
 
 
 def _wait_until_assessed(topology: LoadTopology, accounts: int, *, timeout: float) -> None:
@@ -389,7 +421,7 @@ def summarise(samples: Samples, before: dict[str, Any], after: dict[str, Any], g
     minutes = [(t - samples.times[0]) / 60 for t in samples.times]
     grown = {t: (rows - before["tables"].get(t, (0, 0))[0], size - before["tables"].get(t, (0, 0))[1])
              for t, (rows, size) in after["tables"].items()}
-    guard_closes = [ms for cause, reason, ms in guard["reactions"] if reason and reason.endswith("_guard")]
+    guard_closes = [ms for cause, reason, ms in guard["reactions"] if _guard_close(reason)]
     causes: dict[str, int] = {}
     for cause, reason, _ in guard["reactions"]:
         causes[f"{reason} after {cause}"] = causes.get(f"{reason} after {cause}", 0) + 1
@@ -404,6 +436,9 @@ def summarise(samples: Samples, before: dict[str, Any], after: dict[str, Any], g
         # The guard closes ``close_grace_seconds`` after the critical report (the notice); reaction is past that.
         "reaction_p50_ms": _percentile([ms - GRACE_MS for ms in guard_closes], 50),
         "reaction_p99_ms": _percentile([ms - GRACE_MS for ms in guard_closes], 99),
+        # Where it went: to the judgement, to the warning's acknowledgement, past the deadline.
+        "reaction_parts_p50_ms": {part: _percentile(values, 50) for part, values in guard.get("parts", {}).items()},
+        "reaction_parts_p99_ms": {part: _percentile(values, 99) for part, values in guard.get("parts", {}).items()},
         "warning_to_close_p50_s": _percentile(guard["notices_s"], 50),
         "cpu_share": {p: (v[-1] - v[0]) / elapsed for p, v in samples.cpu.items() if len(v) > 1},
         "rss_mib": {p: v[-1] for p, v in samples.rss.items()},
@@ -423,7 +458,8 @@ def print_point(point: Point) -> None:
     from rich.table import Table
 
     console = Console()
-    console.rule(f"{point.accounts} accounts, {point.seconds:g} s, load average {point.load_average[0]:.2f}")
+    workers = f", {point.workers} workers" if point.workers > 1 else ""
+    console.rule(f"{point.accounts} accounts{workers}, {point.seconds:g} s, load average {point.load_average[0]:.2f}")
     table = Table("measure", "value")
     for key, value in point.numbers.items():
         table.add_row(key, _shown(value))
@@ -439,13 +475,13 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def search(counts: list[int], *, seconds: float, keep_going: bool = False) -> list[Point]:
+def search(counts: list[int], *, seconds: float, workers: int = 1, keep_going: bool = False) -> list[Point]:
     """Run each count in order, stopping at the first that does not hold the bounds (or that could
     not run at all), unless ``keep_going``."""
     points = []
     for accounts in counts:
         try:
-            point = run_point(accounts, seconds=seconds)
+            point = run_point(accounts, seconds=seconds, workers=workers)
         except Exception as error:  # noqa: BLE001 - a count the machine cannot start is a result too
             print(f"{accounts} accounts: the run failed ({error!r}); stopping here")
             break
@@ -462,10 +498,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="account counts to try, in order (stops at the first that breaks the bounds)")
     parser.add_argument("--seconds", type=float, default=600.0, help="measured seconds per count")
     parser.add_argument("--json", type=Path, help="also write every point's numbers here")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="streams worker processes, in one group sharing the partitions (scale-out)")
     parser.add_argument("--keep-going", action="store_true", help="run every count, even past the first that fails")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md and its plot")
     options = parser.parse_args(argv)
-    points = search(options.accounts, seconds=options.seconds, keep_going=options.keep_going)
+    points = search(options.accounts, seconds=options.seconds, workers=options.workers, keep_going=options.keep_going)
     if points and not options.no_docs:
         from bench import loadreport
 

@@ -74,7 +74,7 @@ class RedactingFilter(logging.Filter):
         message = record.getMessage()
         clean = redact(message)
         if clean != message:
-            record.msg, record.args = clean, None
+            record.msg, record.args = clean, ()  # formatted: None would be formatted again by mode's formatter
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
             record.exc_text, record.exc_info = redact(text), None

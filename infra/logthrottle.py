@@ -2,9 +2,15 @@
 
 Faust warns "producer buffer full size N" each time its table buffer passes 100 pending messages
 (a class constant), which a busy worker does many times a second; mode warns "Timer commit is
-overlapping" each time a commit takes longer than its interval under load. Both are load facts,
-worth one line, not hundreds. Records are grouped by their logger and their message with numbers
-blanked, so "buffer full size 101" and "buffer full size 250" are one kind.
+overlapping" each time a commit takes longer than its interval under load (and "Timer livelock is
+overlapping" for Faust's commit watchdog). Both are load facts, worth one line, not hundreds.
+Records are grouped by their logger, their message with numbers blanked and their text arguments
+(a timer's name), so "buffer full size 101" and "buffer full size 250" are one kind, and the
+commit timer's overlaps and the livelock timer's are two.
+
+A summary line is the message formatted once, with ``args=()``: mode's formatter turns any other
+``args`` (None included) into a tuple and formats the message with it again, which fails and
+prints "--- Logging error ---" with a traceback instead of the line.
 """
 
 from __future__ import annotations
@@ -28,11 +34,11 @@ class RepeatSummary(logging.Filter):
     def __init__(self, *, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.window, self.clock = window, clock
-        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._seen: dict[tuple[str, str, tuple[str, ...]], tuple[float, int]] = {}
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, _NUMBER.sub("#", str(record.msg)))
+        key = (record.name, _NUMBER.sub("#", str(record.msg)), _names(record.args))
         now = self.clock()
         with self._lock:
             started, held = self._seen.get(key, (None, 0))
@@ -42,8 +48,13 @@ class RepeatSummary(logging.Filter):
             self._seen[key] = (now, 0)
         if held:
             record.msg = f"{record.getMessage()} (and {held} more like it in the last {now - started:.0f} s)"
-            record.args = None
+            record.args = ()
         return True
+
+
+def _names(args: object) -> tuple[str, ...]:
+    """The text arguments of a record (which timer, which topic), its numbers left out."""
+    return tuple(arg for arg in args if isinstance(arg, str)) if isinstance(args, tuple) else ()
 
 
 _FILTER = RepeatSummary()

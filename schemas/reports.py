@@ -43,7 +43,8 @@ class MoneyFlow(BaseModel):
     after_previous_poll: bool = Field(
         default=False, description="The poller's previous read of this account did not have this deal, and a "
         "read takes the account figures before the deal history: the deal is not in the previous report's "
-        "balance. False on a poller's first read of an account (a look-back over the last day).")
+        "balance. False on a poller's first read of an account (a look-back over the last day), and when the "
+        "deal is repeated from an earlier report.")
 
 
 class AccountReport(Payload):
@@ -73,7 +74,9 @@ class AccountReport(Payload):
     credit: Money = 0.0
     positions_profit: Money | None = Field(
         default=None, description="Sum of the open positions' profit and swap read in the same poll")
-    money_flows: tuple[MoneyFlow, ...] = Field(default=(), description="Balance and credit deals since the last poll")
+    money_flows: tuple[MoneyFlow, ...] = Field(
+        default=(), description="Balance and credit deals of the read's window: the new ones, and for about a "
+        "minute the ones already reported (the guard applies each once, by ticket)")
 
 
 class AccountSyncFailed(Payload):

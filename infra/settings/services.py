@@ -18,7 +18,12 @@ class WorkerSettings(BaseSettings):
                                        description="Batches whose sends may await acknowledgement while the "
                                                    "next is processed (their inputs are acked after)")
     batch_within_seconds: float = Field(default=0.02, gt=0, description="Longest wait to fill a batch")
-    sweep_interval_seconds: float = Field(default=0.2, gt=0, description="How often due deadlines are fired")
+    sweep_interval_seconds: float = Field(default=0.2, gt=0,
+                                          description="How often due deadlines are looked for (a deadline "
+                                                      "sooner than that is swept at its time)")
+    commit_interval_seconds: float = Field(
+        default=0.25, gt=0, description="How often the worker commits the offsets it has acked (Faust's "
+        "broker_commit_interval): its lag, read by committed offsets, includes up to this much")
     state_flush_seconds: float = Field(default=5.0, gt=0,
                                        description="Volatile state (last reading, last quote) reaches the "
                                                    "changelog at most this late")

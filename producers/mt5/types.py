@@ -8,6 +8,11 @@ Field comments give the C width the package uses, so callers know what range to 
 
 from typing import NamedTuple
 
+#: ``new_record(Tick, values)``: the record ``Tick(*values)`` makes, values in field order, without the
+#: NamedTuple's Python-level constructor (a call and an argument binding): the simulator builds records
+#: by the thousand a second (a tick per symbol, a position per account and poll).
+new_record = tuple.__new__
+
 
 class TradeRequest(NamedTuple):
     action: int  # u32

@@ -27,8 +27,12 @@ from producers.poller.parsing import (
 PROBE_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD")
 #: How far back the first poll looks for money flows (later polls read from the last one's time).
 FLOW_LOOKBACK_SECONDS = 86_400
-#: Overlap of consecutive flow reads: a deal written at the edge of a poll is read twice, not missed.
+#: Overlap of consecutive flow reads: a deal written at the edge of a poll is read twice, not missed,
+#: and each report repeats the last minute's flows (the guard applies each once).
 FLOW_OVERLAP_SECONDS = 60
+#: How far past our estimate of the server clock a flow read looks: until its offset is learned the
+#: estimate rests on an assumed rule, and a deal written "in its future" must still be read.
+FLOW_AHEAD_SECONDS = 86_400
 
 
 class ReadFailed(Exception):
@@ -121,6 +125,8 @@ class AccountRead:
     flows: tuple[Any, ...] = ()  # balance and credit deals since the last poll (server-clock window)
     digits: dict[str, int] = field(default_factory=dict)
     gbp_rate_inverse: float | None = None  # the rate through the opposite pairs, where both are quoted
+    #: The server-clock seconds (first, last) the money flows were read for; None: they were not read.
+    flows_window: tuple[int, int] | None = None
 
 
 #: A round's quotes by (trade server, symbol): read from the first terminal of that server that needs
@@ -158,7 +164,8 @@ def read_account(terminal: Gateway, *, login: int, cache: SymbolCache, previous:
     ticks = {s: _tick(terminal, quotes, info.server, s) for s in symbols}
     priced = _priced(terminal, cache, info, ticks, route)
     deals = read_history(terminal, tickets_to_explain(previous, positions, pending))
-    return _complete(cache, info, positions, ticks, priced, deals, read_flows(terminal, flows_since, server_now))
+    window = flow_window(flows_since, server_now)
+    return _complete(cache, info, positions, ticks, priced, deals, read_flows(terminal, window), window)
 
 
 def _checked_login(info: Any, login: int) -> Any:
@@ -196,11 +203,12 @@ def _priced(terminal: Gateway, cache: SymbolCache, info: Any, ticks: dict[str, A
 
 def _complete(cache: SymbolCache, info: Any, positions: tuple[Any, ...], ticks: dict[str, Any],
               priced: tuple[dict[str, float], float, float | None], deals: dict[int, tuple[Any, ...]],
-              flows: tuple[Any, ...]) -> AccountRead:
+              flows: tuple[Any, ...], window: dict[str, datetime] | None) -> AccountRead:
     points, rate, inverse_rate = priced
     cache.currency, cache.server, cache.held = info.currency, info.server, tuple(sorted({p.symbol for p in positions}))
+    covered = None if window is None else (int(window["date_from"].timestamp()), int(window["date_to"].timestamp()))
     return AccountRead(info, positions, ticks, points, dict(cache.trade_modes), rate, deals, flows,
-                       dict(cache.digits), inverse_rate)
+                       dict(cache.digits), inverse_rate, covered)
 
 
 @dataclass(frozen=True)
@@ -260,7 +268,7 @@ def finish_read(terminal: Gateway, sent: SentRead, *, login: int, cache: SymbolC
     priced = _priced(terminal, cache, info, ticks, route)
     deals = read_history(terminal, tickets_to_explain(previous, positions, pending))
     return _complete(cache, info, positions, ticks, priced, deals,
-                     tuple(d for d in deals_in_window if d.type in FLOW_TYPES))
+                     tuple(d for d in deals_in_window if d.type in FLOW_TYPES), sent.window)
 
 
 @dataclass(frozen=True)
@@ -269,16 +277,18 @@ class _Held:
 
 
 def flow_window(since: int | None, server_now: int | None) -> dict[str, datetime] | None:
-    """The history_deals_get dates of a read of money flows (None: no clock to read them by yet)."""
+    """The history_deals_get dates of a read of money flows (None: no clock to read them by yet). From
+    the last read's time (or a day back on a first read), or from now when a learned offset moved the
+    clock back past it; to a day ahead of now, so a clock not learned yet misses nothing."""
     if server_now is None:
         return None
-    start = server_now - FLOW_LOOKBACK_SECONDS if since is None else since - FLOW_OVERLAP_SECONDS
-    return {"date_from": datetime.fromtimestamp(start, UTC), "date_to": datetime.fromtimestamp(server_now + 3600, UTC)}
+    start = server_now - FLOW_LOOKBACK_SECONDS if since is None else min(since, server_now) - FLOW_OVERLAP_SECONDS
+    return {"date_from": datetime.fromtimestamp(start, UTC),
+            "date_to": datetime.fromtimestamp(server_now + FLOW_AHEAD_SECONDS, UTC)}
 
 
-def read_flows(terminal: Gateway, since: int | None, server_now: int | None) -> tuple[Any, ...]:
-    """Deposits, withdrawals, credit and bonus deals written since ``since`` (server clock seconds)."""
-    window = flow_window(since, server_now)
+def read_flows(terminal: Gateway, window: dict[str, datetime] | None) -> tuple[Any, ...]:
+    """Deposits, withdrawals, credit and bonus deals written in ``window`` (``flow_window``)."""
     if window is None:
         return ()
     deals = called(terminal, "history_deals_get", terminal.history_deals_get(**window))

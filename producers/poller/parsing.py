@@ -250,6 +250,7 @@ class PollState:
     reported: Mapping[int, frozenset[int]] = field(default_factory=dict)
     flows_since: int | None = None  # server-clock second the next read of money flows starts from
     flows_reported: frozenset[int] = frozenset()  # flow deals already reported (the reads overlap)
+    flows_window: tuple[int, int] | None = None  # the server-clock seconds the last read's flows covered
 
 
 @dataclass(frozen=True)
@@ -294,8 +295,15 @@ def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int, o
             memo[key] = tick_report(s, read.ticks[s], **options)
         if memo[key] is not None:
             ticks.append(memo[key])
-    flows = tuple(f for d in getattr(read, "flows", ()) if d.ticket not in state.flows_reported
-                  and (f := money_flow(d, read.gbp_rate, offset, state.flows_since is not None)) is not None)
+    # Every flow of the read's window, the ones already reported included (about a minute's worth: the
+    # reads overlap), so a report whose effect the guard lost (a restore one update short) is healed by
+    # the next. A flow is new to the previous report's balance only when the previous read looked at
+    # its time and did not find it (not on a first read, nor when the clock's offset moved the window).
+    covered = state.flows_window
+    flows = tuple(f for d in getattr(read, "flows", ())
+                  if (f := money_flow(d, read.gbp_rate, offset,
+                                      covered is not None and d.ticket not in state.flows_reported
+                                      and covered[0] <= d.time <= covered[1])) is not None)
     profit = round(sum(p.profit + getattr(p, "swap", 0.0) for p in read.positions), 2)
     return PollOutcome(
         account=account_report(read.info, user_id=user_id, poll_seq=poll_seq, gbp_rate=read.gbp_rate,
@@ -306,5 +314,6 @@ def conclude_poll(read: Any, state: PollState, *, user_id: str, poll_seq: int, o
         ticks=tuple(ticks),
         state=PollState(volumes=open_now, waiting=waiting, reported=reported,
                         flows_since=int(server_now.timestamp()) if server_now is not None else state.flows_since,
-                        flows_reported=frozenset(d.ticket for d in getattr(read, "flows", ()))),
+                        flows_reported=frozenset(d.ticket for d in getattr(read, "flows", ())),
+                        flows_window=getattr(read, "flows_window", None)),
     )

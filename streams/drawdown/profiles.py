@@ -51,20 +51,26 @@ def track(state: DrawdownState, reading: Reading) -> DrawdownState:
 
 def measure(state: DrawdownState, reading: Reading, levels: AccountLevels, name: str,
             profile: GuardProfile) -> Measures:
+    """The prop families measure in money of the initial balance ``I``: the reference, the floor and the
+    profit target each move by the net money flows ``N`` since the guard's first reading (a withdrawal
+    of profits leaves the floor where it was in trading terms), while percentages stay of ``I``."""
     initial = levels.initial_balance_gbp if levels.initial_balance_gbp is not None else state.initial_balance_gbp
     facts: dict[str, Any] = {"profile": {"name": name, "version": profile.version, "family": profile.family.value}}
+    flows = state.flows_net_gbp
     target = profile.profit_target_percent
     reached = target is not None and initial is not None and initial > 0 and \
-        reading.equity_gbp >= initial * (1 + target / 100)
+        reading.equity_gbp >= initial * (1 + target / 100) + flows
     if target is not None and initial is not None:
-        facts["profit_target_gbp"] = round(initial * (1 + target / 100), 4)
+        facts["profit_target_gbp"] = round(initial * (1 + target / 100) + flows, 4)
+    if flows and profile.family is not ProfileFamily.DEFAULT:
+        facts["money_flows_net_gbp"] = flows
     if profile.family is ProfileFamily.DEFAULT or initial is None or initial <= 0:
         loss_gbp, loss_percent = daily_loss(state, reading)
         return Measures(drawdown_percent(state, reading), levels.critical_drawdown_percent,
                         levels.warning_drawdown_percent, loss_gbp, loss_percent, levels.daily_loss_limit_percent,
                         reached, "Drawdown", facts)
     assert profile.max_loss_percent is not None and profile.daily_loss_percent is not None  # the model checks
-    reference = max_loss_reference(state, profile, initial)
+    reference = max_loss_reference(state, profile, initial, flows)
     loss = max(0.0, reference - reading.equity_gbp)
     baseline = daily_baseline(state, reading)
     day_loss = max(0.0, baseline - reading.equity_gbp)
@@ -76,16 +82,19 @@ def measure(state: DrawdownState, reading: Reading, levels: AccountLevels, name:
                     profile.daily_loss_percent, reached, "Loss", facts)
 
 
-def max_loss_reference(state: DrawdownState, profile: GuardProfile, initial: float) -> float:
-    """The level the maximum loss is measured down from (the floor is this minus max_loss% of initial)."""
+def max_loss_reference(state: DrawdownState, profile: GuardProfile, initial: float, flows: float = 0.0) -> float:
+    """The level the maximum loss is measured down from (the floor is this minus max_loss% of initial).
+    ``flows``: the net money flows since the first reading, which move the initial balance's level (the
+    peak and the end-of-day balance peak have moved with them already)."""
+    base = initial + flows
     if profile.family is ProfileFamily.TRAILING_EQUITY:
-        reference = max(initial, state.peak_equity_gbp or initial)
+        reference = max(base, state.peak_equity_gbp or base)
     elif profile.family is ProfileFamily.TRAILING_EOD:
-        reference = max(initial, state.eod_balance_peak_gbp or initial)
+        reference = max(base, state.eod_balance_peak_gbp or base)
     else:
-        return initial
+        return base
     if profile.trail_stops_at_initial and profile.max_loss_percent is not None:
-        reference = min(reference, initial * (1 + profile.max_loss_percent / 100))  # the floor stops at initial
+        reference = min(reference, base + initial * profile.max_loss_percent / 100)  # the floor stops at initial
     return reference
 
 

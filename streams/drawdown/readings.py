@@ -16,8 +16,10 @@ from streams.drawdown.state import DAILY, FLOWS_KEPT, AppliedFlow, DrawdownState
 
 #: Verdicts of ``judge``; every one but TRUSTED is a reason the reading was not trusted.
 TRUSTED, ABSURD, STALE, INCONSISTENT, SUSPECT, RATE = "trusted", "absurd", "stale", "inconsistent", "suspect", "rate"
-#: A look-back flow (see ``apply_flows``) up to this much older than the last reading is still applied.
-FLOW_TIME_SLACK = timedelta(seconds=5)
+#: A flow the poller did not see appear (see ``apply_flows``) up to this much older than the guard's first
+#: reading is still applied: the broker's clock and ours may disagree by this much. Less than the minute
+#: for which the poller repeats a flow, so a flow older than the first report is never applied.
+FLOW_TIME_SLACK = timedelta(seconds=30)
 
 
 def judge(state: DrawdownState, reading: Reading, report: AccountReport, config: GuardSettings,
@@ -81,7 +83,7 @@ def accept(state: DrawdownState, reading: Reading, report: AccountReport, config
     streaks = state.streaks if not new_day else {k: v for k, v in state.streaks.items() if k != DAILY}
     account = {"margin": report.margin * report.gbp_rate, "equity": reading.equity_gbp}
     return replace(state, peak_equity_gbp=peak, day=day, day_start_equity_gbp=day_start, streaks=streaks,
-                   last=reading, suspect=None, sync_error=None, last_account=account, recent=recent,
+                   since=state.since or reading.at, last=reading, suspect=None, sync_error=None, last_account=account, recent=recent,
                    day_recent=day_recent)
 
 
@@ -97,10 +99,13 @@ def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettin
     peak: the last trusted equity, and this report's equity less F when it is consistent; of the
     two, the larger for a deposit and the smaller for a withdrawal (the lower peak either way).
 
-    Which flows are new to the last reading: one the poller marks ``after_previous_poll`` is, whatever
-    its time (the terminal's clock need not agree with ours). One found by a look-back (a poller's first
-    read) may already be in the last reading's balance: it counts only when it is later than that
-    reading, by the two clocks, with ``FLOW_TIME_SLACK`` for their disagreement.
+    Which flows are new: each is applied once, by ticket. One the poller marks ``after_previous_poll``
+    is new, whatever its time (the terminal's clock need not agree with ours). The poller repeats a flow
+    for about a minute, and reports the last day's flows on its first read of an account, so a flow
+    not seen before is either new to the guard (its report's effect was lost, or money moved while the
+    poller was down) or older than what the guard keeps: it counts when it is later than the newest
+    flow dropped from the state and than the guard's first reading (``FLOW_TIME_SLACK`` for the two
+    clocks' disagreement). Flows before the first reading are already in it.
     """
     seen = {f.ticket for f in state.flows}
     last = state.last
@@ -108,8 +113,10 @@ def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettin
     if not new:
         return state
     if last is None:  # flows before the first reading are already in it
-        return replace(state, flows=_kept(state.flows, [_applied(f, 1.0) for f in new]))
-    new = [f for f in new if f.after_previous_poll or f.time > last.at - FLOW_TIME_SLACK]
+        return _with_kept(state, [_applied(f, 1.0) for f in new])
+    since = (state.since or last.at) - FLOW_TIME_SLACK
+    floor = state.flows_floor
+    new = [f for f in new if f.after_previous_poll or (f.time > since and (floor is None or f.time > floor))]
     if not new:
         return state
     net = sum(f.amount_gbp for f in new)
@@ -124,11 +131,18 @@ def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettin
 
     balance_net = sum(f.amount_gbp for f in new if f.kind.value in ("balance", "charge", "correction"))
     shifted = replace(last, equity_gbp=last.equity_gbp + net, balance_gbp=last.balance_gbp + balance_net)
-    return replace(state, peak_equity_gbp=moved(state.peak_equity_gbp),
-                   day_start_equity_gbp=moved(state.day_start_equity_gbp), last=shifted,
-                   recent=tuple(moved(v) or 0.0 for v in state.recent),
-                   day_recent=tuple(moved(v) or 0.0 for v in state.day_recent),
-                   flows=_kept(state.flows, [_applied(f, ratio if ratio is not None else 0.0) for f in new]))
+
+    def added(value: float | None) -> float | None:  # a balance the prop profiles measure from
+        return None if value is None else value + balance_net
+
+    moved_state = replace(state, peak_equity_gbp=moved(state.peak_equity_gbp),
+                          day_start_equity_gbp=moved(state.day_start_equity_gbp), last=shifted,
+                          recent=tuple(moved(v) or 0.0 for v in state.recent),
+                          day_recent=tuple(moved(v) or 0.0 for v in state.day_recent),
+                          day_start_balance_gbp=added(state.day_start_balance_gbp),
+                          eod_balance_peak_gbp=added(state.eod_balance_peak_gbp),
+                          flows_net_gbp=round(state.flows_net_gbp + net, 4))
+    return _with_kept(moved_state, [_applied(f, ratio if ratio is not None else 0.0) for f in new])
 
 
 def _equity_before(state: DrawdownState, report: AccountReport, net: float, config: GuardSettings) -> float:
@@ -144,8 +158,12 @@ def _applied(flow: MoneyFlow, ratio: float) -> AppliedFlow:
     return AppliedFlow(flow.ticket, flow.kind.value, round(flow.amount_gbp, 4), flow.time, round(ratio, 8))
 
 
-def _kept(flows: tuple[AppliedFlow, ...], new: list[AppliedFlow]) -> tuple[AppliedFlow, ...]:
-    return (*flows, *new)[-FLOWS_KEPT:]
+def _with_kept(state: DrawdownState, new: list[AppliedFlow]) -> DrawdownState:
+    """``new`` added to the flows kept; the time of the newest one dropped becomes the floor."""
+    flows = (*state.flows, *new)
+    dropped, kept = flows[:-FLOWS_KEPT], flows[-FLOWS_KEPT:]
+    times = [f.at for f in dropped] + ([state.flows_floor] if state.flows_floor is not None else [])
+    return replace(state, flows=kept, flows_floor=max(times, default=None))
 
 
 def day_of(report: AccountReport, at: datetime, config: GuardSettings) -> str:

@@ -67,6 +67,11 @@ class DrawdownState:
     positions: tuple[Held, ...] = ()
     sync_error: str | None = None
     flows: tuple[AppliedFlow, ...] = ()  # the latest money flows applied, newest last
+    # The time of the newest flow dropped from ``flows``: a flow reported again that is not older is new.
+    flows_floor: datetime | None = None
+    # The first trusted reading's time: a flow the poller did not see appear, and older than this,
+    # was in the account before the guard's first reading (``readings.apply_flows``).
+    since: datetime | None = None
     lock: AccountLock | None = None  # after a liquidation (streams/drawdown/lock.py)
     # Liquidations triggered so far: the next one's number, its identity with the account's
     # (``liquidation.liquidation_id``). It moves in the same write as ``pending``, so a restore that
@@ -77,6 +82,9 @@ class DrawdownState:
     balance_day: str | None = None  # the broker day day_start_balance_gbp belongs to
     day_start_balance_gbp: float | None = None  # the day's first trusted balance: the balance at midnight
     eod_balance_peak_gbp: float | None = None  # the highest end-of-day balance (and the initial balance)
+    # The net of the money flows applied since the first reading: the prop profiles' initial balance
+    # moves by it, so a withdrawal is no loss and a deposit no gain for them either.
+    flows_net_gbp: float = 0.0
     # Volatile: refreshed by every report; changing them alone does not need a table write.
     positions_at: datetime | None = field(default=None, compare=False)
     last: Reading | None = field(default=None, compare=False)

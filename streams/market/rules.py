@@ -41,6 +41,8 @@ class Quote:
     ask: float
     quoted_at: datetime
     digits: int = 5
+    #: When the guard first saw this quote (our clock): a quote's age is judged by both clocks.
+    seen_at: datetime | None = None
 
     @property
     def mid(self) -> float:
@@ -95,7 +97,9 @@ def on_tick(state: MarketState, event: Envelope[TickReport], config: GuardSettin
     previous = state.quotes.get(symbol)
     if previous is not None and tick.quoted_at < previous.quoted_at:
         return Decision(state)  # an older quote, delivered late
-    quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits)
+    same = previous is not None and previous.quoted_at == tick.quoted_at and previous.seen_at is not None
+    seen_at = previous.seen_at if same and previous is not None else event.occurred_at
+    quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits, seen_at)
     state = replace(state, quotes={**state.quotes, symbol: quote})
     tickets = state.held.get(symbol)
     if not tickets:
@@ -123,7 +127,7 @@ def assess(tick: TickReport, previous: Quote | None, polled_at: datetime, rules:
     limit = rules.max_spread_points
     if breach is None and limit is not None and ask - bid > limit:
         breach = _spread(tick.symbol, ask - bid, limit)
-    return breach or _stale(tick, polled_at, rules, markets, session)
+    return breach or _stale(tick, quote, polled_at, rules, markets, session)
 
 
 def _gap(symbol: str, quote: Quote, twice_mid: int, previous: Quote, rules: SymbolRules, markets: MarketSettings,
@@ -166,11 +170,15 @@ def _spread(symbol: str, spread: int, max_spread_points: float) -> Breach:
                   {"spread_points": spread, "max_spread_points": max_spread_points})
 
 
-def _stale(tick: TickReport, polled_at: datetime, rules: SymbolRules, markets: MarketSettings,
+def _stale(tick: TickReport, quote: Quote, polled_at: datetime, rules: SymbolRules, markets: MarketSettings,
            session: Interval) -> Breach | None:
     """Older than the limit in open-market time: the market must have been open for the whole last
-    ``stale_quote_seconds`` (a quote from before a break is not stale until the break is that long over)."""
-    age = (polled_at - tick.quoted_at).total_seconds()
+    ``stale_quote_seconds`` (a quote from before a break is not stale until the break is that long over).
+
+    The age is the lesser of the quote's own (its true UTC time depends on the broker clock's offset,
+    which before it is learned rests on an assumed rule, possibly hours off) and how long the guard has
+    seen this same quote (``seen_at``): a wrong offset alone never makes a live feed stale."""
+    age = (polled_at - max(tick.quoted_at, quote.seen_at or tick.quoted_at)).total_seconds()
     if age <= rules.stale_quote_seconds:
         return None
     window_start = polled_at - timedelta(seconds=rules.stale_quote_seconds)

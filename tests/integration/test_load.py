@@ -48,3 +48,11 @@ def test_guard_closes_react_in_time(point):
     if math.isnan(reaction):
         pytest.skip(f"no guard close in this run (closes seen: {point.numbers['closes']})")
     assert reaction < 5000.0, f"guard reaction p99 {reaction:.0f} ms past the notice"
+
+
+def test_the_reaction_is_split_into_its_parts_and_no_close_comes_before_its_deadline(point):
+    parts = point.numbers["reaction_parts_p50_ms"]
+    if math.isnan(parts.get("late", math.nan)):
+        pytest.skip(f"no guard close in this run (closes seen: {point.numbers['closes']})")
+    assert set(parts) == {"judged", "warned", "late"}
+    assert parts["late"] >= 0.0, "fire_due never fires before the deadline"

@@ -178,3 +178,41 @@ def test_the_demo_market_never_closes_and_still_runs_a_utc_plus_2_clock():
     guarded.run(30)
     assert guarded.clock.learned == 120 and guarded.of("ClosePosition") == []
     assert guarded.reports[-1].account.server_time - guarded.now() == timedelta(hours=2)
+
+
+def test_a_withdrawal_whose_report_the_guard_lost_is_applied_from_the_next():
+    """A worker restored one update short (tansu's changelog end, once seen) loses the report that
+    carried the withdrawal, and its input offset is past it. The poller repeats each flow for a
+    minute, so the next report brings it back and the 15 % that left is not taken for a loss."""
+    guarded = Guarded.at("2026-03-17T10:00")
+    guarded.buy("EURGBP", 1.0)
+    guarded.run(10)
+    withdrawal = guarded.broker.deposit(LOGIN, -1_500.0, "Withdrawal")
+    before = guarded.drawdown
+    guarded.run(1)
+    assert [f.amount_gbp for f in guarded.drawdown.flows][-1:] == [-1_500.0]
+    guarded.drawdown = before  # the update of the report that carried it is lost
+    guarded.run(20)
+    assert guarded.of("GuardAlertRaised") == [] and guarded.of("ClosePosition") == []
+    assert [f.ticket for f in guarded.drawdown.flows][-1:] == [withdrawal]
+
+
+def test_a_poller_on_an_assumed_clock_neither_misses_nor_doubles_a_flow():
+    """Until the offset is learned the poller reads flows by an assumed clock, here three hours behind the
+    broker's: the account's initial deposit, made just before the first poll, is in the first reading
+    and must not count again once the clock is learned (it would double the peak); money that moves
+    before the clock is learned is still found, and counted once."""
+    for assumed in ("UTC+00:00", "UTC+06:00"):  # behind the broker's clock, and ahead of it
+        guarded = Guarded.at("2026-07-07T10:00")
+        guarded.clock = BrokerClock(assumed=assumed)
+        guarded.buy("EURGBP", 1.0)
+        guarded.run(1)
+        guarded.broker.deposit(LOGIN, -1_500.0, "Withdrawal")
+        guarded.run(20)
+        guarded.broker.deposit(LOGIN, 1_000.0)
+        guarded.run(20)
+        assert guarded.clock.learned == 180, assumed
+        assert guarded.of("GuardAlertRaised") == [] and guarded.of("ClosePosition") == [], assumed
+        assert [(f.amount_gbp, f.ratio == 1.0) for f in guarded.drawdown.flows] == \
+            [(10_000.0, True), (-1_500.0, False), (1_000.0, False)], assumed
+        assert guarded.drawdown.peak_equity_gbp is not None and guarded.drawdown.peak_equity_gbp < 9_600, assumed

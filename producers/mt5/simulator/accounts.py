@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from producers.mt5 import constants as c
 from producers.mt5.simulator.market import MarketModel, SymbolSpec
-from producers.mt5.types import AccountInfo, TradeDeal, TradeOrder, TradePosition
+from producers.mt5.types import AccountInfo, TradeDeal, TradeOrder, TradePosition, new_record
 
 VOLUME_EPSILON = 1e-8
 
@@ -118,8 +118,8 @@ class Account:
     def trade_positions(self, market: MarketModel) -> tuple[TradePosition, ...]:
         key = (market.revision, self.revision)
         if self._positions_view is None or self._positions_view[0] != key:
-            snap = self.snapshot(market)
-            view = tuple(build_position(p, market, snap.profits[p.ticket]) for p in self.positions.values())
+            profits = self.snapshot(market).profits
+            view = tuple([build_position(p, market, profits[p.ticket]) for p in self.positions.values()])
             self._positions_view = (key, view)
         return self._positions_view[1]
 
@@ -178,34 +178,43 @@ def margin_legs(account: Account, market: MarketModel,
 
 
 def compute_snapshot(account: Account, market: MarketModel, key: tuple[int, int]) -> Snapshot:
-    profits = {
-        p.ticket: profit_in(account.currency, market, market.symbols[p.symbol].spec, p.type, p.volume,
-                            p.price_open, position_price(market, p.symbol, p.type))
-        for p in account.positions.values()
-    }
-    margin = hedged_margin(margin_legs(account, market))
-    return Snapshot(key, round(float(sum(profits.values())), 2), margin, profits)
+    """Profit per position and the hedged margin, in one pass over the positions: the stop-out check
+    asks for this after every tick step of every account that holds a position. The arithmetic (and the
+    order of its sums) is ``profit_in``'s and ``margin_legs``'s, so the figures are theirs to the bit."""
+    ccy, leverage, symbols, rate = account.currency, account.leverage, market.symbols, market.rate
+    profits: dict[int, float] = {}
+    legs: dict[str, list[float]] = {}
+    for p in account.positions.values():
+        quote = symbols[p.symbol]
+        spec = quote.spec
+        if p.type == c.POSITION_TYPE_BUY:
+            closes_at, opens_at = quote.bid, quote.ask
+        else:
+            closes_at, opens_at = quote.ask, quote.bid
+        raw = raw_profit(spec, p.type, p.volume, p.price_open, closes_at)
+        profits[p.ticket] = round(raw * rate(spec.currency_profit, ccy), 2)
+        leg = legs.get(p.symbol)
+        if leg is None:
+            leg = legs[p.symbol] = [0.0, 0.0]
+        leg[p.type] += raw_margin(spec, p.volume, opens_at, leverage) * rate(spec.currency_margin, ccy)
+    return Snapshot(key, round(float(sum(profits.values())), 2), hedged_margin(legs), profits)
 
 
 def build_position(p: Position, market: MarketModel, profit: float) -> TradePosition:
-    return TradePosition(
-        ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_update_msc // 1000,
-        time_update_msc=p.time_update_msc, type=p.type, magic=p.magic, identifier=p.ticket, reason=p.reason,
-        volume=p.volume, price_open=p.price_open, sl=p.sl, tp=p.tp,
-        price_current=position_price(market, p.symbol, p.type), swap=0.0, profit=profit,
-        symbol=p.symbol, comment=p.comment, external_id="",
-    )
+    price_current = position_price(market, p.symbol, p.type)
+    return new_record(TradePosition, (  # type: ignore[no-any-return]
+        p.ticket, p.time_msc // 1000, p.time_msc, p.time_update_msc // 1000, p.time_update_msc,  # ticket, times
+        p.type, p.magic, p.ticket, p.reason,  # type, magic, identifier, reason
+        p.volume, p.price_open, p.sl, p.tp, price_current, 0.0, profit,  # ..., price_current, swap, profit
+        p.symbol, p.comment, ""))  # symbol, comment, external_id
 
 
 def build_account_info(a: Account, snap: Snapshot) -> AccountInfo:
     equity = snap.equity(a.balance, a.credit)
-    return AccountInfo(
-        login=a.login, trade_mode=a.trade_mode, leverage=a.leverage, limit_orders=200,
-        margin_so_mode=c.ACCOUNT_STOPOUT_MODE_PERCENT, trade_allowed=True, trade_expert=True,
-        margin_mode=c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING, currency_digits=2, fifo_close=False,
-        balance=a.balance, credit=a.credit, profit=snap.profit, equity=equity, margin=snap.margin,
-        margin_free=round(equity - snap.margin, 2), margin_level=a.margin_level(snap),
-        margin_so_call=a.margin_so_call, margin_so_so=a.margin_so_so, margin_initial=0.0,
-        margin_maintenance=0.0, assets=0.0, liabilities=0.0, commission_blocked=0.0,
-        name=a.name, server=a.server, currency=a.currency, company=a.company,
-    )
+    return new_record(AccountInfo, (  # type: ignore[no-any-return]
+        a.login, a.trade_mode, a.leverage, 200, c.ACCOUNT_STOPOUT_MODE_PERCENT,  # ..., limit_orders, so_mode
+        True, True, c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING, 2, False,  # trade_allowed/expert, margin_mode, ...
+        a.balance, a.credit, snap.profit, equity, snap.margin,
+        round(equity - snap.margin, 2), a.margin_level(snap),  # margin_free, margin_level
+        a.margin_so_call, a.margin_so_so, 0.0, 0.0, 0.0, 0.0, 0.0,  # ..., initial, maintenance, assets, ...
+        a.name, a.server, a.currency, a.company))

@@ -28,7 +28,7 @@ from infra.brokerclock import rule_offset_minutes
 from infra.settings.markets import NEW_YORK_CLOSE, MarketSettings
 from producers.mt5 import constants as c
 from producers.mt5.simulator.faults import FaultConfig
-from producers.mt5.types import Tick
+from producers.mt5.types import Tick, new_record
 
 # The packed 60-byte records copy_ticks_* / copy_rates_* return (reference section 7).
 TICK_DTYPE = np.dtype([("time", "<i8"), ("bid", "<f8"), ("ask", "<f8"), ("last", "<f8"),
@@ -147,7 +147,8 @@ class SymbolMarket:
             self._mid *= math.exp(self._rng.gauss(0.0, self.spec.session_gap_pct / 100))
             self._was_open = True
         self._mid *= math.exp(self._rng.gauss(0.0, self.spec.volatility_per_hour * math.sqrt(dt / _HOUR)))
-        self._apply_faults(faults)
+        if self._widen_left or faults.gap_probability or faults.spread_widen_probability:  # else nothing to do
+            self._apply_faults(faults)
         jitter = 0.8 + 0.4 * self._rng.random()  # spreads float a little on every tick
         self.spread = max(1, round(self.spec.spread_points * jitter * self._widen_factor))
         return self._record(t_msc)
@@ -192,7 +193,7 @@ class SymbolMarket:
         self.bid, self.ask = bid, ask
         t = t_msc // 1000
         row = (t, bid, ask, 0.0, 0, t_msc, flags, 0.0)
-        self.tick = Tick(*row)
+        self.tick = new_record(Tick, row)
         self.times_msc.append(t_msc)
         self.rows.append(row)
         if len(self.rows) > self._max_ticks:  # "max bars in chart": old history falls off

@@ -35,3 +35,15 @@ async def test_the_demos_confirmed_alerts_equal_their_close_results(demo: Pipeli
     await demo.wait_for(lambda: demo.rows(UNSETTLED_GUARD_ALERTS), until=lambda rows: rows == [], timeout=60,
                         what="every guard alert of the demo settled")
     assert await assert_confirmed_alerts_match_close_records(demo) >= 2
+
+
+async def test_the_demos_deposit_and_withdrawal_raise_no_alert(demo: Pipeline) -> None:
+    """alice deposits 2 000 at 48 s and withdraws 1 800 (15 % of her equity) at 66 s, positions open, on
+    a broker at UTC+2/UTC+3: not a loss, so no guard alert of any kind, however loaded the machine."""
+    await demo.wait_for_rows(
+        "SELECT id FROM drawdown_alerts WHERE action_taken = 'positions_closed'", count=2, timeout=240,
+        what="the demo's liquidation and its market-guard close (both after the withdrawal)")
+    withdrawn = ("SELECT d FROM (SELECT balance_gbp - lag(balance_gbp) OVER (ORDER BY created_at) AS d "
+                 "FROM position_snapshots WHERE user_id = 'u-alice') s WHERE d < -1700")
+    await demo.wait_for_rows(withdrawn, count=1, timeout=60, what="alice's withdrawal seen by the guard")
+    assert await demo.rows("SELECT alert_type, drawdown_percent FROM drawdown_alerts WHERE user_id = 'u-alice'") == []

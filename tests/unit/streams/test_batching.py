@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from streams.batching import batches
+from streams.batching import Pacer, batches
 
 
 async def _first(queue: asyncio.Queue[Any], **options: Any) -> list[Any]:
@@ -44,3 +44,17 @@ async def test_a_batch_counts_the_events_in_each_item_against_its_maximum() -> N
         queue.put_nowait(run)
     assert await _first(queue, max_events=5, within=0.5, size=len) == [[1, 2, 3], [4, 5]]
     assert queue.qsize() == 2
+
+
+async def test_work_paced_hands_the_loop_back_once_its_slice_has_run() -> None:
+    clock = [0.0]
+    pacer = Pacer(slice=0.005, clock=lambda: clock[0])
+    ran: list[str] = []
+    asyncio.get_running_loop().call_soon(ran.append, "timer")
+    clock[0] = 0.004
+    await pacer.pace()
+    assert ran == [], "within the slice: no yield"
+    clock[0] = 0.006
+    await pacer.pace()
+    assert ran == ["timer"], "past the slice: what waited has run"
+    assert pacer.since == 0.006, "the next slice starts at the yield"

@@ -202,15 +202,23 @@ step = st.one_of(
     st.tuples(st.just("credit"), st.floats(min_value=0.0, max_value=0.5)),
     st.tuples(st.just("night"), st.just(0.0)),  # eight hours pass: the broker's day may change
     st.tuples(st.just("quote"), st.floats(min_value=-0.3, max_value=0.3)),  # one bad quote, consistent
+    st.tuples(st.just("lost"), st.just(0.0)),  # the guard loses the last report's update (a restore one short)
+    st.tuples(st.just("lost flow"), st.floats(min_value=-0.6, max_value=2.0)),  # a flow whose report's is lost
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(step, min_size=1, max_size=30))
 def test_no_liquidation_without_a_confirmed_trading_loss_beyond_the_critical_level(steps):
-    """Replays random readings, money flows, bad readings and day changes; tracks the true trading
-    return (flows taken out, time-weighted) and checks every liquidation against it."""
+    """Replays random readings, money flows, bad readings, day changes and lost updates; tracks the true
+    trading return (flows taken out, time-weighted) and checks every liquidation against it. As the
+    poller does, every report repeats the flows of the last minute."""
     events: list[Envelope[Any]] = [HELD]
+    lost: set[int] = set()  # events whose state update the guard loses
+    flows: list[MoneyFlow] = []
+
+    def recent() -> tuple[MoneyFlow, ...]:
+        return tuple(f for f in flows if f.time > at(t - 60))
     equity, credit, t = 10_000.0, 0.0, 1.0
     growth, peak_growth = 1.0, 1.0  # trading-only growth of one unit of money, and its high-water mark
     loss_after: list[float] = []  # the true drawdown (%) at each event
@@ -219,39 +227,46 @@ def test_no_liquidation_without_a_confirmed_trading_loss_beyond_the_critical_lev
         t += 1
         if kind == "quote" and last_trusted == "quote":
             continue
-        if kind in ("trade", "flow", "credit", "quote"):
+        if kind in ("trade", "flow", "lost flow", "credit", "quote"):
             last_trusted = kind
         if kind == "night":
             t += 8 * 3600
             continue
+        if kind == "lost":
+            lost.add(len(events) - 1)
+            continue
         if kind == "trade":
             equity *= 1 + x
             growth *= 1 + x
-        elif kind in ("flow", "credit"):
+        elif kind in ("flow", "lost flow", "credit"):
             amount = round(equity * x, 2)
             if equity + amount <= 1:
                 continue
             flow_kind = MoneyFlowKind.CREDIT if kind == "credit" else MoneyFlowKind.BALANCE
             credit += amount if kind == "credit" else 0.0
             equity += amount
-            events.append(reading(equity, t=t, credit=credit, flows=(flow(amount, t=t - 0.5, kind=flow_kind),)))
+            flows.append(flow(amount, t=t - 0.5, kind=flow_kind))
+            events.append(reading(equity, t=t, credit=credit, flows=recent()))
             loss_after.append((1 - growth / peak_growth) * 100)
+            if kind == "lost flow":
+                lost.add(len(events) - 1)
             continue
         elif kind == "quote":  # one poll priced off a bad quote: consistent, but not the account's truth
-            events.append(reading(equity * (1 + x), t=t, balance=equity - credit, credit=credit))
+            events.append(reading(equity * (1 + x), t=t, balance=equity - credit, credit=credit, flows=recent()))
             loss_after.append((1 - growth / peak_growth) * 100)
             continue
         else:  # a reading whose equity disagrees with its balance: untrusted
-            events.append(reading(equity * (1 + x), t=t, balance=equity - credit, credit=credit, profit=0.0))
+            events.append(reading(equity * (1 + x), t=t, balance=equity - credit, credit=credit, profit=0.0,
+                                  flows=recent()))
             loss_after.append((1 - growth / peak_growth) * 100)
             continue
         peak_growth = max(peak_growth, growth)
-        events.append(reading(equity, t=t, credit=credit))
+        events.append(reading(equity, t=t, credit=credit, flows=recent()))
         loss_after.append((1 - growth / peak_growth) * 100)
     state = DrawdownState()
     for i, event in enumerate(events):
         decision = handle(state, event, LEVELS, CONFIG, event.occurred_at)
-        state = decision.state
+        state = state if i in lost else decision.state  # its outputs were published all the same
         for out in decision.outputs:
             if out.event_type != "GuardAlertRaised" or out.payload.action_taken.value != "warning_sent":
                 continue  # the trigger; its execution follows at the deadline whatever equity does then
@@ -262,3 +277,40 @@ def test_no_liquidation_without_a_confirmed_trading_loss_beyond_the_critical_lev
                      "daily_loss_critical": LEVELS.daily_loss_limit_percent}.get(kind)
             if limit is not None:
                 assert loss_after[i - 1] >= limit - 1e-6, repr(steps) + repr(out.payload.details)
+
+
+def test_a_repeated_flow_the_guard_lost_counts_even_on_a_broker_clock_behind_ours():
+    """The report that brought a withdrawal was lost to the guard (a restore one update short); the poller
+    repeats it, no longer new to it. The broker's clock runs 20 s behind ours, so the deal looks older
+    than the last reading: it is still after the guard's first reading, so it is new to the guard."""
+    state, _ = run(HELD, reading(10_000, t=1), reading(10_000, t=2))
+    w = flow(-1_500, t=-17)  # written at t=3 by our clock
+    state, outputs = run(reading(8_500, t=4, flows=(w,)), reading(8_500, t=5, flows=(w,)),
+                         reading(8_500, t=6), state=state)
+    assert alerts(outputs) == [] and [f.ticket for f in state.flows] == [w.ticket]
+    assert state.peak_equity_gbp == 8_500
+
+
+def test_a_flow_from_before_the_guards_first_reading_is_already_in_it():
+    """A restarted poller reports the last day's flows; one from well before the guard's first reading
+    that it never saw is in every balance it read, and must not move the peak."""
+    state, _ = run(HELD, reading(8_500, t=1), reading(8_500, t=2))
+    old = flow(5_000, t=-3600)
+    state, outputs = run(reading(8_500, t=3, flows=(old,)), reading(8_500, t=4), state=state)
+    assert state.peak_equity_gbp == 8_500 and alerts(outputs) == []
+
+
+def test_a_flow_dropped_from_the_kept_ones_is_not_applied_again():
+    """The state keeps the last ``FLOWS_KEPT`` flows; one dropped and reported again (a look-back) is
+    older than the newest dropped one, so it is known, however recent."""
+    from streams.drawdown.state import FLOWS_KEPT
+    state, _ = run(HELD, reading(10_000, t=1), reading(10_000, t=2))
+    many = [flow(100.0 if i % 2 == 0 else -100.0, t=3 + i / 100, after_previous_poll=True)
+            for i in range(FLOWS_KEPT + 2)]
+    state, _ = run(*(reading(10_000 if i % 2 else 10_100, t=3.5 + i / 10, flows=(f,)) for i, f in enumerate(many)),
+                   state=state)
+    assert state.flows[0].ticket == many[2].ticket and state.flows_floor == many[1].time
+    peak = state.peak_equity_gbp
+    again = many[0].model_copy(update={"after_previous_poll": False})
+    state, _ = run(reading(10_000, t=9, flows=(again,)), reading(10_000, t=10), state=state)
+    assert state.peak_equity_gbp == peak and again.ticket not in {f.ticket for f in state.flows}

@@ -18,6 +18,8 @@ from streams.drawdown.profiles import daily_baseline, max_loss_reference, measur
 from streams.drawdown.state import DrawdownState, Reading
 from tests.unit.streams.builders import T0, account, position, positions
 from tests.unit.streams.test_drawdown_rules import run as run_rules
+from tests.unit.streams.test_drawdown_truth import flow
+from tests.unit.streams.test_drawdown_truth import reading as report
 
 CONFIG = GuardSettings(max_reading_age_seconds=None)
 PROFILES = CONFIG.profiles
@@ -178,3 +180,28 @@ def test_the_profiles_reach_a_child_process_through_its_environment(monkeypatch:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert Settings().guard.profiles == custom
+
+
+@pytest.mark.parametrize("name", ["prop-static", "prop-trailing", "prop-trailing-eod"])
+def test_a_withdrawal_is_no_loss_and_a_deposit_no_gain_for_a_prop_profile(name: str):
+    """15 % withdrawn with a position open, then 2 700 deposited: measured from the initial balance as it
+    was, the withdrawal would be a 15 % loss (a liquidation) and the deposit would reach the 10 % profit
+    target (a lock). The initial balance's level moves by the flows; percentages stay of it."""
+    w, d = flow(-1_500, t=3), flow(2_700, t=6)
+    state, outputs = run(HELD, report(10_000, t=1), report(10_000, t=2), report(8_500, t=3.5, flows=(w,)),
+                         report(8_500, t=4), report(8_500, t=5), report(11_200, t=6.5, flows=(d,)),
+                         report(11_200, t=7), report(11_200, t=8), lv=levels(name))
+    assert kinds(outputs) == [], name
+    assert state.flows_net_gbp == 1_200
+    snapshot = [o.payload for o in outputs if o.event_type == "AccountAssessed"][-1]
+    assert snapshot.profile == f"{name}@1"
+
+
+def test_a_real_loss_after_a_withdrawal_is_still_a_prop_breach():
+    """Static 10 %: 1 500 out leaves the floor 1 000 below 8 500; a trading loss of 1 100 crosses it."""
+    _, outputs = run(HELD, report(10_000, t=1), report(10_000, t=2),
+                     report(8_500, t=3.5, flows=(flow(-1_500, t=3),)), report(8_500, t=4),
+                     report(7_400, t=5), report(7_400, t=6), lv=levels("prop-static"))
+    alert = next(o.payload for o in outputs if o.event_type == "GuardAlertRaised")
+    assert alert.details["max_loss_reference_gbp"] == 8_500 and alert.details["money_flows_net_gbp"] == -1_500
+    assert alert.details["max_loss_percent"] == pytest.approx(11.0)

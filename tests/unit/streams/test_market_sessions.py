@@ -53,7 +53,9 @@ def test_over_a_weekend_polls_every_30_s_close_nothing():
 
 
 def test_the_same_old_quote_is_stale_on_a_weekday():
-    polls = [tick(bid=1.1, t=t, quoted=0, origin=MONDAY) for t in (30, 60)]
+    """Stale by both clocks: its own time, and how long the guard has seen it unchanged (from t=30)."""
+    polls = [tick(bid=1.1, t=t, quoted=0, origin=MONDAY) for t in (30, 60, 61)]
+    assert run(held("EURUSD", origin=MONDAY), *polls[:2]) == []
     assert closes(run(held("EURUSD", origin=MONDAY), *polls)) == [
         ("EURUSD", CloseReason.STALE_FEED, "market_guard/stale_feed")]
 
@@ -65,16 +67,27 @@ def test_a_daily_break_stops_metals_and_indices_but_not_fx(description, origin):
     polls = [tick(s, bid=b, point=p, t=t, quoted=-1, origin=origin) for t in range(30, 3600, 30)
              for s, b, p in (("XAUUSD", 2030.0, 0.01), ("US30", 37500.0, 0.01))]
     assert run(held("XAUUSD", "US30", origin=last), *polls) == [], description
-    fx = [tick(bid=1.1, t=t, quoted=-1, origin=origin) for t in (30, 60)]
+    fx = [tick(bid=1.1, t=t, quoted=-1, origin=origin) for t in (0, 31)]
     assert closes(run(held("EURUSD", origin=last), *fx))[0][1] is CloseReason.STALE_FEED
 
 
 def test_after_a_break_a_quote_is_stale_only_once_the_market_has_been_open_that_long():
     reopen = WINTER_BREAK + timedelta(hours=1)
-    before = tick("XAUUSD", bid=2030.0, point=0.01, t=20, quoted=-3600, origin=reopen)
-    after = tick("XAUUSD", bid=2030.0, point=0.01, t=31, quoted=-3600, origin=reopen)
-    assert run(held("XAUUSD", origin=reopen), before) == []
-    assert closes(run(held("XAUUSD", origin=reopen), after))[0][1] is CloseReason.STALE_FEED
+    in_break, before, after = (tick("XAUUSD", bid=2030.0, point=0.01, t=t, quoted=-3600, origin=reopen)
+                               for t in (-1, 20, 31))  # the break's last quote, seen through the break
+    assert run(held("XAUUSD", origin=reopen), in_break, before) == []
+    assert closes(run(held("XAUUSD", origin=reopen), in_break, before, after))[0][1] is CloseReason.STALE_FEED
+
+
+def test_a_quote_is_stale_only_once_the_guard_has_seen_it_that_long():
+    """A quote that looks an hour old at first sight (a broker clock not learned yet, read by an assumed
+    rule that is hours off) is not stale: the guard must see it unchanged for the limit itself."""
+    first, later = (tick(bid=1.1, t=t, quoted=-3600, origin=MONDAY) for t in (0, 30))
+    assert run(held("EURUSD", origin=MONDAY), first, later) == []
+    moved = tick(bid=1.1002, t=31, quoted=31, origin=MONDAY)
+    assert run(held("EURUSD", origin=MONDAY), first, later, moved) == []
+    frozen = tick(bid=1.1, t=31, quoted=-3600, origin=MONDAY)
+    assert closes(run(held("EURUSD", origin=MONDAY), first, later, frozen))[0][1] is CloseReason.STALE_FEED
 
 
 def test_a_holiday_is_closed():
