@@ -55,10 +55,15 @@ def session_at(markets: MarketSettings, symbol: str, at: datetime) -> Interval |
 
     Sessions do not overlap, so [a, b] lies in this session exactly when ``start <= a`` and ``b < end``:
     ``open_throughout`` of two times around ``at`` without a second lookup (the market guard's quotes)."""
+    memo, key = markets.__pydantic_private__["_memo"], ("session", symbol)  # type: ignore[index]
+    last = memo.get(key)  # a symbol's quotes come in time order: its last session usually holds
+    if last is not None and last[0] <= at < last[1]:
+        return last  # type: ignore[no-any-return]
     hours = markets.hours(symbol)
-    if hours.always_open:
-        return ALWAYS
-    return _containing(markets, hours, at)
+    found = ALWAYS if hours.always_open else _containing(markets, hours, at)
+    if found is not None:
+        memo[key] = found
+    return found
 
 
 def next_open(settings: object, symbol: str, at: datetime) -> datetime | None:

@@ -47,12 +47,13 @@ def replace(obj: T, **changes: Any) -> T:
     instance dict with the changes applied is the same object ``dataclasses.replace`` would build.
     """
     new = object.__new__(type(obj))
-    fields = new.__dict__
-    fields.update(obj.__dict__)
-    fields.update(changes)
+    new.__dict__.update(obj.__dict__, **changes)
     return new
 
 
 def percent_off(value: float, reference: float) -> float:
-    """|value - reference| as a percentage of reference (0 when reference is 0)."""
-    return abs(value - reference) / abs(reference) * 100 if reference else 0.0
+    """|value - reference| as a percentage of reference (0 when reference is 0).
+
+    One ``abs`` of the quotient: IEEE division rounds the same whatever the signs, so it is bit for bit
+    ``abs(value - reference) / abs(reference)``."""
+    return abs((value - reference) / reference) * 100 if reference else 0.0

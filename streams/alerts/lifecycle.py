@@ -70,14 +70,14 @@ _ACTION = {"executed": ActionTaken.POSITIONS_CLOSED, "failed": ActionTaken.FAILE
 
 def handle(state: AlertsState, event: Envelope[Any], config: GuardSettings) -> Decision[AlertsState]:
     payload = event.payload
+    if isinstance(payload, PositionReport):  # every poll: asked first
+        return on_positions(state, event, config) if state.alerts else Decision(state)
     if isinstance(payload, UnlockAccount):
         return on_unlock(state, event)
     if isinstance(payload, ClosePosition):
         return on_command(state, event, config)
     if isinstance(payload, CloseOutcome):
         return on_result(state, event, config)
-    if isinstance(payload, PositionReport) and state.alerts:
-        return on_positions(state, event, config)
     return Decision(state)
 
 

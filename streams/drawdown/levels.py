@@ -25,15 +25,10 @@ def assess_levels(state: DrawdownState, event: Envelope[AccountReport], reading:
     name, profile = config.profile(levels.profile)
     state = profiles.track(state, reading)
     m = profiles.measure(state, reading, levels, name, profile)
-    streaks = {
-        DRAWDOWN: state.streaks.get(DRAWDOWN, 0) + 1 if m.loss_percent >= m.critical else 0,
-        DAILY: state.streaks.get(DAILY, 0) + 1 if m.daily_percent >= m.daily_limit else 0,
-        WARNING: state.streaks.get(WARNING, 0) + 1 if m.loss_percent >= m.warning else 0,
-        TARGET: state.streaks.get(TARGET, 0) + 1 if m.target_reached else 0,
-    }
-    streaks = {k: min(v, config.confirmations) for k, v in streaks.items() if v}
-    state = replace(state, streaks=streaks)
-    confirmed = {k for k, v in streaks.items() if v >= config.confirmations}
+    streaks = _streaks(state.streaks, m, config.confirmations)
+    if streaks != state.streaks:  # most readings: none, as before
+        state = replace(state, streaks=streaks)
+    confirmed = {k for k, v in streaks.items() if v >= config.confirmations} if streaks else set()
     if not confirmed and not state.warning_active:
         return state, []  # nothing to say: most readings end here
     inputs = _inputs(state, reading, m, levels, config)
@@ -57,6 +52,17 @@ def assess_levels(state: DrawdownState, event: Envelope[AccountReport], reading:
     elif m.loss_percent < m.warning and state.warning_active:
         state = replace(state, warning_active=False)  # re-armed: the next crossing warns again
     return state, outputs
+
+
+def _streaks(before: dict[str, int], m: profiles.Measures, confirmations: int) -> dict[str, int]:
+    """Consecutive trusted readings at or beyond each level (capped at ``confirmations``); a level the
+    reading is within has none."""
+    streaks: dict[str, int] = {}
+    for key, beyond in ((DRAWDOWN, m.loss_percent >= m.critical), (DAILY, m.daily_percent >= m.daily_limit),
+                        (WARNING, m.loss_percent >= m.warning), (TARGET, m.target_reached)):
+        if beyond:
+            streaks[key] = min(before.get(key, 0) + 1, confirmations)
+    return streaks
 
 
 def _inputs(state: DrawdownState, reading: Reading, m: profiles.Measures, levels: AccountLevels,

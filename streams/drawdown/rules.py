@@ -66,10 +66,12 @@ def handle(state: DrawdownState, event: Envelope[Any], levels: AccountLevels, co
 def on_positions(state: DrawdownState, event: Envelope[PositionReport]) -> DrawdownState:
     if state.positions_at is not None and event.occurred_at <= state.positions_at:
         return state  # a redelivered or out-of-order report
-    held = tuple(Held(p.ticket, p.symbol, p.volume, p.profit_gbp) for p in event.payload.positions)
-    live = {h.ticket for h in held}
-    ordered = state.ordered if all(t in live for t in state.ordered) else \
-        {t: at for t, at in state.ordered.items() if t in live}
+    held = tuple([Held(p.ticket, p.symbol, p.volume, p.profit_gbp) for p in event.payload.positions])
+    ordered = state.ordered
+    if ordered:  # forget the orders of tickets that are gone
+        live = {h.ticket for h in held}
+        if not all(t in live for t in ordered):
+            ordered = {t: at for t, at in ordered.items() if t in live}
     # Same tickets: only the P&L moved, and Held ignores P&L in comparisons, so no table write.
     return replace(state, positions=held, positions_at=event.occurred_at, ordered=ordered)
 
@@ -102,10 +104,12 @@ def on_account(state: DrawdownState, event: Envelope[AccountReport], levels: Acc
                now: datetime) -> Decision[DrawdownState]:
     report = event.payload
     reading = Reading(event.occurred_at, report.equity * report.gbp_rate, report.balance * report.gbp_rate,
-                      tuple(sorted(h.ticket for h in state.positions)), report.gbp_rate)
+                      tuple(sorted([h.ticket for h in state.positions])), report.gbp_rate)
     state = apply_flows(state, report, config)
     name, profile = config.profile(levels.profile)
-    state = replace(state, profile=label(name, profile))  # volatile: snapshots name the profile
+    named = label(name, profile)
+    if state.profile != named:  # volatile: snapshots name the profile (the same one, reading after reading)
+        state = replace(state, profile=named)
     verdict = judge(state, reading, report, config, now)
     if verdict != TRUSTED:
         return on_untrusted(state, event, reading, verdict, config)

@@ -49,16 +49,11 @@ class Quote:
         return (self.bid + self.ask) / 2
 
     @property
-    def twice_mid_points(self) -> int:
-        """bid + ask in whole points of the symbol (1.09512 -> 109512 with 5 digits): twice the mid, exact."""
+    def points(self) -> tuple[int, int]:
+        """bid and ask in whole points of the symbol (1.09512 -> 109512 with 5 digits): their sum (twice
+        the mid) and difference (the spread) are exact."""
         scale = 10 ** self.digits
-        return round(self.bid * scale) + round(self.ask * scale)
-
-    @property
-    def spread_points(self) -> int:
-        """ask - bid in whole points: exact, so a spread at its limit is within it."""
-        scale = 10 ** self.digits
-        return round(self.ask * scale) - round(self.bid * scale)
+        return round(self.bid * scale), round(self.ask * scale)
 
 
 @dataclass(frozen=True)
@@ -126,14 +121,18 @@ def assess(tick: TickReport, previous: Quote | None, polled_at: datetime, rules:
         return None
     if quote is None:
         quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits)
-    breach = _gap(tick.symbol, quote, previous, rules, markets, session) if previous is not None else None
-    if breach is None and rules.max_spread_points is not None:
-        breach = _spread(tick.symbol, quote, rules.max_spread_points)
+    bid, ask = quote.points  # once per quote: the gap and the spread both compare them
+    breach = _gap(tick.symbol, quote, bid + ask, previous, rules, markets, session) if previous is not None \
+        else None
+    limit = rules.max_spread_points
+    if breach is None and limit is not None and ask - bid > limit:
+        breach = _spread(tick.symbol, ask - bid, limit)
     return breach or _stale(tick, quote, polled_at, rules, markets, session)
 
 
-def _gap(symbol: str, quote: Quote, previous: Quote, rules: SymbolRules, markets: MarketSettings,
+def _gap(symbol: str, quote: Quote, twice_mid: int, previous: Quote, rules: SymbolRules, markets: MarketSettings,
          session: Interval) -> Breach | None:
+    """A move of the mid beyond the limit since the previous quote (``twice_mid``: this one's bid + ask in points)."""
     if not previous.quoted_at < quote.quoted_at:
         return None
     same_session = session[0] <= previous.quoted_at and quote.quoted_at < session[1] or \
@@ -146,8 +145,8 @@ def _gap(symbol: str, quote: Quote, previous: Quote, rules: SymbolRules, markets
         limit, kind = rules.session_gap_percent, "session_gap"
     else:
         return None
-    before, now = previous.twice_mid_points, quote.twice_mid_points
-    moved = abs(now - before)
+    before = sum(previous.points)
+    moved = abs(twice_mid - before)
     if before <= 0 or moved * 100 < limit * before * _SURELY_WITHIN or \
             Decimal(moved) * 100 <= Decimal(str(limit)) * before:
         return None  # at the limit is within it: exact integer arithmetic (floats only far below the limit)
@@ -164,10 +163,8 @@ def _gap(symbol: str, quote: Quote, previous: Quote, rules: SymbolRules, markets
 _SURELY_WITHIN = 1 - 1e-9
 
 
-def _spread(symbol: str, quote: Quote, max_spread_points: float) -> Breach | None:
-    spread = quote.spread_points
-    if spread <= max_spread_points:
-        return None
+def _spread(symbol: str, spread: int, max_spread_points: float) -> Breach:
+    """A spread beyond the symbol's maximum (in whole points: one at the maximum is within it)."""
     return Breach(CloseReason.SPREAD, AlertType.SPREAD,
                   f"{symbol} spread {spread} points beyond its maximum {max_spread_points:g}",
                   {"spread_points": spread, "max_spread_points": max_spread_points})

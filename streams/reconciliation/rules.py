@@ -186,8 +186,9 @@ def on_positions(state: ReconciliationState, event: Envelope[PositionReport], co
     held = _held(state.held, observed)
     expected = _same_or(state.expected, _prune(expected, at, config))
     divergences = _same_or(state.divergences, divergences)
-    guard_closing = state.guard_closing if all(t in observed for t in state.guard_closing) else \
-        {t: r for t, r in state.guard_closing.items() if t in observed}
+    guard_closing = state.guard_closing
+    if guard_closing and not all(t in observed for t in guard_closing):  # forget the closes that are done
+        guard_closing = {t: r for t, r in guard_closing.items() if t in observed}
     if expected is state.expected and held is state.held and divergences is state.divergences and \
             guard_closing is state.guard_closing and state.indeterminate_since is None:
         return Decision(state, tuple(changes + outputs))
@@ -227,7 +228,10 @@ def _held(before: dict[int, Held], observed: dict[int, ObservedPosition]) -> dic
 def _prune(expected: dict[str, ExpectedTrade], at: datetime, config: GuardSettings) -> dict[str, ExpectedTrade]:
     """Forget finished trades after the retention period, so state stays bounded (``expected`` itself
     when no trade is finished: most reports)."""
-    if all(t.done_at is None for t in expected.values()):
+    for trade in expected.values():
+        if trade.done_at is not None:
+            break
+    else:
         return expected
     horizon = at - timedelta(seconds=config.closed_trade_retention_seconds)
     return {k: t for k, t in expected.items() if t.done_at is None or t.done_at > horizon}

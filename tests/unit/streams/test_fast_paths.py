@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from infra.sessions import is_open, open_throughout, session_at
 from infra.settings import GuardSettings
 from infra.settings.markets import MarketSettings
 from schemas.common import Direction
-from streams.decisions import replace
+from streams.decisions import percent_off, replace
 from streams.drawdown.state import DrawdownState, Reading
 from streams.drawdown.state import Held as HeldTicket
 from streams.market.rules import MarketState, Quote
@@ -68,8 +71,8 @@ def test_one_session_lookup_answers_what_is_open_and_open_throughout_answer(symb
     markets = MarketSettings()
     for start in (datetime(2026, 3, 6, tzinfo=UTC), datetime(2026, 10, 23, tzinfo=UTC),
                   datetime(2026, 12, 22, tzinfo=UTC)):
-        for step in range(0, 12 * 24 * 60, 17):
-            at = start + timedelta(minutes=step)
+        times = [start + timedelta(minutes=step) for step in range(0, 12 * 24 * 60, 17)]
+        for at in times + times[::-1]:  # forwards, as quotes come, and backwards (the remembered session misses)
             session = session_at(markets, symbol, at)
             assert (session is not None) == is_open(markets, symbol, at), at
             if session is None:
@@ -102,3 +105,9 @@ def test_an_unchanged_report_keeps_the_reconciliation_state_as_it_was() -> None:
     assert again.state is first.state and again.outputs == ()
     moved = reconcile(first.state, positions(position(1001, price_open=1.1, sl=1.05), t=4), config)
     assert moved.state.held[1001].sl == 1.05 and moved.state.expected is first.state.expected
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False), st.floats(allow_nan=False, allow_infinity=False))
+def test_percent_off_is_bit_for_bit_the_two_abs_formula(value: float, reference: float) -> None:
+    slow = abs(value - reference) / abs(reference) * 100 if reference else 0.0
+    assert percent_off(value, reference) == slow or math.isnan(slow) and math.isnan(percent_off(value, reference))

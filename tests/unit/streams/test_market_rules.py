@@ -90,4 +90,5 @@ def test_a_symbol_without_a_spread_limit_is_never_closed_for_its_spread():
         decision = handle(state, event, no_limits)
         state, outputs = decision.state, outputs + list(decision.outputs)
     assert no_limits.symbol("EURUSD").max_spread_points is None and outputs == []
-    assert state.quotes["EURUSD"].spread_points == 5000
+    bid, ask = state.quotes["EURUSD"].points
+    assert ask - bid == 5000
