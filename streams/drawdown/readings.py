@@ -83,8 +83,8 @@ def accept(state: DrawdownState, reading: Reading, report: AccountReport, config
     streaks = state.streaks if not new_day else {k: v for k, v in state.streaks.items() if k != DAILY}
     account = {"margin": report.margin * report.gbp_rate, "equity": reading.equity_gbp}
     return replace(state, peak_equity_gbp=peak, day=day, day_start_equity_gbp=day_start, streaks=streaks,
-                   since=state.since or reading.at, last=reading, suspect=None, sync_error=None, last_account=account, recent=recent,
-                   day_recent=day_recent)
+                   since=state.since or reading.at, last=reading, suspect=None, sync_error=None,
+                   last_account=account, recent=recent, day_recent=day_recent)
 
 
 def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettings) -> DrawdownState:
