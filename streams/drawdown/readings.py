@@ -96,8 +96,9 @@ def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettin
     or E0 + F <= 0 there is nothing to scale: both restart from max(0, E0 + F).
 
     E0 is estimated from two readings, so that one reading priced off a bad quote cannot inflate the
-    peak: the last trusted equity, and this report's equity less F when it is consistent; of the
-    two, the larger for a deposit and the smaller for a withdrawal (the lower peak either way).
+    peak: the last trusted equity, and this report's equity less F when it is consistent (when it is
+    not, its balance and credit less F: a repeated flow can arrive on a spike); of the two, the larger
+    for a deposit and the smaller for a withdrawal (the lower peak either way).
 
     Which flows are new: each is applied once, by ticket. One the poller marks ``after_previous_poll``
     is new, whatever its time (the terminal's clock need not agree with ours). The poller repeats a flow
