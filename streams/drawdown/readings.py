@@ -83,7 +83,8 @@ def accept(state: DrawdownState, reading: Reading, report: AccountReport, config
     streaks = state.streaks if not new_day else {k: v for k, v in state.streaks.items() if k != DAILY}
     account = {"margin": report.margin * report.gbp_rate, "equity": reading.equity_gbp}
     return replace(state, peak_equity_gbp=peak, day=day, day_start_equity_gbp=day_start, streaks=streaks,
-                   since=state.since or reading.at, last=reading, suspect=None, sync_error=None,
+                   since=state.since or reading.at, last=reading, last_seq=report.poll_seq, suspect=None,
+                   sync_error=None,
                    last_account=account, recent=recent, day_recent=day_recent)
 
 
@@ -95,10 +96,14 @@ def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettin
     what they were, so a withdrawal never triggers the guard and a deposit is no gain. When E0 <= 0
     or E0 + F <= 0 there is nothing to scale: both restart from max(0, E0 + F).
 
-    E0 is estimated from two readings, so that one reading priced off a bad quote cannot inflate the
-    peak: the last trusted equity, and this report's equity less F when it is consistent (when it is
-    not, its balance and credit less F: a repeated flow can arrive on a spike); of the two, the larger
-    for a deposit and the smaller for a withdrawal (the lower peak either way).
+    E0 is estimated from two or more readings, so that one reading priced off a bad quote cannot
+    inflate the peak: the last trusted equity, and this report's equity less F when it is consistent
+    (when it is not, its balance and credit less F: a repeated flow can arrive on a spike); of these,
+    the largest for a deposit and the smallest for a withdrawal (the lower peak either way). When this
+    report does not directly follow the last trusted one (a report in between was lost or untrusted),
+    trading since the flow may have moved this report's equity, so the last ``confirmations`` trusted
+    equities join the candidates: a quote off by less than the jump band passes as trusted, and it
+    alone must not be the level a deposit is scaled from.
 
     Which flows are new: each is applied once, by ticket. One the poller marks ``after_previous_poll``
     is new, whatever its time (the terminal's clock need not agree with ours). The poller repeats a flow
@@ -121,7 +126,7 @@ def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettin
     if not new:
         return state
     net = sum(f.amount_gbp for f in new)
-    before = _equity_before(state, report, net, config)
+    before, best = _equity_before(state, report, net, config)
     after = before + net
     ratio = after / before if before > 0 and after > 0 else None
 
@@ -131,7 +136,7 @@ def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettin
         return value * ratio if ratio is not None else max(0.0, after)
 
     balance_net = sum(f.amount_gbp for f in new if f.kind.value in ("balance", "charge", "correction"))
-    shifted = replace(last, equity_gbp=last.equity_gbp + net, balance_gbp=last.balance_gbp + balance_net)
+    shifted = replace(last, equity_gbp=best + net, balance_gbp=last.balance_gbp + balance_net)
 
     def added(value: float | None) -> float | None:  # a balance the prop profiles measure from
         return None if value is None else value + balance_net
@@ -146,18 +151,34 @@ def apply_flows(state: DrawdownState, report: AccountReport, config: GuardSettin
     return _with_kept(moved_state, [_applied(f, ratio if ratio is not None else 0.0) for f in new])
 
 
-def _equity_before(state: DrawdownState, report: AccountReport, net: float, config: GuardSettings) -> float:
+def _equity_before(state: DrawdownState, report: AccountReport, net: float, config: GuardSettings
+                   ) -> tuple[float, float]:
+    """The equity before the flows: (the bound the peak is scaled from, the best estimate).
+
+    The bound is the most lenient of the candidates (the lower peak); the best estimate is their
+    median, what the last reading becomes once the flows are added: one bad reading among three is
+    outvoted, so it does not make the next good one look like a jump."""
     assert state.last is not None
-    candidates = [state.last.equity_gbp]
-    now_less_flow = report.equity * report.gbp_rate - net
+    recent = list(state.recent) or [state.last.equity_gbp]  # volatile: empty after a restart
+    follows = state.last_seq is not None and report.poll_seq == state.last_seq + 1
+    now = [] if (estimate := _now_less_flows(report, net, config)) is None else [estimate]
+    bounded = [state.last.equity_gbp, *now] if follows else [*recent, state.last.equity_gbp, *now]
+    bound = max(bounded) if net > 0 else min(bounded)
+    voters = sorted([*recent, *now])
+    middle = len(voters) // 2
+    best = voters[middle] if len(voters) % 2 else \
+        (max if net > 0 else min)(voters[middle - 1], voters[middle])
+    return bound, best
+
+
+def _now_less_flows(report: AccountReport, net: float, config: GuardSettings) -> float | None:
+    """This report's equity less the flows (its balance and credit less them when it is inconsistent:
+    a repeated flow can arrive on a spike), or None when that is not positive."""
     if consistent(report, config):
-        if now_less_flow > 0:
-            candidates.append(now_less_flow)
-    else:  # its equity says nothing (a flow repeated on a spike); its balance still does
-        balance_before = (report.balance + report.credit) * report.gbp_rate - net
-        if balance_before > 0:
-            candidates.append(balance_before)
-    return max(candidates) if net > 0 else min(candidates)
+        estimate = report.equity * report.gbp_rate - net
+    else:
+        estimate = (report.balance + report.credit) * report.gbp_rate - net
+    return estimate if estimate > 0 else None
 
 
 def _applied(flow: MoneyFlow, ratio: float) -> AppliedFlow:

@@ -88,6 +88,7 @@ class DrawdownState:
     # Volatile: refreshed by every report; changing them alone does not need a table write.
     positions_at: datetime | None = field(default=None, compare=False)
     last: Reading | None = field(default=None, compare=False)
+    last_seq: int | None = field(default=None, compare=False)  # the poll sequence number of ``last``
     suspect: Reading | None = field(default=None, compare=False)
     last_account: dict[str, float] = field(default_factory=dict, compare=False)
     last_snapshot_at: datetime | None = field(default=None, compare=False)
