@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
+from infra.db import while_database_down
 from infra.kafka import dead_letter, ensure_topics, group_consumer, make_producer, send_dead_letter
 from infra.metrics import dead_letters_total
 from infra.settings import Settings
@@ -94,7 +95,18 @@ async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
     """The production poller: every user with an MT5 login, through real terminals (RECONGUARD_MT5_*)."""
     if settings.database_url is None:
         raise RuntimeError("the poller reads its accounts from DATABASE_URL")
-    accounts = connect_gateways(await load_accounts(database_url=settings.database_url), settings.mt5)
+    database_url = settings.database_url
+    loaded: list[AccountRef] = []
+
+    async def load() -> None:  # the only time the poller needs the database: wait for it if it is down
+        loaded[:] = await load_accounts(database_url=database_url)
+
+    # The database can go down between start-up's migration and this read (an orchestrator restarting
+    # the poller during an outage): wait it out, as the executor does, rather than exit.
+    await while_database_down(load, stop=stop, what="poller accounts", maximum=5.0)
+    if stop.is_set():
+        return
+    accounts = connect_gateways(loaded, settings.mt5)
     log.info("polling %d accounts", len(accounts))
     # Real terminals block for milliseconds per call: read them from a pool, one thread per few accounts.
     await run_poller(settings, stop=stop, accounts=accounts,
