@@ -15,6 +15,9 @@ import logging
 import threading
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
+from infra.db import while_database_down
 from infra.kafka import ensure_topics, make_producer
 from infra.settings import Settings
 from producers.demo.accounts import DEMO_PASSWORD, DEMO_USERS, DemoUser, upsert_users
@@ -91,10 +94,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event, simulator: str,
     endpoints = settings.mt5.model_copy(update={"endpoints": text}).endpoint_map()
     broker = RemoteBroker(simulator)
     users = users_of(endpoints)
-    await upsert_users(settings.database_url, server=broker.server, users=users)
+    database_url, bootstrap = settings.database_url, settings.kafka_bootstrap_servers
+
+    async def prepare() -> None:  # the database or the broker may be down when it starts: wait them out
+        await upsert_users(database_url, server=broker.server, users=users)
+        await ensure_topics(bootstrap, settings.topic_prefix, partitions=settings.topic_partitions)
+
+    await while_database_down(prepare, stop=stop, what="demo platform", maximum=5.0, also=(KafkaError,))
+    if stop.is_set():
+        return
     log.info("demo platform: %d users on the simulator at %s", len(users), simulator)
-    await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix,
-                        partitions=settings.topic_partitions)
     gateways = {}
     for user in DEMO_USERS:
         gateway = Mt5LinuxGateway(*endpoints[user.login], connect=False)
