@@ -44,7 +44,7 @@ from producers.poller.client import (
 )
 from producers.poller.parsing import PollState, conclude_poll, latest_tick_msc, sync_failed
 from producers.ratelimit import KeyedRateLimiter, MonotonicClock
-from schemas import Envelope, encode, encode_key, observed, utcnow
+from schemas import Envelope, encode_all, encode_key, observed, utcnow
 from schemas.topics import ACCOUNT_REPORTS, POSITION_REPORTS, TICKS
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,8 @@ async def publish_in_batches(producer: AIOKafkaProducer, topic: str, envelopes: 
     partitions = sorted(await producer.partitions_for(topic))
     builders: dict[int, Any] = {}
     sent = []
-    for envelope in envelopes:
-        key, value = encode_key(envelope.account_id), encode(envelope)
+    for envelope, value in zip(envelopes, encode_all(envelopes), strict=True):
+        key = encode_key(envelope.account_id)
         partition = partitioner(key, partitions, partitions)
         builder = builders.get(partition)
         if builder is None or builder.append(key=key, value=value, timestamp=None) is None:
