@@ -69,6 +69,7 @@ class PolledAccount:
     clock: BrokerClock = field(default_factory=BrokerClock)
     positions_gauge: Any = field(init=False, repr=False)
     synced_gauge: Any = field(init=False, repr=False)
+    positions_shown: int | None = field(default=None, init=False, repr=False)  # what positions_gauge says
 
     def __post_init__(self) -> None:
         # Labelled once: a labels() lookup per account and poll was a visible share of a round.
@@ -247,7 +248,9 @@ class Poller:
         batch.positions.append(observed(outcome.positions, account_id=ref.user_id, occurred_at=observed_at))
         batch.ticks.extend(observed(t, account_id=ref.user_id, occurred_at=observed_at)
                            for t in outcome.ticks)
-        account.positions_gauge.set(len(outcome.positions.positions))
+        if (held := len(outcome.positions.positions)) != account.positions_shown:  # a gauge's set takes a lock
+            account.positions_gauge.set(held)
+            account.positions_shown = held
         account.synced_gauge.set(observed_at.timestamp())
 
     async def _publish(self, batch: Batch) -> None:
