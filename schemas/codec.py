@@ -11,7 +11,8 @@ type the published JSON Schema gives it (``"1"`` is not an integer, ``"0.1"`` no
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Annotated, Any, Union
 
@@ -38,6 +39,32 @@ def encode(envelope: Envelope[Any]) -> bytes:
     """``envelope.model_dump_json()`` as bytes, taken from the serializer as bytes: the text it returns is
     those bytes decoded, which ``encode`` then had to encode again (a few microseconds a message)."""
     return envelope.__pydantic_serializer__.to_json(envelope)
+
+
+def encode_all(envelopes: Sequence[Envelope[Any]]) -> list[bytes]:
+    """``[encode(e) for e in envelopes]``, the same bytes, with a payload that several of them carry (a
+    round's tick report: one quote, the same for every account of a trade server) serialised once.
+
+    An envelope writes its payload last, so its bytes are the other fields' and then the payload's own:
+    a shared payload costs only its envelope's other fields (about half an envelope's serialising)."""
+    carried = Counter(id(e.payload) for e in envelopes)
+    shared: dict[int, bytes] = {}
+    encoded = []
+    for envelope in envelopes:
+        payload = envelope.payload
+        if carried[id(payload)] < 2:
+            encoded.append(envelope.__pydantic_serializer__.to_json(envelope))
+            continue
+        body = shared.get(id(payload))
+        if body is None:
+            body = shared[id(payload)] = _PAYLOAD_KEY + payload.__pydantic_serializer__.to_json(payload) + b"}"
+        encoded.append(envelope.__pydantic_serializer__.to_json(envelope, exclude=_PAYLOAD)[:-1] + body)
+    return encoded
+
+
+#: What ``encode_all`` writes between an envelope's other fields and a shared payload (as ``encode`` does).
+_PAYLOAD_KEY = b',"payload":'
+_PAYLOAD = frozenset({"payload"})
 
 
 def encode_key(account_id: str) -> bytes:

@@ -44,7 +44,7 @@ from producers.poller.client import (
 )
 from producers.poller.parsing import PollState, conclude_poll, latest_tick_msc, sync_failed
 from producers.ratelimit import KeyedRateLimiter, MonotonicClock
-from schemas import Envelope, encode, encode_key, observed, utcnow
+from schemas import Envelope, encode_all, encode_key, observed, utcnow
 from schemas.topics import ACCOUNT_REPORTS, POSITION_REPORTS, TICKS
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class PolledAccount:
     clock: BrokerClock = field(default_factory=BrokerClock)
     positions_gauge: Any = field(init=False, repr=False)
     synced_gauge: Any = field(init=False, repr=False)
+    positions_shown: int | None = field(default=None, init=False, repr=False)  # what positions_gauge says
 
     def __post_init__(self) -> None:
         # Labelled once: a labels() lookup per account and poll was a visible share of a round.
@@ -114,8 +115,8 @@ async def publish_in_batches(producer: AIOKafkaProducer, topic: str, envelopes: 
     partitions = sorted(await producer.partitions_for(topic))
     builders: dict[int, Any] = {}
     sent = []
-    for envelope in envelopes:
-        key, value = encode_key(envelope.account_id), encode(envelope)
+    for envelope, value in zip(envelopes, encode_all(envelopes), strict=True):
+        key = encode_key(envelope.account_id)
         partition = partitioner(key, partitions, partitions)
         builder = builders.get(partition)
         if builder is None or builder.append(key=key, value=value, timestamp=None) is None:
@@ -247,7 +248,9 @@ class Poller:
         batch.positions.append(observed(outcome.positions, account_id=ref.user_id, occurred_at=observed_at))
         batch.ticks.extend(observed(t, account_id=ref.user_id, occurred_at=observed_at)
                            for t in outcome.ticks)
-        account.positions_gauge.set(len(outcome.positions.positions))
+        if (held := len(outcome.positions.positions)) != account.positions_shown:  # a gauge's set takes a lock
+            account.positions_gauge.set(held)
+            account.positions_shown = held
         account.synced_gauge.set(observed_at.timestamp())
 
     async def _publish(self, batch: Batch) -> None:

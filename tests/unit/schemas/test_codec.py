@@ -228,3 +228,21 @@ def test_encoded_bytes_are_the_models_own_json():
     for envelope in (observed(_report(server="Démo-1"), account_id="u1", occurred_at=utcnow()),
                      observed(tick, account_id="u1", occurred_at=utcnow())):
         assert encode(envelope) == envelope.model_dump_json().encode()
+
+
+def test_envelopes_encoded_together_are_the_bytes_of_each_alone():
+    """``encode_all`` serialises a shared payload once and writes it after its envelope's other fields: the
+    bytes must be ``encode``'s, whatever the envelope carries (ids or none, text to escape, a shared report)."""
+    from schemas import encode_all
+
+    tick = TickReport(symbol="EURUSD", bid=1.1, ask=1.1001, point=0.00001, quoted_at=utcnow(), market_open=True)
+    report = _report(server='Démo "1"\\')
+    cause = observed(report, account_id="u1", occurred_at=utcnow())
+    command = ClosePosition(user_id="u1", symbol="EURUSD", tickets=(7,), reason=CloseReason.DRAWDOWN_GUARD,
+                            rule="drawdown.critical", details={"why": "é\n"})
+    envelopes = [*(observed(tick, account_id=f'u{i} "é"', occurred_at=utcnow()) for i in range(3)), cause, cause,
+                 derived(command, cause=cause, rule="a"), derived(command, cause=cause, rule="b"),
+                 observed(TickReport(symbol="GBPUSD", bid=1.2, ask=1.2001, point=0.00001, quoted_at=utcnow()),
+                          account_id="u1", occurred_at=utcnow())]
+    assert encode_all(envelopes) == [encode(e) for e in envelopes]
+    assert encode_all([]) == []
