@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from infra.sessions import Interval, open_throughout, session_at
@@ -48,10 +49,11 @@ class Quote:
     def mid(self) -> float:
         return (self.bid + self.ask) / 2
 
-    @property
+    @cached_property
     def points(self) -> tuple[int, int]:
         """bid and ask in whole points of the symbol (1.09512 -> 109512 with 5 digits): their sum (twice
-        the mid) and difference (the spread) are exact."""
+        the mid) and difference (the spread) are exact. Kept on the quote (not a field: not stored), as the
+        next quote's gap asks for it again."""
         scale = 10 ** self.digits
         return round(self.bid * scale), round(self.ask * scale)
 
