@@ -130,6 +130,8 @@ def _nearby(trades: list[ExpectedTrade], observed: dict[int, ObservedPosition], 
 def note_partial_closes(expected: dict[str, ExpectedTrade], deals: dict[int, ObservedDeal],
                          observed: dict[int, ObservedPosition]) -> dict[str, ExpectedTrade]:
     """A closing deal for a position that is still open is a partial close."""
+    if not deals:  # most reports
+        return expected
     for approval_id, trade in expected.items():
         if trade.ticket in deals and trade.ticket in observed and not trade.partially_closed:
             expected[approval_id] = replace(trade, partially_closed=True)
