@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from infra.settings import AccountLevels, GuardSettings
+from infra.settings import AccountLevels, GuardProfile, GuardSettings
 from schemas import Envelope, derived
 from schemas.common import CloseReason
 from schemas.decisions import ActionTaken, AlertType
@@ -17,12 +17,23 @@ from streams.drawdown.liquidation import liquidation_id
 from streams.drawdown.lock import AccountLock
 from streams.drawdown.outputs import guard_alert
 from streams.drawdown.readings import drawdown_percent
-from streams.drawdown.state import DAILY, DRAWDOWN, TARGET, WARNING, DrawdownState, Held, PendingClose, Reading
+from streams.drawdown.state import (
+    DAILY,
+    DRAWDOWN,
+    TARGET,
+    WARNING,
+    DrawdownState,
+    Held,
+    PendingClose,
+    Reading,
+)
 
 
 def assess_levels(state: DrawdownState, event: Envelope[AccountReport], reading: Reading, levels: AccountLevels,
-                  config: GuardSettings, now: datetime | None = None) -> tuple[DrawdownState, list[Envelope[Any]]]:
-    name, profile = config.profile(levels.profile)
+                  config: GuardSettings, now: datetime | None = None,
+                  named_profile: tuple[str, GuardProfile] | None = None) -> tuple[DrawdownState, list[Envelope[Any]]]:
+    """``named_profile``: ``config.profile(levels.profile)`` when the caller has it already (every reading)."""
+    name, profile = named_profile or config.profile(levels.profile)
     state = profiles.track(state, reading)
     m = profiles.measure(state, reading, levels, name, profile)
     streaks = _streaks(state.streaks, m, config.confirmations)

@@ -8,7 +8,9 @@ and whether the profit target is reached. The ``default`` family is today's draw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from infra.settings import AccountLevels, GuardProfile, ProfileFamily
@@ -20,8 +22,11 @@ from streams.drawdown.state import DrawdownState, Reading
 DEFAULT_WARNING_SHARE = 0.8
 
 
-@dataclass(frozen=True)
+@dataclass
 class Measures:
+    """Built at every trusted reading and read by ``levels`` right away: a plain dataclass (a frozen one's
+    ``__init__`` costs three times as much); the facts only alerts and locks show are built when asked."""
+
     loss_percent: float  # compared with ``critical`` and ``warning``
     critical: float
     warning: float
@@ -30,7 +35,12 @@ class Measures:
     daily_limit: float
     target_reached: bool
     what: str  # how alerts name the loss
-    facts: dict[str, Any]  # what decision records show of the profile and its reference values
+    _facts: Callable[[], dict[str, Any]] = field(repr=False, compare=False)
+
+    @cached_property
+    def facts(self) -> dict[str, Any]:
+        """What decision records show of the profile and its reference values."""
+        return self._facts()
 
 
 def label(name: str, profile: GuardProfile) -> str:
@@ -55,31 +65,41 @@ def measure(state: DrawdownState, reading: Reading, levels: AccountLevels, name:
     profit target each move by the net money flows ``N`` since the guard's first reading (a withdrawal
     of profits leaves the floor where it was in trading terms), while percentages stay of ``I``."""
     initial = levels.initial_balance_gbp if levels.initial_balance_gbp is not None else state.initial_balance_gbp
-    facts: dict[str, Any] = {"profile": {"name": name, "version": profile.version, "family": profile.family.value}}
     flows = state.flows_net_gbp
     target = profile.profit_target_percent
     reached = target is not None and initial is not None and initial > 0 and \
         reading.equity_gbp >= initial * (1 + target / 100) + flows
-    if target is not None and initial is not None:
-        facts["profit_target_gbp"] = round(initial * (1 + target / 100) + flows, 4)
-    if flows and profile.family is not ProfileFamily.DEFAULT:
-        facts["money_flows_net_gbp"] = flows
     if profile.family is ProfileFamily.DEFAULT or initial is None or initial <= 0:
         loss_gbp, loss_percent = daily_loss(state, reading)
         return Measures(drawdown_percent(state, reading), levels.critical_drawdown_percent,
                         levels.warning_drawdown_percent, loss_gbp, loss_percent, levels.daily_loss_limit_percent,
-                        reached, "Drawdown", facts)
+                        reached, "Drawdown", lambda: _facts(name, profile, initial, flows))
     assert profile.max_loss_percent is not None and profile.daily_loss_percent is not None  # the model checks
     reference = max_loss_reference(state, profile, initial, flows)
     loss = max(0.0, reference - reading.equity_gbp)
     baseline = daily_baseline(state, reading)
     day_loss = max(0.0, baseline - reading.equity_gbp)
     warning = profile.warning_loss_percent or profile.max_loss_percent * DEFAULT_WARNING_SHARE
-    facts |= {"initial_balance_gbp": round(initial, 4), "max_loss_reference_gbp": round(reference, 4),
-              "max_loss_floor_gbp": round(reference - initial * profile.max_loss_percent / 100, 4),
-              "max_loss_percent": round(loss / initial * 100, 4), "daily_baseline_gbp": round(baseline, 4)}
+
+    def facts() -> dict[str, Any]:
+        assert initial is not None and profile.max_loss_percent is not None
+        return _facts(name, profile, initial, flows) | {
+            "initial_balance_gbp": round(initial, 4), "max_loss_reference_gbp": round(reference, 4),
+            "max_loss_floor_gbp": round(reference - initial * profile.max_loss_percent / 100, 4),
+            "max_loss_percent": round(loss / initial * 100, 4), "daily_baseline_gbp": round(baseline, 4)}
     return Measures(loss / initial * 100, profile.max_loss_percent, warning, day_loss, day_loss / initial * 100,
                     profile.daily_loss_percent, reached, "Loss", facts)
+
+
+def _facts(name: str, profile: GuardProfile, initial: float | None, flows: float) -> dict[str, Any]:
+    """The profile, its profit target and (prop families) the net money flows, as decision records show them."""
+    facts: dict[str, Any] = {"profile": {"name": name, "version": profile.version, "family": profile.family.value}}
+    target = profile.profit_target_percent
+    if target is not None and initial is not None:
+        facts["profit_target_gbp"] = round(initial * (1 + target / 100) + flows, 4)
+    if flows and profile.family is not ProfileFamily.DEFAULT:
+        facts["money_flows_net_gbp"] = flows
+    return facts
 
 
 def max_loss_reference(state: DrawdownState, profile: GuardProfile, initial: float, flows: float = 0.0) -> float:

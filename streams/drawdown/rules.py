@@ -105,9 +105,10 @@ def on_account(state: DrawdownState, event: Envelope[AccountReport], levels: Acc
     report = event.payload
     reading = Reading(event.occurred_at, report.equity * report.gbp_rate, report.balance * report.gbp_rate,
                       tuple(sorted([h.ticket for h in state.positions])), report.gbp_rate)
-    state = apply_flows(state, report, config)
-    name, profile = config.profile(levels.profile)
-    named = label(name, profile)
+    if report.money_flows:  # most reports carry none, and then there is nothing to apply
+        state = apply_flows(state, report, config)
+    named_profile = config.profile(levels.profile)
+    named = label(*named_profile)
     if state.profile != named:  # volatile: snapshots name the profile (the same one, reading after reading)
         state = replace(state, profile=named)
     verdict = judge(state, reading, report, config, now)
@@ -117,7 +118,7 @@ def on_account(state: DrawdownState, event: Envelope[AccountReport], levels: Acc
     ended = lock.on_reading(state, event)
     state, outputs = ended.state, list(ended.outputs)  # not list[Envelope[Any]](): a generic per call
     if not lock.locked(state):  # a locked account starts no new trigger: the lock closes its new positions
-        state, alerts = assess_levels(state, event, reading, levels, config, now)
+        state, alerts = assess_levels(state, event, reading, levels, config, now, named_profile)
         outputs += alerts
     if state.pending is not None and state.pending.deadline <= now:
         fired = fire_due(state, now)

@@ -31,7 +31,7 @@ from schemas import Envelope, derived
 from schemas.commands import ClosePosition
 from schemas.common import CloseReason
 from schemas.decisions import ActionTaken, AlertType, GuardAlertRaised
-from schemas.reports import PositionReport, TickReport
+from schemas.reports import ObservedPosition, PositionReport, TickReport
 from streams.decisions import Decision, replace
 
 
@@ -51,9 +51,16 @@ class Quote:
     @property
     def points(self) -> tuple[int, int]:
         """bid and ask in whole points of the symbol (1.09512 -> 109512 with 5 digits): their sum (twice
-        the mid) and difference (the spread) are exact."""
-        scale = 10 ** self.digits
-        return round(self.bid * scale), round(self.ask * scale)
+        the mid) and difference (the spread) are exact.
+
+        Kept on the quote once computed, as the next quote's gap asks again: in the instance dict, not a
+        field, so never stored nor compared (nothing builds a changed copy of a quote). By hand, as 3.11's
+        ``cached_property`` takes a lock on every first read, which costs more than the rounding."""
+        known = self.__dict__.get("_points")
+        if known is None:
+            scale = 10 ** self.digits
+            known = self.__dict__["_points"] = (round(self.bid * scale), round(self.ask * scale))
+        return known  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -84,11 +91,25 @@ def handle(state: MarketState, event: Envelope[Any], config: GuardSettings) -> D
 def on_positions(state: MarketState, event: Envelope[PositionReport]) -> MarketState:
     if state.positions_at is not None and event.occurred_at <= state.positions_at:
         return state
+    positions = event.payload.positions
+    if _one_per_symbol_as_held(state.held, positions):  # most reports: the same positions as the last one
+        return replace(state, positions_at=event.occurred_at)
     held: dict[str, list[int]] = {}
-    for p in event.payload.positions:
+    for p in positions:
         held.setdefault(p.symbol, []).append(p.ticket)
     tickets = {s: tuple(sorted(t)) for s, t in sorted(held.items())}
     return replace(state, held=tickets if tickets != state.held else state.held, positions_at=event.occurred_at)
+
+
+def _one_per_symbol_as_held(held: dict[str, tuple[int, ...]], positions: tuple[ObservedPosition, ...]) -> bool:
+    """Whether ``positions`` are one per symbol, each the one ticket ``held`` has for its symbol, on every
+    symbol of ``held``: then they would build ``held`` again (a quicker question than building it)."""
+    if len(positions) != len(held):
+        return False
+    for p in positions:
+        if held.get(p.symbol) != (p.ticket,):
+            return False
+    return len({p.symbol for p in positions}) == len(held)
 
 
 def on_tick(state: MarketState, event: Envelope[TickReport], config: GuardSettings) -> Decision[MarketState]:

@@ -45,10 +45,11 @@ def bind(expected: dict[str, ExpectedTrade], observed: dict[int, ObservedPositio
     evidence is taken from any trade that had only guessed it; the guesses are then made again,
     all together, over the positions left, so two trades close in time do not end up crosswise."""
     result = dict(expected)
-    guessing = sorted((t for t in expected.values() if t.done_at is None and not _firm(t)
-                       and (t.ticket is None or t.ticket in observed)), key=lambda t: (t.approved_at, t.approval_id))
+    guessing = [t for t in expected.values() if t.done_at is None and not _firm(t)
+                and (t.ticket is None or t.ticket in observed)]
     if not guessing:  # every open trade is bound for good (most reports): nothing is revised
         return result, []
+    guessing.sort(key=lambda t: (t.approved_at, t.approval_id))
     taken = {t.ticket for t in expected.values() if t.ticket is not None and
              (t.done_at is not None or _firm(t) or t.ticket not in observed)}
     for trade in list(guessing):
@@ -130,6 +131,8 @@ def _nearby(trades: list[ExpectedTrade], observed: dict[int, ObservedPosition], 
 def note_partial_closes(expected: dict[str, ExpectedTrade], deals: dict[int, ObservedDeal],
                          observed: dict[int, ObservedPosition]) -> dict[str, ExpectedTrade]:
     """A closing deal for a position that is still open is a partial close."""
+    if not deals:  # most reports
+        return expected
     for approval_id, trade in expected.items():
         if trade.ticket in deals and trade.ticket in observed and not trade.partially_closed:
             expected[approval_id] = replace(trade, partially_closed=True)

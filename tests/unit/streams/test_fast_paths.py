@@ -7,7 +7,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from infra.sessions import is_open, open_throughout, session_at
@@ -18,6 +18,7 @@ from streams.decisions import percent_off, replace
 from streams.drawdown.state import DrawdownState, Reading
 from streams.drawdown.state import Held as HeldTicket
 from streams.market.rules import MarketState, Quote
+from streams.market.rules import handle as market_handle
 from streams.reconciliation.rules import _same_or
 from streams.reconciliation.rules import handle as reconcile
 from streams.reconciliation.state import Held, ReconciliationState
@@ -111,3 +112,27 @@ def test_an_unchanged_report_keeps_the_reconciliation_state_as_it_was() -> None:
 def test_percent_off_is_bit_for_bit_the_two_abs_formula(value: float, reference: float) -> None:
     slow = abs(value - reference) / abs(reference) * 100 if reference else 0.0
     assert percent_off(value, reference) == slow or math.isnan(slow) and math.isnan(percent_off(value, reference))
+
+
+def _held_built(report: list[tuple[str, int]]) -> dict[str, tuple[int, ...]]:
+    """The market guard's held tickets per symbol, built the long way (what the quick question stands in for)."""
+    held: dict[str, list[int]] = {}
+    for symbol, ticket in report:
+        held.setdefault(symbol, []).append(ticket)
+    return {s: tuple(sorted(t)) for s, t in sorted(held.items())}
+
+
+_PAIRS = st.lists(st.tuples(st.sampled_from(["EURUSD", "GBPUSD", "XAUUSD"]), st.integers(1, 4)), max_size=4)
+
+
+@given(_PAIRS, _PAIRS)
+@example([("EURUSD", 1), ("GBPUSD", 2)], [("EURUSD", 1), ("EURUSD", 1)])  # as many, all held, one symbol short
+@example([("EURUSD", 1)], [("EURUSD", 1)])
+def test_the_market_guard_keeps_its_held_tickets_exactly_when_a_report_would_build_them_again(
+        before: list[tuple[str, int]], report: list[tuple[str, int]]) -> None:
+    """Duplicate symbols and tickets included (no terminal reports those, but the answer must not depend on it)."""
+    state = MarketState(held=_held_built(before))
+    event = positions(*(position(ticket, symbol=symbol) for symbol, ticket in report), t=5)
+    after = market_handle(state, event, GuardSettings()).state
+    assert after.held == _held_built(report) and after.positions_at == event.occurred_at
+    assert (after.held is state.held) == (_held_built(report) == state.held)
