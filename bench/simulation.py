@@ -2,7 +2,8 @@
 
 The scenario: ten accounts, each holding three positions on different symbols from the first minute,
 through a whole trading day (Monday 00:00 to 24:00 UTC: the FX markets' quiet Asian hours, London,
-New York and the daily break), with the decision log built as ``reconguard simulate`` builds it.
+New York and the daily break), with the decision log written as ``reconguard simulate --log`` writes
+it (to the null device: every line encoded and written, as it is made).
 The baseline is real time (1 simulated second per wall second): the ratio is the speed-up. Target: ≥ 500×.
 Beside it, the Python calls per account and poll of a shorter profiled run: the load of a shared machine
 moves CPU seconds by ±20%, and this count not at all.
@@ -48,10 +49,11 @@ def trading_day(seconds: float = SECONDS) -> Scenario:
 def calls_per_account_poll(seconds: float = CALLS_SECONDS) -> float:
     """Python calls (cProfile's count) per account and poll: a figure the machine's load does not move,
     to tell a change's effect from the noise of CPU time on a shared machine."""
-    profile = cProfile.Profile()
-    profile.enable()
-    outcome = play(trading_day(seconds))
-    profile.disable()
+    with open(os.devnull, "w") as out:
+        profile = cProfile.Profile()
+        profile.enable()
+        outcome = play(trading_day(seconds), sink=lambda line: out.write(line + "\n"))
+        profile.disable()
     return pstats.Stats(profile).total_calls / (outcome.polls * ACCOUNTS)
 
 
@@ -59,13 +61,14 @@ def main(seconds: float = SECONDS, calls_seconds: float = CALLS_SECONDS) -> dict
     """One run over ``seconds`` (a trading day unless shortened), timed on the wall clock and in CPU
     seconds, beside real time's one simulated second per wall second; then the profiled count."""
     scenario = trading_day(seconds)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    outcome = play(scenario)
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    with open(os.devnull, "w") as out:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        outcome = play(scenario, sink=lambda line: out.write(line + "\n"))
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     speed = outcome.simulated_seconds / wall
     return {"accounts": ACCOUNTS, "poll_interval_seconds": scenario.poll_interval,
             "simulated_seconds": outcome.simulated_seconds, "polls": outcome.polls,
-            "decision_log_lines": len(outcome.lines), "wall_seconds": round(wall, 3),
+            "decision_log_lines": outcome.log.written, "wall_seconds": round(wall, 3),
             "real_time: simulated_seconds_per_wall_second (baseline)": REAL_TIME,
             "simulated_seconds_per_wall_second": round(speed, 1),
             "times_real_time": round(speed / REAL_TIME, 1),

@@ -485,6 +485,10 @@ def simulate(
     (docs/scenarios.md, "Through the pipeline").
     Example: `reconguard simulate docs/scenarios/guard-drawdown-critical.yaml --log decisions.jsonl`
     """
+    import contextlib
+    import sys
+    from collections.abc import Callable
+
     from rich.table import Table
 
     from simulation.runner import play, unmet
@@ -495,15 +499,15 @@ def simulate(
     except ScenarioError as error:
         console.print(f"[red]{error}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    if pipeline:
-        outcome = _simulate_live(loaded, seed)
-    else:
-        outcome = play(loaded, seed=seed)
-    if log == "-":
-        print("\n".join(outcome.lines))
-    elif log:
-        with open(log, "w") as out:
-            out.writelines(line + "\n" for line in outcome.lines)
+    # The log is written as it is made (a day's log is not held in memory), to the file or stdout.
+    with open(log, "w") if log and log != "-" else contextlib.nullcontext(sys.stdout) as out:
+        write: Callable[[str], object] = (lambda line: out.write(line + "\n")) if log else (lambda line: None)
+        if pipeline:
+            outcome = _simulate_live(loaded, seed)
+            for line in outcome.lines:
+                write(line)
+        else:
+            outcome = play(loaded, seed=seed, sink=write)
     table = Table(title=f"{loaded.name}: {outcome.simulated_seconds:g} s "
                         f"{'in real time through the pipeline' if pipeline else 'simulated'}, {outcome.polls} polls")
     for column in ("account", "decision", "reason / status", "count"):

@@ -81,6 +81,7 @@ from simulation.actions import act, apply_move
 from simulation.runner import (
     FIRST_LOGIN,
     REPORT_TYPES,
+    DecisionLog,
     Outcome,
     _kind,
     _report_summary,
@@ -371,11 +372,12 @@ class LiveScenario:
     def outcome(self) -> Outcome:
         """The decision log of what was read (the probes left out), in time order, and its counts."""
         events = sorted((e for e in self.seen if e.account_id not in PROBES), key=lambda e: e.occurred_at)
-        decisions = [self._logged(e) for e in events]
+        log = DecisionLog(self.scenario.expect)
+        for event in events:
+            log.add(self._logged(event))
         polls = len({e.payload.poll_seq for e in events if e.event_type == "AccountReport"})
         seconds = (self.scenario.end() - self.scenario.start).total_seconds()
-        return Outcome([json.dumps(d, sort_keys=True, separators=(",", ":")) for d in decisions], decisions,
-                       polls // max(1, len(self.accounts)), seconds)
+        return Outcome(log, polls // max(1, len(self.accounts)), seconds)
 
     def _logged(self, event: Envelope[Any]) -> dict[str, Any]:
         """One decision-log line, as ``Simulation.log`` writes it."""

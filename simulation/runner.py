@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,28 +65,81 @@ class _Executor(Executor):
         return results
 
 
-@dataclass
-class Outcome:
-    """What a run produced: the decision log (one JSON object a line) and its counts."""
-
-    lines: list[str] = field(repr=False)  # asyncio's task repr shows the result: not a day's log
-    decisions: list[dict[str, Any]] = field(repr=False)
-    polls: int
-    simulated_seconds: float
-
-    def summary(self) -> list[tuple[str, str, str, int]]:
-        """(account, type, reason or status, count), sorted: the summary table's rows."""
-        counts = Counter((d["account"], d["type"], _kind(d)) for d in self.decisions if d["type"] not in REPORTS)
-        return sorted((a, t, k, n) for (a, t, k), n in counts.items())
-
-
 REPORTS = ("AccountReport", "PositionReport", "AccountSyncFailed")
 #: One decision log line: ``json.dumps(d, sort_keys=True, separators=(",", ":"))``, with one encoder for all.
 LINE = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
+def _line_encoder() -> Callable[[dict[str, Any]], str]:
+    """``LINE.encode``, the same text, from the C encoder made once rather than at every line (``encode``
+    makes one per call: a third of a line's cost, at two lines an account-poll). Without the C
+    accelerator (not CPython), ``LINE.encode`` itself."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return LINE.encode
+    encoder = make(None, LINE.default, json.encoder.encode_basestring_ascii, None, LINE.key_separator,
+                   LINE.item_separator, LINE.sort_keys, LINE.skipkeys, LINE.allow_nan)
+    return lambda d: "".join(encoder(d, 0))
+
+
+encode_line = _line_encoder()
+
+Sink = Callable[[str], object]
+
+
+class DecisionLog:
+    """The decision log as it is made: each line encoded once, when it is made, and handed to ``sink``
+    (a file's writer, or by default the ``lines`` list kept here). Beside it only what the summary table
+    and the scenario's expectations read, counted as the lines go by: a day's log (two million lines)
+    kept as dicts and encoded at the end took a gigabyte, and the run slowed as its memory grew."""
+
+    def __init__(self, expect: Sequence[Any] = (), sink: Sink | None = None) -> None:
+        self.lines: list[str] | None = [] if sink is None else None  # None: written to the sink, not kept
+        self._sink: Sink = self.lines.append if self.lines is not None else sink  # type: ignore[assignment]
+        self.expect = list(expect)
+        self.found = [0] * len(self.expect)  # per expectation, the lines that match it
+        self.counts: Counter[tuple[str, str, str]] = Counter()  # the summary's (account, type, kind)
+        self.written = 0
+
+    def add(self, d: dict[str, Any]) -> None:
+        self._sink(encode_line(d))
+        self.written += 1
+        if d["type"] not in REPORTS:
+            self.counts[d["account"], d["type"], _kind(d)] += 1
+        for i, expected in enumerate(self.expect):
+            if _matches(expected, d):
+                self.found[i] += 1
+
+
+@dataclass
+class Outcome:
+    """What a run produced: its decision log's counts (and its lines, when kept) and the run's size."""
+
+    log: DecisionLog = field(repr=False)  # asyncio's task repr shows the result: not a day's log
+    polls: int
+    simulated_seconds: float
+
+    @property
+    def lines(self) -> list[str]:
+        """The decision log, one JSON object a line (when it was kept rather than written to a sink)."""
+        if self.log.lines is None:
+            raise ValueError("the decision log went to its sink; it was not kept")
+        return self.log.lines
+
+    @property
+    def decisions(self) -> list[dict[str, Any]]:
+        """The decision log's lines decoded (for tests and comparisons: a run keeps only the lines)."""
+        return [json.loads(line) for line in self.lines]
+
+    def summary(self) -> list[tuple[str, str, str, int]]:
+        """(account, type, reason or status, count), sorted: the summary table's rows."""
+        return sorted((a, t, k, n) for (a, t, k), n in self.log.counts.items())
+
+
 class Simulation:
-    def __init__(self, scenario: Scenario, *, seed: int | None = None, log_reports: bool = True) -> None:
+    def __init__(self, scenario: Scenario, *, seed: int | None = None, log_reports: bool = True,
+                 sink: Sink | None = None) -> None:
+        """``sink`` takes each decision-log line as it is made (by default the log keeps them)."""
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else seed
         self.guard = _with_clock_rules(GuardSettings(**scenario.guard), scenario.accounts)
@@ -115,7 +169,7 @@ class Simulation:
                                   clock=lambda: self.now)
         self.worker = Worker(self.guard, levels=lambda account_id: self.accounts[account_id].levels)
         self.sweep_interval = DEFAULT_SWEEP
-        self.decisions: list[dict[str, Any]] = []
+        self.decision_log = DecisionLog(scenario.expect, sink)
         self.releases: list[tuple[datetime, int, Any]] = []  # (when, order, undo) of timed faults
         self.moves: list[tuple[Move, datetime, datetime, list[float]]] = []
         self.polls = 0
@@ -149,8 +203,7 @@ class Simulation:
                 self._apply_moves(t)
                 await self._poll_all()
                 next_poll += poll
-        return Outcome([LINE.encode(d) for d in self.decisions],
-                       self.decisions, self.polls, (self.now - s.start).total_seconds())
+        return Outcome(self.decision_log, self.polls, (self.now - s.start).total_seconds())
 
     def _advance(self, t: datetime) -> None:
         self.now = max(self.now, t)
@@ -225,7 +278,7 @@ class Simulation:
             broker_time = datetime.fromtimestamp(
                 self.broker.market.server_msc(round(self.now.timestamp() * 1000)) / 1000, UTC).replace(tzinfo=None)
             self._logged_at = (self.now, self.now.isoformat().replace("+00:00", "Z"), broker_time.isoformat())
-        self.decisions.append({"utc": self._logged_at[1], "broker": self._logged_at[2], "account": event.account_id,
+        self.decision_log.add({"utc": self._logged_at[1], "broker": self._logged_at[2], "account": event.account_id,
                                "type": event.event_type, **fields})
 
     # --- the scenario's steps ---------------------------------------------------------------------------------
@@ -289,19 +342,22 @@ def _kind(d: dict[str, Any]) -> str:
     return ""
 
 
-
-
-
-def play(scenario: Scenario, *, seed: int | None = None, log_reports: bool = True) -> Outcome:
-    """Run a scenario to its end (its own event loop: nothing waits on the wall clock)."""
-    return asyncio.run(Simulation(scenario, seed=seed, log_reports=log_reports).run())
+def play(scenario: Scenario, *, seed: int | None = None, log_reports: bool = True, sink: Sink | None = None) -> Outcome:
+    """Run a scenario to its end (its own event loop: nothing waits on the wall clock); ``sink`` takes the
+    decision log's lines as they are made, else the outcome keeps them."""
+    return asyncio.run(Simulation(scenario, seed=seed, log_reports=log_reports, sink=sink).run())
 
 
 def unmet(scenario: Scenario, outcome: Outcome) -> list[str]:
-    """The scenario's expectations that the decisions do not meet, each said in a sentence."""
+    """The scenario's expectations that the decisions do not meet, each said in a sentence (counted by the
+    run's log as its lines went by, when it was given the same expectations)."""
+    log = outcome.log
+    if log.expect != list(scenario.expect):
+        log = DecisionLog(scenario.expect)
+        for d in outcome.decisions:
+            log.add(d)
     missed = []
-    for expected in scenario.expect:
-        found = sum(1 for d in outcome.decisions if _matches(expected, d))
+    for expected, found in zip(scenario.expect, log.found, strict=True):
         wanted = expected.count
         if (wanted is None and found == 0) or (wanted is not None and found != wanted):
             said = {k: v for k, v in expected.model_dump().items() if v is not None and k != "count"}

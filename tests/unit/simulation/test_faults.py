@@ -48,7 +48,7 @@ def test_seeded_runs_with_every_kind_of_fault_break_no_invariant():
 def test_a_seed_plays_the_same_run_every_time_and_another_seed_another():
     def decisions(seed):
         scenario = scenario_of(seed)
-        return _play(FaultSimulation(scenario, plan_of(seed, scenario))).decisions
+        return _play(FaultSimulation(scenario, plan_of(seed, scenario))).decision_log.lines
 
     assert decisions(3) == decisions(3)
     assert decisions(3) != decisions(4)

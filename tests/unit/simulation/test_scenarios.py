@@ -85,6 +85,17 @@ def test_the_command_line_prints_the_summary_writes_the_log_and_says_what_is_not
     assert refused.exit_code == 2 and "bad.yaml:4: accounts[0].leverage" in refused.output
 
 
+def test_a_log_streamed_to_a_sink_is_the_kept_log_and_counts_the_same_summary_and_expectations():
+    scenario = load(LIBRARY / "guard-drawdown-critical.yaml")
+    kept, written = play(scenario), []
+    streamed = play(scenario, sink=written.append)
+    assert written == kept.lines and streamed.log.written == len(written)
+    assert streamed.summary() == kept.summary() and streamed.log.found == kept.log.found
+    assert unmet(scenario, streamed) == []
+    with pytest.raises(ValueError):
+        streamed.lines  # noqa: B018 -- the log went to its sink: it was not kept
+
+
 def test_the_broker_clock_in_the_log_moves_from_utc_plus_2_to_plus_3_when_new_york_starts_summer_time():
     scenario = parse("""
 name: dst
