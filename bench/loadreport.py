@@ -121,8 +121,8 @@ def write(points: list[Point], *, command: str, docs: Path = DOCS) -> Path:
         f"Command: `{command}`, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC.",
         f"Machine: {machine()}.",
         "",
-        "**Taken on a busy machine**: other engineers' test suites ran on the same two cores during these runs, "
-        "so every figure is depressed by an unknown amount; the load average is that of the whole machine.",
+        "The load average is the whole machine's, this run's own processes included; anything else running "
+        "on the same cores depresses every figure by an amount the table cannot show.",
         "",
         table(points),
         "",
