@@ -67,8 +67,12 @@ async def test_a_breach_read_late_gets_the_full_notice_and_an_operator_alert(lat
         async with Outputs(late_settings) as outputs:
             await wait_until_working(late_settings, producer, outputs, accounts["probe"])
             held = b.positions(b.position(1001, profit_gbp=-400), b.position(1003, symbol="XAUUSD", profit_gbp=-500))
+            await publish(producer, POSITION_REPORTS, prefix, for_account(held, account, utcnow() - timedelta(
+                seconds=LATE)))
+            # The worker reads its topics in no fixed order between them: a breach read before the positions
+            # has nothing to close and raises nothing. The positions' divergences show they were read.
+            await outputs.wait_for(account, "DivergenceDetected", what="the positions to be read")
             reported = utcnow() - timedelta(seconds=LATE)  # the reports reach the worker LATE seconds after
-            await publish(producer, POSITION_REPORTS, prefix, for_account(held, account, reported))
             for i, equity in enumerate((10_000, 10_000, 8_900, 8_800)):  # a peak two readings confirm
                 await publish(producer, ACCOUNT_REPORTS, prefix, for_account(
                     b.account(equity, t=0), account, reported + timedelta(milliseconds=50 * (i + 1))))

@@ -75,6 +75,8 @@ async def test_a_worker_that_takes_over_judges_against_the_peak_the_other_one_ke
         held = b.positions(b.position(2001, profit_gbp=-100))
         for account in accounts:
             await publish(producer, POSITION_REPORTS, prefix, for_account(held, account))
+        for account in accounts:  # read before the readings (topics have no order between them): a breach
+            await outputs.wait_for(account, "DivergenceDetected", timeout=30)  # with nothing open raises nothing
         for _ in range(2):  # the peak (two trusted readings confirm it), kept by whichever worker reads it
             await asyncio.sleep(0.05)
             await readings(producer, prefix, accounts, 10_000)

@@ -21,7 +21,7 @@ from schemas.common import DealReason
 from schemas.results import PositionClosed
 from schemas.topics import ACCOUNT_REPORTS, CLOSE_RESULTS, EXPECTED_TRADES, POSITION_REPORTS
 from streams.app import app_id
-from tests.support.streams_worker import account_id, add_account, for_account, opened_now
+from tests.support.streams_worker import Outputs, account_id, add_account, for_account, opened_now
 from tests.support.waiting import eventually
 from tests.unit.streams import builders as b
 
@@ -42,13 +42,17 @@ def accounts(settings: Settings) -> dict[str, str]:
     return ids
 
 
-async def breach(producer: Any, prefix: str, account: str) -> None:
+async def breach(producer: Any, outputs: Outputs, prefix: str, account: str) -> None:
     """Three held positions, then a peak (two trusted readings confirm it) and two confirming readings
-    beyond the critical level."""
+    beyond the critical level.
+
+    The readings go out once the worker has read the positions (their divergences show it): it reads
+    its topics in no fixed order between them, and a breach with nothing open raises nothing."""
     held = b.positions(b.position(1001, profit_gbp=-400), b.position(1002, profit_gbp=-300),
                        b.position(1003, symbol="XAUUSD", profit_gbp=-500))
+    await publish(producer, POSITION_REPORTS, prefix, for_account(held, account))
+    await outputs.wait_for(account, "DivergenceDetected", what="the positions to be read")
     start = utcnow()
-    await publish(producer, POSITION_REPORTS, prefix, for_account(held, account, start))
     for i, equity in enumerate((10_000, 10_000, 8_900, 8_800)):
         reading = for_account(b.account(equity, t=0), account, start + timedelta(milliseconds=50 * (i + 1)))
         await publish(producer, ACCOUNT_REPORTS, prefix, reading)
@@ -73,7 +77,7 @@ async def test_a_divergence_reaches_the_reconciliation_topic_with_its_reason(set
 
 async def test_a_critical_breach_warns_at_once_and_closes_after_the_grace(settings, producer, outputs, accounts):
     account = accounts["drawdown"]
-    await breach(producer, settings.topic_prefix, account)
+    await breach(producer, outputs, settings.topic_prefix, account)
     warning = (await outputs.wait_for(account, "GuardAlertRaised", timeout=10))[0]
     assert (warning.payload.alert_type.value, warning.payload.action_taken.value) == (
         "drawdown_critical", "warning_sent")
@@ -136,7 +140,7 @@ async def test_a_sync_error_is_indeterminate_and_closes_nothing(settings, produc
 async def test_a_restart_inside_the_grace_still_closes_once_and_on_time(settings, producer, outputs, worker,
                                                                          accounts):
     account = accounts["restart"]
-    await breach(producer, settings.topic_prefix, account)
+    await breach(producer, outputs, settings.topic_prefix, account)
     warning = (await outputs.wait_for(account, "GuardAlertRaised", timeout=10))[0]
     deadline = datetime.fromisoformat(warning.payload.details["deadline"])
     worker.stop()
