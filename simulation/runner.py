@@ -218,17 +218,18 @@ class Simulation:
         self.polls += 1
         quotes: Quotes = {}
         tick_reports: dict[tuple[Any, ...], Any] = {}
+        worker = self.worker
         for account in self.accounts.values():
             events, ticks, seq = self._poll(account, quotes, tick_reports)
             for event in events:
-                await self._took(self.worker.process(event, self.now))
+                outputs = worker.process(event, self.now)
+                if outputs or worker.failures:  # most reports decide nothing: no coroutine for them
+                    await self.take(outputs)
             user_id = account.user.user_id
             for tick in ticks:
-                await self._took(self.worker.quote(user_id, tick, self.now, partial(self._tick_event, tick, user_id, seq)))
-
-    async def _took(self, outputs: list[Envelope[Any]]) -> None:
-        if outputs or self.worker.failures:  # most reports decide nothing: no coroutine for them
-            await self.take(outputs)
+                outputs = worker.quote(user_id, tick, self.now, partial(self._tick_event, tick, user_id, seq))
+                if outputs or worker.failures:
+                    await self.take(outputs)
 
     def _poll(self, a: Polled, quotes: Quotes, tick_reports: dict[tuple[Any, ...], Any]
               ) -> tuple[list[Envelope[Any]], tuple[TickReport, ...], int]:
