@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from infra.brokerclock import BrokerClock, server_clock_at
@@ -36,7 +37,7 @@ from schemas import Envelope, observed
 from schemas.commands import ClosePosition
 from schemas.envelope import derived_uuid
 from schemas.platform import TradeApproved, TradeClosedByPlatform
-from schemas.reports import AccountReport, AccountSyncFailed, PositionReport
+from schemas.reports import AccountReport, AccountSyncFailed, PositionReport, TickReport
 from simulation.actions import act, apply_move
 from simulation.scenario import Account, Move, Scenario
 from simulation.worker import DEFAULT_SWEEP, Worker, on_grid
@@ -217,14 +218,23 @@ class Simulation:
         self.polls += 1
         quotes: Quotes = {}
         tick_reports: dict[tuple[Any, ...], Any] = {}
+        worker = self.worker
         for account in self.accounts.values():
-            for event in self._poll(account, quotes, tick_reports):
-                outputs = self.worker.process(event, self.now)
-                if outputs or self.worker.failures:  # most reports decide nothing: no coroutine for them
+            events, ticks, seq = self._poll(account, quotes, tick_reports)
+            for event in events:
+                outputs = worker.process(event, self.now)
+                if outputs or worker.failures:  # most reports decide nothing: no coroutine for them
+                    await self.take(outputs)
+            user_id = account.user.user_id
+            for tick in ticks:
+                outputs = worker.quote(user_id, tick, self.now, partial(self._tick_event, tick, user_id, seq))
+                if outputs or worker.failures:
                     await self.take(outputs)
 
-    def _poll(self, a: Polled, quotes: Quotes, tick_reports: dict[tuple[Any, ...], Any]) -> list[Envelope[Any]]:
-        """One account's poll as the poller makes it (position report first), with deterministic ids."""
+    def _poll(self, a: Polled, quotes: Quotes, tick_reports: dict[tuple[Any, ...], Any]
+              ) -> tuple[list[Envelope[Any]], tuple[TickReport, ...], int]:
+        """One account's poll as the poller makes it: its reports' envelopes (position report first), with
+        deterministic ids, then its tick reports (``_tick_event`` makes their envelopes), and its poll's number."""
         seq, at, user_id = a.seq, self.now, a.user.user_id
         a.seq += 1
         offset = a.clock.offset_minutes(at)
@@ -236,7 +246,7 @@ class Simulation:
         except ReadFailed as failed:
             failure = sync_failed(user_id=user_id, login=a.user.login, poll_seq=seq, stage=failed.stage,
                                   error_code=failed.code, error_message=failed.message)
-            return [self._observed(failure, user_id, f"{seq}")]
+            return [self._observed(failure, user_id, f"{seq}")], (), seq
         a.clock.observe(latest_tick_msc(read.ticks.values()), at)
         if (learned := a.clock.offset_minutes(at)) != offset:  # the read taught the clock: read it again
             offset, server_now = learned, server_clock_at(at, learned)
@@ -244,8 +254,11 @@ class Simulation:
                                 server_now=server_now, tick_reports=tick_reports)
         a.state, a.glitch = outcome.state, {}
         events = [self._observed(outcome.positions, user_id, f"{seq}"), self._observed(outcome.account, user_id, f"{seq}")]
-        events += [self._observed(t, user_id, f"{seq}/{t.symbol}", report=False) for t in outcome.ticks]
-        return events
+        return events, outcome.ticks, seq
+
+    def _tick_event(self, tick: TickReport, account_id: str, seq: int) -> Envelope[TickReport]:
+        """A tick report's envelope, as the poller publishes it (the simulation makes one only when used)."""
+        return self._observed(tick, account_id, f"{seq}/{tick.symbol}", report=False)
 
     def _observed(self, payload: Any, account_id: str, key: str, *, report: bool = True) -> Envelope[Any]:
         """The envelope of an observation; a report's summary goes into the log (a tick report's does not:

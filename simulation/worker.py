@@ -119,6 +119,28 @@ class Worker:
         outputs = self._step_all(event, now)
         return self._with_read_back(outputs, now) if outputs else outputs  # most events decide nothing
 
+    def quote(self, account_id: str, tick: TickReport, now: datetime,
+              event: Callable[[], Envelope[TickReport]]) -> list[Envelope[Any]]:
+        """``process`` of a tick report polled at ``now`` (the market guard alone reads one), its envelope
+        made by ``event`` only when the guard closes on the quote or fails on it: an id is then needed
+        (the cause of the close, the dead letter's), and most quotes need none. A poll has one tick
+        report per held symbol, and their envelopes were the largest share of a poll's own cost."""
+        table = self.states["market"]
+        state = table.get(account_id)
+        try:
+            state, breach = market.see_quote(market.MarketState() if state is None else state, tick, now, self.guard)
+            decision = market.close(state, event(), breach, self.guard) if breach is not None else None
+        except Exception as error:  # as ``_step_all``: the event is dead-lettered and the state kept
+            failed = event()
+            log.exception("market rule failed on %s %s", failed.event_type, failed.event_id)
+            self.failures.append(RuleFailed("market", failed, repr(error)))
+            return []
+        if decision is None:
+            table[account_id] = state
+            return []
+        table[account_id] = decision.state
+        return self._with_read_back(list(decision.outputs), now)
+
     def sweep(self, now: datetime) -> list[Envelope[Any]]:
         """The worker's timer at ``now``: due liquidations, then the alerts' retries and timeouts."""
         outputs: list[Envelope[Any]] = []

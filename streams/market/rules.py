@@ -113,22 +113,29 @@ def _one_per_symbol_as_held(held: dict[str, tuple[int, ...]], positions: tuple[O
 
 
 def on_tick(state: MarketState, event: Envelope[TickReport], config: GuardSettings) -> Decision[MarketState]:
-    tick = event.payload
+    state, breach = see_quote(state, event.payload, event.occurred_at, config)
+    return Decision(state) if breach is None else close(state, event, breach, config)
+
+
+def see_quote(state: MarketState, tick: TickReport, polled_at: datetime, config: GuardSettings
+              ) -> tuple[MarketState, Breach | None]:
+    """The quote kept, and the breach to close its symbol for, if any (most quotes: none). Apart from
+    ``close`` so that a caller holding the quote without its envelope (the simulation, in virtual time)
+    makes the envelope only for a breach: the breach's messages are the only use of its id."""
     symbol = tick.symbol
     previous = state.quotes.get(symbol)
     if previous is not None and tick.quoted_at < previous.quoted_at:
-        return Decision(state)  # an older quote, delivered late
+        return state, None  # an older quote, delivered late
     same = previous is not None and previous.quoted_at == tick.quoted_at and previous.seen_at is not None
-    seen_at = previous.seen_at if same and previous is not None else event.occurred_at
+    seen_at = previous.seen_at if same and previous is not None else polled_at
     quote = Quote(tick.bid, tick.ask, tick.quoted_at, tick.price_digits, seen_at)
     state = replace(state, quotes={**state.quotes, symbol: quote})
-    tickets = state.held.get(symbol)
-    if not tickets:
-        return Decision(state)
-    breach = assess(tick, previous, event.occurred_at, config.symbol(symbol), config.markets, quote)
-    if breach is None or _recently_closed(state, symbol, event.occurred_at, config):
-        return Decision(state)
-    return _close(state, event, tickets, breach, config)
+    if not state.held.get(symbol):
+        return state, None
+    breach = assess(tick, previous, polled_at, config.symbol(symbol), config.markets, quote)
+    if breach is None or _recently_closed(state, symbol, polled_at, config):
+        return state, None
+    return state, breach
 
 
 def assess(tick: TickReport, previous: Quote | None, polled_at: datetime, rules: SymbolRules,
@@ -216,9 +223,11 @@ def _recently_closed(state: MarketState, symbol: str, at: datetime, config: Guar
     return last is not None and (at - last).total_seconds() < config.reclose_after_seconds
 
 
-def _close(state: MarketState, event: Envelope[TickReport], tickets: tuple[int, ...], breach: Breach,
-           config: GuardSettings) -> Decision[MarketState]:
+def close(state: MarketState, event: Envelope[TickReport], breach: Breach, config: GuardSettings
+          ) -> Decision[MarketState]:
+    """Every ticket held of the quote's symbol closed for ``breach`` (``see_quote``'s), with its alert."""
     tick = event.payload
+    tickets = state.held[tick.symbol]
     inputs = breach.inputs | {"symbol": tick.symbol, "bid": tick.bid, "ask": tick.ask, "point": tick.point,
                               "digits": tick.price_digits, "quoted_at": tick.quoted_at.isoformat(),
                               "server_quoted_at": tick.server_quoted_at.isoformat() if tick.server_quoted_at

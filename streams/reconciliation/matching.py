@@ -45,13 +45,13 @@ def bind(expected: dict[str, ExpectedTrade], observed: dict[int, ObservedPositio
     evidence is taken from any trade that had only guessed it; the guesses are then made again,
     all together, over the positions left, so two trades close in time do not end up crosswise."""
     result = dict(expected)
-    guessing = [t for t in expected.values() if t.done_at is None and not _firm(t)
+    guessing = [t for t in expected.values() if t.done_at is None and not firm(t)
                 and (t.ticket is None or t.ticket in observed)]
     if not guessing:  # every open trade is bound for good (most reports): nothing is revised
         return result, []
     guessing.sort(key=lambda t: (t.approved_at, t.approval_id))
     taken = {t.ticket for t in expected.values() if t.ticket is not None and
-             (t.done_at is not None or _firm(t) or t.ticket not in observed)}
+             (t.done_at is not None or firm(t) or t.ticket not in observed)}
     for trade in list(guessing):
         found = _by_identity(trade, observed, taken, config)
         if found is not None:
@@ -70,7 +70,7 @@ def bind(expected: dict[str, ExpectedTrade], observed: dict[int, ObservedPositio
 _FIRM = frozenset({BindingEvidence.TICKET, BindingEvidence.PLATFORM, BindingEvidence.COMMENT})
 
 
-def _firm(trade: ExpectedTrade) -> bool:
+def firm(trade: ExpectedTrade) -> bool:
     """Bound by evidence that never changes (a binding from before evidence was kept counts as firm)."""
     return trade.evidence in _FIRM or trade.ticket is not None and trade.evidence is None
 

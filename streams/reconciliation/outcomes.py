@@ -45,7 +45,7 @@ def reconcile_trade(
     if position is not None and trade.platform_closed_all:
         return trade, [], _close_pending(trade, position, at, config)
     if position is not None:
-        found = _compare(trade, position, config, at)
+        found = compare(trade, position, config, at)
         if found or trade.matched_once:
             return trade, [], found
         matched = trade_record(PositionMatched, event, f"reconciliation/matched/{trade.approval_id}", trade, position,
@@ -114,7 +114,7 @@ def _gapped(direction: Direction, stop: float | None, deal: ObservedDeal, tolera
     return deal.price < stop - slack if direction is Direction.BUY else deal.price > stop + slack
 
 
-def _compare(trade: ExpectedTrade, p: ObservedPosition, config: GuardSettings, at: datetime) -> list[Condition]:
+def compare(trade: ExpectedTrade, p: ObservedPosition, config: GuardSettings, at: datetime) -> list[Condition]:
     rules = config.symbol(trade.symbol)
     found: list[Condition] = []
     base: dict[str, Any] = {}  # what was expected and observed: built on the first condition (most polls have none)

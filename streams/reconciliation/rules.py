@@ -37,8 +37,8 @@ from schemas.platform import TradeApproved, TradeClosedByPlatform
 from schemas.reports import AccountSyncFailed, ObservedPosition, PositionReport
 from schemas.results import CloseOutcome, PositionClosed
 from streams.decisions import Decision, replace
-from streams.reconciliation.matching import bind, closing_deals, note_partial_closes
-from streams.reconciliation.outcomes import diff_divergences, reconcile_trade, unexpected
+from streams.reconciliation.matching import bind, closing_deals, firm, note_partial_closes
+from streams.reconciliation.outcomes import compare, diff_divergences, reconcile_trade, unexpected
 from streams.reconciliation.records import binding_revised, pnl_percent, trade_record
 from streams.reconciliation.state import Condition, ExpectedTrade, Held, ReconciliationState
 
@@ -164,6 +164,8 @@ def on_positions(state: ReconciliationState, event: Envelope[PositionReport], co
         return Decision(state)
     report = event.payload
     observed = {p.ticket: p for p in report.positions}
+    if not report.closed_deals and _quiet(state, observed, at, config):
+        return Decision(state)  # most reports: the long way below would conclude the same
     deals = closing_deals(report.closed_deals)
     expected, revisions = bind(state.expected, observed, config)
     expected = note_partial_closes(expected, deals, observed)
@@ -195,6 +197,69 @@ def on_positions(state: ReconciliationState, event: Envelope[PositionReport], co
     new_state = ReconciliationState(expected=expected, held=held, divergences=divergences,
                                     guard_closing=guard_closing, indeterminate_since=None, positions_at=at)
     return Decision(new_state, tuple(changes + outputs))
+
+
+def _quiet(state: ReconciliationState, observed: dict[int, ObservedPosition], at: datetime,
+           config: GuardSettings) -> bool:
+    """Whether a report without deals would leave ``state`` as it is and say nothing (most reports).
+
+    So when nothing the long way reads has changed or is timed: the same positions as held; no outage
+    to end; every open trade firmly bound to one of them, matched already and not closed by the
+    platform (no binding to revise, no record to make, no timed condition); every position bound or
+    being closed by a guard (no unexpected one); no finished trade due to be forgotten; and what
+    ``compare`` finds now is exactly what is open already (nothing detected, nothing resolved)."""
+    held = state.held
+    if state.indeterminate_since is not None or _held(held, observed) is not held:
+        return False
+    for ticket in state.guard_closing:
+        if ticket not in observed:
+            return False
+    horizon = at - timedelta(seconds=config.closed_trade_retention_seconds)
+    bound: set[int] = set()
+    found: set[str] = set()
+    for trade in state.expected.values():
+        if trade.done_at is not None:
+            if trade.done_at <= horizon:
+                return False
+            continue
+        ticket = trade.ticket
+        if ticket not in held or not trade.matched_once or trade.platform_closed_all or \
+                trade.platform_closed_at is not None or not firm(trade):
+            return False
+        bound.add(ticket)
+        found |= _found(trade, held[ticket], observed[ticket], config, at)
+    return _only_open(state, bound, found)
+
+
+def _only_open(state: ReconciliationState, bound: set[int], found: set[str]) -> bool:
+    """No position unexpected (each ``bound`` or being closed by a guard), and the divergences ``found``
+    exactly the ones open (a close record stays open until the platform acknowledges it)."""
+    for ticket in state.held:
+        if ticket not in bound and ticket not in state.guard_closing:
+            return False
+    divergences = state.divergences
+    for key in found:
+        if key not in divergences:
+            return False
+    for key, d in divergences.items():
+        if key not in found and d.reason is not DivergenceReason.CLOSED_OUTSIDE_PLATFORM and \
+                d.reason is not DivergenceReason.GAP:
+            return False
+    return True
+
+
+def _found(trade: ExpectedTrade, held: Held, position: ObservedPosition, config: GuardSettings,
+           at: datetime) -> frozenset[str]:
+    """The keys of what ``compare`` finds between a trade not closed by the platform (nothing timed) and
+    its position, as ``held`` still is. Kept on ``held`` (in its instance dict, not a field: never stored
+    nor compared) for the same trade and config, as every quiet report asks it again; a changed trade
+    is another object, and a changed position another ``Held``."""
+    known = held.__dict__.get("_found")
+    if known is not None and known[0] is trade and known[1] is config:
+        return known[2]  # type: ignore[no-any-return]
+    keys = frozenset(c.key for c in compare(trade, position, config, at))
+    held.__dict__["_found"] = (trade, config, keys)
+    return keys
 
 
 def _same_or(before: dict[Any, Any], after: dict[Any, Any]) -> dict[Any, Any]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 from infra.settings import GuardSettings, Settings
 from schemas import Envelope
 from simulation.worker import RULES, Worker, on_grid, replay
 from streams.app import create_app
-from tests.unit.streams.builders import account, at, position, positions
+from streams.market import rules as market
+from tests.unit.streams.builders import USER, account, at, position, positions, tick
 from tests.unit.streams.test_drawdown_rules import LEVELS
 
 HELD = positions(position(1001, profit_gbp=-400), position(1003, symbol="XAUUSD", profit_gbp=-500), t=0.5)
@@ -81,3 +83,32 @@ def test_on_grid_rounds_up_to_the_timer_tick():
     t = datetime(2026, 1, 5, 8, 0, 0, 100_000, tzinfo=UTC)
     assert on_grid(t, timedelta(seconds=0.2)) == t + timedelta(seconds=0.1)
     assert on_grid(t + timedelta(seconds=0.1), timedelta(seconds=0.2)) == t + timedelta(seconds=0.1)
+
+
+def _quoted(w: Worker, event: Envelope[Any], made: list[Envelope[Any]]) -> list[Envelope[Any]]:
+    def envelope() -> Envelope[Any]:
+        made.append(event)
+        return event
+    return w.quote(event.account_id, event.payload, event.occurred_at, envelope)
+
+
+def test_a_quote_without_its_envelope_decides_what_its_tick_report_decides():
+    """``Worker.quote`` stands in for ``process`` of a tick report: the same state, closes and read-back,
+    the same dead letter when the rule fails; the envelope is made for a close or a failure only."""
+    ticks = [tick(t=1), tick(t=2), tick(t=3, spread_points=500), tick(t=4, bid=1.2), tick("XAUUSD", bid=2000, t=5,
+             point=0.01, spread_points=30), tick("GBPUSD", t=6), tick(t=100, quoted=60)]
+    by_envelope, by_quote, made = worker(), worker(), []
+    for w in (by_envelope, by_quote):
+        w.process(HELD)
+    for event in ticks:
+        expected = by_envelope.process(event)
+        assert [(o.event_id, o.payload) for o in _quoted(by_quote, event, made)] == \
+            [(o.event_id, o.payload) for o in expected], event.payload
+    assert by_quote.states == by_envelope.states and kinds(made) == ["TickReport"] * len(made)
+    assert 0 < len(made) < len(ticks)  # the breaches (spread, gap, stale) only
+    bad = tick(t=200)
+    with mock.patch.object(market, "assess", side_effect=ValueError("bad quote")):
+        assert by_envelope.process(bad) == [] == _quoted(by_quote, bad, made)
+    assert [(f.rule, f.event.event_id, f.error) for f in by_quote.failures] == \
+        [(f.rule, f.event.event_id, f.error) for f in by_envelope.failures] != []
+    assert by_quote.states == by_envelope.states and by_quote.state("market", USER).quotes

@@ -5,24 +5,39 @@ from __future__ import annotations
 import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
 
 import pytest
-from hypothesis import example, given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from infra.sessions import is_open, open_throughout, session_at
 from infra.settings import GuardSettings
 from infra.settings.markets import MarketSettings
-from schemas.common import Direction
+from schemas import Envelope, observed
+from schemas.commands import ClosePosition
+from schemas.common import CloseReason, DealReason, Direction
 from streams.decisions import percent_off, replace
 from streams.drawdown.state import DrawdownState, Reading
 from streams.drawdown.state import Held as HeldTicket
 from streams.market.rules import MarketState, Quote
 from streams.market.rules import handle as market_handle
+from streams.reconciliation import rules as reconciliation
 from streams.reconciliation.rules import _same_or
 from streams.reconciliation.rules import handle as reconcile
 from streams.reconciliation.state import Held, ReconciliationState
-from tests.unit.streams.builders import approved, position, positions
+from tests.unit.streams.builders import (
+    USER,
+    approved,
+    close_result,
+    deal,
+    platform_closed,
+    position,
+    positions,
+    sync_failed,
+)
+from tests.unit.streams.builders import at as seconds_in
 
 AT = datetime(2026, 1, 5, 12, tzinfo=UTC)
 
@@ -136,3 +151,93 @@ def test_the_market_guard_keeps_its_held_tickets_exactly_when_a_report_would_bui
     after = market_handle(state, event, GuardSettings()).state
     assert after.held == _held_built(report) and after.positions_at == event.occurred_at
     assert (after.held is state.held) == (_held_built(report) == state.held)
+
+
+_TICKETS = st.sampled_from([1001, 1002, 1003])
+_HELD = st.builds(lambda ticket, symbol, volume, sl, comment, opened: (ticket, symbol, volume, sl, comment, opened),
+                  _TICKETS, st.sampled_from(["EURUSD", "GBPUSD"]), st.sampled_from([0.1, 0.2]),
+                  st.sampled_from([None, 1.09]), st.sampled_from(["", "sig-a1", "sig-a2"]), st.sampled_from([0, 5, 30]))
+_EVENTS = st.lists(st.tuples(st.sampled_from([1, 10, 20, 40, 200]), st.one_of(
+    st.tuples(st.just("approve"), st.sampled_from(["a1", "a2", "a3"]), st.sampled_from(["EURUSD", "GBPUSD"]),
+              st.sampled_from([0.1, 0.2]), st.sampled_from([None, 1001, 1002])),
+    st.tuples(st.just("report"), st.lists(_HELD, max_size=3), st.lists(st.tuples(_TICKETS, st.booleans()), max_size=2)),
+    st.tuples(st.just("again")), st.tuples(st.just("again")), st.tuples(st.just("again")),
+    st.tuples(st.just("platform_close"), st.sampled_from(["a1", "a2", "a3"]), st.sampled_from([None, 0.1])),
+    st.tuples(st.just("command"), _TICKETS), st.tuples(st.just("result"), st.booleans(), _TICKETS),
+    st.tuples(st.just("sync_failed")))), max_size=14)
+
+
+def _event(step: tuple[Any, ...], t: float, last: list[Any]) -> Envelope[Any]:
+    """One drawn input at ``t``; a report ("again": the last one's positions, as most polls see them)."""
+    kind = step[0]
+    if kind == "approve":
+        _, approval_id, symbol, volume, ticket = step
+        return approved(approval_id, t=t, symbol=symbol, volume=volume, sl=None, tp=None, ticket=ticket)
+    if kind in ("report", "again"):
+        if kind == "report":
+            last[:] = [position(ticket, symbol=symbol, volume=volume, sl=sl, tp=None, comment=comment, opened=opened)
+                       for ticket, symbol, volume, sl, comment, opened in step[1]]
+            deals = tuple(deal(ticket, t=t, reason=DealReason.SL if sl else DealReason.CLIENT) for ticket, sl in step[2])
+            return positions(*last, t=t, deals=deals)
+        return positions(*last, t=t)
+    if kind == "platform_close":
+        return platform_closed(step[1], t=t, volume=step[2])
+    if kind == "command":
+        command = ClosePosition(user_id=USER, symbol="EURUSD", tickets=(step[1],), reason=CloseReason.DRAWDOWN_GUARD,
+                                rule="drawdown_guard/close")
+        return observed(command, account_id=USER, occurred_at=seconds_in(t))
+    if kind == "result":
+        return close_result(ok=step[1], ticket=step[2], t=t)
+    return sync_failed(t=t)
+
+
+def _said(outputs: tuple[Envelope[Any], ...]) -> list[tuple[Any, ...]]:
+    """What a decision published (not ``recorded_at``: the wall clock)."""
+    return [(o.event_id, o.event_type, o.payload) for o in outputs]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(_EVENTS)
+@example([(1, ("approve", "a1", "EURUSD", 0.2, None)), (1, ("report", [(1001, "EURUSD", 0.2, None, "sig-a1", 0)], [])),
+          (1, ("platform_close", "a1", 0.1)), (1, ("again",)), (40, ("again",))])  # a platform close, timed
+@example([(1, ("report", [(1001, "EURUSD", 0.1, None, "", 0)], [])), (1, ("approve", "a1", "EURUSD", 0.1, 1001)),
+          (1, ("again",))])  # a trade bound to a held position by its ticket: matched at the next report
+@example([(1, ("approve", "a1", "EURUSD", 0.1, None)), (1, ("report", [(1001, "EURUSD", 0.1, None, "sig-a1", 0)], [])),
+          (1, ("report", [], [(1001, False)])), (1, ("again",)), (200, ("again",))])  # a finished trade forgotten
+@example([(1, ("approve", "a1", "EURUSD", 0.2, None)), (1, ("report", [(1001, "EURUSD", 0.2, None, "sig-a1", 0)], [])),
+          (1, ("report", [(1001, "EURUSD", 0.2, None, "sig-a1", 0)], [(1001, False)]))])  # a deal, the same positions
+def test_a_quiet_position_report_concludes_what_the_long_way_concludes(steps: list[tuple[int, tuple[Any, ...]]]
+                                                                       ) -> None:
+    """Reconciliation's quiet report (``_quiet``): after any history of approvals, reports (most of them
+    the same positions again), deals, platform closes, guard closes and outages, a report gives the same
+    state and records as the long way, and keeps the state itself exactly when the long way does."""
+    config, state, t, last = GuardSettings(closed_trade_retention_seconds=120), ReconciliationState(), 0.0, []
+    for step, drawn in steps:
+        t += step
+        event = _event(drawn, t, last)
+        quick = reconcile(state, event, config)
+        if drawn[0] in ("report", "again"):
+            with mock.patch.object(reconciliation, "_quiet", return_value=False):
+                slow = reconcile(state, event, config)
+            assert quick.state == slow.state and _said(quick.outputs) == _said(slow.outputs)
+            assert (quick.state is state) == (slow.state is state)
+        state = quick.state
+
+
+def test_a_report_of_the_positions_held_and_matched_takes_the_quiet_way() -> None:
+    """The property above holds whether or not the quiet way is taken: here it is taken, again and again
+    (the compared trades kept on the held positions), and left once a trade changes."""
+    config = GuardSettings()
+    state = reconcile(ReconciliationState(), approved("a1", t=0, sl=None, tp=None), config).state
+    report = [position(1001, sl=None, tp=None, comment="sig-a1")]
+    state = reconcile(state, positions(*report, t=2), config).state
+    for t in (3, 4, 5):
+        assert reconciliation._quiet(state, {1001: report[0]}, seconds_in(t), config)
+    closed = reconcile(state, platform_closed("a1", t=6), config).state
+    assert not reconciliation._quiet(closed, {1001: report[0]}, seconds_in(7), config)
+    lenient = GuardSettings(default_symbol={"slippage_percent": 20})
+    slipped = [position(1001, price_open=1.2, sl=None, tp=None, comment="sig-a1")]  # 9% off the approval
+    state = reconcile(state, positions(*slipped, t=8), config).state
+    assert state.divergences and reconciliation._quiet(state, {1001: slipped[0]}, seconds_in(9), config)
+    assert not reconciliation._quiet(state, {1001: slipped[0]}, seconds_in(9), lenient)  # it would be resolved
+    assert not reconciliation._quiet(replace(state, divergences={}), {1001: slipped[0]}, seconds_in(9), config)
