@@ -56,6 +56,7 @@ class PollerConfig:
     sync_window: float = 10.0  # at most one manual sync per account per this many seconds
     threads: int = 0  # 0: call terminals inline (the simulator); N: a pool of N threads
     reattach_every: float = 10.0  # seconds between initialize() calls on a terminal that stopped answering
+    part: int = 100  # accounts read, concluded and published together (see Poller.poll)
 
 
 @dataclass
@@ -85,6 +86,12 @@ class Batch:
     positions: list[Envelope[Any]] = field(default_factory=list)
     ticks: list[Envelope[Any]] = field(default_factory=list)
     failed: int = 0
+
+    def merge(self, other: Batch) -> None:
+        self.accounts += other.accounts
+        self.positions += other.positions
+        self.ticks += other.ticks
+        self.failed += other.failed
 
 
 class RememberedKeyPartitioner:
@@ -185,25 +192,50 @@ class Poller:
                 await self.poll(list(self._requested))
 
     async def poll(self, user_ids: Iterable[str] | None = None) -> Batch:
-        """Poll these accounts (default: all) once and publish their reports; returns what was sent."""
+        """Poll these accounts (default: all) once and publish their reports; returns what was sent.
+
+        A round is read, concluded and published a part (``config.part``) at a time, the next part's
+        read under way while this one is concluded and sent: published at the end of the round, a
+        report waited for every later account's read and conclusion (hundreds of milliseconds at
+        1,000 accounts, all of it in the guard's reaction), and the worker got the whole round at
+        once. Every part is acknowledged before the round ends, so an account's next report still
+        follows this one."""
         self._wake.clear()
         polled = [self.accounts[u] for u in (self.accounts if user_ids is None else user_ids)]
         waiting = {a.ref.user_id: self._requested.pop(a.ref.user_id, []) for a in polled}
         observed_at = utcnow()
-        reads = await self._read_all(polled)
         batch = Batch()
         tick_reports: dict[tuple[Any, ...], Any] = {}  # accounts sharing a quote share its report
-        for account, read in zip(polled, reads, strict=True):
-            self._conclude(account, read, observed_at, batch, tick_reports)
-        await self._publish(batch)
+        quotes: Quotes = {}  # this round's quotes, shared by the terminals of one trade server
+        step = max(1, self.config.part)
+        parts = [polled[i:i + step] for i in range(0, len(polled), step)]
+        reading = asyncio.ensure_future(self._read_all(parts[0], quotes)) if parts else None
+        sending: list[asyncio.Future[None]] = []
+        try:
+            for index, part in enumerate(parts):
+                assert reading is not None
+                reads = await reading
+                if index + 1 < len(parts):
+                    reading = asyncio.ensure_future(self._read_all(parts[index + 1], quotes))
+                concluded = Batch()
+                for account, read in zip(part, reads, strict=True):
+                    self._conclude(account, read, observed_at, concluded, tick_reports)
+                sending.append(asyncio.ensure_future(self._publish(concluded)))
+                batch.merge(concluded)
+                await asyncio.sleep(0)  # the send starts now: the next part's read may be done already
+            await asyncio.gather(*sending)
+        finally:
+            for future in [reading, *sending]:  # a failed read or send: the others do not outlive the round
+                if future is not None and not future.done():
+                    future.cancel()
+        mt5_poller_last_round_timestamp_seconds.set_to_current_time()
         for futures in waiting.values():
             for done in futures:
                 if not done.done():
                     done.set_result(None)
         return batch
 
-    async def _read_all(self, polled: list[PolledAccount]) -> list[AccountRead | ReadFailed]:
-        quotes: Quotes = {}  # this round's quotes, shared by the terminals of one trade server
+    async def _read_all(self, polled: list[PolledAccount], quotes: Quotes) -> list[AccountRead | ReadFailed]:
         every = self.config.reattach_every
         if self._pool is None:
             return [_read(a, every, quotes) for a in polled]
@@ -261,7 +293,6 @@ class Poller:
             await publish_in_batches(self.producer, topic.name(self.prefix), envelopes, self._partitioner)
         mt5_position_sync_total.labels(outcome="ok").inc(len(batch.accounts) - batch.failed)
         mt5_position_sync_total.labels(outcome="failed").inc(batch.failed)
-        mt5_poller_last_round_timestamp_seconds.set_to_current_time()
 
     def close(self) -> None:
         if self._pool is not None:
