@@ -246,7 +246,7 @@ class StreamsRuntime:
                 sent += await self._apply_record(record, topic, partition, now)
                 await pacer.pace()
         for processor in self.processors:
-            sent += await processor.store.flush()
+            sent += await processor.store.flush(pace=pacer.pace)
         return sent
 
     async def _apply_record(self, record: Any, topic: Topic, partition: int, now: datetime) -> list[Any]:
