@@ -58,7 +58,7 @@ class PollerConfig:
     sync_window: float = 10.0  # at most one manual sync per account per this many seconds
     threads: int = 0  # 0: call terminals inline (the simulator); N: a pool of N threads
     reattach_every: float = 10.0  # seconds between initialize() calls on a terminal that stopped answering
-    part: int = 100  # accounts read, concluded and published together (see Poller.poll)
+    part: int = 250  # accounts read, concluded and published together (see Poller.poll)
 
 
 @dataclass
