@@ -4,7 +4,8 @@ The table (memory store, changelog-backed) holds ``{"partition": p, "state": <js
 account. Parsed states are cached; a cache entry is trusted while the table still holds the very
 value it was written as (recovery or another worker's write replaces it). A state is written
 when its durable part changed (dataclass equality ignores ``compare=False`` fields), or when
-only its volatile part changed and the last write is older than ``flush_seconds``.
+only its volatile part changed and the last write is older than its account's period (0.8 to 1.0
+times ``flush_seconds``, see ``VOLATILE_SPREAD``).
 
 Which of the two a change is gets decided once, at ``put``: a durable change waits for the next
 flush; a volatile-only one waits in a heap ordered by when it falls due. A flush then writes the
