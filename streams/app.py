@@ -246,7 +246,7 @@ class StreamsRuntime:
                 sent += await self._apply_record(record, topic, partition, now)
                 await pacer.pace()
         for processor in self.processors:
-            sent += await processor.store.flush()
+            sent += await processor.store.flush(pace=pacer.pace)
         return sent
 
     async def _apply_record(self, record: Any, topic: Topic, partition: int, now: datetime) -> list[Any]:
@@ -514,7 +514,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
         # and every earlier batch's are acknowledged (at least once, offsets in order); at most
         # ``max_batches_in_flight`` wait, and a failed send fails the task as before.
         async for runs in batches(channel.queue, max_events=worker.batch_size,
-                                  within=worker.batch_within_seconds, size=len):
+                                  within=worker.batch_within_seconds, size=len, idle=True):
             await runtime.take(runs)
 
     @app.task

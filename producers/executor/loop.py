@@ -102,9 +102,11 @@ class Executor:
         swept = time.monotonic()
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=200)
-            for tp, records in batches.items():
-                await self._handle_records(records)
-                await consumer.commit({tp: records[-1].offset + 1})
+            if batches:
+                # Every partition's commands at once (an account's are all on one partition, in order):
+                # one after another, a command waiting on a slow terminal held every other partition's.
+                await self._handle_records([record for records in batches.values() for record in records])
+                await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
             if time.monotonic() - swept > self.config.sweep_interval:
                 await self.settle_unresolved()
                 swept = time.monotonic()

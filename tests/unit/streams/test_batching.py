@@ -32,6 +32,17 @@ async def test_a_batch_waits_for_late_events_only_within_its_window() -> None:
     assert await _first(queue, max_events=10, within=0.1) == [1, 2]
 
 
+async def test_a_batch_stops_once_a_poll_passes_with_nothing_new_when_told_to() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    queue.put_nowait(1)
+    loop = asyncio.get_running_loop()
+    loop.call_soon(queue.put_nowait, 2)  # queued during the first poll: taken, and the batch waits one more
+    loop.call_later(0.05, queue.put_nowait, 3)
+    started = loop.time()
+    assert await _first(queue, max_events=10, within=0.5, poll=0.01, idle=True) == [1, 2]
+    assert loop.time() - started < 0.045, "not the whole window"
+
+
 async def test_a_batch_starts_with_the_first_event_however_late_it_comes() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
     asyncio.get_running_loop().call_later(0.05, queue.put_nowait, 9)

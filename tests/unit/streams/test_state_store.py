@@ -10,7 +10,7 @@ import pytest
 from infra.internals import table_rows
 from streams.drawdown.state import DrawdownState
 from streams.state import dump_state, load_state
-from streams.store import StateStore
+from streams.store import VOLATILE_SPREAD, StateStore, spread_phase
 
 
 @pytest.fixture
@@ -90,12 +90,31 @@ async def test_a_volatile_change_waits_until_the_last_write_is_flush_seconds_old
     store.put("a", DrawdownState(peak_equity_gbp=10_000), partition=1)
     await store.flush()
     store.put("a", DrawdownState(peak_equity_gbp=10_000, untrusted=1))  # compare=False: volatile
-    clock.now += 4.9
+    period = 5.0 * (1 - VOLATILE_SPREAD * spread_phase("a"))
+    clock.now += period - 0.01
     assert await store.flush() == [], "not yet due"
     store.put("a", DrawdownState(peak_equity_gbp=10_000, untrusted=2))
-    clock.now += 0.1
-    assert await store.flush() == ["a"], "due 5 s after the last write, not after the last change"
+    clock.now += 0.01
+    assert await store.flush() == ["a"], "due after the last write, not after the last change"
     assert store.get("a").untrusted == 2 and table_rows(store.table)["a"]["state"] == dump_state(store.get("a"))
+
+
+async def test_volatile_changes_made_together_fall_due_apart_and_within_flush_seconds(timed) -> None:
+    """Accounts a round changed together are not written in one flush (a long stall of the worker)."""
+    store, clock = timed.store, timed.clock
+    accounts = [f"u-load-{n:03d}" for n in range(1000)]
+    for account in accounts:
+        store.put(account, DrawdownState(peak_equity_gbp=10_000), partition=1)
+    await store.flush()
+    for account in accounts:
+        store.put(account, DrawdownState(peak_equity_gbp=10_000, untrusted=1))
+    flushes = []  # a flush every 0.1 s
+    for _ in range(50):
+        clock.now += 0.1
+        flushes.append(len(await store.flush()))
+    assert sum(flushes) == len(accounts), "every one written within flush_seconds"
+    assert sum(flushes[:39]) == 0, "none before (1 - VOLATILE_SPREAD) * flush_seconds"
+    assert max(flushes) < 0.2 * len(accounts), flushes
 
 
 async def test_a_durable_change_after_a_volatile_one_is_not_held_back(timed) -> None:
