@@ -162,7 +162,7 @@ def margin_in(account_ccy: str, market: MarketModel, spec: SymbolSpec, position_
 
 def hedged_margin(legs: dict[str, list[float]]) -> float:
     """Hedged positions on one symbol need margin for the larger leg only (margin_hedged_use_leg)."""
-    return round(float(sum(max(buy, sell) for buy, sell in legs.values())), 2)
+    return round(float(sum(map(max, legs.values()))), 2)  # each leg is [buy, sell]; map: no generator to resume
 
 
 def margin_legs(account: Account, market: MarketModel,
