@@ -161,7 +161,7 @@ def read_account(terminal: Gateway, *, login: int, cache: SymbolCache, previous:
     positions = tuple(called(terminal, "positions_get", terminal.positions_get()))
     route = cache.route(terminal, info.currency)
     symbols = _symbols(terminal, cache, info.currency, positions)
-    ticks = {s: _tick(terminal, quotes, info.server, s) for s in symbols}
+    ticks = _ticks(terminal, quotes, info.server, symbols)
     priced = _priced(terminal, cache, info, ticks, route)
     deals = read_history(terminal, tickets_to_explain(previous, positions, pending))
     window = flow_window(flows_since, server_now)
@@ -183,17 +183,22 @@ def _symbols(terminal: Gateway, cache: SymbolCache, currency: str, positions: It
     return symbols
 
 
-def _tick(terminal: Gateway, quotes: Quotes, server: str, symbol: str) -> Any:
-    tick = quotes.get((server, symbol), ASKED)
-    if tick is ASKED:
-        tick = quotes[server, symbol] = called(terminal, "symbol_info_tick", terminal.symbol_info_tick(symbol))
-    return tick
+def _ticks(terminal: Gateway, quotes: Quotes, server: str, symbols: Iterable[str]) -> dict[str, Any]:
+    """Each symbol's quote: this round's, or read now (a loop rather than a call per symbol: every poll)."""
+    ticks: dict[str, Any] = {}
+    for symbol in symbols:
+        tick = quotes.get((server, symbol), ASKED)
+        if tick is ASKED:
+            tick = quotes[server, symbol] = called(terminal, "symbol_info_tick", terminal.symbol_info_tick(symbol))
+        ticks[symbol] = tick
+    return ticks
 
 
 def _priced(terminal: Gateway, cache: SymbolCache, info: Any, ticks: dict[str, Any],
             route: Route) -> tuple[dict[str, float], float, float | None]:
     """Each quoted symbol's point, the GBP rate and the rate through the opposite pairs (if quoted)."""
-    points = {s: cache.point(terminal, s) for s in ticks}
+    known = cache.points  # after a terminal's first reads, every symbol's: no call per symbol for it
+    points = {s: known[s] if s in known else cache.point(terminal, s) for s in ticks}
     rate = route_rate(route, ticks)
     if rate is None:
         raise ReadFailed("gbp_rate", c.RES_E_FAIL, f"no usable quote to convert {info.currency} into GBP")
@@ -264,7 +269,7 @@ def finish_read(terminal: Gateway, sent: SentRead, *, login: int, cache: SymbolC
     else:
         quotes.update(((sent.server, s), tick) for s, tick in fetched.items())
     route = cache.route(terminal, info.currency)
-    ticks = {s: _tick(terminal, quotes, info.server, s) for s in _symbols(terminal, cache, info.currency, positions)}
+    ticks = _ticks(terminal, quotes, info.server, _symbols(terminal, cache, info.currency, positions))
     priced = _priced(terminal, cache, info, ticks, route)
     deals = read_history(terminal, tickets_to_explain(previous, positions, pending))
     return _complete(cache, info, positions, ticks, priced, deals,

@@ -162,7 +162,7 @@ def margin_in(account_ccy: str, market: MarketModel, spec: SymbolSpec, position_
 
 def hedged_margin(legs: dict[str, list[float]]) -> float:
     """Hedged positions on one symbol need margin for the larger leg only (margin_hedged_use_leg)."""
-    return round(float(sum(max(buy, sell) for buy, sell in legs.values())), 2)
+    return round(float(sum(map(max, legs.values()))), 2)  # each leg is [buy, sell]; map: no generator to resume
 
 
 def margin_legs(account: Account, market: MarketModel,
@@ -181,7 +181,8 @@ def compute_snapshot(account: Account, market: MarketModel, key: tuple[int, int]
     """Profit per position and the hedged margin, in one pass over the positions: the stop-out check
     asks for this after every tick step of every account that holds a position. The arithmetic (and the
     order of its sums) is ``profit_in``'s and ``margin_legs``'s, so the figures are theirs to the bit."""
-    ccy, leverage, symbols, rate = account.currency, account.leverage, market.symbols, market.rate
+    ccy, leverage, symbols = account.currency, account.leverage, market.symbols
+    rates = {ccy: 1.0}  # market.rate(x, ccy) per currency x: fixed at one market revision, so asked once
     profits: dict[int, float] = {}
     legs: dict[str, list[float]] = {}
     for p in account.positions.values():
@@ -192,11 +193,15 @@ def compute_snapshot(account: Account, market: MarketModel, key: tuple[int, int]
         else:
             closes_at, opens_at = quote.ask, quote.bid
         raw = raw_profit(spec, p.type, p.volume, p.price_open, closes_at)
-        profits[p.ticket] = round(raw * rate(spec.currency_profit, ccy), 2)
+        if (profit_rate := rates.get(spec.currency_profit)) is None:
+            profit_rate = rates[spec.currency_profit] = market.rate(spec.currency_profit, ccy)
+        profits[p.ticket] = round(raw * profit_rate, 2)
         leg = legs.get(p.symbol)
         if leg is None:
             leg = legs[p.symbol] = [0.0, 0.0]
-        leg[p.type] += raw_margin(spec, p.volume, opens_at, leverage) * rate(spec.currency_margin, ccy)
+        if (margin_rate := rates.get(spec.currency_margin)) is None:
+            margin_rate = rates[spec.currency_margin] = market.rate(spec.currency_margin, ccy)
+        leg[p.type] += raw_margin(spec, p.volume, opens_at, leverage) * margin_rate
     return Snapshot(key, round(float(sum(profits.values())), 2), hedged_margin(legs), profits)
 
 

@@ -210,6 +210,8 @@ class SimulatedTerminal:
     def positions_get(self, *args: Any, **kwargs: Any) -> tuple[TradePosition, ...]:
         if args:
             raise ApiError("Unnamed arguments not allowed")
+        if not kwargs:  # every poll asks for all positions
+            return self._positions()
         ticket, symbol, group = filters(kwargs)
         positions = self._positions()
         if ticket is not None:  # the package checks ticket first, then symbol, then group
@@ -259,32 +261,34 @@ class SimulatedTerminal:
     def history_orders_get(self, *args: Any, **kwargs: Any) -> tuple[TradeOrder, ...]:
         query = history_query(args, kwargs)
         account, link = self._session()
-        cutoff = self._history_cutoff(link)
         if query[0] == "ticket":
             found = [o for o in account.orders if o.ticket == query[1]]
         elif query[0] == "position":
             found = [o for o in account.orders if o.position_id == query[1]]
         else:
-            found = [o for o in account.orders_between(query[1], query[2])
-                     if query[3] is None or group_matches(query[3], o.symbol)]
+            found = account.orders_between(query[1], query[2])
+            if query[3] is not None:
+                found = [o for o in found if group_matches(query[3], o.symbol)]
         if link.frozen is None:  # connected: it knows the whole history
             return tuple(found)
+        cutoff = self._history_cutoff(link)
         return tuple(o for o in found if o.time_done_msc <= cutoff)
 
     @_api("keywords")
     def history_deals_get(self, *args: Any, **kwargs: Any) -> tuple[TradeDeal, ...]:
         query = history_query(args, kwargs)
         account, link = self._session()
-        cutoff = self._history_cutoff(link)
         if query[0] == "ticket":  # deals whose order is that ticket, as the docs define it
             found = [d for d in account.deals if d.order == query[1]]
         elif query[0] == "position":
             found = [d for d in account.deals if d.position_id == query[1]]
-        else:
-            found = [d for d in account.deals_between(query[1], query[2])
-                     if query[3] is None or group_matches(query[3], d.symbol)]
+        else:  # every poll asks for its window of money flows, without a group: the slice is the answer
+            found = account.deals_between(query[1], query[2])
+            if query[3] is not None:
+                found = [d for d in found if group_matches(query[3], d.symbol)]
         if link.frozen is None:  # connected: it knows the whole history
             return tuple(found)
+        cutoff = self._history_cutoff(link)
         return tuple(d for d in found if d.time_msc <= cutoff)
 
     # -- trading -------------------------------------------------------------------------------------

@@ -341,6 +341,8 @@ class TradeServer:
         """SL/TP fire at the market price of the tick that crosses them, so a gap fills beyond the level."""
         for quote in ticked:
             for account, position in list(self._by_symbol[quote.spec.name].values()):
+                if not (position.sl or position.tp):  # nothing to fire (most positions): no call for it
+                    continue
                 hit = _stop_hit(position, quote.bid, quote.ask)
                 if hit is not None:
                     reason, tag, level = hit
