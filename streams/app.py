@@ -514,7 +514,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
         # and every earlier batch's are acknowledged (at least once, offsets in order); at most
         # ``max_batches_in_flight`` wait, and a failed send fails the task as before.
         async for runs in batches(channel.queue, max_events=worker.batch_size,
-                                  within=worker.batch_within_seconds, size=len, idle=True):
+                                  within=worker.batch_within_seconds, size=len):
             await runtime.take(runs)
 
     @app.task

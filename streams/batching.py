@@ -26,11 +26,11 @@ class EventQueue(Protocol):
 
 
 async def batches(queue: EventQueue, *, max_events: int, within: float, poll: float = 0.002,
-                  size: Callable[[Any], int] = lambda item: 1, idle: bool = False) -> AsyncIterator[list[Any]]:
+                  size: Callable[[Any], int] = lambda item: 1) -> AsyncIterator[list[Any]]:
     """Yield lists of queued items; a batch stops taking items once it holds ``max_events``
-    events, and waits at most ``within`` to fill; with ``idle``, also once a ``poll`` passed with
-    nothing new queued (the items of a fetch are queued together: a batch that waited the whole
-    window for a trickle held its first item that much longer)."""
+    events, once a ``poll`` passed with nothing new queued (the items of a fetch are queued
+    together: a batch that waited the whole window for a trickle held its first item that much
+    longer), and at most ``within`` after its first item."""
     loop = asyncio.get_running_loop()
     while True:
         first = await queue.get()
@@ -44,7 +44,7 @@ async def batches(queue: EventQueue, *, max_events: int, within: float, poll: fl
                 events += size(item)
                 taken = True
             remaining = deadline - loop.time()
-            if events >= max_events or remaining <= 0 or (idle and not taken):
+            if events >= max_events or remaining <= 0 or not taken:
                 break
             taken = False
             await asyncio.sleep(min(poll, remaining))

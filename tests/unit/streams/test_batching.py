@@ -24,22 +24,26 @@ async def test_a_batch_takes_what_is_queued_up_to_the_maximum() -> None:
     assert queue.qsize() == 2
 
 
-async def test_a_batch_waits_for_late_events_only_within_its_window() -> None:
+async def test_a_batch_that_keeps_filling_stops_at_its_window() -> None:
+    """Every poll finds something new (an item each 5 ms, polls of 10 ms): the window ends the batch."""
     queue: asyncio.Queue[int] = asyncio.Queue()
-    queue.put_nowait(1)
-    asyncio.get_running_loop().call_later(0.01, queue.put_nowait, 2)
-    asyncio.get_running_loop().call_later(0.5, queue.put_nowait, 3)
-    assert await _first(queue, max_events=10, within=0.1) == [1, 2]
+    queue.put_nowait(0)
+    loop = asyncio.get_running_loop()
+    for i in range(1, 101):
+        loop.call_later(0.005 * i, queue.put_nowait, i)
+    batch = await _first(queue, max_events=1000, within=0.1, poll=0.01)
+    assert batch == list(range(len(batch))), "in order, none skipped"
+    assert 2 < len(batch) < 101, "more than the first poll's, not the whole stream"
 
 
-async def test_a_batch_stops_once_a_poll_passes_with_nothing_new_when_told_to() -> None:
+async def test_a_batch_stops_once_a_poll_passes_with_nothing_new() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
     queue.put_nowait(1)
     loop = asyncio.get_running_loop()
     loop.call_soon(queue.put_nowait, 2)  # queued during the first poll: taken, and the batch waits one more
     loop.call_later(0.05, queue.put_nowait, 3)
     started = loop.time()
-    assert await _first(queue, max_events=10, within=0.5, poll=0.01, idle=True) == [1, 2]
+    assert await _first(queue, max_events=10, within=0.5, poll=0.01) == [1, 2]
     assert loop.time() - started < 0.045, "not the whole window"
 
 
