@@ -230,7 +230,7 @@ async def _project(settings: Settings, *, stop: asyncio.Event, consumer_name: st
     topics = projected_topic_names(settings.topic_prefix)
     writer = await ProjectionWriter.connect(plain_url(settings.database_url), consumer=consumer_name)
     producer = make_producer(settings.kafka_bootstrap_servers)
-    consumer = group_consumer(settings, name=consumer_name)
+    consumer = group_consumer(settings, name=consumer_name, fetch_max_wait_ms=settings.projection_fetch_max_wait_ms)
     projector = Projector(writer=writer, producer=producer, prefix=settings.topic_prefix)
 
     async def written(outcome: BatchOutcome) -> None:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
         default=50, ge=1, description="Fetch wait; tansu holds fetches for part of it even while data flows."
     )
     projection_batch_size: int = Field(default=2000, ge=1, description="Events per projection transaction.")
+    projection_fetch_max_wait_ms: int = Field(
+        default=500, ge=1, description="Fetch wait of the projector and the archiver (not latency-sensitive): "
+        "tansu's CPU goes with fetches times partitions, so a longer wait is cheaper.")
     snapshot_retention_days: int = Field(
         default=90, ge=0, description="Days of position_snapshots kept (whole daily partitions dropped); 0 keeps all.")
     archive_retention_days: int = Field(
