@@ -13,7 +13,6 @@ progress, never taking a neighbour down.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from typing import Any
 import asyncpg
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
+from pydantic_core import from_json
 
 from infra.db import while_database_down
 from infra.dburl import plain_url
@@ -56,10 +56,18 @@ class ArchiveRow:
                 self.account_id, self.key, self.value)
 
 
+def _offset_order(row: ArchiveRow) -> tuple[str, int, int]:
+    return row.topic, row.partition, row.offset
+
+
 def archive_row(record: Any) -> ArchiveRow | None:
-    """The row of one consumed record; None for a message that is not an envelope (pure)."""
+    """The row of one consumed record; None for a message that is not an envelope (pure).
+
+    Parsed by pydantic's JSON parser (the one ``schemas.codec`` decodes with), a third of
+    ``json.loads``'s time for an envelope; it refuses what the consumers' decoding refuses too
+    (a lone surrogate escape, another encoding than UTF-8): those are dead-lettered, and archived as such."""
     try:
-        envelope = json.loads(record.value)
+        envelope = from_json(record.value)
         occurred_at = datetime.fromisoformat(envelope["occurred_at"])
         if occurred_at.tzinfo is None:
             return None
@@ -92,22 +100,11 @@ class ArchiveWriter:
             return await self._write(rows, progress)
 
     async def _write(self, rows: list[ArchiveRow], progress: dict[tuple[str, int], int]) -> int:
-        await self._months.ensure(self.connection, (r.occurred_at for r in rows))
+        # One time per month is enough to name the partitions (``occurred_at`` is in UTC already).
+        await self._months.ensure(self.connection, {(r.occurred_at.year, r.occurred_at.month): r.occurred_at
+                                                    for r in rows}.values())
         async with self.connection.transaction():
-            inserted = 0
-            if rows:
-                await self.connection.execute(
-                    "CREATE TEMP TABLE IF NOT EXISTS stage_event_archive (LIKE event_archive INCLUDING DEFAULTS) "
-                    "ON COMMIT DELETE ROWS")
-                await self.connection.copy_records_to_table("stage_event_archive", records=[r.values() for r in rows],
-                                                            columns=list(_COLUMNS))
-                columns = ", ".join(f'"{c}"' for c in _COLUMNS)
-                status = await self.connection.execute(
-                    f"INSERT INTO event_archive ({columns}) SELECT {columns} FROM (SELECT DISTINCT ON "
-                    f"(occurred_at, event_id) * FROM stage_event_archive ORDER BY occurred_at, event_id, "
-                    f"topic, partition, \"offset\") AS s ORDER BY topic, partition, \"offset\" "
-                    f"ON CONFLICT DO NOTHING")  # in offset order, so ``seq`` follows it
-                inserted = int(status.rsplit(" ", 1)[-1])
+            inserted = await self._insert(rows) if rows else 0
             if progress:
                 await self.connection.executemany(
                     "INSERT INTO projection_progress (consumer, topic, partition, next_offset) "
@@ -116,6 +113,36 @@ class ArchiveWriter:
                     "updated_at = now()",
                     [(self.consumer, t, p, o) for (t, p), o in progress.items()])
         return inserted
+
+    async def _insert(self, rows: list[ArchiveRow]) -> int:
+        """Insert the rows, in offset order (so ``seq`` follows it), skipping events archived already.
+
+        Straight into the archive by COPY when the batch repeats no event: duplicates come only from a
+        producer's repeat (the archiver resumes from the progress it committed with the rows), so this
+        almost always holds, and it costs PostgreSQL a third less than staging. A COPY that meets an
+        archived event is rolled back (to a savepoint) and the batch is staged and inserted with
+        ``ON CONFLICT DO NOTHING``."""
+        rows = sorted(rows, key=_offset_order)
+        if len({(r.occurred_at, r.event_id) for r in rows}) == len(rows):
+            try:
+                async with self.connection.transaction():
+                    await self.connection.copy_records_to_table("event_archive", records=[r.values() for r in rows],
+                                                                columns=list(_COLUMNS))
+                return len(rows)
+            except asyncpg.UniqueViolationError:
+                pass  # some were archived already: the staged path skips them
+        await self.connection.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS stage_event_archive (LIKE event_archive INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS")
+        await self.connection.copy_records_to_table("stage_event_archive", records=[r.values() for r in rows],
+                                                    columns=list(_COLUMNS))
+        columns = ", ".join(f'"{c}"' for c in _COLUMNS)
+        # ON CONFLICT DO NOTHING also skips an event's second row within the statement: in offset order,
+        # the first one read is the one kept.
+        status = await self.connection.execute(
+            f"INSERT INTO event_archive ({columns}) SELECT {columns} FROM stage_event_archive "
+            f"ORDER BY topic, partition, \"offset\" ON CONFLICT DO NOTHING")
+        return int(status.rsplit(" ", 1)[-1])
 
     async def stored_progress(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
         async with self.lock:
@@ -157,7 +184,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
 async def _archive(settings: Settings, *, stop: asyncio.Event) -> None:
     assert settings.database_url
     writer = await ArchiveWriter.connect(settings.database_url)
-    consumer = group_consumer(settings, name=CONSUMER)
+    consumer = group_consumer(settings, name=CONSUMER, fetch_max_wait_ms=settings.projection_fetch_max_wait_ms)
     consumer.subscribe([t.name(settings.topic_prefix) for t in ALL_TOPICS],
                        listener=_SeekToStoredProgress(consumer, writer))
     await consumer.start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -170,3 +171,22 @@ async def test_a_new_empty_broker_gets_every_topic_back_in_order_and_progress_is
     finally:
         broker.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_a_batch_that_repeats_events_archives_each_once_from_its_first_offset(settings):
+    """Repeats within a batch and of archived events are skipped; the rest go in, in offset order."""
+    topic, first, second, third = unique_name("repeats"), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    def row(event_id: uuid.UUID, offset: int) -> archive.ArchiveRow:
+        return archive.ArchiveRow(EPOCH, event_id, topic, 0, offset, "Repeated", "u-ann", b"u-ann", b"{}")
+
+    writer = await archive.ArchiveWriter.connect(settings.database_url, consumer=unique_name("repeats"))
+    try:
+        assert await writer.write([row(first, 2), row(second, 1), row(first, 0)], {}) == 2
+        assert await writer.write([row(second, 3), row(third, 4)], {}) == 1
+        assert await writer.write([row(second, 5)], {}) == 0
+    finally:
+        await writer.close()
+    archived = await _fetch(settings.database_url, 'SELECT event_id, "offset" FROM event_archive WHERE topic = $1 '
+                            "ORDER BY seq", topic)
+    assert [(r["event_id"], r["offset"]) for r in archived] == [(first, 0), (second, 1), (third, 4)]
