@@ -88,6 +88,7 @@ from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode import ServiceT
 from mode.utils.futures import notify
+from pydantic_core import to_json
 
 from infra.kafka import fetched_end_offsets
 
@@ -475,8 +476,20 @@ async def send_changelog(table: Table, key: str, value: Any, *, partition: int) 
     ``Topic.send`` layers cost more than the send; the sent-callback it skips records offsets
     for RocksDB stores only (the worker's tables are in memory, restored from the changelog)."""
     return await table.app.producer.send(
-        table.changelog_topic.get_topic_name(), codecs.dumps(table.key_serializer, key),
-        codecs.dumps(table.value_serializer, value), partition=partition, timestamp=None, headers=None)
+        table.changelog_topic.get_topic_name(), _dumps(table.key_serializer, key),
+        _dumps(table.value_serializer, value), partition=partition, timestamp=None, headers=None)
+
+
+def _dumps(serializer: Any, value: Any) -> bytes:
+    """``codecs.dumps(serializer, value)``; JSON by pydantic's serializer, a quarter of the time of Faust's
+    codec (which builds its encoder class each call) for a drawdown state.
+
+    The same JSON for the values a table holds (JSON-mode dumps): compact, ASCII with escapes,
+    ``Infinity``/``NaN`` as Faust writes them; a float may be spelled otherwise (``0.00001`` for
+    ``1e-05``), the same number when read back."""
+    if serializer == "json":
+        return to_json(value, ensure_ascii=True, inf_nan_mode="constants")
+    return codecs.dumps(serializer, value)
 
 
 def restoring(app: faust.App, tp: TP) -> bool:
