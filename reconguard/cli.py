@@ -475,6 +475,9 @@ def simulate(
     pipeline: Annotated[bool, typer.Option(help="play it in real time through the real broker, database and "
                                                 "services instead (embedded unless KAFKA_BOOTSTRAP_SERVERS/"
                                                 "DATABASE_URL are set; scenarios of a few minutes)")] = False,
+    jobs: Annotated[int, typer.Option(min=1, help="play the accounts in this many worker processes, with the "
+                                                  "same decision log (docs/scenarios.md, \"In parallel\"); "
+                                                  "1: in this process")] = 1,
 ) -> None:
     """Play a scenario in virtual time through the production rules, without a broker or database.
 
@@ -482,7 +485,8 @@ def simulate(
     clock: the same file and seed give a byte-identical decision log. Prints a summary table and
     checks the scenario's `expect` list (exit code 1 if one is not met, 2 if the file is invalid).
     `--pipeline` plays it in real time through the real broker, database and services instead
-    (docs/scenarios.md, "Through the pipeline").
+    (docs/scenarios.md, "Through the pipeline"). `--jobs N` plays the accounts in N worker processes,
+    byte for byte the same log (docs/scenarios.md, "In parallel").
     Example: `reconguard simulate docs/scenarios/guard-drawdown-critical.yaml --log decisions.jsonl`
     """
     import contextlib
@@ -494,6 +498,9 @@ def simulate(
     from simulation.runner import play, unmet
     from simulation.scenario import ScenarioError, load
 
+    if pipeline and jobs > 1:
+        console.print("[red]--jobs plays virtual time; --pipeline plays in real time, in one process[/red]")
+        raise typer.Exit(2)
     try:
         loaded = load(scenario)
     except ScenarioError as error:
@@ -507,7 +514,7 @@ def simulate(
             for line in outcome.lines:
                 write(line)
         else:
-            outcome = play(loaded, seed=seed, sink=write)
+            outcome = play(loaded, seed=seed, sink=write, jobs=jobs)
     table = Table(title=f"{loaded.name}: {outcome.simulated_seconds:g} s "
                         f"{'in real time through the pipeline' if pipeline else 'simulated'}, {outcome.polls} polls")
     for column in ("account", "decision", "reason / status", "count"):
@@ -515,6 +522,9 @@ def simulate(
     for account, kind, what, count in outcome.summary():
         table.add_row(account, kind, what, str(count))
     console.print(table)
+    if jobs > 1 and len(loaded.accounts) > 1 and outcome.played_by == 1:
+        console.print("A decision acted on the trade server the accounts share: played again in one process "
+                      "from the start (docs/scenarios.md, \"In parallel\").")
     missed = unmet(loaded, outcome)
     for line in missed:
         console.print(f"[red]not met:[/red] {line}", highlight=False, soft_wrap=True)

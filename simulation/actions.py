@@ -124,6 +124,8 @@ async def bad_rate(sim: Any, a: Any, index: int) -> None:
 
 
 async def unlock(sim: Any, a: Any, index: int) -> None:
+    if not sim.observes(a.account):  # a shard's other accounts: their own shard logs and guards them
+        return
     event_id = uuid.uuid5(DERIVED_ID_NAMESPACE, f"scenario/{sim.seed}/{a.account}/unlock/{index}")
     event = observed(UnlockAccount(user_id=a.account, requested_by=a.by, reason=a.reason), account_id=a.account,
                      occurred_at=sim.now, event_id=event_id)

@@ -43,6 +43,9 @@ from simulation.scenario import Account, Move, Scenario
 from simulation.worker import DEFAULT_SWEEP, Worker, on_grid
 
 FIRST_LOGIN = 51_000_001
+#: The phases of one instant of the loop, in its order (a timed fault's end logs nothing): with the place
+#: in the phase (the step's position, 0, the account's index), what orders a line among the instant's.
+STEP, SWEEP, POLL = 1, 2, 3
 
 
 @dataclass
@@ -119,6 +122,8 @@ class Outcome:
     log: DecisionLog = field(repr=False)  # asyncio's task repr shows the result: not a day's log
     polls: int
     simulated_seconds: float
+    shard_cpu_seconds: tuple[float, ...] = ()  # each worker process's CPU seconds, when shards played it
+    played_by: int = 1  # processes that played it to its end (1 too when the shards fell back: ``simulation.shards``)
 
     @property
     def lines(self) -> list[str]:
@@ -174,6 +179,9 @@ class Simulation:
         self.releases: list[tuple[datetime, int, Any]] = []  # (when, order, undo) of timed faults
         self.moves: list[tuple[Move, datetime, datetime, list[float]]] = []
         self.polls = 0
+        #: The accounts polled, in order, each with its place (``POLL``, index); a shard polls some of them.
+        self.polled = [((POLL, i), account) for i, account in enumerate(self.accounts.values())]
+        self.place: tuple[int, int] = (STEP, 0)  # where in the instant the loop is (``simulation.shards``)
         self._logged_at: tuple[datetime | None, str, str] = (None, "", "")  # (now, utc, broker) of the last line
 
     # --- the loop -------------------------------------------------------------------------------------
@@ -196,9 +204,11 @@ class Simulation:
                 undo()
             self.releases = [r for r in self.releases if r[0] > t]
             while i < len(steps) and steps[i][0] <= t:
+                self.place = (STEP, i)
                 await self._act(steps[i][2], steps[i][1])
                 i += 1
             if sweep_at is not None and sweep_at <= t:
+                self.place = (SWEEP, 0)
                 await self.take(self.worker.sweep(t))
             if next_poll <= t:
                 self._apply_moves(t)
@@ -219,7 +229,8 @@ class Simulation:
         quotes: Quotes = {}
         tick_reports: dict[tuple[Any, ...], Any] = {}
         worker = self.worker
-        for account in self.accounts.values():
+        for place, account in self.polled:
+            self.place = place
             events, ticks, seq = self._poll(account, quotes, tick_reports)
             for event in events:
                 outputs = worker.process(event, self.now)
@@ -297,9 +308,15 @@ class Simulation:
     # --- the scenario's steps ---------------------------------------------------------------------------------
 
     async def _expect(self, trade: TradeApproved | TradeClosedByPlatform) -> None:
+        if not self.observes(trade.user_id):  # a shard's other accounts: the platform acted, their shard logs it
+            return
         event = observed(trade, account_id=trade.user_id, occurred_at=self.now, event_id=approval_event_id(trade))
         self.log(event, {"id": str(event.event_id), "payload": trade.model_dump(mode="json")})
         await self.take(self.worker.process(event, self.now))
+
+    def observes(self, account_id: str) -> bool:
+        """Whether this run polls, guards and logs the account (all of them, but in a shard)."""
+        return True
 
     async def _act(self, step: Any, index: int) -> None:
         await act(self, step, index)
@@ -355,9 +372,15 @@ def _kind(d: dict[str, Any]) -> str:
     return ""
 
 
-def play(scenario: Scenario, *, seed: int | None = None, log_reports: bool = True, sink: Sink | None = None) -> Outcome:
+def play(scenario: Scenario, *, seed: int | None = None, log_reports: bool = True, sink: Sink | None = None,
+         jobs: int = 1) -> Outcome:
     """Run a scenario to its end (its own event loop: nothing waits on the wall clock); ``sink`` takes the
-    decision log's lines as they are made, else the outcome keeps them."""
+    decision log's lines as they are made, else the outcome keeps them. ``jobs`` > 1 plays the accounts in
+    that many worker processes, with the same log and outcome (``simulation.shards``)."""
+    if jobs > 1 and len(scenario.accounts) > 1:
+        from simulation.shards import play_shards  # it builds on this module
+
+        return play_shards(scenario, jobs=jobs, seed=seed, log_reports=log_reports, sink=sink)
     return asyncio.run(Simulation(scenario, seed=seed, log_reports=log_reports, sink=sink).run())
 
 
