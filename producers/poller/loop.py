@@ -200,10 +200,10 @@ class Poller:
         as its reads come in: published at the end of the round, a report waited for every later
         account's read and conclusion (hundreds of milliseconds at 1,000 accounts, all of it in the
         guard's reaction), and the worker got the whole round at once. A part is a share of the round,
-        not a number of accounts: each part is a publish here and a batch for every consumer, so
-        parts of a fixed size cost more the more accounts a round has (at 2,000, parts of 250 kept
-        the poll under 1 Hz), while a report waits for its part's later reads, a share of the round's.
-        Every part is acknowledged before the round ends, so an account's next report still follows this one."""
+        not a number of accounts: a report waits for its part's later reads, a share of the round's,
+        and each part is a publish here and a batch for every consumer, so their number a second
+        stays what it is at 1,000 accounts (parts of 250) as the accounts grow. Every part is
+        acknowledged before the round ends, so an account's next report still follows this one."""
         self._wake.clear()
         polled = [self.accounts[u] for u in (self.accounts if user_ids is None else user_ids)]
         waiting = {a.ref.user_id: self._requested.pop(a.ref.user_id, []) for a in polled}
