@@ -58,7 +58,7 @@ class PollerConfig:
     sync_window: float = 10.0  # at most one manual sync per account per this many seconds
     threads: int = 0  # 0: call terminals inline (the simulator); N: a pool of N threads
     reattach_every: float = 10.0  # seconds between initialize() calls on a terminal that stopped answering
-    part: int = 250  # accounts read, concluded and published together (see Poller.poll)
+    parts: int = 4  # a round is read, concluded and published in this many parts (see Poller.poll)
 
 
 @dataclass
@@ -196,11 +196,14 @@ class Poller:
     async def poll(self, user_ids: Iterable[str] | None = None) -> Batch:
         """Poll these accounts (default: all) once and publish their reports; returns what was sent.
 
-        A round is concluded and published a part (``config.part`` accounts) at a time, as its reads
-        come in: published at the end of the round, a report waited for every later account's read
-        and conclusion (hundreds of milliseconds at 1,000 accounts, all of it in the guard's
-        reaction), and the worker got the whole round at once. Every part is acknowledged before
-        the round ends, so an account's next report still follows this one."""
+        A round is concluded and published a part (a ``config.parts``-th of its accounts) at a time,
+        as its reads come in: published at the end of the round, a report waited for every later
+        account's read and conclusion (hundreds of milliseconds at 1,000 accounts, all of it in the
+        guard's reaction), and the worker got the whole round at once. A part is a share of the round,
+        not a number of accounts: a report waits for its part's later reads, a share of the round's,
+        and each part is a publish here and a batch for every consumer, so their number a second
+        stays what it is at 1,000 accounts (parts of 250) as the accounts grow. Every part is
+        acknowledged before the round ends, so an account's next report still follows this one."""
         self._wake.clear()
         polled = [self.accounts[u] for u in (self.accounts if user_ids is None else user_ids)]
         waiting = {a.ref.user_id: self._requested.pop(a.ref.user_id, []) for a in polled}
@@ -233,7 +236,7 @@ class Poller:
                              ) -> AsyncIterator[tuple[list[PolledAccount], list[AccountRead | ReadFailed]]]:
         """The round's reads, a part at a time and in order, each part as soon as its reads are in."""
         quotes: Quotes = {}  # this round's quotes, shared by the terminals of one trade server
-        every, step = self.config.reattach_every, max(1, self.config.part)
+        every, step = self.config.reattach_every, max(1, -(-len(polled) // max(1, self.config.parts)))
         if self._pool is None:
             for start in range(0, len(polled), step):
                 part = polled[start:start + step]
@@ -257,9 +260,12 @@ class Poller:
         for start in range(0, len(polled), step):
             part = polled[start:start + step]
             got = [await read for read in reads[start:start + step]]
-            mends = [loop.run_in_executor(self._pool, _mended, a, every, quotes, r) if t and _broken_pipe(r)
-                     else _ready(r) for a, t, r in zip(part, together[start:start + step], got, strict=True)]
-            yield part, list(await asyncio.gather(*mends))
+            mends = {i: loop.run_in_executor(self._pool, _mended, a, every, quotes, r)
+                     for i, (a, t, r) in enumerate(zip(part, together[start:start + step], got, strict=True))
+                     if t and _broken_pipe(r)}
+            for i, mend in mends.items():  # in the pool at once; a task for every read cost a round 1,000 tasks
+                got[i] = await mend
+            yield part, got
 
     def _conclude(self, account: PolledAccount, read: AccountRead | ReadFailed, observed_at: datetime,
                   batch: Batch, tick_reports: dict[tuple[Any, ...], Any]) -> None:
@@ -361,10 +367,6 @@ def _fail_waiting(futures: list[asyncio.Future[Any]], job: asyncio.Future[Any]) 
     for future in futures:
         if not future.done():
             future.set_exception(error or asyncio.CancelledError())
-
-
-async def _ready(read: AccountRead | ReadFailed) -> AccountRead | ReadFailed:
-    return read
 
 
 def _send(account: PolledAccount, quotes: Quotes) -> SentRead | None:

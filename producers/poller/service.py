@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
@@ -72,7 +73,8 @@ async def run_poller(settings: Settings, *, stop: asyncio.Event,
     await producer.start()
     await consumer.start()
     poller = Poller(accounts=accounts, producer=producer, prefix=settings.topic_prefix,
-                    config=config or PollerConfig(), markets=settings.guard.markets)
+                    config=replace(config or PollerConfig(), parts=settings.poller_parts),
+                    markets=settings.guard.markets)
     try:
         async with asyncio.TaskGroup() as tasks:  # either failing stops the other
             tasks.create_task(poller.run(stop=stop))

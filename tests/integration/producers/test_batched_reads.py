@@ -175,9 +175,9 @@ def test_accounts_of_one_server_share_a_round_s_quotes(served: Served) -> None:
     assert reads[1].ticks[next(iter(reads[1].ticks))] is quotes[server, next(iter(reads[1].ticks))]
 
 
-@pytest.mark.parametrize("part", [PollerConfig.part, 1], ids=["one part a round", "an account a part"])
+@pytest.mark.parametrize("parts", [1, 1000], ids=["one part a round", "an account a part"])
 async def test_a_poller_over_the_bridge_reports_what_a_poller_in_process_reports(
-        served: Served, settings: Settings, producer: AIOKafkaProducer, part: int) -> None:
+        served: Served, settings: Settings, producer: AIOKafkaProducer, parts: int) -> None:
     """A round sends every warm account's request before it takes any answer (one round trip each, from
     one thread); its reports are those of the same world polled in process, through a new symbol, a
     close and a terminal that lost its server. Also when the round is concluded and published an
@@ -187,7 +187,7 @@ async def test_a_poller_over_the_bridge_reports_what_a_poller_in_process_reports
     events: list[str] = []
     counted = {login: Counted(gateway, events) for login, gateway in served.gateways.items()}
     bridged = Poller(accounts=[(refs[login], each.gateway) for login, each in counted.items()], producer=producer,
-                     prefix=settings.topic_prefix, first_seq=0, config=PollerConfig(threads=4, reattach_every=0.0, part=part))
+                     prefix=settings.topic_prefix, first_seq=0, config=PollerConfig(threads=4, reattach_every=0.0, parts=parts))
     local = Poller(accounts=[(refs[login], _in_process(twin, login)) for login in served.gateways], producer=producer,
                    prefix=settings.topic_prefix, first_seq=0, config=PollerConfig(reattach_every=0.0))
     trader, cut_off = load_login(0), load_login(1)

@@ -31,11 +31,11 @@ def users(n: int) -> list[str]:
 
 
 async def play_scenario(seed: int, user_ids: list[str], producer: AIOKafkaProducer, prefix: str, *,
-                        part: int = PollerConfig.part) -> Counter[str]:
+                        parts: int = 1) -> Counter[str]:
     """A few minutes of a seeded market with trades, SL/TP hits and a manual close, polled every second."""
     broker = SimulatedBroker(seed, tick_interval=0.5)
     accounts = demo_accounts(broker, user_ids)
-    poller = Poller(accounts=accounts, producer=producer, prefix=prefix, first_seq=0, config=PollerConfig(part=part))
+    poller = Poller(accounts=accounts, producer=producer, prefix=prefix, first_seq=0, config=PollerConfig(parts=parts))
     logins = [ref.login for ref, _ in accounts]
     eurusd = broker.tick("EURUSD")
     broker.manual_open(logins[0], "EURUSD", c.ORDER_TYPE_BUY, 1.0, sl=round(eurusd.bid - 0.0004, 5))
@@ -60,14 +60,14 @@ def comparable(envelope: Any) -> dict[str, Any]:
     return envelope.payload.model_dump(mode="json", exclude={"user_id", "server_time"})
 
 
-@pytest.mark.parametrize("part", [PollerConfig.part, 1], ids=["one part a round", "an account a part"])
+@pytest.mark.parametrize("parts", [1, 1000], ids=["one part a round", "an account a part"])
 async def test_reports_from_the_same_seed_are_equal(settings: Settings, producer: AIOKafkaProducer,
-                                                    part: int) -> None:
-    """Also when the second run publishes each round an account at a time (as a round of more than
-    ``PollerConfig.part`` accounts is): the same reports, each account's in order."""
+                                                    parts: int) -> None:
+    """Also when the second run publishes each round an account at a time (as a round of no more than
+    ``PollerConfig.parts`` accounts is): the same reports, each account's in order."""
     first, second = users(3), users(3)
     sent = await play_scenario(42, first, producer, settings.topic_prefix)
-    sent += await play_scenario(42, second, producer, settings.topic_prefix, part=part)
+    sent += await play_scenario(42, second, producer, settings.topic_prefix, parts=parts)
     for topic in (ACCOUNT_REPORTS, POSITION_REPORTS, TICKS):
         expected = {u: sent[f"{topic.base}/{u}"] for u in first + second}
         async with LogReader(settings, topic) as log:
