@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, le=1024, description="Partitions per topic at creation.")
     poller_parts: int = Field(
         default=4, ge=1, le=1000, description="Parts each poll round is published in, as its reads come in: more "
-        "and a report reaches the guard sooner, fewer and a round costs the pipeline less CPU.")
+        "and a report reaches the guard sooner, fewer and each part is one bigger publish (fewer broker "
+        "requests and consumer batches).")
     consumer_session_timeout_ms: int = Field(
         default=6000, ge=3000, description="Group session timeout; tansu's first join waits half of it."
     )
