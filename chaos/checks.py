@@ -11,7 +11,10 @@ Pure functions (``liquidations``, ``closes_per_position``) judge plain records; 
   the grace; a position the market guard closed first (at once, on a gap) is not this liquidation's;
 - on time: that deal is at most ``bound`` seconds after the deadline, unless the terminal (the
   simulator) was down at some point between the deadline and the close.
-The simulator's clock moves in steps of at most 50 ms, so a deal's time may read up to 50 ms early.
+The simulator's clock moves in steps of at most 50 ms, so a deal's time may read up to 50 ms early
+(more while its clock thread waits for the interpreter). A position cannot close before the command
+that closes it was appended, so the notice runs to the later of the closing deal's time and the
+liquidation's first command's: still never later than the close really was.
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ def judge(found: dict[str, Liquidation], *, now: float, bound: float,
     """The liquidations whose deadline is ``bound`` seconds past, judged (see the module docstring)."""
     due = [f for f in found.values() if f.deadline + bound < now]
     not_executed = [f.alert_id for f in due if not f.executed]
-    notices = [(f, f.last_close - f.warned_at) for f in due if f.last_close is not None]
+    notices = [(f, _closed_no_earlier_than(f) - f.warned_at) for f in due if f.last_close is not None]
     short = [f.alert_id for f, notice in notices if notice < f.grace]
     late, excused = [], []
     for f in due:
@@ -160,6 +163,13 @@ def judge(found: dict[str, Liquidation], *, now: float, bound: float,
             (excused if was_down else late).append(f.alert_id)
     return LiquidationVerdict(len(found), len(due), not_executed, short, late, excused,
                               min((n for _, n in notices), default=None))
+
+
+def _closed_no_earlier_than(liquidation: Liquidation) -> float:
+    """When the last close happened at the earliest: its deal's time (the simulator's clock, which may
+    read early) or, if later, the append of the liquidation's first close command (no close precedes it)."""
+    assert liquidation.last_close is not None
+    return max(liquidation.last_close, min(liquidation.command_times, default=liquidation.last_close))
 
 
 def open_positions(deals: Iterable[Deal]) -> set[int]:

@@ -48,9 +48,9 @@ def _warning(liquidation: uuid.UUID, *, at: float, deadline: float) -> Record:
 COMMAND = uuid.UUID("6d1f0c2e-9a3b-4c5d-8e7f-0a1b2c3d4e5f")  # the liquidation's close command in ``_judged``
 
 
-def _command(liquidation: uuid.UUID, *tickets: int, command: uuid.UUID | None = None) -> Record:
+def _command(liquidation: uuid.UUID, *tickets: int, command: uuid.UUID | None = None, at: float = 0.0) -> Record:
     return Record(SimpleNamespace(causation_id=uuid.uuid4(), event_id=command or uuid.uuid4(),
-                                  payload=SimpleNamespace(tickets=tickets, alert_id=liquidation)), 0.0)
+                                  payload=SimpleNamespace(tickets=tickets, alert_id=liquidation)), at)
 
 
 def _deal(position: int, entry: int, at: float, magic: int = EXECUTOR_MAGIC, volume: float = 1.0,
@@ -58,9 +58,10 @@ def _deal(position: int, entry: int, at: float, magic: int = EXECUTOR_MAGIC, vol
     return Deal(1, position * 10 + entry, position, entry, magic, volume, at, comment)
 
 
-def _judged(close_at: float | None, *, down=(), by: uuid.UUID = COMMAND):
+def _judged(close_at: float | None, *, down=(), by: uuid.UUID = COMMAND, commanded_at: float = 0.0):
     trigger = uuid.uuid4()
-    found = liquidations([_warning(trigger, at=T0, deadline=T0 + 9.5)], [_command(trigger, 7, command=COMMAND)])
+    found = liquidations([_warning(trigger, at=T0, deadline=T0 + 9.5)],
+                         [_command(trigger, 7, command=COMMAND, at=commanded_at)])
     deals = [_deal(7, c.DEAL_ENTRY_IN, T0 - 60, magic=0)]
     if close_at is not None:
         deals.append(_deal(7, c.DEAL_ENTRY_OUT, close_at, comment=close_comment(by)))
@@ -80,6 +81,13 @@ def test_each_broken_promise_is_counted():
     assert len(_judged(T0 + 40).late) == 1
     excused = _judged(T0 + 40, down=[(T0 + 5, T0 + 35)])
     assert (excused.late, len(excused.excused)) == ([], 1), "the terminal itself was down"
+
+
+def test_a_deal_time_read_early_is_not_short_notice_when_its_command_came_after_the_grace():
+    """The simulator's deal times may read up to a clock step early: a close cannot precede its command."""
+    assert _judged(T0 + 9.996, commanded_at=T0 + 10.002).short_notice == []
+    assert round(_judged(T0 + 9.996, commanded_at=T0 + 10.002).min_notice, 3) == 10.002
+    assert len(_judged(T0 + 9.996, commanded_at=T0 + 9.99).short_notice) == 1, "its command came too early too"
 
 
 def test_a_close_another_command_made_first_is_not_this_liquidations_to_judge():
